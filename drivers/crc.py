@@ -1,0 +1,54 @@
+"""Checksums used on the wire and in images (parameters in protocols.md §6).
+
+Pure functions, no I/O; shared by the drivers, the image code and the simulated hubs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from functools import reduce
+
+import crcmod.predefined
+
+_crc32_mpeg = crcmod.predefined.mkCrcFun("crc-32-mpeg")
+_crc16_xmodem = crcmod.predefined.mkCrcFun("xmodem")
+
+
+def xor8(data: bytes | bytearray | memoryview, start: int = 0) -> int:
+    """XOR of all bytes (AN3155 frame checksum), seeded with ``start``."""
+    return reduce(lambda a, b: a ^ b, bytes(data), start)
+
+
+def crc32(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """CRC-32/ISO-HDLC (zlib), as in the application descriptor and GBL END tags."""
+    return zlib.crc32(data, crc) & 0xFFFFFFFF
+
+
+def _word_swap(data: bytes | bytearray | memoryview) -> bytes:
+    """Reverse the bytes of every 32-bit word (length must be a multiple of 4)."""
+    raw = bytes(data)
+    out = bytearray(len(raw))
+    for i in range(4):
+        out[i::4] = raw[3 - i :: 4]
+    return bytes(out)
+
+
+def stm32_crc(data: bytes | bytearray | memoryview, crc: int = 0xFFFFFFFF) -> int:
+    """CRC of the STM32 CRC unit over whole 32-bit words, as Get Checksum (0xA1) returns.
+
+    The unit reads each word little-endian and shifts it in MSB first, which is
+    CRC-32/MPEG-2 over the data with the bytes of every word reversed.
+
+    Raises:
+        ValueError: if the length is not a multiple of 4.
+    """
+    if len(data) % 4:
+        raise ValueError(f"STM32 CRC needs whole 32-bit words, got {len(data)} bytes")
+    # crcmod's crc-32-mpeg has initCrc 0xFFFFFFFF and no final XOR, so the running value
+    # is the register itself and can be chained directly.
+    return int(_crc32_mpeg(_word_swap(data), crc)) & 0xFFFFFFFF
+
+
+def crc16_xmodem(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """CRC-16/XMODEM (XMODEM-CRC blocks, SMP serial frames)."""
+    return int(_crc16_xmodem(bytes(data), crc)) & 0xFFFF

@@ -1,0 +1,53 @@
+"""Build application payloads for demos and tests (no private keys here: nothing is signed).
+
+A payload looks like a Cortex-M application: an initial stack pointer and reset vector, the
+application descriptor at ``DESCRIPTOR_OFFSET``, then deterministic filler standing in for
+code. Same arguments, same bytes, so demo images and simulated hubs agree across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, seal_payload
+
+# The demo hub model that the simulated AN3155 hubs and the built-in profile share.
+DEMO_MANUFACTURER = 0x1234
+DEMO_IMAGE_TYPE = 0x0401
+DEMO_HW_MIN = 1
+DEMO_HW_MAX = 3
+DEMO_LOAD_ADDRESS = 0x0800_0000
+DEMO_STACK_TOP = 0x2002_0000
+
+
+def _filler(seed: bytes, size: int) -> bytes:
+    """Deterministic pseudo-code bytes (SHAKE-256 stream) of ``size`` bytes."""
+    return hashlib.shake_256(seed).digest(size) if size else b""
+
+
+def demo_payload(
+    version: int,
+    *,
+    size: int = 64 * 1024,
+    load_address: int = DEMO_LOAD_ADDRESS,
+    manufacturer_code: int = DEMO_MANUFACTURER,
+    image_type: int = DEMO_IMAGE_TYPE,
+    hw_min: int = DEMO_HW_MIN,
+    hw_max: int = DEMO_HW_MAX,
+) -> bytes:
+    """A sealed application payload of ``size`` bytes (a multiple of 4) for ``version``."""
+    minimum = DESCRIPTOR_OFFSET + DESCRIPTOR_SIZE
+    if size < minimum or size % 4:
+        raise ValueError(f"payload size must be a multiple of 4 and at least {minimum} bytes")
+    vectors = struct.pack("<II", DEMO_STACK_TOP, (load_address + 0x400) | 1)
+    seed = f"demo-app/{manufacturer_code:04x}/{image_type:04x}/{version:08x}".encode()
+    body = vectors + _filler(seed, size - len(vectors))
+    return seal_payload(
+        body,
+        manufacturer_code=manufacturer_code,
+        image_type=image_type,
+        firmware_version=version,
+        hw_min=hw_min,
+        hw_max=hw_max,
+    )
