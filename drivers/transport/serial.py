@@ -1,0 +1,225 @@
+"""A serial byte pipe over pyserial's URL handlers.
+
+Ports are opened only with ``serial.serial_for_url`` so device paths, ``/dev/pts/N``,
+``rfc2217://`` (ser2net), ``socket://`` and ``loop://`` all work without branches.
+pyserial and OS errors are translated here into :mod:`drivers.errors` types.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import time
+from types import TracebackType
+from typing import Any
+
+import serial
+
+from drivers.errors import (
+    ConfigError,
+    LinkTimeout,
+    NoModemLines,
+    PortBusy,
+    PortNotFound,
+    PortVanished,
+    TransportError,
+)
+
+_PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}
+_BUSY_ERRNOS = {errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES}
+_MISSING_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ECONNREFUSED}
+
+
+def bits_per_byte(parity: str, stopbits: int = 1) -> int:
+    """Bit times one byte costs on the wire: start + 8 data + parity + stop."""
+    return 1 + 8 + (0 if parity == "none" else 1) + stopbits
+
+
+class SerialLink:
+    """One open serial port; the only object in the drivers that touches pyserial.
+
+    Args:
+        url: a device path or pyserial URL.
+        baudrate: line speed.
+        parity: ``"none"``, ``"even"`` or ``"odd"`` (AN3155 uses even).
+        exclusive: lock the port so a second program cannot open it at the same time.
+    """
+
+    def __init__(
+        self, url: str, *, baudrate: int = 115200, parity: str = "even", exclusive: bool = True
+    ) -> None:
+        if parity not in _PARITY:
+            raise ConfigError(f"parity must be one of {sorted(_PARITY)}, not {parity!r}")
+        self.url = url
+        self.baudrate = baudrate
+        self.parity = parity
+        self._exclusive = exclusive
+        self._timeout_s: float | None = None
+        self._ser: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the port.
+
+        Raises:
+            PortNotFound, PortBusy, ConfigError, TransportError: with the port named.
+        """
+        try:
+            ser = serial.serial_for_url(self.url, do_not_open=True)
+            ser.baudrate = self.baudrate
+            ser.parity = _PARITY[self.parity]
+            ser.bytesize = serial.EIGHTBITS
+            ser.stopbits = serial.STOPBITS_ONE
+            ser.timeout = 1.0
+            ser.write_timeout = 5.0
+            if self._exclusive and hasattr(ser, "exclusive"):
+                ser.exclusive = True
+        except ValueError as exc:
+            raise ConfigError(f"cannot use port {self.url!r}: {exc}", port=self.url) from exc
+        except serial.SerialException as exc:
+            raise TransportError(f"cannot open port: {exc}", port=self.url) from exc
+        try:
+            ser.open()
+        except serial.SerialException as exc:
+            raise self._open_error(exc) from exc
+        except OSError as exc:
+            raise self._open_error(exc) from exc
+        self._ser = ser
+        self._timeout_s = 1.0
+
+    def _open_error(self, exc: Exception) -> TransportError:
+        code = getattr(exc, "errno", None)
+        text = str(exc)
+        if code in _BUSY_ERRNOS or "exclusively lock" in text:
+            return PortBusy("port is in use by another program", port=self.url)
+        if code in _MISSING_ERRNOS or "No such file" in text or "refused" in text:
+            return PortNotFound("port does not exist or cannot be reached", port=self.url)
+        return TransportError(f"cannot open port: {text}", port=self.url)
+
+    def close(self) -> None:
+        """Close the port; safe to call twice and after the port vanished."""
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            # A vanished port cannot be closed cleanly; nothing is lost by ignoring that.
+            with contextlib.suppress(OSError, serial.SerialException):
+                ser.close()
+
+    def __enter__(self) -> SerialLink:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the port is open."""
+        return self._ser is not None
+
+    def byte_time_s(self) -> float:
+        """Seconds one byte takes on this link."""
+        return bits_per_byte(self.parity) / self.baudrate
+
+    # -- I/O ---------------------------------------------------------------------------
+
+    def _port(self) -> Any:
+        if self._ser is None:
+            raise TransportError("port is not open", port=self.url)
+        return self._ser
+
+    def _set_timeout(self, timeout_s: float) -> None:
+        # Setting the timeout re-applies termios on POSIX, so only do it when it changes.
+        if timeout_s != self._timeout_s:
+            self._port().timeout = timeout_s
+            self._timeout_s = timeout_s
+
+    def write(self, data: bytes) -> None:
+        """Send bytes (returns once the OS has taken them)."""
+        try:
+            self._port().write(data)
+        except serial.SerialTimeoutException as exc:
+            raise LinkTimeout("the port did not take our bytes", port=self.url) from exc
+        except (serial.SerialException, OSError) as exc:
+            raise PortVanished(f"write failed: {exc}", port=self.url) from exc
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        """Read up to ``n`` bytes, returning early only when ``timeout_s`` expires."""
+        port = self._port()
+        try:
+            self._set_timeout(timeout_s)
+            return bytes(port.read(n))
+        except (serial.SerialException, OSError) as exc:
+            raise PortVanished(f"read failed: {exc}", port=self.url) from exc
+
+    def read_exact(self, n: int, timeout_s: float, what: str = "reply") -> bytes:
+        """Read exactly ``n`` bytes within ``timeout_s``.
+
+        Raises:
+            LinkTimeout: fewer bytes arrived; the message says how many.
+        """
+        data = self.read(n, timeout_s)
+        if len(data) < n:
+            raise LinkTimeout(
+                f"timed out after {timeout_s:g} s waiting for {what}: got {len(data)} of {n} bytes",
+                port=self.url,
+            )
+        return data
+
+    def read_line(self, timeout_s: float) -> bytes | None:
+        """Read one line ending in LF (CR stripped); None if no full line came in time."""
+        port = self._port()
+        deadline = time.monotonic() + timeout_s
+        line = bytearray()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                self._set_timeout(left)
+                chunk = port.read_until(b"\n")
+            except (serial.SerialException, OSError) as exc:
+                raise PortVanished(f"read failed: {exc}", port=self.url) from exc
+            line += chunk
+            if line.endswith(b"\n"):
+                return bytes(line).rstrip(b"\r\n")
+
+    def drain(self, quiet_s: float, limit_s: float = 2.0) -> bytes:
+        """Read and discard input until the line has been quiet for ``quiet_s``."""
+        got = bytearray()
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            chunk = self.read(4096, quiet_s)
+            if not chunk:
+                break
+            got += chunk
+        return bytes(got)
+
+    def reset_input(self) -> None:
+        """Throw away bytes received but not read."""
+        try:
+            self._port().reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            raise PortVanished(f"flush failed: {exc}", port=self.url) from exc
+
+    def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> None:
+        """Drive the modem-control lines (bootloader entry fixtures).
+
+        Raises:
+            NoModemLines: the port has none (a pseudo-terminal or network port).
+        """
+        port = self._port()
+        try:
+            if dtr is not None:
+                port.dtr = dtr
+            if rts is not None:
+                port.rts = rts
+        except (serial.SerialException, OSError) as exc:
+            if getattr(exc, "errno", None) == errno.ENOTTY or "Inappropriate ioctl" in str(exc):
+                raise NoModemLines("cannot set DTR/RTS", port=self.url) from exc
+            raise PortVanished(f"cannot set modem lines: {exc}", port=self.url) from exc

@@ -1,0 +1,232 @@
+"""The ``station`` command: thin front end over the station API.
+
+It parses arguments, calls the same functions the TUI will call, renders progress and
+results, and maps outcomes to exit codes a rig can act on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from enum import IntEnum
+from pathlib import Path
+
+from rich.console import Console
+
+from drivers.errors import StationError
+from drivers.types import no_progress
+from firmware_images.loader import load_image
+from station.flash import FlashOutcome, Result, flash_hub
+from station.profiles import builtin_names, load_profile
+from station.render import ProgressBoard, outcome_line
+
+
+class Exit(IntEnum):
+    """Exit statuses (documented in ``station --help``)."""
+
+    PASSED = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    REFUSED = 3
+    SKIPPED = 4
+    INTERRUPTED = 130
+
+
+EXIT_FOR = {
+    Result.PASSED: Exit.PASSED,
+    Result.FAILED: Exit.FAILED,
+    Result.REFUSED: Exit.REFUSED,
+    Result.SKIPPED: Exit.SKIPPED,
+}
+
+_EPILOG = """exit status: 0 every hub passed (verified and running version read back),
+1 a hub failed, 2 bad input (image, profile, arguments), 3 refused by policy,
+4 skipped (already current), 130 interrupted."""
+
+
+def parse_int(text: str) -> int:
+    """An integer in decimal or 0x-hex (addresses, versions)."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def parse_version(text: str) -> int:
+    """A firmware version as ``0x01020304`` or ``1.2.3.4``."""
+    if "." in text:
+        parts = text.split(".")
+        if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts):
+            return int.from_bytes(bytes(int(p) for p in parts), "big")
+        raise argparse.ArgumentTypeError(f"version {text!r} is not four numbers 0..255")
+    value = parse_int(text)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"version {text!r} does not fit in 32 bits")
+    return value
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_flash(args: argparse.Namespace, err: Console) -> int:
+    profile = load_profile(args.profile)
+    image = load_image(args.file, args.address)
+    show = not args.json and err.is_terminal
+    with ProgressBoard(err, enabled=show) as board:
+        progress = board.slot(args.port) if show else no_progress
+        out = flash_hub(
+            args.port, profile, image, force=args.force, verify=args.verify, on_progress=progress
+        )
+    _print_outcome(out, args.json, err)
+    return EXIT_FOR[out.result]
+
+
+def _print_outcome(out: FlashOutcome, as_json: bool, err: Console) -> None:
+    if as_json:
+        print(json.dumps(out.to_json()), flush=True)
+        return
+    for note in out.notes:
+        err.print(f"  note: {note}", highlight=False)
+    Console().print(outcome_line(out), highlight=False)
+
+
+def cmd_image_demo(args: argparse.Namespace, err: Console) -> int:
+    from station.demo import write_demo_image
+
+    path = write_demo_image(Path(args.output), args.version, size=args.size)
+    img = load_image(path)
+    print(
+        f"{path}: demo application {args.version:#010x}, {len(img.data)} bytes at "
+        f"0x{img.address:08X}, sha256 {img.sha256}"
+    )
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace, err: Console) -> int:
+    for name in builtin_names():
+        p = load_profile(name)
+        print(f"{p.name:<16} {p.protocol:<8} {p.description}")
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace, err: Console) -> int:
+    from sim import cli as sim_cli
+
+    return sim_cli.run(args)
+
+
+def cmd_demo(args: argparse.Namespace, err: Console) -> int:
+    from station.demo import run_demo
+
+    return run_demo(
+        hubs=args.hubs, paced=not args.unpaced, size=args.size, as_json=args.json, err=err
+    )
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``station`` command."""
+    from sim import cli as sim_cli
+
+    parser = argparse.ArgumentParser(
+        prog="station",
+        description="Bench re-flash station for GB smart-metering Communications Hubs.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="start simulated hubs, make demo firmware, re-flash and confirm them all",
+        description="The main job on simulated hubs: starts N simulated AN3155 hubs on "
+        "pseudo-terminals (old firmware, some in their bootloader, some running), builds a "
+        "demo image, re-flashes every hub in parallel, verifies, boots, reads the running "
+        "versions back and prints a per-hub summary.",
+        epilog=_EPILOG,
+    )
+    p.add_argument("--hubs", type=int, default=4, help="number of simulated hubs (default 4)")
+    p.add_argument(
+        "--size", type=parse_int, default=64 * 1024, help="image size in bytes (default 64 KiB)"
+    )
+    p.add_argument("--unpaced", action="store_true", help="run the hubs faster than real wires")
+    p.add_argument("--json", action="store_true", help="one JSON object per hub on stdout")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "flash",
+        help="re-flash one hub: identify, erase, write, verify, boot, confirm",
+        description="Re-flash the hub on --port. The image is checked before the port is "
+        "opened; only the pages it covers are erased; the flash is verified (device CRC "
+        "when the bootloader offers it, readback otherwise); the application is started and "
+        "its running version read back. Exit 0 only when all of that succeeded.",
+        epilog=_EPILOG,
+    )
+    p.add_argument(
+        "--port", required=True, help="device path or pyserial URL (/dev/ttyUSB0, rfc2217://h:p)"
+    )
+    p.add_argument(
+        "--profile",
+        required=True,
+        help=f"hub profile name ({', '.join(builtin_names())}) or a .toml file",
+    )
+    p.add_argument("file", help="application image: Intel HEX, S-record, or raw binary")
+    p.add_argument(
+        "--address", type=parse_int, help="load address of a raw binary (e.g. 0x08000000)"
+    )
+    p.add_argument(
+        "--verify",
+        choices=["auto", "crc", "readback"],
+        help="verify method (default: the profile's, normally auto)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write even if the hub already runs this or a newer version",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser(
+        "sim",
+        help="start simulated hubs on pseudo-terminals until interrupted",
+        description="Start N simulated hubs, each on its own pseudo-terminal that any "
+        "program can open, and keep them running until Ctrl-C.",
+    )
+    sim_cli.add_arguments(p)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("image", help="firmware image tools")
+    isub = p.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    q = isub.add_parser(
+        "demo", help="write a demo application image (Intel HEX or raw .bin) for a version"
+    )
+    q.add_argument("version", type=parse_version, help="firmware version, 0x01050000 or 1.5.0.0")
+    q.add_argument("-o", "--output", required=True, help="file to write (.hex or .bin)")
+    q.add_argument("--size", type=parse_int, default=64 * 1024, help="payload size in bytes")
+    q.set_defaults(func=cmd_image_demo)
+
+    p = sub.add_parser("profiles", help="list the built-in hub profiles")
+    p.set_defaults(func=cmd_profiles)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``station`` console script."""
+    args = build_parser().parse_args(argv)
+    err = Console(stderr=True)
+    try:
+        return int(args.func(args, err))
+    except StationError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return Exit.BAD_INPUT
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        return Exit.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""Re-flash one hub: identify, plan, erase, write, verify, boot and confirm.
+
+This is esptool's ``write_flash`` made safe for a bench: the image is checked before the
+port is opened, the hub's identity and running version are read first, only the pages the
+image covers are erased, the flash is verified (device CRC when offered, readback
+otherwise), the application is started and its running version and EUI-64 are read back.
+A hub is reported ``passed`` only when all of that succeeded.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from drivers.an3155 import MAX_BLOCK, An3155Driver, NeedsErase, Timeouts
+from drivers.console import AppConsole
+from drivers.errors import HubReset, ImageError, NoSync, StationError
+from drivers.transport.serial import SerialLink
+from drivers.types import Phase, ProgressFn, no_progress
+from firmware_images.descriptor import (
+    DESCRIPTOR_OFFSET,
+    DESCRIPTOR_SIZE,
+    format_version,
+    parse_descriptor,
+)
+from firmware_images.loader import LoadedImage
+from station.profiles import Profile
+
+IDENTITY_MAGIC = b"HBID"
+
+
+class Result(StrEnum):
+    """How a hub's job ended."""
+
+    PASSED = "passed"  # written, verified, booted, running version read back and equal
+    FAILED = "failed"
+    SKIPPED = "skipped"  # already runs the image's version
+    REFUSED = "refused"  # policy: wrong model or hardware, downgrade
+
+
+@dataclass
+class FlashOutcome:
+    """Everything known about one hub's job, for printing, JSON and records."""
+
+    port: str
+    profile: str
+    result: Result = Result.FAILED
+    image: str = ""
+    image_version: str = ""
+    image_sha256: str = ""
+    eui64: str | None = None
+    hw_version: int | None = None
+    found_in: str | None = None  # "bootloader" or "application"
+    version_before: str | None = None
+    version_after: str | None = None
+    verify_method: str | None = None
+    verify_detail: str | None = None
+    phase: str | None = None  # where it failed or was refused
+    message: str = ""
+    hint: str = ""
+    notes: list[str] = field(default_factory=list)
+    bytes_written: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (one object per hub in ``--json`` output)."""
+        out = asdict(self)
+        out["result"] = str(self.result)
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+def precheck(image: LoadedImage, profile: Profile) -> None:
+    """Refuse an image that cannot be right for this hub model, before any port is opened.
+
+    Raises:
+        ImageError: wrong manufacturer or image type, outside flash, misaligned, too big.
+    """
+    d = image.descriptor
+    if d.manufacturer_code != profile.manufacturer_code:
+        raise ImageError(
+            f"{image.path}: manufacturer code 0x{d.manufacturer_code:04X} does not match "
+            f"profile {profile.name} (0x{profile.manufacturer_code:04X})",
+            hint="this image is for another make of hub",
+        )
+    if d.image_type != profile.image_type:
+        raise ImageError(
+            f"{image.path}: image type 0x{d.image_type:04X} does not match "
+            f"profile {profile.name} (0x{profile.image_type:04X})",
+            hint="this image is for another hub model",
+        )
+    if image.address != profile.app_address:
+        raise ImageError(
+            f"{image.path}: loads at 0x{image.address:08X}, but {profile.name} applications "
+            f"start at 0x{profile.app_address:08X}",
+            hint="check --address or the image's load address",
+        )
+    if not profile.flash_start <= image.address or image.end > profile.flash_end:
+        raise ImageError(
+            f"{image.path}: 0x{image.address:08X}..0x{image.end:08X} ({len(image.data)} bytes) "
+            f"does not fit in flash 0x{profile.flash_start:08X}..0x{profile.flash_end:08X}",
+            hint="the image is too large for this hub model",
+        )
+    if (image.address - profile.flash_start) % profile.page_size:
+        raise ImageError(
+            f"{image.path}: 0x{image.address:08X} is not on a {profile.page_size}-byte page "
+            "boundary; erasing its first page would destroy bytes outside the image"
+        )
+
+
+def _parse_identity(raw: bytes) -> tuple[str, int]:
+    if raw[:4] != IDENTITY_MAGIC:
+        raise StationError(
+            f"no identity record in the hub's OTP area (found {raw[:4]!r})",
+            phase=Phase.IDENTIFY,
+            hint="is the profile right for this hub?",
+        )
+    eui = "-".join(f"{b:02X}" for b in raw[4:12])
+    (hw,) = struct.unpack_from("<H", raw, 12)
+    return eui, hw
+
+
+class _Job:
+    """State of one re-flash while it runs; :func:`flash_hub` is the public entry."""
+
+    def __init__(
+        self, port: str, profile: Profile, image: LoadedImage, progress: ProgressFn
+    ) -> None:
+        self.profile = profile
+        self.image = image
+        self.progress = progress
+        self.phase = Phase.CONNECT
+        self.out = FlashOutcome(
+            port=port,
+            profile=profile.name,
+            image=image.path,
+            image_version=format_version(image.descriptor.firmware_version),
+            image_sha256=image.sha256,
+        )
+        self.link = SerialLink(port, baudrate=profile.baud, parity=profile.parity)
+        self.drv = An3155Driver(
+            self.link,
+            retries=profile.retries,
+            pipeline=profile.pipeline_writes,
+            timeouts=Timeouts(resync_s=profile.resync_timeout_s),
+        )
+        self.console = AppConsole(self.link)
+
+    def enter(self, phase: Phase, note: str = "") -> None:
+        self.phase = phase
+        self.progress(phase, 0, 0, note)
+
+    def end(self, result: Result, message: str, hint: str = "") -> FlashOutcome:
+        self.out.result = result
+        self.out.message = message
+        self.out.hint = hint
+        if result in (Result.FAILED, Result.REFUSED):
+            self.out.phase = str(self.phase)
+        return self.out
+
+    # -- phases ------------------------------------------------------------------------
+
+    def connect(self) -> int | None:
+        """Reach the bootloader; returns the running version if the application answered."""
+        self.enter(Phase.CONNECT)
+        self.link.open()
+        try:
+            self.drv.sync(timeout_s=0.6)
+            self.out.found_in = "bootloader"
+            return None
+        except NoSync:
+            pass
+        running = self.console.version()
+        if running is None:
+            raise NoSync(
+                "the hub answers neither the bootloader sync (0x7F) nor the application "
+                "console (VER?)",
+                port=self.link.url,
+                phase=Phase.CONNECT,
+            )
+        self.out.found_in = "application"
+        self.out.eui64 = self.console.eui64()
+        self.out.hw_version = self.console.hw_version()
+        self.console.enter_bootloader()
+        self.drv.sync(timeout_s=2.0)
+        return running
+
+    def identify(self, running: int | None) -> None:
+        self.enter(Phase.IDENTIFY)
+        info = self.drv.identify()
+        if info.product_id != self.profile.product_id:
+            raise _Refusal(
+                f"product ID 0x{info.product_id:03X} is not {self.profile.name}'s "
+                f"0x{self.profile.product_id:03X}",
+                "wrong profile for this hub, or a different model in this slot",
+            )
+        eui, hw = _parse_identity(
+            self.drv.read_memory(self.profile.identity_address, 16, phase=Phase.IDENTIFY)
+        )
+        if self.out.eui64 is not None and self.out.eui64 != eui:
+            raise StationError(
+                f"the application said EUI-64 {self.out.eui64} but the bootloader's identity "
+                f"area says {eui}",
+                phase=Phase.IDENTIFY,
+                hint="two hubs may share this port; check the fixture",
+            )
+        self.out.eui64, self.out.hw_version = eui, hw
+        if running is None:
+            raw = self.drv.read_memory(
+                self.profile.app_address + DESCRIPTOR_OFFSET,
+                DESCRIPTOR_SIZE,
+                phase=Phase.IDENTIFY,
+            )
+            try:
+                running = parse_descriptor(raw).firmware_version
+            except ImageError:
+                running = None  # blank or foreign flash: nothing to compare against
+        self.out.version_before = None if running is None else format_version(running)
+
+    def plan(self, force: bool) -> Result | None:
+        self.enter(Phase.PLAN)
+        d = self.image.descriptor
+        hw = self.out.hw_version
+        if hw is not None and not d.supports_hardware(hw):
+            raise _Refusal(
+                f"hardware version {hw} is outside the image's range {d.hw_min}..{d.hw_max}",
+                "this image is not approved for this hub's hardware",
+            )
+        if self.out.version_before is None or force:
+            return None
+        before = int(self.out.version_before, 16)
+        if before == d.firmware_version:
+            return Result.SKIPPED
+        if before > d.firmware_version:
+            raise _Refusal(
+                f"downgrade refused: hub runs {self.out.version_before}, image is "
+                f"{self.out.image_version}",
+                "use --force only if a downgrade is approved",
+            )
+        return None
+
+    def erase(self) -> None:
+        pages = self.profile.pages_for(self.image.address, self.image.end)
+        self.enter(Phase.ERASE, f"{len(pages)} pages")
+        self.drv.erase_pages(pages, self.progress)
+
+    def write(self) -> None:
+        self.enter(Phase.WRITE)
+        data, base = self.image.data, self.image.address
+        offset, resumes = 0, 0
+        while True:
+            try:
+                self.drv.write_memory(
+                    base + offset,
+                    data[offset:],
+                    first_block=offset // MAX_BLOCK,
+                    on_progress=self.progress,
+                    progress_base=offset,
+                    progress_total=len(data),
+                )
+                break
+            except (HubReset, NeedsErase) as exc:
+                resumes += 1
+                if resumes > self.profile.retries or exc.address is None:
+                    raise
+                # The block's page may hold half-programmed words: erase that page and
+                # rewrite it from its first block; earlier pages were acknowledged and the
+                # final verify covers them all.
+                page_addr = max(self.profile.page_start(exc.address), base)
+                self.drv.erase_pages(self.profile.pages_for(page_addr, page_addr + 1))
+                offset = page_addr - base
+                note = (
+                    f"{exc.message}; re-erased the page at 0x{page_addr:08X} and resumed from there"
+                )
+                self.out.notes.append(note)
+                self.progress(Phase.WRITE, offset, len(data), note)
+        self.out.bytes_written = len(data)
+
+    def verify(self, method: str) -> bool:
+        self.enter(Phase.VERIFY)
+        res = self.drv.verify(
+            self.image.address, self.image.data, method=method, on_progress=self.progress
+        )
+        self.out.verify_method, self.out.verify_detail = res.method, res.detail
+        return res.ok
+
+    def boot_and_confirm(self) -> str | None:
+        """Start the application and confirm it; None when confirmed, else the reason."""
+        self.enter(Phase.BOOT)
+        self.drv.go(self.profile.app_address)
+        self.console.wait_banner(self.profile.boot_timeout_s)
+        self.enter(Phase.CONFIRM)
+        running = self.console.version()
+        if running is None:
+            self.phase = Phase.BOOT
+            return (
+                f"the application did not answer within {self.profile.boot_timeout_s:g} s "
+                "of Go: it did not start"
+            )
+        self.out.version_after = format_version(running)
+        if running != self.image.descriptor.firmware_version:
+            return (
+                f"the hub runs {self.out.version_after}, not the image's {self.out.image_version}"
+            )
+        eui = self.console.eui64()
+        if eui != self.out.eui64:
+            return f"a different hub answered after boot (EUI-64 {eui}, expected {self.out.eui64})"
+        return None
+
+
+class _Refusal(Exception):
+    """Policy says no; carries the reason and a hint."""
+
+    def __init__(self, reason: str, hint: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+
+def flash_hub(
+    port: str,
+    profile: Profile,
+    image: LoadedImage,
+    *,
+    force: bool = False,
+    verify: str | None = None,
+    on_progress: ProgressFn = no_progress,
+) -> FlashOutcome:
+    """Re-flash the hub on ``port`` with ``image`` and say how it ended.
+
+    Hub and link failures are reported in the outcome (result ``failed`` with the phase),
+    never raised; only a bad image or profile raises, before the port is opened.
+
+    Raises:
+        ImageError: the image is not fit for this profile (see :func:`precheck`).
+    """
+    precheck(image, profile)
+    started = time.monotonic()
+    job = _Job(port, profile, image, on_progress)
+    try:
+        running = job.connect()
+        job.identify(running)
+        decision = job.plan(force)
+        if decision is Result.SKIPPED:
+            return job.end(
+                Result.SKIPPED,
+                f"already running {job.out.version_before}; nothing written",
+                "use --force to write it again",
+            )
+        job.erase()
+        job.write()
+        if not job.verify(verify or profile.verify):
+            return job.end(
+                Result.FAILED,
+                f"verify failed: {job.out.verify_detail}",
+                "the flash does not hold the image; run the job again",
+            )
+        problem = job.boot_and_confirm()
+        if problem is not None:
+            return job.end(Result.FAILED, problem, "the hub is not confirmed; do not ship it")
+        return job.end(
+            Result.PASSED,
+            f"{job.out.version_before or 'blank'} -> {job.out.version_after}, verified by "
+            f"{job.out.verify_method}, running version read back",
+        )
+    except _Refusal as exc:
+        return job.end(Result.REFUSED, exc.reason, exc.hint)
+    except StationError as exc:
+        if exc.phase:
+            job.phase = Phase(exc.phase)
+        where = (
+            f" at 0x{exc.address:08X}"
+            if exc.address is not None and "0x" not in exc.message
+            else ""
+        )
+        return job.end(Result.FAILED, exc.message + where, exc.hint)
+    finally:
+        job.out.notes.extend(job.drv.notes)
+        job.out.seconds = time.monotonic() - started
+        job.link.close()

@@ -1,0 +1,136 @@
+"""Hub profiles: one TOML file per hub model (built-ins live in this folder)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import ConfigError
+
+_VERIFY = {"auto", "crc", "readback"}
+_ENTRY = {"console", "strapped"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything the station needs to know about one hub model."""
+
+    name: str
+    description: str
+    protocol: str
+    baud: int
+    parity: str
+    flash_start: int
+    flash_size: int
+    page_size: int
+    app_address: int
+    identity_address: int
+    product_id: int
+    manufacturer_code: int
+    image_type: int
+    entry: str
+    pipeline_writes: bool
+    retries: int
+    verify: str
+    boot_timeout_s: float
+    resync_timeout_s: float
+
+    @property
+    def flash_end(self) -> int:
+        """First address after the main flash."""
+        return self.flash_start + self.flash_size
+
+    def pages_for(self, start: int, end: int) -> list[int]:
+        """Page numbers covering [start, end)."""
+        first = (start - self.flash_start) // self.page_size
+        last = (end - 1 - self.flash_start) // self.page_size
+        return list(range(first, last + 1))
+
+    def page_start(self, address: int) -> int:
+        """Start address of the page holding ``address``."""
+        return address - (address - self.flash_start) % self.page_size
+
+
+def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in table:
+        raise ConfigError(f"{where}: missing key {key!r}")
+    value = table[key]
+    if kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: {key!r} must be {kind.__name__}, not {value!r}")
+    return value
+
+
+def parse_profile(data: dict[str, Any], where: str) -> Profile:
+    """Build a profile from parsed TOML, naming the file and key of any problem."""
+    link = data.get("link", {})
+    mem = data.get("memory", {})
+    model = data.get("model", {})
+    boot = data.get("bootloader", {})
+    profile = Profile(
+        name=_get(data, "name", str, where),
+        description=data.get("description", ""),
+        protocol=_get(data, "protocol", str, where),
+        baud=_get(link, "baud", int, f"{where} [link]"),
+        parity=_get(link, "parity", str, f"{where} [link]"),
+        flash_start=_get(mem, "flash_start", int, f"{where} [memory]"),
+        flash_size=_get(mem, "flash_size", int, f"{where} [memory]"),
+        page_size=_get(mem, "page_size", int, f"{where} [memory]"),
+        app_address=_get(mem, "app_address", int, f"{where} [memory]"),
+        identity_address=_get(mem, "identity_address", int, f"{where} [memory]"),
+        product_id=_get(model, "product_id", int, f"{where} [model]"),
+        manufacturer_code=_get(model, "manufacturer_code", int, f"{where} [model]"),
+        image_type=_get(model, "image_type", int, f"{where} [model]"),
+        entry=boot.get("entry", "console"),
+        pipeline_writes=boot.get("pipeline_writes", True),
+        retries=boot.get("retries", 3),
+        verify=boot.get("verify", "auto"),
+        boot_timeout_s=float(boot.get("boot_timeout_s", 3.0)),
+        resync_timeout_s=float(boot.get("resync_timeout_s", 10.0)),
+    )
+    if profile.protocol != "an3155":
+        raise ConfigError(f"{where}: protocol {profile.protocol!r} is not supported yet")
+    if profile.verify not in _VERIFY:
+        raise ConfigError(f"{where} [bootloader]: verify must be one of {sorted(_VERIFY)}")
+    if profile.entry not in _ENTRY:
+        raise ConfigError(f"{where} [bootloader]: entry must be one of {sorted(_ENTRY)}")
+    if profile.page_size <= 0 or profile.flash_size % profile.page_size:
+        raise ConfigError(f"{where} [memory]: flash_size must be a multiple of page_size")
+    return profile
+
+
+def builtin_names() -> list[str]:
+    """Names of the profiles shipped with the station."""
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in resources.files(__package__).iterdir()
+        if p.name.endswith(".toml")
+    )
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name, or a profile TOML file by path.
+
+    Raises:
+        ConfigError: unknown name, unreadable file or invalid content.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.exists():
+        text, where = path.read_text(), str(path)
+    else:
+        res = resources.files(__package__) / f"{name_or_path}.toml"
+        if not res.is_file():
+            raise ConfigError(
+                f"unknown profile {name_or_path!r}",
+                hint=f"built-in profiles: {', '.join(builtin_names())}; or give a .toml path",
+            )
+        text, where = res.read_text(), f"profile {name_or_path}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    return parse_profile(data, where)

@@ -1,0 +1,121 @@
+"""Terminal output for headless runs: progress per slot and result lines (rich, stderr).
+
+Thread-safe: the controller's slot threads all report through one :class:`ProgressBoard`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from drivers.types import Phase, ProgressFn
+from station.flash import FlashOutcome, Result
+
+_STYLE = {
+    Result.PASSED: "bold green",
+    Result.FAILED: "bold red",
+    Result.REFUSED: "bold yellow",
+    Result.SKIPPED: "cyan",
+}
+
+
+class ProgressBoard:
+    """One progress line per slot, updated from any thread."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled
+        self._lock = threading.Lock()
+        self._progress = Progress(
+            TextColumn("{task.fields[slot]:>8}"),
+            TextColumn("{task.fields[phase]:<8}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=console,
+            disable=not enabled,
+        )
+
+    def __enter__(self) -> ProgressBoard:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def slot(self, label: str) -> ProgressFn:
+        """A progress callback for one slot."""
+        with self._lock:
+            task: TaskID = self._progress.add_task(
+                "", total=None, slot=label, phase="connect", note=""
+            )
+        phase_seen: list[Phase] = []
+
+        def report(phase: Phase, done: int, total: int, note: str) -> None:
+            with self._lock:
+                if not phase_seen or phase_seen[-1] != phase:
+                    phase_seen.append(phase)
+                    self._progress.reset(task, total=None)
+                if note:
+                    self._progress.update(task, note=note[:60])
+                if total:
+                    self._progress.update(task, completed=done, total=total, phase=str(phase))
+                else:
+                    self._progress.update(task, phase=str(phase))
+
+        return report
+
+
+def outcome_line(out: FlashOutcome) -> str:
+    """One rich-markup line saying how a hub's job ended."""
+    style = _STYLE[out.result]
+    head = f"[{style}]{out.result.upper():<7}[/] {out.port}"
+    who = f" EUI-64 {out.eui64}" if out.eui64 else ""
+    if out.result is Result.PASSED:
+        return (
+            f"{head}{who} HW {out.hw_version}: {out.version_before or 'blank'} -> "
+            f"{out.version_after}, verified by {out.verify_method} ({out.verify_detail}), "
+            f"{out.seconds:.1f} s"
+        )
+    text = f"{head}{who}"
+    if out.phase:
+        text += f" in {out.phase}"
+    text += f": {out.message}"
+    if out.hint:
+        text += f"\n        what to do: {out.hint}"
+    return text
+
+
+def summary_table(rows: Sequence[tuple[int, FlashOutcome]]) -> Table:
+    """The per-hub summary of a multi-slot run."""
+    table = Table(title="Re-flash summary", title_justify="left")
+    for col in ("slot", "port", "EUI-64", "HW", "before", "after", "verify", "result", "time"):
+        table.add_column(col)
+    for slot, out in rows:
+        table.add_row(
+            str(slot),
+            out.port,
+            out.eui64 or "?",
+            "?" if out.hw_version is None else str(out.hw_version),
+            out.version_before or "blank",
+            out.version_after or "-",
+            out.verify_method or "-",
+            f"[{_STYLE[out.result]}]{out.result}[/]"
+            + (f" ({out.phase}: {out.message})" if out.result is not Result.PASSED else ""),
+            f"{out.seconds:.1f} s",
+        )
+    return table
