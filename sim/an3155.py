@@ -1,0 +1,811 @@
+"""Pure model of the simulated AN3155 hub (``demo-an3155``): memory, bootloader, application.
+
+No I/O, no clock, no threads: the model consumes host bytes and returns what the device does
+(:class:`Emit`, :class:`Timer`, :class:`Vanish`), each tagged with the input byte that caused
+it and the device time it costs. An adapter turns that into wall-clock behaviour; property
+tests use the model directly as the reference. Contract: ``docs/sim-an3155.md``; byte-exact
+exchanges: ``protocols.md`` §1.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+from drivers.crc import stm32_crc, xor8
+from drivers.errors import ImageError
+from firmware_images.descriptor import (
+    DESCRIPTOR_OFFSET,
+    DESCRIPTOR_SIZE,
+    AppDescriptor,
+    check_payload,
+    format_version,
+    parse_descriptor,
+)
+from sim.faults import BlockFault, BlockFaultKind, FaultPlan
+
+# --- memory map (contract) -------------------------------------------------------------------
+
+FLASH_BASE = 0x0800_0000
+FLASH_SIZE = 512 * 1024
+PAGE_SIZE = 2048
+SRAM_BASE = 0x2000_0000
+SRAM_SIZE = 128 * 1024
+BOOTLOADER_SRAM = 12 * 1024  # owned by the bootloader: writes there are NACKed
+OTP_BASE = 0x1FFF_7000
+OTP_SIZE = 1024
+IDENTITY_MAGIC = b"HBID"
+
+# --- bootloader identity and wire bytes ------------------------------------------------------
+
+ACK = 0x79
+NACK = 0x1F
+SYNC = 0x7F
+BOOTLOADER_VERSION = 0x31
+PRODUCT_ID = 0x462
+
+
+class Cmd(enum.IntEnum):
+    """AN3155 command codes."""
+
+    GET = 0x00
+    GET_VERSION = 0x01
+    GET_ID = 0x02
+    READ_MEMORY = 0x11
+    GO = 0x21
+    WRITE_MEMORY = 0x31
+    ERASE = 0x43
+    EXTENDED_ERASE = 0x44
+    WRITE_PROTECT = 0x63
+    WRITE_UNPROTECT = 0x73
+    READOUT_PROTECT = 0x82
+    READOUT_UNPROTECT = 0x92
+    GET_CHECKSUM = 0xA1
+
+
+# Accepted while readout protection is active (AN3155: the rest are NACKed).
+_RDP_ALLOWED = frozenset({Cmd.GET, Cmd.GET_VERSION, Cmd.GET_ID, Cmd.READOUT_UNPROTECT})
+
+# --- device times (contract, STM32L4 datasheet typical figures) ------------------------------
+
+DOUBLEWORD_PROGRAM_S = 81.7e-6
+PAGE_ERASE_S = 22.0e-3
+MASS_ERASE_S = 22.1e-3
+CRC_WORD_S = 0.1e-6
+APP_START_S = 20e-3
+WATCHDOG_S = 100e-3
+# Option-byte updates (write/readout protection) are not in the contract's figures; an L4
+# rewrites its option page, so model it as one page erase plus one double-word program.
+OPTION_UPDATE_S = PAGE_ERASE_S + DOUBLEWORD_PROGRAM_S
+
+CONSOLE_LINE_MAX = 128
+_EUI64 = re.compile(r"^[0-9A-F]{2}(?:-[0-9A-F]{2}){7}$")
+
+
+def program_time_s(nbytes: int) -> float:
+    """Time to program ``nbytes`` of flash (the L4 programs 64-bit double words)."""
+    return math.ceil(nbytes / 8) * DOUBLEWORD_PROGRAM_S
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Bytes the device sends.
+
+    ``after_index`` is the index, in the data given to :meth:`An3155Hub.feed`, of the input
+    byte that produced them (-1: produced by :meth:`~An3155Hub.power_on` or
+    :meth:`~An3155Hub.timer_expired`). ``busy_s`` is the device time spent after that byte
+    has arrived *and* the device is free, before the bytes are ready to send. Empty ``data``
+    only accounts busy time (e.g. a block programmed whose ACK is lost).
+    """
+
+    after_index: int
+    busy_s: float
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """The device goes deaf and waits: input is ignored until the adapter calls
+    :meth:`An3155Hub.timer_expired` with ``token``, ``delay_s`` after the device is free.
+
+    ``fault`` marks injected durations (a stall), which an unpaced adapter still honours;
+    other delays are device timing figures and vanish in unpaced mode. ``delay_s`` may be
+    infinite (stall forever). A Timer is always the last output of a call.
+    """
+
+    after_index: int
+    delay_s: float
+    token: int
+    fault: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Vanish:
+    """The port disappears (cable pulled) once earlier output has left; always last."""
+
+    after_index: int
+
+
+Output = Emit | Timer | Vanish
+
+# A bootloader exchange as a coroutine: it yields how many bytes it needs next and receives
+# exactly that many, so each command reads like the AN3155 sequence it implements.
+_Exchange = Generator[int, bytes, None]
+
+
+class Mode(enum.Enum):
+    """What the device is doing."""
+
+    OFF = "off"
+    WAIT_SYNC = "bootloader-unsynced"  # bootloader after reset, waiting for 0x7F
+    BOOTLOADER = "bootloader"  # synced, in a command session
+    STARTING = "app-starting"  # application initialising (deaf)
+    APP = "app"  # application console
+    FAULTED = "faulted"  # core fault, waiting for the watchdog (deaf)
+    STALLED = "stalled"  # stall fault (deaf)
+    GONE = "gone"  # vanished
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+
+class Flash:
+    """NOR flash: erased to 0xFF, 32-bit words programmable only while erased, page erase."""
+
+    def __init__(
+        self, base: int = FLASH_BASE, size: int = FLASH_SIZE, page_size: int = PAGE_SIZE
+    ) -> None:
+        if page_size <= 0 or page_size % 4 or size <= 0 or size % page_size:
+            raise ValueError("flash size must be a positive multiple of a word-aligned page")
+        self.base = base
+        self.size = size
+        self.page_size = page_size
+        self.data = bytearray(b"\xff") * size
+
+    @property
+    def pages(self) -> int:
+        """Number of pages."""
+        return self.size // self.page_size
+
+    @property
+    def end(self) -> int:
+        """First address after the flash."""
+        return self.base + self.size
+
+    def holds(self, address: int, length: int) -> bool:
+        """Whether ``[address, address+length)`` lies inside the flash."""
+        return self.base <= address and address + length <= self.end and length >= 0
+
+    def read(self, address: int, length: int) -> bytes:
+        """Bytes at ``address`` (caller checks :meth:`holds`)."""
+        offset = address - self.base
+        return bytes(self.data[offset : offset + length])
+
+    def can_program(self, address: int, length: int) -> bool:
+        """Whether a program of ``length`` bytes at ``address`` would be accepted."""
+        if address % 4 or length % 4 or not self.holds(address, length):
+            return False
+        offset = address - self.base
+        return self.data[offset : offset + length].count(0xFF) == length
+
+    def program(self, address: int, data: bytes) -> bool:
+        """Program whole erased words; all or nothing. Returns whether it was accepted."""
+        if not self.can_program(address, len(data)):
+            return False
+        offset = address - self.base
+        self.data[offset : offset + len(data)] = data
+        return True
+
+    def pages_of(self, address: int, length: int) -> range:
+        """Page numbers touched by ``[address, address+length)``."""
+        first = (address - self.base) // self.page_size
+        last = (address - self.base + max(length, 1) - 1) // self.page_size
+        return range(first, last + 1)
+
+    def erase_page(self, page: int) -> None:
+        """Erase one page to 0xFF."""
+        if not 0 <= page < self.pages:
+            raise ValueError(f"page {page} out of range 0..{self.pages - 1}")
+        start = page * self.page_size
+        self.data[start : start + self.page_size] = b"\xff" * self.page_size
+
+    def mass_erase(self) -> None:
+        """Erase every page."""
+        self.data[:] = b"\xff" * self.size
+
+
+@dataclass(frozen=True, eq=False)
+class _Region:
+    """A readable memory region; writes allowed from ``write_from`` (None: read-only)."""
+
+    name: str
+    base: int
+    data: bytearray
+    write_from: int | None
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.data)
+
+    def holds(self, address: int, length: int) -> bool:
+        return self.base <= address and address + length <= self.end
+
+
+def parse_eui64(text: str) -> bytes:
+    """The 8 bytes of an EUI-64 written ``00-DB-12-34-56-78-90-A0``.
+
+    Raises:
+        ValueError: not in that form.
+    """
+    if _EUI64.match(text) is None:
+        raise ValueError(f"EUI-64 {text!r} is not of the form 00-DB-12-34-56-78-90-A0")
+    return bytes.fromhex(text.replace("-", ""))
+
+
+def format_eui64(raw: bytes) -> str:
+    """``00-DB-12-34-56-78-90-A0`` from 8 bytes."""
+    return "-".join(f"{b:02X}" for b in raw)
+
+
+def identity_block(eui64: str, hw_version: int) -> bytes:
+    """The OTP identity area: ``HBID``, EUI-64 as printed, hardware version (u16 LE),
+    2 reserved bytes (zero), the rest unprogrammed (0xFF)."""
+    if not 0 <= hw_version <= 0xFFFF:
+        raise ValueError(f"hardware version {hw_version} does not fit in 16 bits")
+    head = IDENTITY_MAGIC + parse_eui64(eui64) + hw_version.to_bytes(2, "little") + b"\0\0"
+    return head + b"\xff" * (OTP_SIZE - len(head))
+
+
+# --- the device ------------------------------------------------------------------------------
+
+
+class An3155Hub:
+    """One simulated hub: STM32L4-class memory, ST bootloader v3.1, demo application.
+
+    Call :meth:`power_on` first. Then :meth:`feed` host bytes; when a :class:`Timer` is
+    returned, call :meth:`timer_expired` once its time has come (or :meth:`settle` in tests
+    that do not model time).
+
+    Block faults from ``faults`` fire when a Write Memory block to main flash completes, at
+    most once each per model lifetime (so a host that restarts after a power loss is not
+    caught in a loop); the write-block count restarts at every power-on.
+    """
+
+    def __init__(
+        self,
+        *,
+        eui64: str = "00-DB-12-34-56-78-90-A0",
+        hw_version: int = 2,
+        boot_pin_strapped: bool = True,
+        erase_command: int = Cmd.EXTENDED_ERASE,
+        faults: FaultPlan | None = None,
+    ) -> None:
+        if erase_command not in (Cmd.ERASE, Cmd.EXTENDED_ERASE):
+            raise ValueError("erase_command must be 0x43 (Erase) or 0x44 (Extended Erase)")
+        self.flash = Flash()
+        self.sram = bytearray(SRAM_SIZE)
+        self.otp = bytearray(identity_block(eui64, hw_version))
+        self.boot_pin_strapped = boot_pin_strapped
+        self.erase_command = Cmd(erase_command)
+        self.faults = faults if faults is not None else FaultPlan()
+        self.readout_protected = False
+        self.write_protected: set[int] = set()  # page numbers
+        self.write_blocks = 0  # Write Memory commands to main flash since power-on
+        self._regions = (
+            _Region("flash", FLASH_BASE, self.flash.data, FLASH_BASE),
+            _Region("sram", SRAM_BASE, self.sram, SRAM_BASE + BOOTLOADER_SRAM),
+            _Region("otp", OTP_BASE, self.otp, None),
+        )
+        self._commands = tuple(
+            c for c in Cmd if c not in (Cmd.ERASE, Cmd.EXTENDED_ERASE) or c == erase_command
+        )
+        self._handlers: dict[int, Callable[[], _Exchange | None]] = {
+            Cmd.GET: self._get,
+            Cmd.GET_VERSION: self._get_version,
+            Cmd.GET_ID: self._get_id,
+            Cmd.READ_MEMORY: self._read_memory,
+            Cmd.GO: self._go,
+            Cmd.WRITE_MEMORY: self._write_memory,
+            self.erase_command: self._erase if erase_command == Cmd.ERASE else self._ext_erase,
+            Cmd.WRITE_PROTECT: self._write_protect,
+            Cmd.WRITE_UNPROTECT: self._write_unprotect,
+            Cmd.READOUT_PROTECT: self._readout_protect,
+            Cmd.READOUT_UNPROTECT: self._readout_unprotect,
+            Cmd.GET_CHECKSUM: self._get_checksum,
+        }
+        self._fired: set[tuple[BlockFault, int]] = set()
+        self._mode = Mode.OFF
+        self._exchange: _Exchange | None = None
+        self._need = 0
+        self._buf = bytearray()
+        self._at_command = False
+        self._line = bytearray()
+        self._app: AppDescriptor | None = None
+        self._pending: tuple[Timer, Callable[[], None]] | None = None
+        self._token = 0
+        self._out: list[Output] = []
+        self._index = -1
+
+    # --- public interface --------------------------------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        """What the device is doing now."""
+        return self._mode
+
+    @property
+    def at_command_boundary(self) -> bool:
+        """Synced and waiting for the first byte of a command."""
+        return self._mode is Mode.BOOTLOADER and self._at_command and not self._buf
+
+    @property
+    def pending_timer(self) -> Timer | None:
+        """The timer the device is waiting on, if any."""
+        return self._pending[0] if self._pending else None
+
+    @property
+    def running_app(self) -> AppDescriptor | None:
+        """Descriptor of the application running now (None outside the application)."""
+        return self._app if self._mode is Mode.APP else None
+
+    @property
+    def commands(self) -> tuple[int, ...]:
+        """The command codes Get lists, in order."""
+        return tuple(int(c) for c in self._commands)
+
+    def power_on(self) -> list[Output]:
+        """Power-on reset: SRAM cleared, block count restarted, then boot as the pin says."""
+        return self._entry(lambda: self._power_cycle(force_bootloader=False))
+
+    def feed(self, data: bytes) -> list[Output]:
+        """Consume host bytes in order; returns what the device does in response."""
+        self._out = []
+        i, n = 0, len(data)
+        while i < n:
+            mode = self._mode
+            if mode is Mode.WAIT_SYNC:
+                # Auto-baud: everything before the first 0x7F is noise.
+                j = data.find(SYNC, i)
+                if j < 0:
+                    break
+                self._index, i = j, j + 1
+                self._send(ACK)
+                self._start_session()
+            elif mode is Mode.BOOTLOADER:
+                take = min(self._need - len(self._buf), n - i)
+                self._buf += data[i : i + take]
+                i += take
+                if len(self._buf) == self._need:
+                    self._index = i - 1
+                    chunk = bytes(self._buf)
+                    self._buf.clear()
+                    self._advance(chunk)
+            elif mode is Mode.APP:
+                self._index = i
+                self._console_byte(data[i])
+                i += 1
+            else:  # off, deaf or gone: the byte is lost
+                break
+        out, self._out = self._out, []
+        return out
+
+    def timer_expired(self, token: int) -> list[Output]:
+        """The adapter's call when a :class:`Timer` is due; stale tokens are ignored."""
+        if self._pending is None or self._pending[0].token != token:
+            return []
+        _, action = self._pending
+        self._pending = None
+        return self._entry(action)
+
+    def settle(self) -> list[Output]:
+        """Let every pending finite timer expire at once (for tests that ignore time)."""
+        out: list[Output] = []
+        while (timer := self.pending_timer) is not None and math.isfinite(timer.delay_s):
+            out += self.timer_expired(timer.token)
+        return out
+
+    def application(self) -> AppDescriptor | None:
+        """The application in flash if it would boot: descriptor fits in flash, CRC right."""
+        head = self.flash.data[: DESCRIPTOR_OFFSET + DESCRIPTOR_SIZE]
+        try:
+            length = parse_descriptor(head).length
+            if length > self.flash.size:
+                return None
+            return check_payload(self.flash.data[:length])
+        except ImageError:
+            return None
+
+    @property
+    def eui64(self) -> str:
+        """EUI-64 as stored in the identity area."""
+        return format_eui64(bytes(self.otp[4:12]))
+
+    @property
+    def hw_version(self) -> int:
+        """Hardware version as stored in the identity area."""
+        return int.from_bytes(self.otp[12:14], "little")
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _entry(self, action: Callable[[], None]) -> list[Output]:
+        self._out = []
+        self._index = -1
+        action()
+        out, self._out = self._out, []
+        return out
+
+    def _send(self, data: bytes | int, busy_s: float = 0.0) -> None:
+        """Queue output produced by the current input byte, after ``busy_s`` of work."""
+        payload = bytes([data]) if isinstance(data, int) else data
+        last = self._out[-1] if self._out else None
+        if busy_s == 0.0 and isinstance(last, Emit) and last.after_index == self._index:
+            # Back-to-back bytes of one response: one write for the adapter.
+            self._out[-1] = Emit(last.after_index, last.busy_s, last.data + payload)
+        else:
+            self._out.append(Emit(self._index, busy_s, payload))
+
+    def _wait(self, delay_s: float, then: Callable[[], None], *, fault: bool = False) -> None:
+        """Go deaf until ``then`` runs, ``delay_s`` after the device is free."""
+        self._token += 1
+        timer = Timer(self._index, delay_s, self._token, fault)
+        self._pending = (timer, then)
+        self._out.append(timer)
+
+    def _stop_exchange(self) -> None:
+        # Only drop the reference: this may run inside the exchange itself (a command that
+        # resets the device), where closing it would fail; the session loop then ends.
+        self._exchange = None
+        self._buf.clear()
+        self._at_command = False
+
+    def _set_mode(self, mode: Mode) -> None:
+        self._stop_exchange()
+        self._pending = None
+        self._line.clear()
+        self._app = None
+        self._mode = mode
+
+    def _start_session(self) -> None:
+        self._set_mode(Mode.BOOTLOADER)
+        self._exchange = self._session()
+        self._need = next(self._exchange)
+
+    def _advance(self, chunk: bytes) -> None:
+        exchange = self._exchange
+        assert exchange is not None
+        try:
+            self._need = exchange.send(chunk)
+        except StopIteration:
+            # The session ended (reset, fault, jump); the mode says what comes next.
+            if self._exchange is exchange:
+                self._exchange = None
+
+    # --- resets and the application ----------------------------------------------------------
+
+    def _power_cycle(self, *, force_bootloader: bool) -> None:
+        self.sram[:] = bytes(SRAM_SIZE)
+        self.write_blocks = 0
+        if force_bootloader:
+            self._set_mode(Mode.WAIT_SYNC)
+        else:
+            self._reset()
+
+    def _reset(self) -> None:
+        """System reset: with the boot pin strapped, or no valid application, the bootloader."""
+        app = None if self.boot_pin_strapped else self.application()
+        if app is None:
+            self._set_mode(Mode.WAIT_SYNC)
+        else:
+            self._start_app(app)
+
+    def _start_app(self, app: AppDescriptor) -> None:
+        self._set_mode(Mode.STARTING)
+
+        def started() -> None:
+            self._set_mode(Mode.APP)
+            self._app = app
+            self._send(f"CHUB APP {format_version(app.firmware_version)} READY\r\n".encode())
+
+        self._wait(APP_START_S, started)
+
+    def _console_byte(self, byte: int) -> None:
+        if byte in (0x0D, 0x0A):
+            if self._line:
+                line = self._line.decode("ascii").strip()
+                self._line.clear()
+                self._console_line(line)
+        elif 0x20 <= byte < 0x7F and len(self._line) < CONSOLE_LINE_MAX:
+            self._line.append(byte)
+
+    def _console_line(self, line: str) -> None:
+        app = self._app
+        assert app is not None
+        if line == "VER?":
+            answer = f"VER {format_version(app.firmware_version)}"
+        elif line == "EUI?":
+            answer = f"EUI {self.eui64}"
+        elif line == "HW?":
+            answer = f"HW {self.hw_version}"
+        elif line == "BOOT":
+            self._send(b"OK BOOT\r\n")
+            self._set_mode(Mode.WAIT_SYNC)
+            return
+        else:
+            answer = "ERR unknown command"
+        self._send(f"{answer}\r\n".encode())
+
+    # --- bootloader session ------------------------------------------------------------------
+
+    def _session(self) -> _Exchange:
+        """The synced bootloader: commands until a reset, jump or fault ends the session."""
+        while self._mode is Mode.BOOTLOADER:
+            self._at_command = True
+            frame = yield 2
+            self._at_command = False
+            code, check = frame[0], frame[1]
+            handler = self._handlers.get(code)
+            if (
+                code ^ check != 0xFF
+                or handler is None
+                or (self.readout_protected and code not in _RDP_ALLOWED)
+            ):
+                self._send(NACK)
+                continue
+            self._send(ACK)
+            exchange = handler()
+            if exchange is not None:
+                yield from exchange
+
+    def _address(self) -> Generator[int, bytes, int | None]:
+        """Four address bytes MSB first plus their XOR; NACKs and returns None if bad."""
+        raw = yield 5
+        if xor8(raw[:4]) != raw[4]:
+            self._send(NACK)
+            return None
+        return int.from_bytes(raw[:4], "big")
+
+    def _region(self, address: int) -> _Region | None:
+        for region in self._regions:
+            if region.holds(address, 1):
+                return region
+        return None
+
+    def _get(self) -> None:
+        codes = self.commands
+        self._send(bytes([len(codes), BOOTLOADER_VERSION, *codes, ACK]))
+
+    def _get_version(self) -> None:
+        # USART returns the version and two option bytes kept at 0 for compatibility.
+        self._send(bytes([BOOTLOADER_VERSION, 0x00, 0x00, ACK]))
+
+    def _get_id(self) -> None:
+        self._send(bytes([0x01, *PRODUCT_ID.to_bytes(2, "big"), ACK]))
+
+    def _read_memory(self) -> _Exchange:
+        address = yield from self._address()
+        if address is None:
+            return
+        region = self._region(address)
+        if region is None:
+            self._send(NACK)
+            return
+        self._send(ACK)
+        frame = yield 2
+        count = frame[0] + 1
+        if frame[0] ^ frame[1] != 0xFF or not region.holds(address, count):
+            self._send(NACK)
+            return
+        offset = address - region.base
+        self._send(bytes([ACK]) + bytes(region.data[offset : offset + count]))
+
+    def _go(self) -> _Exchange:
+        address = yield from self._address()
+        if address is None:
+            return
+        region = self._region(address)
+        if region is None or region.write_from is None:
+            self._send(NACK)  # only flash and SRAM hold code
+            return
+        self._send(ACK)
+        if address != FLASH_BASE:
+            # e.g. stm32flash -R: a stub in RAM that writes AIRCR; seen as a reset request.
+            self._reset()
+            return
+        app = self.application()
+        if app is not None:
+            self._start_app(app)
+            return
+        # Garbage vector table: the core faults and the watchdog brings up the bootloader.
+        self._set_mode(Mode.FAULTED)
+        self._wait(WATCHDOG_S, lambda: self._set_mode(Mode.WAIT_SYNC))
+
+    def _write_memory(self) -> _Exchange:
+        address = yield from self._address()
+        if address is None:
+            return
+        region = self._region(address)
+        if (
+            region is None
+            or region.write_from is None
+            or address < region.write_from
+            or address % 4
+        ):
+            self._send(NACK)
+            return
+        block: int | None = None
+        if region.name == "flash":
+            block = self.write_blocks
+            self.write_blocks += 1
+        self._send(ACK)
+        head = yield 1
+        count = head[0] + 1
+        body = yield count + 1
+        data, check = body[:count], body[count]
+        fault = self._block_fault(block)
+        if fault is not None and self._fault_before_checks(fault):
+            return
+        valid = (
+            xor8(data, head[0]) == check
+            and count % 4 == 0
+            and region.holds(address, count)
+            and (region.name != "flash" or self._flash_writable(address, count))
+        )
+        if not valid:
+            self._send(NACK)
+            return
+        if region.name != "flash":
+            offset = address - region.base
+            region.data[offset : offset + count] = data
+            self._send(ACK)
+            return
+        if fault is not None and fault.kind is BlockFaultKind.POWERLOSS:
+            # Power fails mid-block: the first half of the words made it.
+            half = (count // 4) // 2 * 4
+            self.flash.program(address, data[:half])
+            self._send(b"", program_time_s(half))
+            self._power_cycle(force_bootloader=True)
+            return
+        self.flash.program(address, data)
+        if fault is not None and fault.kind is BlockFaultKind.LOSTACK:
+            self._send(b"", program_time_s(count))  # programmed; the ACK is lost on the wire
+            return
+        self._send(ACK, program_time_s(count))
+
+    def _block_fault(self, block: int | None) -> BlockFault | None:
+        if block is None:
+            return None
+        fault = self.faults.at_block(block)
+        if fault is None or (fault, block) in self._fired:
+            return None
+        self._fired.add((fault, block))
+        return fault
+
+    def _fault_before_checks(self, fault: BlockFault) -> bool:
+        """Apply faults that ignore the block's content; True if one was applied."""
+        if fault.kind is BlockFaultKind.NACK:
+            self._send(NACK)
+        elif fault.kind is BlockFaultKind.STALL:
+            self._set_mode(Mode.STALLED)
+            self._wait(fault.seconds, self._start_session_after_stall, fault=True)
+        elif fault.kind is BlockFaultKind.VANISH:
+            self._set_mode(Mode.GONE)
+            self._out.append(Vanish(self._index))
+        else:
+            return False
+        return True
+
+    def _start_session_after_stall(self) -> None:
+        # The stall ends with the bootloader waiting for a command, still synced.
+        self._start_session()
+
+    def _flash_writable(self, address: int, count: int) -> bool:
+        if any(p in self.write_protected for p in self.flash.pages_of(address, count)):
+            return False
+        return self.flash.can_program(address, count)
+
+    def _erase_pages(self, pages: list[int]) -> None:
+        if any(p >= self.flash.pages or p in self.write_protected for p in pages):
+            self._send(NACK)  # checked first: a refused erase changes nothing
+            return
+        for page in pages:
+            self.flash.erase_page(page)
+        self._send(ACK, len(pages) * PAGE_ERASE_S)
+
+    def _mass_erase(self) -> None:
+        if self.write_protected:
+            self._send(NACK)  # the L4 refuses a mass erase while any page is protected
+            return
+        self.flash.mass_erase()
+        self._send(ACK, MASS_ERASE_S)
+
+    def _erase(self) -> _Exchange:
+        first = (yield 1)[0]
+        if first == 0xFF:  # global erase: FF 00
+            if (yield 1)[0] != 0x00:
+                self._send(NACK)
+                return
+            self._mass_erase()
+            return
+        body = yield first + 2
+        if xor8(body[:-1], first) != body[-1]:
+            self._send(NACK)
+            return
+        self._erase_pages(list(body[:-1]))
+
+    def _ext_erase(self) -> _Exchange:
+        head = yield 2
+        count = int.from_bytes(head, "big")
+        if count >= 0xFFF0:  # special erase: only its checksum follows
+            check = (yield 1)[0]
+            if check != head[0] ^ head[1]:
+                self._send(NACK)
+            elif count in (0xFFFF, 0xFFFE):  # mass, or bank 1 (the only bank of a 512 KiB L45x)
+                self._mass_erase()
+            else:  # bank 2 (absent) and reserved codes
+                self._send(NACK)
+            return
+        body = yield 2 * (count + 1) + 1
+        if xor8(body[:-1], head[0] ^ head[1]) != body[-1]:
+            self._send(NACK)
+            return
+        pages = [int.from_bytes(body[i : i + 2], "big") for i in range(0, len(body) - 1, 2)]
+        self._erase_pages(pages)
+
+    def _write_protect(self) -> _Exchange:
+        first = (yield 1)[0]
+        body = yield first + 2
+        sectors = list(body[:-1])
+        if xor8(body[:-1], first) != body[-1] or any(s >= self.flash.pages for s in sectors):
+            self._send(NACK)
+            return
+        self.write_protected.update(sectors)
+        self._send(ACK, OPTION_UPDATE_S)
+        self._reset()
+
+    def _write_unprotect(self) -> None:
+        self.write_protected.clear()
+        self._send(ACK, OPTION_UPDATE_S)
+        self._reset()
+
+    def _readout_protect(self) -> None:
+        self.readout_protected = True
+        self._send(ACK, OPTION_UPDATE_S)
+        self._reset()
+
+    def _readout_unprotect(self) -> None:
+        # Regression to level 0 always mass-erases, whatever the write protection.
+        self.flash.mass_erase()
+        self.readout_protected = False
+        self._send(ACK, MASS_ERASE_S + OPTION_UPDATE_S)
+        self._reset()
+
+    def _get_checksum(self) -> _Exchange:
+        address = yield from self._address()
+        if address is None:
+            return
+        region = self._region(address)
+        if region is None or address % 4:
+            self._send(NACK)
+            return
+        self._send(ACK)
+        raw = yield 5
+        length = int.from_bytes(raw[:4], "big")
+        if (
+            xor8(raw[:4]) != raw[4]
+            or length == 0
+            or length % 4
+            or not region.holds(address, length)
+        ):
+            self._send(NACK)
+            return
+        self._send(ACK)  # length accepted; the second ACK comes with the result
+        offset = address - region.base
+        crc = stm32_crc(region.data[offset : offset + length])
+        value = crc.to_bytes(4, "big")
+        self._send(bytes([ACK, *value, xor8(value)]), (length // 4) * CRC_WORD_S)

@@ -1,0 +1,291 @@
+"""``station sim``: start a rig of simulated hubs and keep it running until interrupted.
+
+The station's CLI calls :func:`add_arguments` and :func:`run`; ``python -m sim`` does the
+same on its own. :func:`start_rig` is the programmatic entry used by demos and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from time import monotonic
+from types import FrameType
+
+from firmware_images.descriptor import format_version
+from sim.faults import parse_fault_spec, plan_for_slot
+from sim.pty import START_MODES, HubSpec, SimHub, SimStartError, derive_eui64
+
+PROTOCOLS = ("an3155",)
+_START_S_PER_HUB = 0.25  # spawn start-up on a small machine: hubs start in parallel, but share CPUs
+
+
+def parse_version(text: str) -> int:
+    """A firmware version written ``0x01020304`` or ``1.2.3.4``.
+
+    Raises:
+        ValueError: neither form, or out of range.
+    """
+    text = text.strip()
+    parts = text.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        values = [int(p) for p in parts]
+        if all(v <= 0xFF for v in values):
+            return int.from_bytes(bytes(values), "big")
+        raise ValueError(f"version {text!r}: each part of A.B.C.D must be 0..255")
+    if text.lower().startswith("0x"):
+        try:
+            value = int(text, 16)
+        except ValueError:
+            value = -1
+        if 0 <= value <= 0xFFFF_FFFF:
+            return value
+    raise ValueError(f"version {text!r} is neither 0x01020304 nor 1.2.3.4")
+
+
+def _version_arg(text: str) -> int:
+    try:
+        return parse_version(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _faults_arg(text: str) -> str:
+    try:
+        parse_fault_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _latency_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of milliseconds") from None
+    if not 0.0 <= value <= 10_000.0:
+        raise argparse.ArgumentTypeError(f"latency {value} ms must be between 0 and 10000")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``station sim`` options to ``parser``."""
+    parser.add_argument(
+        "--protocol", choices=PROTOCOLS, default="an3155", help="bootloader protocol of the hubs"
+    )
+    parser.add_argument(
+        "--hubs", type=_positive_int, required=True, metavar="N", help="number of hubs (slots 1..N)"
+    )
+    parser.add_argument(
+        "--baud", type=_positive_int, default=115200, metavar="B", help="link baud rate"
+    )
+    parser.add_argument(
+        "--firmware",
+        type=_version_arg,
+        default=None,
+        metavar="VERSION",
+        help="application in flash, 0x01020304 or 1.2.3.4 (default: blank flash)",
+    )
+    parser.add_argument(
+        "--start-in",
+        choices=START_MODES,
+        default="bootloader",
+        help="bootloader: boot pin strapped; app: boot the application when it is valid",
+    )
+    parser.add_argument(
+        "--faults", type=_faults_arg, default="", metavar="SPEC", help="faults to inject"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of random faults and EUI-64s"
+    )
+    parser.add_argument(
+        "--unpaced", action="store_true", help="answer as fast as possible (no wire timing)"
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=_latency_ms,
+        default=1.0,
+        metavar="MS",
+        help="USB-serial adapter latency (default 1 ms)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per hub and line")
+
+
+def rig_specs(
+    hubs: int,
+    *,
+    baud: int = 115200,
+    firmware: int | None = None,
+    start_in: str = "bootloader",
+    faults: str = "",
+    seed: int = 0,
+    paced: bool = True,
+    latency_s: float = 0.001,
+    hw_version: int = 2,
+) -> list[HubSpec]:
+    """Specs of hubs in slots 1..``hubs``.
+
+    Raises:
+        ValueError: a bad setting, or a fault item naming a slot beyond ``hubs``.
+    """
+    items = parse_fault_spec(faults)
+    for item in items:
+        if item.slot is not None and item.slot > hubs:
+            raise ValueError(
+                f"fault item {item.fault.text!r} is for slot {item.slot}, "
+                f"but the rig has {hubs} hub(s)"
+            )
+    specs = []
+    for slot in range(1, hubs + 1):
+        plan_for_slot(items, slot, seed)  # contradictions are reported before any start
+        specs.append(
+            HubSpec(
+                slot=slot,
+                eui64=derive_eui64(seed, slot),
+                hw_version=hw_version,
+                firmware=firmware,
+                start_in=start_in,
+                baud=baud,
+                paced=paced,
+                latency_s=latency_s,
+                faults=faults,
+                seed=seed,
+            )
+        )
+    return specs
+
+
+def start_hubs(specs: Sequence[HubSpec], timeout_s: float | None = None) -> list[SimHub]:
+    """Start hubs in parallel; returns them ready, in the order given.
+
+    Raises:
+        SimStartError: one did not start (all are stopped again).
+    """
+    if timeout_s is None:
+        timeout_s = 10.0 + _START_S_PER_HUB * len(specs)
+    hubs: list[SimHub] = []
+    try:
+        for spec in specs:
+            hubs.append(SimHub.launch(spec))
+        deadline = monotonic() + timeout_s
+        for hub in hubs:
+            hub.wait_ready(max(deadline - monotonic(), 0.0))
+    except BaseException:
+        stop_hubs(hubs)
+        raise
+    return hubs
+
+
+def stop_hubs(hubs: Sequence[SimHub]) -> None:
+    """Stop hubs: all are asked at once, then each is waited for."""
+    for hub in hubs:
+        hub.request_stop()
+    for hub in hubs:
+        hub.stop()
+
+
+def start_rig(
+    hubs: int,
+    *,
+    baud: int = 115200,
+    firmware: int | None = None,
+    start_in: str = "bootloader",
+    faults: str = "",
+    seed: int = 0,
+    paced: bool = True,
+    latency_s: float = 0.001,
+    hw_version: int = 2,
+    timeout_s: float | None = None,
+) -> list[SimHub]:
+    """Start ``hubs`` simulated hubs (slots 1..N) in parallel; returns them ready.
+
+    Raises:
+        ValueError: bad settings (nothing is started).
+        SimStartError: a hub did not start (all are stopped again).
+    """
+    specs = rig_specs(
+        hubs,
+        baud=baud,
+        firmware=firmware,
+        start_in=start_in,
+        faults=faults,
+        seed=seed,
+        paced=paced,
+        latency_s=latency_s,
+        hw_version=hw_version,
+    )
+    return start_hubs(specs, timeout_s)
+
+
+def describe(hub: SimHub) -> str:
+    """The human line for a ready hub."""
+    firmware = hub.spec.firmware
+    shown = "blank" if firmware is None else format_version(firmware)
+    return (
+        f"slot {hub.spec.slot:>3}  {hub.port:<14} EUI-64 {hub.spec.eui64}  "
+        f"firmware {shown:<10}  {hub.mode}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the rig until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad settings, 1 on failure."""
+    try:
+        specs = rig_specs(
+            args.hubs,
+            baud=args.baud,
+            firmware=args.firmware,
+            start_in=args.start_in,
+            faults=args.faults,
+            seed=args.seed,
+            paced=not args.unpaced,
+            latency_s=args.latency_ms / 1000.0,
+        )
+    except ValueError as exc:
+        print(f"station sim: error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    hubs: list[SimHub] = []
+    try:
+        try:
+            hubs = start_hubs(specs)
+        except SimStartError as exc:
+            print(f"station sim: error: {exc}", file=sys.stderr)
+            return 1
+        for hub in hubs:
+            print(json.dumps(hub.info()) if args.json else describe(hub), flush=True)
+        if not args.json:
+            print(f"{len(hubs)} hub(s) running; Ctrl-C to stop", file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+        return 0
+    finally:
+        stop_hubs(hubs)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sim``: the same as ``station sim``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sim", description="Run simulated Communications Hubs on pseudo-terminals."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
