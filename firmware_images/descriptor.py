@@ -98,8 +98,19 @@ def parse_descriptor(payload: bytes | bytearray | memoryview) -> AppDescriptor:
             f"at offset 0x{DESCRIPTOR_OFFSET:X}",
             hint="is this an application image for a hub?",
         )
+    return unpack_descriptor(payload[DESCRIPTOR_OFFSET:end])
+
+
+def unpack_descriptor(record: bytes | bytearray | memoryview) -> AppDescriptor:
+    """Decode the 32 descriptor bytes themselves (e.g. read from a hub's flash).
+
+    Raises:
+        ImageError: wrong size, wrong magic or unknown format.
+    """
+    if len(record) != DESCRIPTOR_SIZE:
+        raise ImageError(f"a descriptor is {DESCRIPTOR_SIZE} bytes, got {len(record)}")
     magic, fmt, mfr, itype, _res, version, hw_min, hw_max, length, crc = _LAYOUT.unpack(
-        bytes(payload[DESCRIPTOR_OFFSET:end])
+        bytes(record)
     )
     if magic != DESCRIPTOR_MAGIC:
         raise ImageError(

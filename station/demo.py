@@ -20,7 +20,7 @@ from drivers.types import no_progress
 from firmware_images.build import DEMO_LOAD_ADDRESS, demo_payload
 from firmware_images.descriptor import format_version
 from firmware_images.loader import load_image
-from sim.pty import HubSpec, SimHub
+from sim.pty import HubSpec, SimHub, derive_eui64
 from station.controller import run_slots
 from station.flash import FlashOutcome, Result, flash_hub
 from station.profiles import load_profile
@@ -68,7 +68,7 @@ def run_demo(
     specs = [
         HubSpec(
             slot=slot,
-            eui64=SimHub.eui64_for(seed, slot),
+            eui64=derive_eui64(seed, slot),
             firmware=DEMO_OLD[(slot - 1) % len(DEMO_OLD)],
             start_in="app" if slot % 2 == 0 else "bootloader",
             paced=paced,
@@ -79,8 +79,10 @@ def run_demo(
     err.print(f"starting {hubs} simulated hubs ({'paced at 115200 8E1' if paced else 'unpaced'})…")
     sims: list[SimHub] = []
     try:
-        for spec in specs:
-            sims.append(SimHub.start(spec))
+        # Launch every hub process first, then wait: they boot in parallel.
+        sims.extend(SimHub.launch(spec) for spec in specs)
+        for hub in sims:
+            hub.wait_ready()
         started = time.monotonic()
         show = not as_json and err.is_terminal
         with ProgressBoard(err, enabled=show) as board:

@@ -24,7 +24,7 @@ from firmware_images.descriptor import (
     DESCRIPTOR_OFFSET,
     DESCRIPTOR_SIZE,
     format_version,
-    parse_descriptor,
+    unpack_descriptor,
 )
 from firmware_images.loader import LoadedImage
 from station.profiles import Profile
@@ -215,7 +215,7 @@ class _Job:
                 phase=Phase.IDENTIFY,
             )
             try:
-                running = parse_descriptor(raw).firmware_version
+                running = unpack_descriptor(raw).firmware_version
             except ImageError:
                 running = None  # blank or foreign flash: nothing to compare against
         self.out.version_before = None if running is None else format_version(running)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import termios
 import time
 from types import TracebackType
 from typing import Any
@@ -28,6 +30,14 @@ from drivers.errors import (
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}
 _BUSY_ERRNOS = {errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES}
 _MISSING_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ECONNREFUSED}
+
+
+def _is_pseudo_terminal(url: str) -> bool:
+    """Whether ``url`` names a Unix98 pseudo-terminal slave (major numbers 136..143)."""
+    try:
+        return 136 <= os.major(os.stat(url).st_rdev) <= 143
+    except (OSError, ValueError):
+        return False
 
 
 def bits_per_byte(parity: str, stopbits: int = 1) -> int:
@@ -56,6 +66,8 @@ class SerialLink:
         self._exclusive = exclusive
         self._timeout_s: float | None = None
         self._ser: Any = None
+        #: True when the port is a pseudo-terminal that could not carry the parity bit.
+        self.parity_dropped = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -69,6 +81,12 @@ class SerialLink:
             ser = serial.serial_for_url(self.url, do_not_open=True)
             ser.baudrate = self.baudrate
             ser.parity = _PARITY[self.parity]
+            if self.parity != "none" and _is_pseudo_terminal(self.url):
+                # Linux pseudo-terminals (simulated hubs) carry no parity bit and reject
+                # PARENB on later re-configurations, so 8N1 is the faithful setting there;
+                # the protocol and its timing are unchanged.
+                ser.parity = serial.PARITY_NONE
+                self.parity_dropped = True
             ser.bytesize = serial.EIGHTBITS
             ser.stopbits = serial.STOPBITS_ONE
             ser.timeout = 1.0
@@ -145,7 +163,7 @@ class SerialLink:
             self._port().write(data)
         except serial.SerialTimeoutException as exc:
             raise LinkTimeout("the port did not take our bytes", port=self.url) from exc
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             raise PortVanished(f"write failed: {exc}", port=self.url) from exc
 
     def read(self, n: int, timeout_s: float) -> bytes:
@@ -154,7 +172,7 @@ class SerialLink:
         try:
             self._set_timeout(timeout_s)
             return bytes(port.read(n))
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             raise PortVanished(f"read failed: {exc}", port=self.url) from exc
 
     def read_exact(self, n: int, timeout_s: float, what: str = "reply") -> bytes:
@@ -183,7 +201,7 @@ class SerialLink:
             try:
                 self._set_timeout(left)
                 chunk = port.read_until(b"\n")
-            except (serial.SerialException, OSError) as exc:
+            except (serial.SerialException, OSError, termios.error) as exc:
                 raise PortVanished(f"read failed: {exc}", port=self.url) from exc
             line += chunk
             if line.endswith(b"\n"):
@@ -204,7 +222,7 @@ class SerialLink:
         """Throw away bytes received but not read."""
         try:
             self._port().reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             raise PortVanished(f"flush failed: {exc}", port=self.url) from exc
 
     def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> None:
@@ -219,7 +237,7 @@ class SerialLink:
                 port.dtr = dtr
             if rts is not None:
                 port.rts = rts
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             if getattr(exc, "errno", None) == errno.ENOTTY or "Inappropriate ioctl" in str(exc):
                 raise NoModemLines("cannot set DTR/RTS", port=self.url) from exc
             raise PortVanished(f"cannot set modem lines: {exc}", port=self.url) from exc

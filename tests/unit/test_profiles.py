@@ -34,7 +34,7 @@ def test_bad_profile_file_names_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[link\]: 'baud' must be int"):
         load_profile(str(bad))
     bad.write_text("name = [unclosed")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         load_profile(str(bad))
 
 
