@@ -692,17 +692,14 @@ class An3155Hub:
             self._send(NACK)
         elif fault.kind is BlockFaultKind.STALL:
             self._set_mode(Mode.STALLED)
-            self._wait(fault.seconds, self._start_session_after_stall, fault=True)
+            # Afterwards the bootloader waits for a command, still synced; the block is lost.
+            self._wait(fault.seconds, self._start_session, fault=True)
         elif fault.kind is BlockFaultKind.VANISH:
             self._set_mode(Mode.GONE)
             self._out.append(Vanish(self._index))
         else:
             return False
         return True
-
-    def _start_session_after_stall(self) -> None:
-        # The stall ends with the bootloader waiting for a command, still synced.
-        self._start_session()
 
     def _flash_writable(self, address: int, count: int) -> bool:
         if any(p in self.write_protected for p in self.flash.pages_of(address, count)):

@@ -1,0 +1,153 @@
+"""The pacing arithmetic of the pty adapter, on a synthetic clock (no real time here)."""
+
+from __future__ import annotations
+
+import pytest
+from simkit import addr, cmd, ext_erase_frame, write_frame
+
+from firmware_images.build import demo_payload
+from sim.an3155 import FLASH_BASE, MASS_ERASE_S, PAGE_ERASE_S, An3155Hub, program_time_s
+from sim.faults import fault_plan
+from sim.pty import Pacer
+
+BAUD = 115200
+BT = 11 / BAUD
+LAT = 0.001
+
+
+def pacer(device: An3155Hub | None = None, **kwargs: object) -> Pacer:
+    p = Pacer(device or An3155Hub(), baud=kwargs.pop("baud", BAUD), **kwargs)  # type: ignore[arg-type]
+    p.start(0.0)
+    return p
+
+
+def deliveries(p: Pacer, until: float = 1e9) -> list[tuple[float, bytes | None]]:
+    """Every delivery due by ``until``, with its time."""
+    out = []
+    while (due := p.next_due()) is not None and due <= until:
+        for data in p.pop_due(due):
+            out.append((due, data))
+    return out
+
+
+def test_sync_ack_costs_two_byte_times_and_the_latency() -> None:
+    p = pacer()
+    p.receive(b"\x7f", 0.0)
+    assert p.next_due() == pytest.approx(2 * BT + LAT)
+    assert p.pop_due(2 * BT + LAT - 1e-6) == []
+    assert p.pop_due(2 * BT + LAT) == [b"\x79"]
+    assert p.next_due() is None
+
+
+def test_write_block_timeline() -> None:
+    p = pacer()
+    p.receive(b"\x7f", 0.0)
+    deliveries(p)
+    frame = write_frame(FLASH_BASE, bytes(256))
+    t0 = 1.0
+    p.receive(frame, t0)
+    got = deliveries(p)
+    assert [d for _, d in got] == [b"\x79"] * 3
+    assert got[0][0] == pytest.approx(t0 + 2 * BT + BT + LAT)
+    assert got[1][0] == pytest.approx(t0 + 7 * BT + BT + LAT)
+    ready = t0 + len(frame) * BT + program_time_s(256)
+    assert got[2][0] == pytest.approx(ready + BT + LAT)
+
+
+def test_input_queues_behind_earlier_input_on_the_line() -> None:
+    p = pacer()
+    p.receive(b"\x00" * 100, 0.0)  # noise before sync: occupies the line
+    p.receive(b"\x7f", 0.0)
+    assert p.next_due() == pytest.approx(101 * BT + BT + LAT)
+
+
+def test_a_busy_device_answers_later_input_in_order() -> None:
+    p = pacer()
+    p.receive(b"\x7f", 0.0)
+    deliveries(p)
+    erase = ext_erase_frame([0, 1, 2])
+    p.receive(erase + cmd(0x02), 1.0)
+    got = deliveries(p)
+    assert [d for _, d in got] == [b"\x79", b"\x79", bytes.fromhex("79 01 04 62 79")]
+    erased = 1.0 + len(erase) * BT + 3 * PAGE_ERASE_S
+    assert got[1][0] == pytest.approx(erased + BT + LAT)
+    # Get ID arrived long before, but the core was busy erasing.
+    assert got[2][0] == pytest.approx(erased + 6 * BT + LAT)
+
+
+def test_replies_queue_on_the_tx_line() -> None:
+    p = pacer()
+    p.receive(b"\x7f", 0.0)
+    deliveries(p)
+    p.receive(cmd(0x00) + cmd(0x00), 1.0)  # the second Get is ready before the first has left
+    got = deliveries(p)
+    first = 1.0 + 2 * BT + 16 * BT
+    assert got[0][0] == pytest.approx(first + LAT)
+    assert got[1][0] == pytest.approx(first + 16 * BT + LAT)
+
+
+def test_watchdog_window_is_deaf_and_later_bytes_are_heard() -> None:
+    baud = 1200  # slow enough that one chunk outlasts the 100 ms watchdog
+    bt = 11 / baud
+    p = pacer(baud=baud)
+    p.receive(b"\x7f", 0.0)
+    deliveries(p)
+    go = cmd(0x21) + addr(FLASH_BASE)
+    p.receive(go + b"\x7f" * 20, 1.0)
+    got = deliveries(p)
+    due = 1.0 + len(go) * bt + 0.1
+    first_heard = next(i for i in range(20) if 1.0 + (len(go) + i + 1) * bt >= due)
+    arrival = 1.0 + (len(go) + first_heard + 1) * bt
+    assert got[0][1] == b"\x79"  # Go ACKed after the command
+    assert got[1][1] == b"\x79"  # ... and after the address
+    assert got[2] == (pytest.approx(arrival + bt + LAT), b"\x79")  # first 0x7F after the reset
+    assert len(got) == 3 + (20 - first_heard - 1) // 2  # later 0x7F pairs: NACK each
+    assert all(d == b"\x1f" for _, d in got[3:])
+
+
+def test_application_start_at_power_on() -> None:
+    device = An3155Hub(boot_pin_strapped=False)
+    device.flash.program(FLASH_BASE, demo_payload(0x01020304, size=4096))
+    p = pacer(device)
+    got = deliveries(p)
+    banner = b"CHUB APP 0x01020304 READY\r\n"
+    assert got == [(pytest.approx(0.02 + len(banner) * BT + LAT), banner)]
+
+
+def test_mass_erase_time() -> None:
+    p = pacer()
+    p.receive(b"\x7f", 0.0)
+    deliveries(p)
+    p.receive(cmd(0x44) + b"\xff\xff\x00", 1.0)
+    got = deliveries(p)
+    assert got[1][0] == pytest.approx(1.0 + 5 * BT + MASS_ERASE_S + BT + LAT)
+
+
+def test_unpaced_answers_at_once_but_keeps_stall_durations() -> None:
+    device = An3155Hub(faults=fault_plan("stall=0:0.5", 1))
+    p = pacer(device, paced=False)
+    p.receive(b"\x7f", 5.0)
+    assert p.pop_due(5.0) == [b"\x79"]
+    p.receive(write_frame(FLASH_BASE, bytes(8)) + cmd(0x02), 6.0)
+    assert p.pop_due(6.0) == [b"\x79", b"\x79"]
+    assert p.next_due() == pytest.approx(6.5)
+    p.receive(cmd(0x02), 6.2)  # deaf during the stall
+    assert p.pop_due(6.5) == []
+    p.receive(cmd(0x02), 6.6)
+    assert p.pop_due(6.6) == [bytes.fromhex("79 01 04 62 79")]
+
+
+def test_vanish_comes_after_what_is_already_on_the_line() -> None:
+    device = An3155Hub(faults=fault_plan("vanish=0", 1))
+    p = pacer(device)
+    p.receive(b"\x7f", 0.0)
+    p.receive(write_frame(FLASH_BASE, bytes(8)), 0.0)
+    assert [d for _, d in deliveries(p)] == [b"\x79", b"\x79", b"\x79", None]
+
+
+def test_dropped_bytes_still_took_line_time() -> None:
+    device = An3155Hub(faults=fault_plan("drop=1", 1))
+    p = pacer(device, plan=device.faults)
+    p.receive(b"\x7f" * 10, 0.0)
+    assert p.next_due() is None
+    assert p.rx_free == pytest.approx(10 * BT)
