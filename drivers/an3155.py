@@ -346,11 +346,11 @@ class An3155Driver:
                     phase=Phase.WRITE,
                     address=address,
                 )
-            current = self._read_block_checked(address, len(chunk))
-            if current == chunk:
+            state = self.block_state(address, chunk)
+            if state == "written":
                 self.notes.append(f"{label}: data found intact, only the ACK was lost")
                 return
-            if current != b"\xff" * len(chunk):
+            if state == "dirty":
                 raise NeedsErase(
                     f"{label}: flash partly programmed after {last}",
                     port=self.port,
@@ -364,8 +364,37 @@ class An3155Driver:
             address=address,
         )
 
-    def _read_block_checked(self, address: int, size: int) -> bytes:
-        return self.read_memory(address, size, phase=Phase.WRITE)
+    @property
+    def has_checksum(self) -> bool:
+        """Whether the bootloader offers Get Checksum (0xA1)."""
+        return self.info is not None and Cmd.GET_CHECKSUM in self.info.commands
+
+    def block_state(self, address: int, chunk: bytes) -> str:
+        """State of the flash at ``address``: ``"written"`` (holds ``chunk``), ``"erased"``
+        or ``"dirty"`` (anything else).
+
+        Asked of the device's CRC when it offers one: its reply is checksummed, whereas a
+        plain readback over a noisy line could make a clean block look dirty. Without the
+        CRC command, two readbacks must agree before the answer is believed.
+        """
+        if self.has_checksum:
+            for attempt in range(1, self.retries + 1):
+                try:
+                    crc = self.get_checksum(address, len(chunk))
+                    break
+                except (ProtocolError, LinkTimeout):
+                    if attempt == self.retries:
+                        raise
+                    self._recover(Phase.WRITE, address)
+            if crc == stm32_crc(chunk):
+                return "written"
+            return "erased" if crc == stm32_crc(b"\xff" * len(chunk)) else "dirty"
+        first = self.read_memory(address, len(chunk), phase=Phase.WRITE)
+        while (again := self.read_memory(address, len(chunk), phase=Phase.WRITE)) != first:
+            first = again
+        if first == chunk:
+            return "written"
+        return "erased" if first == b"\xff" * len(chunk) else "dirty"
 
     def write_memory(
         self,

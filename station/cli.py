@@ -111,9 +111,9 @@ def cmd_profiles(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_sim(args: argparse.Namespace, err: Console) -> int:
-    from sim import cli as sim_cli
+    from sim.cli import run
 
-    return sim_cli.run(args)
+    return run(args)
 
 
 def cmd_demo(args: argparse.Namespace, err: Console) -> int:
@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace, err: Console) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``station`` command."""
-    from sim import cli as sim_cli
+    from sim.cli import add_arguments as add_sim_arguments
 
     parser = argparse.ArgumentParser(
         prog="station",
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start N simulated hubs, each on its own pseudo-terminal that any "
         "program can open, and keep them running until Ctrl-C.",
     )
-    sim_cli.add_arguments(p)
+    add_sim_arguments(p)
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("image", help="firmware image tools")

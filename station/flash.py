@@ -145,7 +145,7 @@ class _Job:
             self.link,
             retries=profile.retries,
             pipeline=profile.pipeline_writes,
-            timeouts=Timeouts(resync_s=profile.resync_timeout_s),
+            timeouts=Timeouts(ack_s=profile.ack_timeout_s, resync_s=profile.resync_timeout_s),
         )
         self.console = AppConsole(self.link)
 
@@ -280,12 +280,41 @@ class _Job:
         self.out.bytes_written = len(data)
 
     def verify(self, method: str) -> bool:
+        """Verify the whole image; on a mismatch, repair the bad pages and verify again."""
         self.enter(Phase.VERIFY)
-        res = self.drv.verify(
-            self.image.address, self.image.data, method=method, on_progress=self.progress
+        for attempt in range(1, self.profile.retries + 1):
+            res = self.drv.verify(
+                self.image.address, self.image.data, method=method, on_progress=self.progress
+            )
+            self.out.verify_method, self.out.verify_detail = res.method, res.detail
+            if res.ok or attempt == self.profile.retries or not self._repair(res.detail):
+                return res.ok
+        return False
+
+    def _repair(self, why: str) -> bool:
+        """Find the pages whose device CRC is wrong, re-erase and rewrite just those.
+
+        A frame mangled on a noisy line can, rarely, be accepted short; the final verify
+        catches it and this puts it right. Needs the device CRC (else: False, job fails).
+        """
+        if not self.drv.has_checksum:
+            return False
+        data, base, size = self.image.data, self.image.address, self.profile.page_size
+        bad: list[int] = []
+        for offset in range(0, len(data), size):
+            page_data = data[offset : offset + size]
+            if self.drv.block_state(base + offset, page_data) != "written":
+                bad.append(offset)
+        for offset in bad:
+            page_data = data[offset : offset + size]
+            self.drv.erase_pages(self.profile.pages_for(base + offset, base + offset + 1))
+            self.drv.write_memory(base + offset, page_data, first_block=offset // MAX_BLOCK)
+        note = f"verify found {len(bad)} bad page(s) ({why}); re-erased and rewrote " + ", ".join(
+            f"0x{base + o:08X}" for o in bad
         )
-        self.out.verify_method, self.out.verify_detail = res.method, res.detail
-        return res.ok
+        self.out.notes.append(note)
+        self.progress(Phase.VERIFY, 0, 0, note)
+        return bool(bad)
 
     def boot_and_confirm(self) -> str | None:
         """Start the application and confirm it; None when confirmed, else the reason."""

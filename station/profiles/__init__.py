@@ -37,6 +37,7 @@ class Profile:
     verify: str
     boot_timeout_s: float
     resync_timeout_s: float
+    ack_timeout_s: float
 
     @property
     def flash_end(self) -> int:
@@ -91,6 +92,7 @@ def parse_profile(data: dict[str, Any], where: str) -> Profile:
         verify=boot.get("verify", "auto"),
         boot_timeout_s=float(boot.get("boot_timeout_s", 3.0)),
         resync_timeout_s=float(boot.get("resync_timeout_s", 10.0)),
+        ack_timeout_s=float(boot.get("ack_timeout_s", 1.0)),
     )
     if profile.protocol != "an3155":
         raise ConfigError(f"{where}: protocol {profile.protocol!r} is not supported yet")
