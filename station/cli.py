@@ -88,7 +88,7 @@ def _print_outcome(out: FlashOutcome, as_json: bool, err: Console) -> None:
         return
     for note in out.notes:
         err.print(f"  note: {note}", highlight=False)
-    Console().print(outcome_line(out), highlight=False)
+    Console(soft_wrap=True).print(outcome_line(out), highlight=False)
 
 
 def cmd_image_demo(args: argparse.Namespace, err: Console) -> int:
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``station`` console script."""
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         return int(args.func(args, err))
     except StationError as exc:

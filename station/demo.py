@@ -109,7 +109,9 @@ def run_demo(
         for slot, out in rows:
             print(json.dumps({"slot": slot, **out.to_json()}), flush=True)
     else:
-        out_console = Console()
+        # Logs of headless rigs are read by programs too: never wrap a result line, and
+        # give the table room when stdout is not a terminal.
+        out_console = Console(soft_wrap=True, width=None if err.is_terminal else 160)
         for slot, out in rows:
             if out.result is not Result.PASSED:
                 out_console.print(f"slot {slot}: " + outcome_line(out), highlight=False)
