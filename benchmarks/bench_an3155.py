@@ -7,7 +7,9 @@ adapter adds 1 ms per turnaround) and prints, for device-CRC verify and for read
 - the measured time of the whole job and of write+verify+boot+confirm;
 - the physical limit L: payload bytes x 11 / baud for every time the payload must cross the
   wire, plus the flash's unavoidable busy time (erase, program, CRC, application start);
-- the ratio time / L (target <= 1.10 for write+verify+boot+confirm).
+- the ratio time / L (target <= 1.10 for write+verify+boot+confirm);
+- the same for stm32flash (the reference open-source AN3155 tool) on the same simulated
+  hub, when it is installed: it neither boots nor confirms, so its limit is smaller.
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_an3155.py [--size BYTES]``.
 """
@@ -15,6 +17,8 @@ Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_an3155.py [--size BYT
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -88,12 +92,62 @@ def run(size: int, verify: str, slot: int) -> None:
         print(f"    {a!s:<9} {dur:7.3f} s")
 
 
+def run_peer(size: int, verify: bool, slot: int) -> None:
+    """stm32flash on the same paced hub, same image, for a side-by-side figure."""
+    tool = shutil.which("stm32flash")
+    if tool is None:
+        print("\nstm32flash not installed (apt-get install stm32flash): peer run skipped")
+        return
+    profile = load_profile("demo-an3155")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.bin"
+        write_demo_image(path, 0x0105_0000, size=size)
+        spec = HubSpec(
+            slot=slot,
+            eui64=derive_eui64(7, slot),
+            firmware=0x0101_0000,
+            start_in="bootloader",
+            baud=BAUD,
+            paced=True,
+            latency_s=0.001,
+        )
+        with SimHub.start(spec) as hub:
+            # -m 8n1: a pseudo-terminal cannot carry parity (the hub still times 8E1).
+            cmd = [
+                tool,
+                "-b",
+                str(BAUD),
+                "-m",
+                "8n1",
+                "-w",
+                str(path),
+                "-S",
+                f"0x{profile.app_address:08X}",
+                hub.port,
+            ] + (["-v"] if verify else [])
+            t0 = time.monotonic()
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            took = time.monotonic() - t0
+    if done.returncode:
+        print(f"\nstm32flash failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+        return
+    pages = len(profile.pages_for(profile.app_address, profile.app_address + size))
+    lim = physical_limit(size, pages, readback=verify)
+    lim_w = lim["erase"] + lim["write"] + (lim["verify"] if verify else 0.0)
+    what = "write + readback verify (-v)" if verify else "write only, no verify, no boot"
+    print(f"\nstm32flash {what}: {took:7.2f} s   limit {lim_w:7.2f} s   ratio {took / lim_w:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256 * 1024, help="image bytes")
+    parser.add_argument("--no-peers", action="store_true", help="skip the stm32flash runs")
     args = parser.parse_args()
     run(args.size, "crc", 1)
     run(args.size, "readback", 2)
+    if not args.no_peers:
+        run_peer(args.size, False, 3)
+        run_peer(args.size, True, 4)
 
 
 if __name__ == "__main__":
