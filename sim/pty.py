@@ -29,8 +29,8 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from firmware_images.build import demo_payload
-from firmware_images.descriptor import format_version
-from sim.an3155 import FLASH_BASE, An3155Hub, Emit, Mode, Output, Timer, parse_eui64
+from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, format_version
+from sim.an3155 import FLASH_BASE, FLASH_SIZE, An3155Hub, Emit, Mode, Output, Timer, parse_eui64
 from sim.faults import ByteFaults, FaultPlan, fault_plan
 
 PROFILE = "demo-an3155"
@@ -89,6 +89,12 @@ class HubSpec:
         if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
             raise ValueError(
                 f"latency must be a non-negative number of seconds, not {self.latency_s}"
+            )
+        smallest = DESCRIPTOR_OFFSET + DESCRIPTOR_SIZE
+        if self.firmware_size % 4 or not smallest <= self.firmware_size <= FLASH_SIZE:
+            raise ValueError(
+                f"firmware size {self.firmware_size} must be a multiple of 4 "
+                f"from {smallest} to {FLASH_SIZE} bytes"
             )
         self.plan()  # raises ValueError on a bad fault SPEC
 

@@ -229,6 +229,8 @@ def test_specs_are_validated_before_anything_starts() -> None:
         HubSpec(slot=1, eui64=derive_eui64(0, 1), start_in="dfu")
     with pytest.raises(ValueError, match="slot"):
         HubSpec(slot=0, eui64=derive_eui64(0, 1))
+    with pytest.raises(ValueError, match="firmware size"):
+        HubSpec(slot=1, eui64=derive_eui64(0, 1), firmware=1, firmware_size=1022)
     assert HubSpec(slot=1, eui64="00-db-12-34-56-78-90-a0").eui64 == "00-DB-12-34-56-78-90-A0"
 
 
