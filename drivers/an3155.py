@@ -18,8 +18,8 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
-from enum import IntEnum
 
+from drivers.an3155_codes import ACK, MAX_BLOCK, NACK, SYNC, Cmd, address_frame
 from drivers.crc import stm32_crc, xor8
 from drivers.errors import (
     DeviceTimeout,
@@ -32,29 +32,6 @@ from drivers.errors import (
 )
 from drivers.transport.serial import SerialLink
 from drivers.types import BootloaderInfo, Phase, ProgressFn, VerifyResult, no_progress
-
-ACK = 0x79
-NACK = 0x1F
-SYNC = 0x7F
-MAX_BLOCK = 256
-
-
-class Cmd(IntEnum):
-    """AN3155 command codes (each is sent with its complement)."""
-
-    GET = 0x00
-    GET_VERSION = 0x01
-    GET_ID = 0x02
-    READ_MEMORY = 0x11
-    GO = 0x21
-    WRITE_MEMORY = 0x31
-    ERASE = 0x43
-    EXTENDED_ERASE = 0x44
-    WRITE_PROTECT = 0x63
-    WRITE_UNPROTECT = 0x73
-    READOUT_PROTECT = 0x82
-    READOUT_UNPROTECT = 0x92
-    GET_CHECKSUM = 0xA1
 
 
 @dataclass(frozen=True)
@@ -69,11 +46,6 @@ class Timeouts:
 
 class NeedsErase(ProtocolError):
     """A block is partly programmed; its page must be erased before it can be written."""
-
-
-def _address_frame(address: int) -> bytes:
-    raw = struct.pack(">I", address)
-    return raw + bytes([xor8(raw)])
 
 
 def pad4(data: bytes) -> bytes:
@@ -250,7 +222,7 @@ class An3155Driver:
     def _read_block(self, address: int, size: int) -> bytes:
         what = f"read {size} bytes at 0x{address:08X}"
         tail = bytes([size - 1, (size - 1) ^ 0xFF])
-        frame = bytes([Cmd.READ_MEMORY, Cmd.READ_MEMORY ^ 0xFF]) + _address_frame(address)
+        frame = bytes([Cmd.READ_MEMORY, Cmd.READ_MEMORY ^ 0xFF]) + address_frame(address)
         if self.pipeline:
             self.link.write(frame + tail)
             acks = self.link.read(3, self.timeouts.ack_s)
@@ -305,7 +277,7 @@ class An3155Driver:
     def _write_block_once(self, address: int, chunk: bytes, lockstep: bool) -> None:
         n = len(chunk) - 1
         body = bytes([n]) + chunk + bytes([xor8(chunk, n)])
-        addr = _address_frame(address)
+        addr = address_frame(address)
         what = f"write at 0x{address:08X}"
         if self.pipeline and not lockstep:
             self.link.write(bytes([Cmd.WRITE_MEMORY, Cmd.WRITE_MEMORY ^ 0xFF]) + addr + body)
@@ -490,7 +462,7 @@ class An3155Driver:
             )
         what = f"checksum of {length} bytes at 0x{address:08X}"
         self._command(Cmd.GET_CHECKSUM, Phase.VERIFY, address)
-        self.link.write(_address_frame(address))
+        self.link.write(address_frame(address))
         self._expect_ack(f"{what} (address)", self.timeouts.ack_s, Phase.VERIFY, address)
         raw = struct.pack(">I", length)
         self.link.write(raw + bytes([xor8(raw)]))
@@ -557,5 +529,5 @@ class An3155Driver:
         """Go: start the code whose vector table is at ``address``."""
         self._require(Cmd.GO, Phase.BOOT)
         self._command(Cmd.GO, Phase.BOOT, address)
-        self.link.write(_address_frame(address))
+        self.link.write(address_frame(address))
         self._expect_ack(f"go to 0x{address:08X}", self.timeouts.ack_s, Phase.BOOT, address)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
+from drivers.an3155_codes import ACK, NACK, SYNC, Cmd
 from drivers.crc import stm32_crc, xor8
 from drivers.errors import ImageError
 from firmware_images.descriptor import (
@@ -41,29 +42,8 @@ IDENTITY_MAGIC = b"HBID"
 
 # --- bootloader identity and wire bytes ------------------------------------------------------
 
-ACK = 0x79
-NACK = 0x1F
-SYNC = 0x7F
 BOOTLOADER_VERSION = 0x31
 PRODUCT_ID = 0x462
-
-
-class Cmd(enum.IntEnum):
-    """AN3155 command codes."""
-
-    GET = 0x00
-    GET_VERSION = 0x01
-    GET_ID = 0x02
-    READ_MEMORY = 0x11
-    GO = 0x21
-    WRITE_MEMORY = 0x31
-    ERASE = 0x43
-    EXTENDED_ERASE = 0x44
-    WRITE_PROTECT = 0x63
-    WRITE_UNPROTECT = 0x73
-    READOUT_PROTECT = 0x82
-    READOUT_UNPROTECT = 0x92
-    GET_CHECKSUM = 0xA1
 
 
 # Accepted while readout protection is active (AN3155: the rest are NACKed).

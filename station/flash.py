@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from drivers.an3155 import MAX_BLOCK, An3155Driver, NeedsErase, Timeouts
+from drivers.an3155 import An3155Driver, NeedsErase, Timeouts
+from drivers.an3155_codes import MAX_BLOCK
 from drivers.console import AppConsole
 from drivers.errors import HubReset, ImageError, NoSync, StationError
 from drivers.transport.serial import SerialLink
