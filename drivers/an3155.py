@@ -41,7 +41,7 @@ class Timeouts:
     ack_s: float = 1.0
     page_erase_s: float = 5.0
     mass_erase_s: float = 35.0
-    resync_s: float = 10.0
+    resync_s: float = 35.0
 
 
 class NeedsErase(ProtocolError):

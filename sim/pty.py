@@ -72,6 +72,8 @@ class HubSpec:
     faults: str = ""
     seed: int = 0
     firmware_size: int = 64 * 1024
+    #: 0x44 (Extended Erase, bootloader v3.x) or 0x43 (Erase, older bootloaders).
+    erase_command: int = 0x44
 
     def __post_init__(self) -> None:
         if self.slot < 1:
@@ -108,6 +110,7 @@ class HubSpec:
             eui64=self.eui64,
             hw_version=self.hw_version,
             boot_pin_strapped=self.start_in == "bootloader",
+            erase_command=self.erase_command,
             faults=self.plan(),
         )
         if self.firmware is not None:

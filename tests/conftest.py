@@ -12,6 +12,14 @@ from firmware_images.loader import LoadedImage, load_image
 from sim.pty import HubSpec, SimHub, derive_eui64
 from station.demo import write_demo_image
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hardware", "tests against a real hub (pytest -m hardware ...)")
+    group.addoption("--hub-port", help="port of a real hub, e.g. /dev/ttyUSB0")
+    group.addoption("--hub-profile", default="demo-an3155", help="its hub profile")
+    group.addoption("--hub-image", help="an approved image for it (HEX/S-record)")
+
+
 OLD = 0x0101_0000
 NEW = 0x0105_0000
 

@@ -90,3 +90,52 @@ def test_silent_port_gives_no_sync() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_legacy_erase_command(start_hub: Callable[..., SimHub]) -> None:
+    """A bootloader that lists Erase (0x43) instead of Extended Erase gets 1-byte pages."""
+    hub = start_hub(erase_command=0x43)
+    with SerialLink(hub.port) as link:
+        drv = An3155Driver(link)
+        drv.sync()
+        info = drv.identify()
+        assert Cmd.ERASE in info.commands and Cmd.EXTENDED_ERASE not in info.commands
+        drv.erase_pages([0, 1])
+        assert drv.read_memory(BASE, 4096) == b"\xff" * 4096
+        assert drv.read_memory(BASE + 4096, 4) != b"\xff" * 4  # page 2 untouched
+        drv.mass_erase()
+        assert drv.read_memory(BASE + 4096, 4) == b"\xff" * 4
+
+
+def test_socket_url(start_hub: Callable[..., SimHub]) -> None:
+    """socket:// (and so ser2net-style bridges) goes through the same driver code."""
+    import socket
+    import threading
+
+    hub = start_hub()
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def bridge() -> None:
+        conn, _ = server.accept()
+        with SerialLink(hub.port) as tty:
+            conn.settimeout(0.01)
+            while True:
+                try:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    tty.write(data)
+                except TimeoutError:
+                    pass
+                back = tty.read(4096, 0.001)
+                if back:
+                    conn.sendall(back)
+
+    threading.Thread(target=bridge, daemon=True).start()
+    with SerialLink(f"socket://127.0.0.1:{port}") as link:
+        drv = An3155Driver(link)
+        drv.sync()
+        assert drv.identify().product_id == 0x462
+        assert drv.read_memory(0x1FFF_7000, 4) == b"HBID"
+    server.close()
