@@ -127,6 +127,7 @@ def test_fault_matrix(
         assert says in out.message, out.message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("faults", ["corrupt=0.0005", "drop=0.0005", "stall=10:1.5"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_noisy_links_never_false_pass(
