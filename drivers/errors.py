@@ -103,6 +103,11 @@ class NoSync(ProtocolError):
 class NackError(ProtocolError):
     """The bootloader refused a command (NACK) after every retry."""
 
+    default_hint = (
+        "the hub kept refusing it: reseat the hub and cable and run the job again; if "
+        "several hubs fail in this slot, suspect the slot's adapter"
+    )
+
 
 class DeviceTimeout(ProtocolError):
     """The hub stopped answering in the middle of a command."""
