@@ -70,6 +70,7 @@ class ProgressBoard:
                 if not phase_seen or phase_seen[-1] != phase:
                     phase_seen.append(phase)
                     self._progress.reset(task, total=None)
+                    self._progress.update(task, note="")
                 if note:
                     self._progress.update(task, note=note[:60])
                 if total:
