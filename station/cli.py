@@ -78,6 +78,7 @@ def cmd_flash(args: argparse.Namespace, err: Console) -> int:
         out = flash_hub(
             args.port, profile, image, force=args.force, verify=args.verify, on_progress=progress
         )
+        board.finish(args.port, out)
     _print_outcome(out, args.json, err)
     return EXIT_FOR[out.result]
 

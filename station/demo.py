@@ -7,7 +7,6 @@ processes, a demo image written to disk and loaded back through the image loader
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from pathlib import Path
 import bincopy
 from rich.console import Console
 
-from drivers.types import no_progress
+from drivers.types import ProgressFn, no_progress
 from firmware_images.build import DEMO_LOAD_ADDRESS, demo_payload
 from firmware_images.descriptor import format_version
 from firmware_images.loader import load_image
@@ -88,8 +87,16 @@ def run_demo(
         with ProgressBoard(err, enabled=show) as board:
             jobs: list[tuple[int, Callable[[], FlashOutcome]]] = []
             for hub in sims:
-                progress = board.slot(f"slot {hub.spec.slot}") if show else no_progress
-                job = functools.partial(flash_hub, hub.port, profile, image, on_progress=progress)
+                label = f"slot {hub.spec.slot}"
+                progress = board.slot(label) if show else no_progress
+
+                def job(
+                    port: str = hub.port, label: str = label, progress: ProgressFn = progress
+                ) -> FlashOutcome:
+                    out = flash_hub(port, profile, image, on_progress=progress)
+                    board.finish(label, out)
+                    return out
+
                 jobs.append((hub.spec.slot, job))
             runs = run_slots(jobs)
         elapsed = time.monotonic() - started

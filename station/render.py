@@ -38,6 +38,7 @@ class ProgressBoard:
         self.console = console
         self.enabled = enabled
         self._lock = threading.Lock()
+        self._tasks: dict[str, TaskID] = {}
         self._progress = Progress(
             TextColumn("{task.fields[slot]:>8}"),
             TextColumn("{task.fields[phase]:<8}"),
@@ -63,6 +64,7 @@ class ProgressBoard:
             task: TaskID = self._progress.add_task(
                 "", total=None, slot=label, phase="connect", note=""
             )
+            self._tasks[label] = task
         phase_seen: list[Phase] = []
 
         def report(phase: Phase, done: int, total: int, note: str) -> None:
@@ -79,6 +81,19 @@ class ProgressBoard:
                     self._progress.update(task, phase=str(phase))
 
         return report
+
+    def finish(self, label: str, out: FlashOutcome) -> None:
+        """Show a slot's result in its progress line once its job has ended."""
+        with self._lock:
+            task = self._tasks.get(label)
+            if task is not None:
+                self._progress.update(
+                    task,
+                    completed=out.bytes_written,
+                    total=max(out.bytes_written, 1),
+                    phase=str(out.result),
+                    note=out.version_after or out.phase or "",
+                )
 
 
 def outcome_line(out: FlashOutcome) -> str:
