@@ -8,6 +8,7 @@ needs keys.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -114,10 +115,9 @@ class ParsedImage:
         object.__setattr__(self, "sha256", hashlib.sha256(payload).hexdigest())
         object.__setattr__(self, "crc32", crc32(payload))
         if self.descriptor is None:
-            try:
+            # Foreign payloads (vendor OTA files) carry no descriptor of ours: that is fine.
+            with contextlib.suppress(ImageError):
                 object.__setattr__(self, "descriptor", check_payload(payload))
-            except ImageError:
-                pass  # foreign payloads (vendor OTA files) carry no descriptor of ours
 
     @property
     def payload(self) -> bytes:
