@@ -28,7 +28,7 @@ from firmware_images.loader import load_image
 from sim import an3155 as model
 from sim.pty import HubSpec, SimHub, derive_eui64
 from station.demo import write_demo_image
-from station.flash import Result, flash_hub
+from station.flash import Policy, Result, flash_hub
 from station.profiles import load_profile
 
 BAUD = 115200
@@ -66,7 +66,14 @@ def run(size: int, verify: str, slot: int) -> None:
 
         with SimHub.start(spec) as hub:
             t0 = time.monotonic()
-            out = flash_hub(hub.port, profile, image, verify=verify, on_progress=progress)
+            out = flash_hub(
+                hub.port,
+                profile,
+                image,
+                policy=Policy(allow_unsigned=True),  # a demo HEX image: unsigned
+                verify=verify,
+                on_progress=progress,
+            )
             t_end = time.monotonic()
     if out.result is not Result.PASSED:
         raise SystemExit(f"benchmark run did not pass: {out.message}")

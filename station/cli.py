@@ -14,10 +14,20 @@ from pathlib import Path
 
 from rich.console import Console
 
-from drivers.errors import StationError
+from drivers.errors import ConfigError, StationError
 from drivers.types import no_progress
-from firmware_images.loader import load_image
-from station.flash import FlashOutcome, Result, flash_hub
+from firmware_images.catalog import Catalog
+from firmware_images.loader import LoadedImage, load_image
+from station.flash import (
+    FlashOutcome,
+    ImageChooser,
+    Policy,
+    Result,
+    catalog_chooser,
+    flash_hub,
+)
+from station.images_cli import add_commands as add_image_commands
+from station.images_cli import trust_store
 from station.profiles import builtin_names, load_profile
 from station.render import ProgressBoard, outcome_line
 
@@ -71,12 +81,26 @@ def parse_version(text: str) -> int:
 
 def cmd_flash(args: argparse.Namespace, err: Console) -> int:
     profile = load_profile(args.profile)
-    image = load_image(args.file, args.address)
+    policy = Policy(
+        trust=trust_store(args.trust),
+        allow_unsigned=args.allow_unsigned,
+        allow_invalid=args.allow_invalid_signature,
+        force=args.force,
+    )
+    source: LoadedImage | ImageChooser
+    if args.file is not None:
+        if args.catalog:
+            raise ConfigError("give either an image file or --catalog, not both")
+        source = load_image(args.file, args.address, default_address=profile.app_address)
+    elif args.catalog:
+        source = catalog_chooser(Catalog.load(args.catalog), profile, policy)
+    else:
+        raise ConfigError("nothing to write: give an image file or --catalog DIR")
     show = not args.json and err.is_terminal
     with ProgressBoard(err, enabled=show) as board:
         progress = board.slot(args.port) if show else no_progress
         out = flash_hub(
-            args.port, profile, image, force=args.force, verify=args.verify, on_progress=progress
+            args.port, profile, source, policy=policy, verify=args.verify, on_progress=progress
         )
         board.finish(args.port, out)
     _print_outcome(out, args.json, err)
@@ -174,7 +198,30 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help=f"hub profile name ({', '.join(builtin_names())}) or a .toml file",
     )
-    p.add_argument("file", help="application image: Intel HEX, S-record, or raw binary")
+    p.add_argument(
+        "file",
+        nargs="?",
+        help="image to write: GBCS/Zigbee OTA, Intel HEX, S-record or raw binary "
+        "(omit it with --catalog: the catalogue chooses per hub)",
+    )
+    p.add_argument(
+        "--catalog",
+        help="choose the image from this catalogue for the hub found (target or next hop)",
+    )
+    p.add_argument(
+        "--trust",
+        help="trust store folder of PEM public keys (default station-data/trust if present)",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="override: accept an image with no signature (recorded with the result)",
+    )
+    p.add_argument(
+        "--allow-invalid-signature",
+        action="store_true",
+        help="override: accept a signature that does not verify (recorded with the result)",
+    )
     p.add_argument(
         "--address", type=parse_int, help="load address of a raw binary (e.g. 0x08000000)"
     )
@@ -200,10 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_arguments(p)
     p.set_defaults(func=cmd_sim)
 
-    p = sub.add_parser("image", help="firmware image tools")
-    isub = p.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    add_image_commands(sub)
+    isub = next(
+        a for a in sub.choices["image"]._actions if isinstance(a, argparse._SubParsersAction)
+    )
     q = isub.add_parser(
-        "demo", help="write a demo application image (Intel HEX or raw .bin) for a version"
+        "demo", help="write an unsigned demo application (Intel HEX or raw .bin) for a version"
     )
     q.add_argument("version", type=parse_version, help="firmware version, 0x01050000 or 1.5.0.0")
     q.add_argument("-o", "--output", required=True, help="file to write (.hex or .bin)")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import struct
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -21,13 +22,15 @@ from drivers.console import AppConsole
 from drivers.errors import HubReset, ImageError, NoSync, StationError
 from drivers.transport.serial import SerialLink
 from drivers.types import Phase, ProgressFn, no_progress
+from firmware_images.catalog import Catalog, Decision
 from firmware_images.descriptor import (
     DESCRIPTOR_OFFSET,
     DESCRIPTOR_SIZE,
     format_version,
     unpack_descriptor,
 )
-from firmware_images.loader import LoadedImage
+from firmware_images.loader import LoadedImage, flashable, parse_file
+from firmware_images.trust import TrustStore, signature_refusal
 from station.profiles import Profile
 
 IDENTITY_MAGIC = b"HBID"
@@ -62,6 +65,11 @@ class FlashOutcome:
     phase: str | None = None  # where it failed or was refused
     message: str = ""
     hint: str = ""
+    signature: str | None = None  # the image's signature status (valid, unsigned...)
+    signer: str | None = None  # the trusted key that verified it
+    behind: int | None = None  # releases behind the newest, when a catalogue decided
+    plan: str | None = None  # the catalogue's decision, e.g. "upgrade to 0x01050000"
+    overrides: list[str] = field(default_factory=list)  # policy overrides used: recorded
     notes: list[str] = field(default_factory=list)
     bytes_written: int = 0
     seconds: float = 0.0
@@ -72,6 +80,96 @@ class FlashOutcome:
         out["result"] = str(self.result)
         out["seconds"] = round(self.seconds, 3)
         return out
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the station insists on, and the explicit overrides an operator gave.
+
+    Attributes:
+        trust: public keys that may sign images (None: no signature can be valid).
+        allow_unsigned: flash images with no signature, or one we cannot check.
+        allow_invalid: flash images whose signature fails (tampered or unknown signer).
+        force: write even if the hub already runs this or a newer version.
+    """
+
+    trust: TrustStore | None = None
+    allow_unsigned: bool = False
+    allow_invalid: bool = False
+    force: bool = False
+
+    def overrides_used(self, image: LoadedImage) -> list[str]:
+        """The overrides this image needed, to be recorded with the job."""
+        status = image.signature_status
+        used = []
+        if status.value in ("unsigned", "unchecked", "unsupported") and self.allow_unsigned:
+            used.append(f"allow-unsigned (image signature: {status})")
+        if status.value == "invalid" and self.allow_invalid:
+            used.append("allow-invalid-signature (the signature does not verify)")
+        return used
+
+
+class Refusal(Exception):
+    """Policy says no; carries the reason and a hint."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+
+class AlreadyCurrent(Exception):
+    """The hub already runs what it should: nothing to write."""
+
+
+#: Chooses the image for a hub once it is identified (eui64, hw_version, version_before
+#: are filled in); returns it checked, or raises Refusal / AlreadyCurrent.
+ImageChooser = Callable[["FlashOutcome"], LoadedImage]
+
+
+def check_image(image: LoadedImage, profile: Profile, policy: Policy) -> LoadedImage:
+    """Prove an image fit to flash on this profile's hubs, before any port is opened.
+
+    Returns the image with its signature checked against the trust store.
+
+    Raises:
+        ImageError: it cannot be right for this hub model (see :func:`precheck`).
+        Refusal: its signature is missing or bad and no override allows it.
+    """
+    precheck(image, profile)
+    parsed = image.parsed if policy.trust is None else policy.trust.check(image.parsed)
+    image = replace(image, parsed=parsed)
+    reason = signature_refusal(
+        parsed, allow_unsigned=policy.allow_unsigned, allow_invalid=policy.allow_invalid
+    )
+    if reason is not None:
+        raise Refusal(
+            f"{image.path}: {reason}",
+            "use a signed image from the catalogue; an unsigned one needs an explicit, "
+            "recorded override (--allow-unsigned)",
+        )
+    return image
+
+
+def catalog_chooser(catalog: Catalog, profile: Profile, policy: Policy) -> ImageChooser:
+    """Choose each hub's image from the catalogue: target, next hop, or refusal."""
+
+    def choose(out: FlashOutcome) -> LoadedImage:
+        running = None if out.version_before is None else int(out.version_before, 16)
+        plan = catalog.plan(profile.name, out.hw_version, running)
+        out.behind, out.plan = plan.behind, plan.reason
+        if plan.decision is Decision.CURRENT:
+            raise AlreadyCurrent()
+        if plan.decision is Decision.REFUSED or plan.release is None:
+            raise Refusal(plan.reason, "see 'station catalog list' for approved releases")
+        path = catalog.path_of(plan.release)
+        parsed = parse_file(path)
+        problems = catalog.image_refusals(parsed, plan.release)
+        if problems:
+            raise Refusal(f"{path}: " + "; ".join(problems), "the catalogue file was altered")
+        return check_image(flashable(parsed, profile.app_address), profile, policy)
+
+    return choose
 
 
 def precheck(image: LoadedImage, profile: Profile) -> None:
@@ -128,19 +226,23 @@ class _Job:
     """State of one re-flash while it runs; :func:`flash_hub` is the public entry."""
 
     def __init__(
-        self, port: str, profile: Profile, image: LoadedImage, progress: ProgressFn
+        self,
+        port: str,
+        profile: Profile,
+        source: LoadedImage | ImageChooser,
+        policy: Policy,
+        progress: ProgressFn,
     ) -> None:
         self.profile = profile
-        self.image = image
+        self.policy = policy
         self.progress = progress
         self.phase = Phase.CONNECT
-        self.out = FlashOutcome(
-            port=port,
-            profile=profile.name,
-            image=image.path,
-            image_version=format_version(image.descriptor.firmware_version),
-            image_sha256=image.sha256,
-        )
+        self.out = FlashOutcome(port=port, profile=profile.name)
+        self.chooser: ImageChooser | None = None
+        if isinstance(source, LoadedImage):
+            self.use(source)
+        else:
+            self.chooser = source
         self.link = SerialLink(port, baudrate=profile.baud, parity=profile.parity)
         self.drv = An3155Driver(
             self.link,
@@ -149,6 +251,15 @@ class _Job:
             timeouts=Timeouts(ack_s=profile.ack_timeout_s, resync_s=profile.resync_timeout_s),
         )
         self.console = AppConsole(self.link)
+
+    def use(self, image: LoadedImage) -> None:
+        self.image = image
+        self.out.image = image.path
+        self.out.image_version = format_version(image.descriptor.firmware_version)
+        self.out.image_sha256 = image.sha256
+        self.out.signature = str(image.signature_status)
+        self.out.signer = image.parsed.signature.signer if image.parsed.signature else None
+        self.out.overrides = self.policy.overrides_used(image)
 
     def enter(self, phase: Phase, note: str = "") -> None:
         self.phase = phase
@@ -193,7 +304,7 @@ class _Job:
         self.enter(Phase.IDENTIFY)
         info = self.drv.identify()
         if info.product_id != self.profile.product_id:
-            raise _Refusal(
+            raise Refusal(
                 f"product ID 0x{info.product_id:03X} is not {self.profile.name}'s "
                 f"0x{self.profile.product_id:03X}",
                 "wrong profile for this hub, or a different model in this slot",
@@ -221,22 +332,30 @@ class _Job:
                 running = None  # blank or foreign flash: nothing to compare against
         self.out.version_before = None if running is None else format_version(running)
 
-    def plan(self, force: bool) -> Result | None:
+    def plan(self) -> Result | None:
         self.enter(Phase.PLAN)
+        if self.chooser is not None:
+            # The catalogue decides from its release order (never numerically); the
+            # chooser has checked hash, model, signature and pathway.
+            try:
+                self.use(self.chooser(self.out))
+            except AlreadyCurrent:
+                return Result.SKIPPED
+            self.progress(Phase.PLAN, 0, 0, self.out.plan or "")
         d = self.image.descriptor
         hw = self.out.hw_version
         if hw is not None and not d.supports_hardware(hw):
-            raise _Refusal(
+            raise Refusal(
                 f"hardware version {hw} is outside the image's range {d.hw_min}..{d.hw_max}",
                 "this image is not approved for this hub's hardware",
             )
-        if self.out.version_before is None or force:
+        if self.out.version_before is None or self.policy.force or self.chooser is not None:
             return None
         before = int(self.out.version_before, 16)
         if before == d.firmware_version:
             return Result.SKIPPED
         if before > d.firmware_version:
-            raise _Refusal(
+            raise Refusal(
                 f"downgrade refused: hub runs {self.out.version_before}, image is "
                 f"{self.out.image_version}",
                 "use --force only if a downgrade is approved",
@@ -341,44 +460,54 @@ class _Job:
         return None
 
 
-class _Refusal(Exception):
-    """Policy says no; carries the reason and a hint."""
-
-    def __init__(self, reason: str, hint: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.hint = hint
-
-
 def flash_hub(
     port: str,
     profile: Profile,
-    image: LoadedImage,
+    source: LoadedImage | ImageChooser,
     *,
-    force: bool = False,
+    policy: Policy | None = None,
     verify: str | None = None,
     on_progress: ProgressFn = no_progress,
 ) -> FlashOutcome:
-    """Re-flash the hub on ``port`` with ``image`` and say how it ended.
+    """Re-flash the hub on ``port`` and say how it ended.
+
+    Args:
+        source: the image to write, or a chooser that picks it once the hub is identified
+            (:func:`catalog_chooser`).
+        policy: trust store, overrides and ``force`` (default: strict, no trust store).
+        verify: ``auto``, ``crc`` or ``readback`` (default: the profile's).
 
     Hub and link failures are reported in the outcome (result ``failed`` with the phase),
-    never raised; only a bad image or profile raises, before the port is opened.
+    never raised. A fixed image is checked before the port is opened: a policy refusal
+    (signature) comes back as ``refused`` with nothing sent to the hub.
 
     Raises:
-        ImageError: the image is not fit for this profile (see :func:`precheck`).
+        ImageError: a fixed image is not fit for this profile (see :func:`precheck`).
     """
-    precheck(image, profile)
+    policy = policy or Policy()
     started = time.monotonic()
-    job = _Job(port, profile, image, on_progress)
+    if isinstance(source, LoadedImage):
+        try:
+            source = check_image(source, profile, policy)
+        except Refusal as exc:
+            out = FlashOutcome(port=port, profile=profile.name, image=source.path)
+            out.result, out.phase, out.message, out.hint = (
+                Result.REFUSED,
+                str(Phase.PLAN),
+                exc.reason,
+                exc.hint,
+            )
+            out.signature = str(source.signature_status)
+            return out
+    job = _Job(port, profile, source, policy, on_progress)
     try:
         running = job.connect()
         job.identify(running)
-        decision = job.plan(force)
-        if decision is Result.SKIPPED:
+        if job.plan() is Result.SKIPPED:
             return job.end(
                 Result.SKIPPED,
                 f"already running {job.out.version_before}; nothing written",
-                "use --force to write it again",
+                "" if job.chooser else "use --force to write it again",
             )
         job.erase()
         job.write()
@@ -396,8 +525,10 @@ def flash_hub(
             f"{job.out.version_before or 'blank'} -> {job.out.version_after}, verified by "
             f"{job.out.verify_method}, running version read back",
         )
-    except _Refusal as exc:
+    except Refusal as exc:
         return job.end(Result.REFUSED, exc.reason, exc.hint)
+    except ImageError as exc:  # a catalogue file that will not parse: refuse, never guess
+        return job.end(Result.REFUSED, exc.message, exc.hint)
     except StationError as exc:
         if exc.phase:
             job.phase = Phase(exc.phase)

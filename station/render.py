@@ -119,7 +119,19 @@ def outcome_line(out: FlashOutcome) -> str:
 def summary_table(rows: Sequence[tuple[int, FlashOutcome]]) -> Table:
     """The per-hub summary of a multi-slot run."""
     table = Table(title="Re-flash summary", title_justify="left")
-    for col in ("slot", "port", "EUI-64", "HW", "before", "after", "verify", "result", "time"):
+    for col in (
+        "slot",
+        "port",
+        "EUI-64",
+        "HW",
+        "before",
+        "n-k",
+        "after",
+        "signature",
+        "verify",
+        "result",
+        "time",
+    ):
         table.add_column(col)
     for slot, out in rows:
         table.add_row(
@@ -128,7 +140,9 @@ def summary_table(rows: Sequence[tuple[int, FlashOutcome]]) -> Table:
             out.eui64 or "?",
             "?" if out.hw_version is None else str(out.hw_version),
             out.version_before or "blank",
+            "?" if out.behind is None else f"n-{out.behind}",
             out.version_after or "-",
+            out.signature or "-",
             out.verify_method or "-",
             f"[{_STYLE[out.result]}]{out.result}[/]"
             + (f" ({out.phase}: {out.message})" if out.result is not Result.PASSED else ""),

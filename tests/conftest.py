@@ -17,7 +17,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hardware", "tests against a real hub (pytest -m hardware ...)")
     group.addoption("--hub-port", help="port of a real hub, e.g. /dev/ttyUSB0")
     group.addoption("--hub-profile", default="demo-an3155", help="its hub profile")
-    group.addoption("--hub-image", help="an approved image for it (HEX/S-record)")
+    group.addoption("--hub-image", help="an approved, signed image for it")
+    group.addoption("--hub-trust", help="trust store folder of PEM public keys")
 
 
 OLD = 0x0101_0000

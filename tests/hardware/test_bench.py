@@ -1,6 +1,7 @@
 """Against a real hub on a bench. Deselected by default; run with, for example:
 
-pytest -m hardware --hub-port /dev/ttyUSB0 --hub-profile my-hub --hub-image app.hex
+pytest -m hardware --hub-port /dev/ttyUSB0 --hub-profile my-hub \\
+        --hub-image app.zigbee --hub-trust trust/
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from firmware_images.loader import load_image
-from station.flash import Result, flash_hub
+from firmware_images.trust import TrustStore
+from station.flash import Policy, Result, flash_hub
 from station.profiles import load_profile
 
 pytestmark = pytest.mark.hardware
@@ -20,7 +22,9 @@ def test_real_hub_reflash_is_confirmed(request: pytest.FixtureRequest) -> None:
     if not port or not image_path:
         pytest.skip("needs --hub-port and --hub-image")
     profile = load_profile(request.config.getoption("--hub-profile"))
-    image = load_image(image_path)
-    out = flash_hub(port, profile, image, force=True)
+    trust = request.config.getoption("--hub-trust")
+    image = load_image(image_path, default_address=profile.app_address)
+    policy = Policy(trust=TrustStore.from_dir(trust) if trust else None, force=True)
+    out = flash_hub(port, profile, image, policy=policy)
     assert out.result is Result.PASSED, f"{out.phase}: {out.message}"
     assert out.version_after == out.image_version

@@ -41,7 +41,8 @@ def _bytes_sent(master: int) -> bytes:
 
 
 def _flash(*args: str) -> list[str]:
-    return ["flash", "--profile", "demo-an3155", *args]
+    # The demo HEX images are unsigned: these tests give the explicit override.
+    return ["flash", "--profile", "demo-an3155", "--allow-unsigned", *args]
 
 
 def test_flash_json_pass(
@@ -190,8 +191,30 @@ def test_sim_command_and_flash_as_separate_programs(tmp_path: Path) -> None:
         hubs = [json.loads(sim.stdout.readline()) for _ in range(2)]
         assert sorted(h["slot"] for h in hubs) == [1, 2]
         assert all(h["firmware"] == "0x01010000" and h["profile"] == "demo-an3155" for h in hubs)
-        image = tmp_path / "app.hex"
-        subprocess.run([*station, "image", "demo", "1.5.0.0", "-o", str(image)], check=True)
+        # A signed GBCS image, as a release engineer would make it, and its trust store.
+        trust = tmp_path / "trust"
+        run = [*station, "image", "keygen", "--private", str(tmp_path / "k.pem")]
+        subprocess.run([*run, "--public", str(trust / "signer.pem")], check=True)
+        built = subprocess.run(
+            [
+                *station,
+                "image",
+                "build",
+                "--demo-version",
+                "1.5.0.0",
+                "--size",
+                "16384",
+                "--sign-key",
+                str(tmp_path / "k.pem"),
+                "-o",
+                str(tmp_path),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        image = next(tmp_path.glob("1234-0401-01050000-*.zigbee"))
+        assert str(image) in built.stdout
         done = subprocess.run(
             [
                 *station,
@@ -200,6 +223,8 @@ def test_sim_command_and_flash_as_separate_programs(tmp_path: Path) -> None:
                 hubs[0]["port"],
                 "--profile",
                 "demo-an3155",
+                "--trust",
+                str(trust),
                 str(image),
                 "--json",
             ],
@@ -207,7 +232,10 @@ def test_sim_command_and_flash_as_separate_programs(tmp_path: Path) -> None:
             text=True,
         )
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["version_after"] == "0x01050000"
+        result = json.loads(done.stdout)
+        assert result["version_after"] == "0x01050000"
+        assert (result["signature"], result["signer"]) == ("valid", "signer.pem")
+        assert result["overrides"] == []
     finally:
         sim.send_signal(signal.SIGINT)
         assert sim.wait(timeout=20) == 0

@@ -17,12 +17,14 @@ from drivers.crc import stm32_crc
 from drivers.transport.serial import SerialLink
 from firmware_images.loader import LoadedImage
 from sim.pty import SimHub
-from station.flash import FlashOutcome, Result, flash_hub
+from station.flash import FlashOutcome, Policy, Result, flash_hub
 from station.profiles import load_profile
 
 from ..conftest import NEW, OLD
 
 PROFILE = load_profile("demo-an3155")
+# These tests exercise the flash flow with unsigned HEX images: the override is explicit.
+UNSIGNED_OK = Policy(allow_unsigned=True)
 
 
 def assert_honest(out: FlashOutcome, hub: SimHub, image: LoadedImage) -> None:
@@ -47,7 +49,7 @@ def test_pass_from_either_mode(
     start_hub: Callable[..., SimHub], new_image: LoadedImage, start_in: str
 ) -> None:
     hub = start_hub(start_in=start_in)
-    out = flash_hub(hub.port, PROFILE, new_image)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     assert out.result is Result.PASSED, out.message
     assert out.found_in == ("application" if start_in == "app" else "bootloader")
     assert (out.version_before, out.version_after) == (f"0x{OLD:08X}", f"0x{NEW:08X}")
@@ -58,13 +60,13 @@ def test_pass_from_either_mode(
 
 def test_readback_verify(start_hub: Callable[..., SimHub], new_image: LoadedImage) -> None:
     hub = start_hub()
-    out = flash_hub(hub.port, PROFILE, new_image, verify="readback")
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK, verify="readback")
     assert (out.result, out.verify_method) == (Result.PASSED, "readback")
 
 
 def test_blank_hub(start_hub: Callable[..., SimHub], new_image: LoadedImage) -> None:
     hub = start_hub(firmware=None)
-    out = flash_hub(hub.port, PROFILE, new_image)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     assert (out.result, out.version_before) == (Result.PASSED, None)
 
 
@@ -72,15 +74,15 @@ def test_already_current_is_skipped_and_force_rewrites(
     start_hub: Callable[..., SimHub], new_image: LoadedImage
 ) -> None:
     hub = start_hub(firmware=NEW, firmware_size=len(new_image.data))
-    out = flash_hub(hub.port, PROFILE, new_image)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     assert (out.result, out.bytes_written) == (Result.SKIPPED, 0)
-    out = flash_hub(hub.port, PROFILE, new_image, force=True)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=Policy(allow_unsigned=True, force=True))
     assert out.result is Result.PASSED
 
 
 def test_downgrade_refused(start_hub: Callable[..., SimHub], new_image: LoadedImage) -> None:
     hub = start_hub(firmware=0x0200_0000)
-    out = flash_hub(hub.port, PROFILE, new_image)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     assert (out.result, out.phase) == (Result.REFUSED, "plan")
     assert "downgrade" in out.message and "0x02000000" in out.message
 
@@ -89,10 +91,12 @@ def test_wrong_hardware_refused_and_nothing_erased(
     start_hub: Callable[..., SimHub], new_image: LoadedImage
 ) -> None:
     hub = start_hub(hw_version=7)
-    out = flash_hub(hub.port, PROFILE, new_image)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     assert (out.result, out.phase) == (Result.REFUSED, "plan")
     assert "hardware version 7" in out.message
-    again = flash_hub(hub.port, PROFILE, new_image)  # the old application is untouched
+    again = flash_hub(
+        hub.port, PROFILE, new_image, policy=UNSIGNED_OK
+    )  # the old application is untouched
     assert again.version_before == f"0x{OLD:08X}"
 
 
@@ -116,7 +120,7 @@ def test_fault_matrix(
     says: str,
 ) -> None:
     hub = start_hub(faults=faults)
-    out = flash_hub(hub.port, PROFILE, new_image)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     if passes:
         assert out.result is Result.PASSED, out.message
         assert any(says in n for n in out.notes), out.notes
@@ -134,13 +138,25 @@ def test_noisy_links_never_false_pass(
     start_hub: Callable[..., SimHub], new_image: LoadedImage, faults: str, seed: int
 ) -> None:
     hub = start_hub(faults=faults, seed=seed)
-    out = flash_hub(hub.port, PROFILE, new_image)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     assert_honest(out, hub, new_image)
 
 
 def test_noise_is_survived(start_hub: Callable[..., SimHub], new_image: LoadedImage) -> None:
     """At a realistic error rate the retries carry the job to a confirmed pass."""
     hub = start_hub(faults="corrupt=0.0002", seed=5)
-    out = flash_hub(hub.port, PROFILE, new_image)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     assert out.result is Result.PASSED, out.message
     assert_honest(out, hub, new_image)
+
+
+def test_unsigned_image_refused_without_override(
+    start_hub: Callable[..., SimHub], new_image: LoadedImage
+) -> None:
+    hub = start_hub()
+    out = flash_hub(hub.port, PROFILE, new_image)
+    assert (out.result, out.phase) == (Result.REFUSED, "plan")
+    assert "not signed" in out.message and out.signature == "unsigned"
+    again = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
+    assert again.result is Result.PASSED
+    assert again.overrides == ["allow-unsigned (image signature: unsigned)"]

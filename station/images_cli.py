@@ -1,0 +1,501 @@
+"""``station image ...`` and ``station catalog ...``: inspect, verify, build and catalogue images.
+
+Thin front end: parsing and policy live in :mod:`firmware_images`; this module only turns
+arguments into calls and results into text, JSON and exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from rich.console import Console
+from rich.table import Table
+
+from drivers.errors import ConfigError, ImageError
+from firmware_images import build as demo
+from firmware_images.catalog import Catalog, Decision, parse_version_text
+from firmware_images.descriptor import format_version
+from firmware_images.loader import parse_file
+from firmware_images.model import ParsedImage, SigStatus
+from firmware_images.trust import TrustStore, signature_refusal
+from firmware_images.zigbee import (
+    build_gbcs_image,
+    build_zigbee_ota,
+    ecdsa_p256_sign,
+    gbcs_file_name,
+)
+
+DATA = Path(os.environ.get("STATION_DATA", "station-data"))
+DEFAULT_TRUST = DATA / "trust"
+DEFAULT_CATALOG = DATA / "catalog"
+
+
+def trust_store(folder: str | None) -> TrustStore | None:
+    """The trust store named on the command line, or the default one if it exists."""
+    if folder is not None:
+        return TrustStore.from_dir(folder)
+    return TrustStore.from_dir(DEFAULT_TRUST) if DEFAULT_TRUST.is_dir() else None
+
+
+def _version(text: str) -> int:
+    try:
+        return parse_version_text(text, "version")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return value if isinstance(value, (str, float, bool, type(None))) else str(value)
+
+
+def image_report(image: ParsedImage) -> dict[str, Any]:
+    """Everything about an image, JSON-ready."""
+    sig = image.signature
+    d = image.descriptor
+    return {
+        "path": image.path,
+        "container": image.container,
+        "manufacturer_code": image.manufacturer_code,
+        "image_type": image.image_type,
+        "file_version": None if image.file_version is None else format_version(image.file_version),
+        "hw_range": None if image.hw_min is None else [image.hw_min, image.hw_max],
+        "fields": {k: _jsonable(v) for k, v in image.fields.items()},
+        "segments": [
+            {"name": s.name, "address": s.address, "size": len(s.data)} for s in image.segments
+        ],
+        "sha256": image.sha256,
+        "crc32": f"0x{image.crc32:08X}",
+        "signature": {
+            "status": str(image.signature_status),
+            "scheme": sig.scheme if sig else None,
+            "signer": sig.signer if sig else None,
+        },
+        "payload": (
+            "application with descriptor "
+            f"(version {format_version(d.firmware_version)}, hw {d.hw_min}..{d.hw_max})"
+            if d
+            else "foreign payload (no application descriptor)"
+        ),
+        "problems": list(image.problems),
+    }
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    for key in ("path", "container", "payload", "sha256", "crc32"):
+        table.add_row(key, str(report[key]))
+    for key in ("manufacturer_code", "image_type"):
+        v = report[key]
+        table.add_row(key, "-" if v is None else f"0x{v:04X}")
+    table.add_row("file_version", str(report["file_version"]))
+    table.add_row("hw_range", str(report["hw_range"]))
+    sig = report["signature"]
+    text = sig["status"] + (f" ({sig['scheme']})" if sig["scheme"] else "")
+    table.add_row("signature", text + (f", signed by {sig['signer']}" if sig["signer"] else ""))
+    for seg in report["segments"]:
+        at = "profile address" if seg["address"] is None else f"0x{seg['address']:08X}"
+        table.add_row("segment", f"{seg['name']}: {seg['size']} bytes at {at}")
+    for k, v in report["fields"].items():
+        shown = f"{v} (0x{v:X})" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+        table.add_row(f"  {k}", shown)
+    for p in report["problems"]:
+        table.add_row("[yellow]problem[/]", p)
+    # Full hashes and field values matter more than fitting 80 columns in a log.
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(table)
+
+
+# -- image -----------------------------------------------------------------------------------
+
+
+def cmd_inspect(args: argparse.Namespace, err: Console) -> int:
+    image = parse_file(args.file, args.address)
+    trust = trust_store(args.trust)
+    if trust is not None:
+        image = trust.check(image)
+    report = image_report(image)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, err: Console) -> int:
+    """Signature (and, with --for-model, catalogue policy) for one file; exit 0/3."""
+    image = parse_file(args.file)
+    trust = trust_store(args.trust)
+    if trust is None:
+        raise ConfigError(
+            "no trust store: give --trust DIR (a folder of PEM public keys)",
+            hint=f"or create {DEFAULT_TRUST}",
+        )
+    image = trust.check(image)
+    reasons: list[str] = []
+    why = signature_refusal(image, allow_unsigned=args.allow_unsigned)
+    if why:
+        reasons.append(why)
+    verdict: dict[str, Any] = {"signature": str(image.signature_status)}
+    if args.for_model:
+        cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
+        model = cat.model(args.for_model)
+        plan = cat.plan(model.name, args.hardware, args.running)
+        verdict.update(decision=str(plan.decision), plan=plan.reason, behind=plan.behind)
+        if plan.decision is Decision.REFUSED:
+            reasons.append(plan.reason)
+        elif plan.decision is Decision.CURRENT:
+            reasons.append(f"the hub already runs the newest release {plan.reason}")
+        elif plan.release is not None:
+            if image.file_version != plan.release.version:
+                have = "none" if image.file_version is None else format_version(image.file_version)
+                reasons.append(
+                    f"file version {have} is not the approved next step "
+                    f"{plan.release.version_text} ({plan.reason})"
+                )
+            reasons += cat.image_refusals(image, plan.release)
+        hw, lo, hi = args.hardware, image.hw_min, image.hw_max
+        if hw is not None and lo is not None and hi is not None and not lo <= hw <= hi:
+            reasons.append(f"hardware version {hw} is outside the image's range {lo}..{hi}")
+    verdict["ok"] = not reasons
+    verdict["reasons"] = reasons
+    if args.json:
+        print(json.dumps(verdict))
+    else:
+        out = Console(soft_wrap=True)
+        sig = image.signature
+        signer = f" by {sig.signer}" if sig and sig.signer else ""
+        out.print(f"signature: {image.signature_status}{signer}", highlight=False)
+        if "plan" in verdict:
+            behind = verdict["behind"]
+            note = f" (n-{behind})" if behind is not None else ""
+            out.print(f"catalogue: {verdict['decision']}{note}: {verdict['plan']}", highlight=False)
+        for r in reasons:
+            out.print(f"[bold yellow]REFUSED[/] {r}", highlight=False)
+        if not reasons:
+            out.print(f"[bold green]OK[/] {args.file}", highlight=False)
+    return 0 if not reasons else 3
+
+
+def _load_private_key(path: str) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot load signing key {path}: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{path} is not an ECDSA private key")
+    return key
+
+
+def cmd_keygen(args: argparse.Namespace, err: Console) -> int:
+    """A P-256 key pair for demos and tests: private key to --private, public to --public."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = Path(args.private), Path(args.public)
+    private.parent.mkdir(parents=True, exist_ok=True)
+    public.parent.mkdir(parents=True, exist_ok=True)
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    print(f"private key {private} (keep it off the bench), public key {public}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, err: Console) -> int:
+    """Wrap a payload into a GBCS OTA Upgrade Image or a Zigbee OTA file."""
+    if args.demo_version is not None:
+        payload = demo.demo_payload(args.demo_version, size=args.size)
+        ident = {
+            "manufacturer_code": demo.DEMO_MANUFACTURER,
+            "image_type": demo.DEMO_IMAGE_TYPE,
+            "file_version": args.demo_version,
+            "hw_min": demo.DEMO_HW_MIN,
+            "hw_max": demo.DEMO_HW_MAX,
+        }
+    else:
+        src = parse_file(args.payload, args.address)
+        payload = src.payload
+        ident = {
+            "manufacturer_code": src.manufacturer_code,
+            "image_type": src.image_type,
+            "file_version": src.file_version,
+            "hw_min": src.hw_min,
+            "hw_max": src.hw_max,
+        }
+    for key in ident:
+        given = getattr(args, key)
+        if given is not None:
+            ident[key] = given
+        if ident[key] is None:
+            raise ConfigError(
+                f"--{key.replace('_', '-')} is needed: the payload carries no descriptor"
+            )
+    sign = ecdsa_p256_sign(_load_private_key(args.sign_key)) if args.sign_key else None
+    if args.format == "gbcs":
+        data = build_gbcs_image(
+            payload,
+            manufacturer_code=int(ident["manufacturer_code"] or 0),
+            image_type=int(ident["image_type"] or 0),
+            file_version=int(ident["file_version"] or 0),
+            hw_min=int(ident["hw_min"] or 0),
+            hw_max=int(ident["hw_max"] or 0),
+            sign=sign,
+        )
+    else:
+        if sign is not None:
+            raise ConfigError("Zigbee OTA files are not signed by this tool; use --format gbcs")
+        data = build_zigbee_ota(
+            [(0x0000, payload)],
+            manufacturer_code=int(ident["manufacturer_code"] or 0),
+            image_type=int(ident["image_type"] or 0),
+            file_version=int(ident["file_version"] or 0),
+            hw_range=(int(ident["hw_min"] or 0), int(ident["hw_max"] or 0)),
+        )
+    out = Path(args.output)
+    if out.is_dir():
+        parsed = parse_file_bytes(data)
+        out = out / gbcs_file_name(parsed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    image = parse_file(out)
+    print(
+        f"{out}: {image.container}, version {format_version(image.file_version or 0)}, "
+        f"{len(image.payload)} bytes payload, sha256 {image.sha256}, "
+        f"signature {'present' if image.signature else 'none (unsigned)'}"
+    )
+    return 0
+
+
+def parse_file_bytes(data: bytes) -> ParsedImage:
+    """Parse in-memory bytes (used to name a file before it is written)."""
+    from firmware_images.loader import parse_bytes
+
+    return parse_bytes(data)
+
+
+# -- catalog ---------------------------------------------------------------------------------
+
+
+def cmd_catalog_list(args: argparse.Namespace, err: Console) -> int:
+    cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "models": [vars(m) for m in cat.models.values()],
+                    "releases": [
+                        {
+                            "model": r.model,
+                            "version": r.version_text,
+                            "file": r.file,
+                            "sha256": r.sha256,
+                            "from": None
+                            if r.predecessors is None
+                            else [format_version(v) for v in r.predecessors],
+                        }
+                        for rels in cat.releases.values()
+                        for r in rels
+                    ],
+                }
+            )
+        )
+        return 0
+    out = Console(soft_wrap=True)
+    for m in cat.models.values():
+        out.print(
+            f"[bold]{m.name}[/] (profile {m.profile}): manufacturer 0x{m.manufacturer_code:04X}, "
+            f"image type 0x{m.image_type:04X}, hardware {m.hw_min}..{m.hw_max}",
+            highlight=False,
+        )
+        rels = cat.releases[m.name]
+        for i, r in enumerate(rels):
+            behind = len(rels) - 1 - i
+            came = (
+                "any earlier"
+                if r.predecessors is None
+                else ", ".join(format_version(v) for v in r.predecessors)
+            )
+            out.print(
+                f"  {r.version_text}  n-{behind:<2} from: {came:<24} {r.file}", highlight=False
+            )
+    return 0
+
+
+def cmd_catalog_add(args: argparse.Namespace, err: Console) -> int:
+    cat = Catalog.load(args.catalog or DEFAULT_CATALOG, create=True)
+    image = parse_file(args.file)
+    if args.model not in cat.models:
+        if image.manufacturer_code is None or image.image_type is None:
+            raise ImageError(f"{args.file} states no manufacturer code or image type")
+        if args.hw_min is None or args.hw_max is None or args.max_image_size is None:
+            raise ConfigError(
+                f"model {args.model!r} is new: give --hw-min, --hw-max and --max-image-size"
+            )
+        from firmware_images.catalog import HubModel
+
+        cat.models[args.model] = HubModel(
+            args.model,
+            args.profile or args.model,
+            image.manufacturer_code,
+            image.image_type,
+            args.hw_min,
+            args.hw_max,
+            args.max_image_size,
+        )
+        cat.releases[args.model] = []
+    trust = trust_store(args.trust)
+    if trust is not None:
+        image = trust.check(image)
+        if image.signature_status is not SigStatus.VALID and not args.allow_unsigned:
+            raise ImageError(
+                f"{args.file}: signature {image.signature_status}; the catalogue takes signed "
+                "images only",
+                hint="sign it, or pass --allow-unsigned (recorded in the catalogue check)",
+            )
+    preds = None if args.from_versions is None else tuple(args.from_versions)
+    name = gbcs_file_name(image) if image.container == "gbcs-ota" else Path(args.file).name
+    rel = cat.add(image, Path(args.file), model_name=args.model, predecessors=preds, file_name=name)
+    print(f"added {rel.model} {rel.version_text} as {cat.root / rel.file}")
+    return 0
+
+
+def cmd_catalog_check(args: argparse.Namespace, err: Console) -> int:
+    """Every release: file present, parses, hash/model/version right, signature valid."""
+    cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
+    trust = trust_store(args.trust)
+    bad = 0
+    out = Console(soft_wrap=True)
+    for rels in cat.releases.values():
+        for r in rels:
+            problems: list[str] = []
+            try:
+                image = parse_file(cat.path_of(r))
+                problems += cat.image_refusals(image, r)
+                if trust is None:
+                    problems.append("no trust store to check the signature against")
+                else:
+                    image = trust.check(image)
+                    why = signature_refusal(image)
+                    if why:
+                        problems.append(why)
+            except ImageError as exc:
+                problems.append(str(exc))
+            bad += bool(problems)
+            status = "[green]ok[/]" if not problems else "[red]BAD[/] " + "; ".join(problems)
+            out.print(f"{r.model} {r.version_text} {r.file}: {status}", highlight=False)
+    return 0 if bad == 0 else 1
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``image`` and ``catalog`` with the station's parser."""
+    p = sub.add_parser("image", help="inspect, verify and build firmware images")
+    isub = p.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+
+    q = isub.add_parser(
+        "inspect",
+        help="every field, hashes, signature status, payload kind and problems of a file",
+        description="Parse any supported file (GBCS/Zigbee OTA, GBL, DFU/DfuSe, Intel HEX, "
+        "S-record, raw binary) and show everything it holds.",
+    )
+    q.add_argument("file")
+    q.add_argument("--address", type=_int, help="load address of a raw binary")
+    q.add_argument("--trust", help=f"trust store folder (default {DEFAULT_TRUST} if present)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_inspect)
+
+    q = isub.add_parser(
+        "verify",
+        help="check a file's signature and, for a hub, the catalogue's policy",
+        description="Exit 0 when the image is signed by a trusted key (and, with "
+        "--for-model, is the approved next step for a hub with that hardware and running "
+        "version); exit 3 with the reasons otherwise.",
+    )
+    q.add_argument("file")
+    q.add_argument("--trust", help=f"trust store folder (default {DEFAULT_TRUST})")
+    q.add_argument("--catalog", help=f"catalogue folder (default {DEFAULT_CATALOG})")
+    q.add_argument("--for-model", help="hub model, as named in the catalogue")
+    q.add_argument("--hardware", type=_int, help="the hub's hardware version")
+    q.add_argument("--running", type=_version, help="the hub's running version")
+    q.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned image")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_verify)
+
+    q = isub.add_parser(
+        "build",
+        help="wrap a payload into a GBCS OTA Upgrade Image or a Zigbee OTA file",
+        description="Used for demos and tests. The identity fields default to the "
+        "payload's application descriptor.",
+    )
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--payload", help="payload file (raw with --address, HEX, S-record)")
+    src.add_argument("--demo-version", type=_version, help="build a demo application payload")
+    q.add_argument("--address", type=_int, help="load address of a raw payload file")
+    q.add_argument("--size", type=_int, default=64 * 1024, help="demo payload size")
+    q.add_argument("--format", choices=["gbcs", "zigbee"], default="gbcs")
+    q.add_argument("--manufacturer-code", type=_int)
+    q.add_argument("--image-type", type=_int)
+    q.add_argument("--file-version", type=_version)
+    q.add_argument("--hw-min", type=_int)
+    q.add_argument("--hw-max", type=_int)
+    q.add_argument("--sign-key", help="PEM private key to sign with (GBCS only)")
+    q.add_argument("-o", "--output", required=True, help="file, or a folder for the GBCS name")
+    q.set_defaults(func=cmd_build)
+
+    q = isub.add_parser("keygen", help="make an ECDSA P-256 key pair for demos and tests")
+    q.add_argument("--private", required=True, help="where to write the private key")
+    q.add_argument("--public", required=True, help="where to write the public key")
+    q.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("catalog", help="the catalogue of approved releases and pathways")
+    csub = p.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    q = csub.add_parser("list", help="models, releases in order, pathways")
+    q.add_argument("--catalog", help=f"catalogue folder (default {DEFAULT_CATALOG})")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_catalog_list)
+    q = csub.add_parser("add", help="add an image as a model's newest release")
+    q.add_argument("file")
+    q.add_argument("--model", required=True)
+    q.add_argument(
+        "--from",
+        dest="from_versions",
+        type=_version,
+        nargs="+",
+        help="versions allowed to move to this release (default: any earlier one)",
+    )
+    q.add_argument("--catalog", help=f"catalogue folder (default {DEFAULT_CATALOG})")
+    q.add_argument("--trust", help="trust store to check the signature against")
+    q.add_argument("--allow-unsigned", action="store_true")
+    q.add_argument("--profile", help="hub profile of a new model (default: the model name)")
+    q.add_argument("--hw-min", type=_int)
+    q.add_argument("--hw-max", type=_int)
+    q.add_argument("--max-image-size", type=_int)
+    q.set_defaults(func=cmd_catalog_add)
+    q = csub.add_parser("check", help="check every release file against the catalogue")
+    q.add_argument("--catalog", help=f"catalogue folder (default {DEFAULT_CATALOG})")
+    q.add_argument("--trust", help=f"trust store folder (default {DEFAULT_TRUST})")
+    q.set_defaults(func=cmd_catalog_check)
