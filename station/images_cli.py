@@ -163,7 +163,17 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
         elif plan.decision is Decision.CURRENT:
             reasons.append(f"the hub already runs the newest release {plan.reason}")
         elif plan.release is not None:
-            if image.file_version != plan.release.version:
+            order = [r.version for r in cat.releases[model.name]]
+            if (
+                args.running in order
+                and image.file_version in order
+                and order.index(image.file_version) < order.index(args.running)
+            ):
+                reasons.append(
+                    f"downgrade: image {format_version(image.file_version or 0)} is older than "
+                    f"the running {format_version(args.running)}"
+                )
+            elif image.file_version != plan.release.version:
                 have = "none" if image.file_version is None else format_version(image.file_version)
                 reasons.append(
                     f"file version {have} is not the approved next step "
