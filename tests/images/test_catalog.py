@@ -106,3 +106,28 @@ def test_bad_index_names_the_entry(tmp_path: Path) -> None:
         Catalog.load(tmp_path)
     with pytest.raises(ConfigError, match="no catalogue"):
         Catalog.load(tmp_path / "none")
+
+
+def test_image_refusals_name_field_and_values(tmp_path: Path) -> None:
+    from firmware_images.model import ParsedImage, Segment
+
+    cat = catalog(tmp_path)
+    cat.models["m"] = HubModel("m", "m", 0x1234, 0x0401, 1, 3, 1024)  # room for 1 KiB only
+    rel = Release("m", V[-1], "f", "ab" * 32)
+    image = ParsedImage(
+        path="x",
+        container="gbcs-ota",
+        fields={},
+        segments=(Segment(None, b"\0" * 2048),),
+        manufacturer_code=0x9999,
+        image_type=0x0401,
+        file_version=V[-2],
+        hw_min=5,
+        hw_max=6,
+    )
+    reasons = cat.image_refusals(image, rel)
+    assert "manufacturer code is 0x9999, the catalogue says 0x1234" in reasons
+    assert "file version is 0x1040000, the catalogue says 0x1050000" in reasons
+    assert any(r.startswith("Manufacturer Image hash is ") for r in reasons)
+    assert "payload is 2048 bytes, m has room for 1024" in reasons
+    assert "hardware range 5..6 does not meet m's 1..3" in reasons
