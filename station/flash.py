@@ -9,77 +9,34 @@ A hub is reported ``passed`` only when all of that succeeded.
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from enum import StrEnum
-from typing import Any
+from dataclasses import dataclass, replace
 
-from drivers.an3155 import An3155Driver, NeedsErase, Timeouts
-from drivers.an3155_codes import MAX_BLOCK
-from drivers.console import AppConsole
-from drivers.errors import HubReset, ImageError, NoSync, StationError
-from drivers.transport.serial import SerialLink
+from drivers.errors import ImageError, StationError
 from drivers.types import Phase, ProgressFn, no_progress
 from firmware_images.catalog import Catalog, Decision
 from firmware_images.descriptor import (
-    DESCRIPTOR_OFFSET,
-    DESCRIPTOR_SIZE,
     format_version,
-    unpack_descriptor,
 )
 from firmware_images.loader import LoadedImage, flashable, parse_file
 from firmware_images.trust import TrustStore, signature_refusal
+from station.outcome import AlreadyCurrent, FlashOutcome, Refusal, Result
 from station.profiles import Profile
+from station.sessions import open_session
 
-IDENTITY_MAGIC = b"HBID"
-
-
-class Result(StrEnum):
-    """How a hub's job ended."""
-
-    PASSED = "passed"  # written, verified, booted, running version read back and equal
-    FAILED = "failed"
-    SKIPPED = "skipped"  # already runs the image's version
-    REFUSED = "refused"  # policy: wrong model or hardware, downgrade
-
-
-@dataclass
-class FlashOutcome:
-    """Everything known about one hub's job, for printing, JSON and records."""
-
-    port: str
-    profile: str
-    result: Result = Result.FAILED
-    image: str = ""
-    image_version: str = ""
-    image_sha256: str = ""
-    eui64: str | None = None
-    hw_version: int | None = None
-    found_in: str | None = None  # "bootloader" or "application"
-    version_before: str | None = None
-    version_after: str | None = None
-    verify_method: str | None = None
-    verify_detail: str | None = None
-    phase: str | None = None  # where it failed or was refused
-    message: str = ""
-    hint: str = ""
-    signature: str | None = None  # the image's signature status (valid, unsigned...)
-    signer: str | None = None  # the trusted key that verified it
-    behind: int | None = None  # releases behind the newest, when a catalogue decided
-    plan: str | None = None  # the catalogue's decision, e.g. "upgrade to 0x01050000"
-    overrides: list[str] = field(default_factory=list)  # policy overrides used: recorded
-    notes: list[str] = field(default_factory=list)
-    bytes_written: int = 0
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (one object per hub in ``--json`` output)."""
-        out = asdict(self)
-        out["result"] = str(self.result)
-        out["seconds"] = round(self.seconds, 3)
-        return out
+__all__ = [
+    "AlreadyCurrent",
+    "FlashOutcome",
+    "ImageChooser",
+    "Policy",
+    "Refusal",
+    "Result",
+    "catalog_chooser",
+    "check_image",
+    "flash_hub",
+    "precheck",
+]
 
 
 @dataclass(frozen=True)
@@ -107,19 +64,6 @@ class Policy:
         if status.value == "invalid" and self.allow_invalid:
             used.append("allow-invalid-signature (the signature does not verify)")
         return used
-
-
-class Refusal(Exception):
-    """Policy says no; carries the reason and a hint."""
-
-    def __init__(self, reason: str, hint: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.hint = hint
-
-
-class AlreadyCurrent(Exception):
-    """The hub already runs what it should: nothing to write."""
 
 
 #: Chooses the image for a hub once it is identified (eui64, hw_version, version_before
@@ -210,18 +154,6 @@ def precheck(image: LoadedImage, profile: Profile) -> None:
         )
 
 
-def _parse_identity(raw: bytes) -> tuple[str, int]:
-    if raw[:4] != IDENTITY_MAGIC:
-        raise StationError(
-            f"no identity record in the hub's OTP area (found {raw[:4]!r})",
-            phase=Phase.IDENTIFY,
-            hint="is the profile right for this hub?",
-        )
-    eui = "-".join(f"{b:02X}" for b in raw[4:12])
-    (hw,) = struct.unpack_from("<H", raw, 12)
-    return eui, hw
-
-
 class _Job:
     """State of one re-flash while it runs; :func:`flash_hub` is the public entry."""
 
@@ -243,14 +175,7 @@ class _Job:
             self.use(source)
         else:
             self.chooser = source
-        self.link = SerialLink(port, baudrate=profile.baud, parity=profile.parity)
-        self.drv = An3155Driver(
-            self.link,
-            retries=profile.retries,
-            pipeline=profile.pipeline_writes,
-            timeouts=Timeouts(ack_s=profile.ack_timeout_s, resync_s=profile.resync_timeout_s),
-        )
-        self.console = AppConsole(self.link)
+        self.session = open_session(port, profile)
 
     def use(self, image: LoadedImage) -> None:
         self.image = image
@@ -274,63 +199,6 @@ class _Job:
         return self.out
 
     # -- phases ------------------------------------------------------------------------
-
-    def connect(self) -> int | None:
-        """Reach the bootloader; returns the running version if the application answered."""
-        self.enter(Phase.CONNECT)
-        self.link.open()
-        try:
-            self.drv.sync(timeout_s=0.6)
-            self.out.found_in = "bootloader"
-            return None
-        except NoSync:
-            pass
-        running = self.console.version()
-        if running is None:
-            raise NoSync(
-                "the hub answers neither the bootloader sync (0x7F) nor the application "
-                "console (VER?)",
-                port=self.link.url,
-                phase=Phase.CONNECT,
-            )
-        self.out.found_in = "application"
-        self.out.eui64 = self.console.eui64()
-        self.out.hw_version = self.console.hw_version()
-        self.console.enter_bootloader()
-        self.drv.sync(timeout_s=2.0)
-        return running
-
-    def identify(self, running: int | None) -> None:
-        self.enter(Phase.IDENTIFY)
-        info = self.drv.identify()
-        if info.product_id != self.profile.product_id:
-            raise Refusal(
-                f"product ID 0x{info.product_id:03X} is not {self.profile.name}'s "
-                f"0x{self.profile.product_id:03X}",
-                "wrong profile for this hub, or a different model in this slot",
-            )
-        eui, hw = _parse_identity(
-            self.drv.read_memory(self.profile.identity_address, 16, phase=Phase.IDENTIFY)
-        )
-        if self.out.eui64 is not None and self.out.eui64 != eui:
-            raise StationError(
-                f"the application said EUI-64 {self.out.eui64} but the bootloader's identity "
-                f"area says {eui}",
-                phase=Phase.IDENTIFY,
-                hint="two hubs may share this port; check the fixture",
-            )
-        self.out.eui64, self.out.hw_version = eui, hw
-        if running is None:
-            raw = self.drv.read_memory(
-                self.profile.app_address + DESCRIPTOR_OFFSET,
-                DESCRIPTOR_SIZE,
-                phase=Phase.IDENTIFY,
-            )
-            try:
-                running = unpack_descriptor(raw).firmware_version
-            except ImageError:
-                running = None  # blank or foreign flash: nothing to compare against
-        self.out.version_before = None if running is None else format_version(running)
 
     def plan(self) -> Result | None:
         self.enter(Phase.PLAN)
@@ -362,99 +230,23 @@ class _Job:
             )
         return None
 
-    def erase(self) -> None:
-        pages = self.profile.pages_for(self.image.address, self.image.end)
-        self.enter(Phase.ERASE, f"{len(pages)} pages")
-        self.drv.erase_pages(pages, self.progress)
-
-    def write(self) -> None:
-        self.enter(Phase.WRITE)
-        data, base = self.image.data, self.image.address
-        offset, resumes = 0, 0
-        while True:
-            try:
-                self.drv.write_memory(
-                    base + offset,
-                    data[offset:],
-                    first_block=offset // MAX_BLOCK,
-                    on_progress=self.progress,
-                    progress_base=offset,
-                    progress_total=len(data),
-                )
-                break
-            except (HubReset, NeedsErase) as exc:
-                resumes += 1
-                if resumes > self.profile.retries or exc.address is None:
-                    raise
-                # The block's page may hold half-programmed words: erase that page and
-                # rewrite it from its first block; earlier pages were acknowledged and the
-                # final verify covers them all.
-                page_addr = max(self.profile.page_start(exc.address), base)
-                self.drv.erase_pages(self.profile.pages_for(page_addr, page_addr + 1))
-                offset = page_addr - base
-                note = (
-                    f"{exc.message}; re-erased the page at 0x{page_addr:08X} and resumed from there"
-                )
-                self.out.notes.append(note)
-                self.progress(Phase.WRITE, offset, len(data), note)
-        self.out.bytes_written = len(data)
-
-    def verify(self, method: str) -> bool:
-        """Verify the whole image; on a mismatch, repair the bad pages and verify again."""
-        self.enter(Phase.VERIFY)
-        for attempt in range(1, self.profile.retries + 1):
-            res = self.drv.verify(
-                self.image.address, self.image.data, method=method, on_progress=self.progress
-            )
-            self.out.verify_method, self.out.verify_detail = res.method, res.detail
-            if res.ok or attempt == self.profile.retries or not self._repair(res.detail):
-                return res.ok
-        return False
-
-    def _repair(self, why: str) -> bool:
-        """Find the pages whose device CRC is wrong, re-erase and rewrite just those.
-
-        A frame mangled on a noisy line can, rarely, be accepted short; the final verify
-        catches it and this puts it right. Needs the device CRC (else: False, job fails).
-        """
-        if not self.drv.has_checksum:
-            return False
-        data, base, size = self.image.data, self.image.address, self.profile.page_size
-        bad: list[int] = []
-        for offset in range(0, len(data), size):
-            page_data = data[offset : offset + size]
-            if self.drv.block_state(base + offset, page_data) != "written":
-                bad.append(offset)
-        for offset in bad:
-            page_data = data[offset : offset + size]
-            self.drv.erase_pages(self.profile.pages_for(base + offset, base + offset + 1))
-            self.drv.write_memory(base + offset, page_data, first_block=offset // MAX_BLOCK)
-        note = f"verify found {len(bad)} bad page(s) ({why}); re-erased and rewrote " + ", ".join(
-            f"0x{base + o:08X}" for o in bad
-        )
-        self.out.notes.append(note)
-        self.progress(Phase.VERIFY, 0, 0, note)
-        return bool(bad)
-
     def boot_and_confirm(self) -> str | None:
         """Start the application and confirm it; None when confirmed, else the reason."""
         self.enter(Phase.BOOT)
-        self.drv.go(self.profile.app_address)
-        self.console.wait_banner(self.profile.boot_timeout_s)
+        self.session.boot(self.image)
         self.enter(Phase.CONFIRM)
-        running = self.console.version()
+        running, eui = self.session.confirm(self.profile.boot_timeout_s)
         if running is None:
             self.phase = Phase.BOOT
             return (
                 f"the application did not answer within {self.profile.boot_timeout_s:g} s "
-                "of Go: it did not start"
+                "of starting it: it did not start"
             )
         self.out.version_after = format_version(running)
         if running != self.image.descriptor.firmware_version:
             return (
                 f"the hub runs {self.out.version_after}, not the image's {self.out.image_version}"
             )
-        eui = self.console.eui64()
         if eui != self.out.eui64:
             return f"a different hub answered after boot (EUI-64 {eui}, expected {self.out.eui64})"
         return None
@@ -500,18 +292,25 @@ def flash_hub(
             out.signature = str(source.signature_status)
             return out
     job = _Job(port, profile, source, policy, on_progress)
+    session = job.session
     try:
-        running = job.connect()
-        job.identify(running)
+        job.enter(Phase.CONNECT)
+        session.connect(job.out)
+        job.enter(Phase.IDENTIFY)
+        session.identify(job.out)
         if job.plan() is Result.SKIPPED:
             return job.end(
                 Result.SKIPPED,
                 f"already running {job.out.version_before}; nothing written",
                 "" if job.chooser else "use --force to write it again",
             )
-        job.erase()
-        job.write()
-        if not job.verify(verify or profile.verify):
+        job.enter(Phase.ERASE)
+        session.erase(job.image, on_progress)
+        job.enter(Phase.WRITE)
+        session.write(job.image, on_progress, job.out)
+        job.out.bytes_written = len(job.image.data)
+        job.enter(Phase.VERIFY)
+        if not session.verify(job.image, verify or profile.verify, on_progress, job.out):
             return job.end(
                 Result.FAILED,
                 f"verify failed: {job.out.verify_detail}",
@@ -539,6 +338,6 @@ def flash_hub(
         )
         return job.end(Result.FAILED, exc.message + where, exc.hint)
     finally:
-        job.out.notes.extend(job.drv.notes)
+        job.out.notes.extend(session.notes)
         job.out.seconds = time.monotonic() - started
-        job.link.close()
+        session.close()

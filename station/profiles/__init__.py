@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from drivers.errors import ConfigError
@@ -27,8 +29,8 @@ class Profile:
     flash_size: int
     page_size: int
     app_address: int
-    identity_address: int
-    product_id: int
+    identity_address: int | None  # where the bootloader can read EUI-64 and hardware version
+    product_id: int | None  # what the bootloader reports as its chip/product ID
     manufacturer_code: int
     image_type: int
     entry: str
@@ -38,6 +40,8 @@ class Profile:
     boot_timeout_s: float
     resync_timeout_s: float
     ack_timeout_s: float
+    #: Protocol-specific settings (the whole TOML table), read by that protocol's session.
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def flash_end(self) -> int:
@@ -66,6 +70,10 @@ def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _optional(table: dict[str, Any], key: str, where: str) -> int | None:
+    return _get(table, key, int, where) if key in table else None
+
+
 def parse_profile(data: dict[str, Any], where: str) -> Profile:
     """Build a profile from parsed TOML, naming the file and key of any problem."""
     link = data.get("link", {})
@@ -82,8 +90,8 @@ def parse_profile(data: dict[str, Any], where: str) -> Profile:
         flash_size=_get(mem, "flash_size", int, f"{where} [memory]"),
         page_size=_get(mem, "page_size", int, f"{where} [memory]"),
         app_address=_get(mem, "app_address", int, f"{where} [memory]"),
-        identity_address=_get(mem, "identity_address", int, f"{where} [memory]"),
-        product_id=_get(model, "product_id", int, f"{where} [model]"),
+        identity_address=_optional(mem, "identity_address", f"{where} [memory]"),
+        product_id=_optional(model, "product_id", f"{where} [model]"),
         manufacturer_code=_get(model, "manufacturer_code", int, f"{where} [model]"),
         image_type=_get(model, "image_type", int, f"{where} [model]"),
         entry=boot.get("entry", "console"),
@@ -93,9 +101,18 @@ def parse_profile(data: dict[str, Any], where: str) -> Profile:
         boot_timeout_s=float(boot.get("boot_timeout_s", 3.0)),
         resync_timeout_s=float(boot.get("resync_timeout_s", 10.0)),
         ack_timeout_s=float(boot.get("ack_timeout_s", 1.0)),
+        options=MappingProxyType(data),
     )
-    if profile.protocol != "an3155":
-        raise ConfigError(f"{where}: protocol {profile.protocol!r} is not supported yet")
+    from station.sessions import SESSIONS
+
+    if profile.protocol not in SESSIONS:
+        raise ConfigError(
+            f"{where}: protocol {profile.protocol!r} is not one of {', '.join(SESSIONS)}"
+        )
+    if profile.protocol == "an3155" and (
+        profile.identity_address is None or profile.product_id is None
+    ):
+        raise ConfigError(f"{where}: an3155 profiles need identity_address and product_id")
     if profile.verify not in _VERIFY:
         raise ConfigError(f"{where} [bootloader]: verify must be one of {sorted(_VERIFY)}")
     if profile.entry not in _ENTRY:

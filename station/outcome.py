@@ -1,0 +1,66 @@
+"""What a hub's job ends as, and the exceptions policy raises on the way."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Result(StrEnum):
+    """How a hub's job ended."""
+
+    PASSED = "passed"  # written, verified, booted, running version read back and equal
+    FAILED = "failed"
+    SKIPPED = "skipped"  # already runs the image's version
+    REFUSED = "refused"  # policy: wrong model or hardware, downgrade
+
+
+@dataclass
+class FlashOutcome:
+    """Everything known about one hub's job, for printing, JSON and records."""
+
+    port: str
+    profile: str
+    result: Result = Result.FAILED
+    image: str = ""
+    image_version: str = ""
+    image_sha256: str = ""
+    eui64: str | None = None
+    hw_version: int | None = None
+    found_in: str | None = None  # "bootloader" or "application"
+    version_before: str | None = None
+    version_after: str | None = None
+    verify_method: str | None = None
+    verify_detail: str | None = None
+    phase: str | None = None  # where it failed or was refused
+    message: str = ""
+    hint: str = ""
+    signature: str | None = None  # the image's signature status (valid, unsigned...)
+    signer: str | None = None  # the trusted key that verified it
+    behind: int | None = None  # releases behind the newest, when a catalogue decided
+    plan: str | None = None  # the catalogue's decision, e.g. "upgrade to 0x01050000"
+    overrides: list[str] = field(default_factory=list)  # policy overrides used: recorded
+    notes: list[str] = field(default_factory=list)
+    bytes_written: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (one object per hub in ``--json`` output)."""
+        out = asdict(self)
+        out["result"] = str(self.result)
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+class Refusal(Exception):
+    """Policy says no; carries the reason and a hint."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+
+class AlreadyCurrent(Exception):
+    """The hub already runs what it should: nothing to write."""

@@ -1,0 +1,74 @@
+"""Protocol sessions: what one bootloader protocol does in each phase of a re-flash.
+
+``station.flash`` runs the phases, the policy and the record for every hub; a session does
+the protocol's part of each phase on one connected hub. A new bootloader protocol is a new
+module here with a class following :class:`HubSession`, named in ``SESSIONS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+
+from drivers.errors import ConfigError
+from drivers.types import ProgressFn
+from firmware_images.loader import LoadedImage
+from station.outcome import FlashOutcome
+from station.profiles import Profile
+
+#: protocol name -> "module:Class" (imported on first use, so a protocol's dependencies,
+#: e.g. pyusb for DFU, are only needed when it is used).
+SESSIONS = {
+    "an3155": "station.sessions.an3155:An3155Session",
+    "gecko": "station.sessions.gecko:GeckoSession",
+    "dfu": "station.sessions.dfu:DfuSession",
+}
+
+
+class HubSession(Protocol):
+    """One hub on one port, spoken to in its bootloader protocol.
+
+    Every method may raise :class:`drivers.errors.StationError` (a failure, with phase) or
+    :class:`station.outcome.Refusal` (policy: wrong model for this profile).
+    """
+
+    #: Recoveries worth recording (retries, resumes); appended to the job's notes.
+    notes: list[str]
+
+    def connect(self, out: FlashOutcome) -> None:
+        """Open the port and reach the bootloader; fill ``found_in`` and whatever the
+        running application told on the way (``version_before``, ``eui64``...)."""
+
+    def identify(self, out: FlashOutcome) -> None:
+        """Check the model; fill ``eui64``, ``hw_version`` and ``version_before``."""
+
+    def erase(self, image: LoadedImage, progress: ProgressFn) -> None:
+        """Erase what the image needs (a no-op where the bootloader erases as it writes)."""
+
+    def write(self, image: LoadedImage, progress: ProgressFn, out: FlashOutcome) -> None:
+        """Write the image, recovering where the protocol allows (and noting it in out)."""
+
+    def verify(
+        self, image: LoadedImage, method: str, progress: ProgressFn, out: FlashOutcome
+    ) -> bool:
+        """Prove the flash holds the image; fill ``verify_method`` and ``verify_detail``."""
+
+    def boot(self, image: LoadedImage) -> None:
+        """Leave the bootloader and start the new application."""
+
+    def confirm(self, timeout_s: float) -> tuple[int | None, str | None]:
+        """(running version, EUI-64) as the application reports them; None if silent."""
+
+    def close(self) -> None:
+        """Release the port or device; safe to call at any time."""
+
+
+def open_session(port: str, profile: Profile) -> HubSession:
+    """A session for ``profile``'s protocol on ``port`` (not yet connected)."""
+    target = SESSIONS.get(profile.protocol)
+    if target is None:
+        raise ConfigError(f"profile {profile.name}: no session for protocol {profile.protocol!r}")
+    module, name = target.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    session: HubSession = cls(port, profile)
+    return session

@@ -1,0 +1,193 @@
+"""The AN3155 (STM32 USART bootloader) part of a re-flash.
+
+Reaches the bootloader (a strapped boot pin, or the application console's BOOT command),
+identifies the hub from its product ID and identity area, erases only the pages the image
+covers, writes with resume after a power loss, verifies by device CRC (readback otherwise)
+and repairs pages a noisy line spoiled, then starts the application and asks its version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+from drivers.an3155 import An3155Driver, NeedsErase, Timeouts
+from drivers.an3155_codes import MAX_BLOCK
+from drivers.console import AppConsole
+from drivers.errors import HubReset, ImageError, NoSync, StationError
+from drivers.transport.serial import SerialLink
+from drivers.types import Phase, ProgressFn
+from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
+from firmware_images.loader import LoadedImage
+from station.outcome import FlashOutcome, Refusal
+from station.profiles import Profile
+
+IDENTITY_MAGIC = b"HBID"
+
+
+def _parse_identity(raw: bytes) -> tuple[str, int]:
+    if raw[:4] != IDENTITY_MAGIC:
+        raise StationError(
+            f"no identity record in the hub's OTP area (found {raw[:4]!r})",
+            phase=Phase.IDENTIFY,
+            hint="is the profile right for this hub?",
+        )
+    eui = "-".join(f"{b:02X}" for b in raw[4:12])
+    (hw,) = struct.unpack_from("<H", raw, 12)
+    return eui, hw
+
+
+class An3155Session:
+    """One STM32-bootloader hub on a serial port."""
+
+    def __init__(self, port: str, profile: Profile) -> None:
+        self.profile = profile
+        self.link = SerialLink(port, baudrate=profile.baud, parity=profile.parity)
+        self.drv = An3155Driver(
+            self.link,
+            retries=profile.retries,
+            pipeline=profile.pipeline_writes,
+            timeouts=Timeouts(ack_s=profile.ack_timeout_s, resync_s=profile.resync_timeout_s),
+        )
+        self.console = AppConsole(self.link)
+        self.notes = self.drv.notes
+
+    def close(self) -> None:
+        self.link.close()
+
+    def connect(self, out: FlashOutcome) -> None:
+        self.link.open()
+        try:
+            self.drv.sync(timeout_s=0.6)
+            out.found_in = "bootloader"
+            return
+        except NoSync:
+            pass
+        running = self.console.version()
+        if running is None:
+            raise NoSync(
+                "the hub answers neither the bootloader sync (0x7F) nor the application "
+                "console (VER?)",
+                port=self.link.url,
+                phase=Phase.CONNECT,
+            )
+        out.found_in = "application"
+        out.version_before = f"0x{running:08X}"
+        out.eui64 = self.console.eui64()
+        out.hw_version = self.console.hw_version()
+        self.console.enter_bootloader()
+        self.drv.sync(timeout_s=2.0)
+
+    def identify(self, out: FlashOutcome) -> None:
+        info = self.drv.identify()
+        if self.profile.product_id is not None and info.product_id != self.profile.product_id:
+            raise Refusal(
+                f"product ID 0x{info.product_id:03X} is not {self.profile.name}'s "
+                f"0x{self.profile.product_id:03X}",
+                "wrong profile for this hub, or a different model in this slot",
+            )
+        assert self.profile.identity_address is not None
+        eui, hw = _parse_identity(
+            self.drv.read_memory(self.profile.identity_address, 16, phase=Phase.IDENTIFY)
+        )
+        if out.eui64 is not None and out.eui64 != eui:
+            raise StationError(
+                f"the application said EUI-64 {out.eui64} but the bootloader's identity "
+                f"area says {eui}",
+                phase=Phase.IDENTIFY,
+                hint="two hubs may share this port; check the fixture",
+            )
+        out.eui64, out.hw_version = eui, hw
+        if out.version_before is None:
+            raw = self.drv.read_memory(
+                self.profile.app_address + DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, phase=Phase.IDENTIFY
+            )
+            # Blank or foreign flash has no descriptor: then there is nothing to compare.
+            with contextlib.suppress(ImageError):
+                out.version_before = f"0x{unpack_descriptor(raw).firmware_version:08X}"
+
+    def erase(self, image: LoadedImage, progress: ProgressFn) -> None:
+        pages = self.profile.pages_for(image.address, image.end)
+        progress(Phase.ERASE, 0, 0, f"{len(pages)} pages")
+        self.drv.erase_pages(pages, progress)
+
+    def write(self, image: LoadedImage, progress: ProgressFn, out: FlashOutcome) -> None:
+        data, base = image.data, image.address
+        offset, resumes = 0, 0
+        while True:
+            try:
+                self.drv.write_memory(
+                    base + offset,
+                    data[offset:],
+                    first_block=offset // MAX_BLOCK,
+                    on_progress=progress,
+                    progress_base=offset,
+                    progress_total=len(data),
+                )
+                return
+            except (HubReset, NeedsErase) as exc:
+                resumes += 1
+                if resumes > self.profile.retries or exc.address is None:
+                    raise
+                # The block's page may hold half-programmed words: erase that page and
+                # rewrite it from its first block; earlier pages were acknowledged and the
+                # final verify covers them all.
+                page_addr = max(self.profile.page_start(exc.address), base)
+                self.drv.erase_pages(self.profile.pages_for(page_addr, page_addr + 1))
+                offset = page_addr - base
+                note = (
+                    f"{exc.message}; re-erased the page at 0x{page_addr:08X} and resumed from there"
+                )
+                out.notes.append(note)
+                progress(Phase.WRITE, offset, len(data), note)
+
+    def verify(
+        self, image: LoadedImage, method: str, progress: ProgressFn, out: FlashOutcome
+    ) -> bool:
+        """Verify the whole image; on a mismatch, repair the bad pages and verify again."""
+        for attempt in range(1, self.profile.retries + 1):
+            res = self.drv.verify(image.address, image.data, method=method, on_progress=progress)
+            out.verify_method, out.verify_detail = res.method, res.detail
+            if res.ok or attempt == self.profile.retries:
+                return res.ok
+            if not self._repair(image, res.detail, progress, out):
+                return False
+        return False
+
+    def _repair(
+        self, image: LoadedImage, why: str, progress: ProgressFn, out: FlashOutcome
+    ) -> bool:
+        """Find the pages whose device CRC is wrong, re-erase and rewrite just those.
+
+        A frame mangled on a noisy line can, rarely, be accepted short; the final verify
+        catches it and this puts it right. Needs the device CRC (else: False, job fails).
+        """
+        if not self.drv.has_checksum:
+            return False
+        data, base, size = image.data, image.address, self.profile.page_size
+        bad = [
+            offset
+            for offset in range(0, len(data), size)
+            if self.drv.block_state(base + offset, data[offset : offset + size]) != "written"
+        ]
+        for offset in bad:
+            self.drv.erase_pages(self.profile.pages_for(base + offset, base + offset + 1))
+            self.drv.write_memory(
+                base + offset, data[offset : offset + size], first_block=offset // MAX_BLOCK
+            )
+        note = f"verify found {len(bad)} bad page(s) ({why}); re-erased and rewrote " + ", ".join(
+            f"0x{base + o:08X}" for o in bad
+        )
+        out.notes.append(note)
+        progress(Phase.VERIFY, 0, 0, note)
+        return bool(bad)
+
+    def boot(self, image: LoadedImage) -> None:
+        self.drv.go(self.profile.app_address)
+
+    def confirm(self, timeout_s: float) -> tuple[int | None, str | None]:
+        self.console.wait_banner(timeout_s)
+        running = self.console.version()
+        if running is None:
+            return None, None
+        return running, self.console.eui64()
