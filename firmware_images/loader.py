@@ -84,7 +84,14 @@ def _with_descriptor_identity(image: ParsedImage) -> ParsedImage:
 
 
 def parse_bytes(data: bytes, path: str = "", address: int | None = None) -> ParsedImage:
-    """Parse a firmware file's bytes (see :func:`parse_file`)."""
+    """Parse a firmware file's bytes (see :func:`parse_file`); the result keeps them."""
+    image = _parse_any(data, path, address)
+    # Keep the file itself: some bootloaders (Gecko) are sent the container, not the payload.
+    object.__setattr__(image, "raw", data)
+    return image
+
+
+def _parse_any(data: bytes, path: str, address: int | None) -> ParsedImage:
     if not data:
         raise ImageError(f"image file {path or ''} is empty".replace("  ", " "))
     kind = detect(data, path)

@@ -90,6 +90,7 @@ class ParsedImage:
         descriptor: the payload's application descriptor when it carries a valid one.
         problems: non-fatal findings (a vendor prefix, a wrong total-size field, trailing
             bytes), each a sentence.
+        raw: the file's bytes (set by :func:`firmware_images.loader.parse_bytes`).
     """
 
     path: str
@@ -106,6 +107,8 @@ class ParsedImage:
     sha256: str = ""
     crc32: int = 0
     descriptor: AppDescriptor | None = None
+    #: The whole file as read, for protocols that upload the container itself (GBL).
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.segments:
