@@ -48,6 +48,7 @@ EXIT_FOR = {
     Result.FAILED: Exit.FAILED,
     Result.REFUSED: Exit.REFUSED,
     Result.SKIPPED: Exit.SKIPPED,
+    Result.INTERRUPTED: Exit.FAILED,
 }
 
 _EPILOG = """exit status: 0 every hub passed (verified and running version read back),

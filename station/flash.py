@@ -329,6 +329,7 @@ def flash_hub(
     except ImageError as exc:  # a catalogue file that will not parse: refuse, never guess
         return job.end(Result.REFUSED, exc.message, exc.hint)
     except StationError as exc:
+        job.out.error = type(exc).__name__
         if exc.phase:
             job.phase = Phase(exc.phase)
         where = (

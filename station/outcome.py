@@ -14,6 +14,7 @@ class Result(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # already runs the image's version
     REFUSED = "refused"  # policy: wrong model or hardware, downgrade
+    INTERRUPTED = "interrupted"  # the hub was removed (or the station stopped) mid-job
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FlashOutcome:
     phase: str | None = None  # where it failed or was refused
     message: str = ""
     hint: str = ""
+    error: str | None = None  # the error's type when it failed (e.g. "PortVanished")
     signature: str | None = None  # the image's signature status (valid, unsigned...)
     signer: str | None = None  # the trusted key that verified it
     behind: int | None = None  # releases behind the newest, when a catalogue decided

@@ -28,6 +28,7 @@ _STYLE = {
     Result.FAILED: "bold red",
     Result.REFUSED: "bold yellow",
     Result.SKIPPED: "cyan",
+    Result.INTERRUPTED: "bold magenta",
 }
 
 

@@ -1,0 +1,198 @@
+"""The rig file: a station's slots bound to physical places, and its policy.
+
+::
+
+    station_id = "bench-1"
+    storage = "sqlite:///station-data/station.db"   # optional; PostgreSQL by URL
+    catalog = "station-data/catalog"                  # optional default for --catalog
+
+    [policy]
+    job_retries = 1        # run a failed job again this many times while the hub stays
+    slot_fault_after = 3   # this many different hubs failing in a row flags the slot
+
+    [[slot]]
+    number = 1
+    port = "/dev/ttyUSB0"          # an explicit URL: device path, rfc2217://, socket://
+    profile = "demo-an3155"
+
+    [[slot]]
+    number = 2
+    usb_location = "1-2.3:1.0"     # the USB socket a serial adapter sits in
+    profile = "demo-an3155"
+
+    [[slot]]
+    number = 3
+    usb_serial = "CH0042"          # a USB serial number (serial adapter or DFU hub)
+    profile = "demo-dfu"
+
+A slot names exactly one of ``port``, ``usb_location`` or ``usb_serial``, resolved each time a
+job starts, so a hub re-plugged under a new device name still lands in its slot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import ConfigError
+from station.profiles import load_profile
+
+_BINDINGS = ("port", "usb_location", "usb_serial")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One slot of the rig."""
+
+    number: int
+    profile: str
+    port: str | None = None
+    usb_location: str | None = None
+    usb_serial: str | None = None
+
+    @property
+    def binding(self) -> str:
+        """How the slot is bound, for messages."""
+        if self.port:
+            return self.port
+        if self.usb_location:
+            return f"usb location {self.usb_location}"
+        return f"usb serial {self.usb_serial}"
+
+
+@dataclass(frozen=True)
+class Rig:
+    """A parsed rig file."""
+
+    station_id: str
+    slots: tuple[Slot, ...]
+    storage: str | None = None
+    catalog: str | None = None
+    job_retries: int = 1
+    slot_fault_after: int = 3
+    source: str = ""
+
+
+def _slot_lines(text: str) -> list[int]:
+    return [i for i, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[slot\]\]", line)]
+
+
+def parse_rig(text: str, source: str = "rig") -> Rig:
+    """Parse rig TOML; every problem names the file, the line and the reason.
+
+    Raises:
+        ConfigError: invalid TOML, unknown profile, duplicate slot, missing or double binding.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    lines = _slot_lines(text)
+
+    def where(i: int | None = None) -> str:
+        if i is None:
+            return source
+        line = lines[i] if i < len(lines) else "?"
+        return f"{source} line {line} ([[slot]] #{i + 1})"
+
+    station_id = data.get("station_id")
+    if not isinstance(station_id, str) or not station_id:
+        raise ConfigError(f"{source}: station_id (a non-empty string) is required")
+    policy: dict[str, Any] = data.get("policy", {})
+    slots = []
+    seen: dict[int, int] = {}
+    for i, raw in enumerate(data.get("slot", [])):
+        number = raw.get("number")
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            raise ConfigError(f"{where(i)}: 'number' must be a positive integer")
+        if number in seen:
+            raise ConfigError(
+                f"{where(i)}: slot {number} is already defined at #{seen[number] + 1}"
+            )
+        seen[number] = i
+        unknown = set(raw) - {"number", "profile", *_BINDINGS}
+        if unknown:
+            raise ConfigError(f"{where(i)}: unknown key(s) {', '.join(sorted(unknown))}")
+        bound = [k for k in _BINDINGS if raw.get(k)]
+        if len(bound) != 1:
+            raise ConfigError(
+                f"{where(i)}: a slot needs exactly one of port, usb_location, usb_serial "
+                f"(found {', '.join(bound) or 'none'})"
+            )
+        profile = raw.get("profile")
+        if not isinstance(profile, str):
+            raise ConfigError(f"{where(i)}: 'profile' (a hub profile name or .toml) is required")
+        try:
+            load_profile(profile)
+        except ConfigError as exc:
+            raise ConfigError(f"{where(i)}: {exc.message}", hint=exc.hint) from exc
+        slots.append(Slot(number, profile, **{k: str(raw[k]) for k in bound}))
+    if not slots:
+        raise ConfigError(f"{source}: the rig has no [[slot]] entries")
+    retries = policy.get("job_retries", 1)
+    fault_after = policy.get("slot_fault_after", 3)
+    for key, value in (("job_retries", retries), ("slot_fault_after", fault_after)):
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{source} [policy]: {key} must be a non-negative integer")
+    return Rig(
+        station_id=station_id,
+        slots=tuple(sorted(slots, key=lambda s: s.number)),
+        storage=data.get("storage"),
+        catalog=data.get("catalog"),
+        job_retries=retries,
+        slot_fault_after=fault_after,
+        source=source,
+    )
+
+
+def load_rig(path: str | Path) -> Rig:
+    """Read and parse a rig file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read rig file {p}: {exc.strerror}") from exc
+    return parse_rig(text, str(p))
+
+
+def resolve(slot: Slot) -> str | None:
+    """The port a slot's hub is on right now, or None when no hub is there.
+
+    Explicit paths count as present when they exist (network URLs always do); USB
+    locations and serial numbers are looked up among the serial ports the OS lists, and a
+    serial number not found among them is taken as a USB (DFU) device, ``usb:<serial>``.
+    """
+    if slot.port is not None:
+        if "://" in slot.port:
+            return slot.port
+        return slot.port if os.path.exists(slot.port) else None
+    from serial.tools import list_ports
+
+    for p in list_ports.comports():
+        if slot.usb_location and p.location == slot.usb_location:
+            return str(p.device)
+        if slot.usb_serial and p.serial_number == slot.usb_serial:
+            return str(p.device)
+    if slot.usb_serial:
+        return f"usb:{slot.usb_serial}"
+    return None
+
+
+def ports_table() -> list[dict[str, str | None]]:
+    """Serial ports with their USB locations and serial numbers (for ``station ports``)."""
+    from serial.tools import list_ports
+
+    return [
+        {
+            "device": p.device,
+            "location": p.location,
+            "serial_number": p.serial_number,
+            "vid:pid": f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None else None,
+            "description": p.description,
+        }
+        for p in list_ports.comports()
+    ]
