@@ -7,10 +7,30 @@ callback, which must be thread-safe (the CLI's renderer is).
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from drivers.types import Phase
+from station.events import CHAIN, STATE_OF_PHASE, Event, JobState
+from station.flash import FlashOutcome, ImageChooser, Policy, Result, flash_hub
+from station.profiles import Profile, load_profile
+from station.rig import Rig, Slot, resolve
+
+
+class JobStore(Protocol):
+    """What the controller needs of the store (station.store.Store provides it)."""
+
+    def start_job(self, batch_id: int, slot: int, port: str, profile: str) -> int: ...
+    def record_state(
+        self, job_id: int, state: JobState, detail: dict[str, Any] | None = None
+    ) -> None: ...
+    def finish_job(self, job_id: int, outcome: FlashOutcome) -> JobState: ...
+    def audit(self, operator: str, action: str, detail: dict[str, Any]) -> None: ...
+
 
 T = TypeVar("T")
 
@@ -46,3 +66,154 @@ def run_slots(jobs: Sequence[tuple[int, Callable[[], T]]]) -> list[SlotRun[T]]:
     for t in threads:
         t.join()
     return runs
+
+
+# -- the rig controller ------------------------------------------------------------------
+
+
+class Controller:
+    """Serves every slot of a rig with its own worker thread.
+
+    For each hub that appears in a slot it records a job in the store, runs
+    :func:`station.flash.flash_hub`, walks the job through the state machine (each
+    transition persisted before it is published), and records the outcome. Slots share
+    nothing but the store (which is thread-safe) and the event sink (which must be).
+
+    Args:
+        rig: the slots and policy.
+        store: where jobs, events and audit entries go.
+        batch_id: the batch these jobs belong to.
+        chooser_for: the image chooser for a profile (normally the catalogue's).
+        policy: trust store and overrides.
+        publish: receives every event, from any slot thread.
+        poll_s: how often an idle slot looks for a hub.
+    """
+
+    def __init__(
+        self,
+        rig: Rig,
+        *,
+        store: JobStore,
+        batch_id: int,
+        chooser_for: Callable[[Profile], ImageChooser],
+        policy: Policy,
+        publish: Callable[[Event], None],
+        poll_s: float = 0.2,
+        progress_interval_s: float = 0.25,
+    ) -> None:
+        self.rig = rig
+        self.store = store
+        self.batch_id = batch_id
+        self.chooser_for = chooser_for
+        self.policy = policy
+        self.publish = publish
+        self.poll_s = poll_s
+        self.progress_interval_s = progress_interval_s
+        self.outcomes: dict[int, list[FlashOutcome]] = {s.number: [] for s in rig.slots}
+        self.flagged: set[int] = set()
+
+    def run(self, *, continuous: bool = False, stop: threading.Event | None = None) -> None:
+        """Serve all slots until done (once: one hub per slot) or until ``stop`` is set."""
+        stop = stop or threading.Event()
+        runs = run_slots(
+            [
+                (s.number, functools.partial(self._serve, s, continuous, stop))
+                for s in self.rig.slots
+            ]
+        )
+        for run in runs:
+            if run.error is not None:  # a bug in a slot worker: say so, never hide it
+                self.publish(Event("slot-error", slot=run.slot, data={"error": repr(run.error)}))
+
+    # -- one slot --------------------------------------------------------------------------
+
+    def _serve(self, slot: Slot, continuous: bool, stop: threading.Event) -> None:
+        profile = load_profile(slot.profile)
+        chooser = self.chooser_for(profile)
+        failing: list[str | None] = []  # EUI-64s of the hubs that failed here in a row
+        while not stop.is_set():
+            port = resolve(slot)
+            if port is None:
+                if not continuous:
+                    self.publish(Event("slot-empty", slot=slot.number, data={"at": slot.binding}))
+                    return
+                stop.wait(self.poll_s)
+                continue
+            tries = 0
+            while True:
+                out = self._job(slot, port, profile, chooser)
+                retry = (
+                    out.result is Result.FAILED
+                    and tries < self.rig.job_retries
+                    and not stop.is_set()
+                    and resolve(slot) == port
+                )
+                if not retry:
+                    break
+                tries += 1
+                self.publish(
+                    Event("retry", slot=slot.number, data={"try": tries + 1, "why": out.message})
+                )
+            self._watch_slot(slot, out, failing)
+            if not continuous:
+                return
+            # The same hub stays until the operator takes it out: wait for that.
+            while not stop.is_set() and resolve(slot) == port:
+                stop.wait(self.poll_s)
+
+    def _watch_slot(self, slot: Slot, out: FlashOutcome, failing: list[str | None]) -> None:
+        """Flag the slot, not the hubs, when different hubs keep failing in it."""
+        if out.result is not Result.FAILED:
+            failing.clear()
+            return
+        failing.append(out.eui64)
+        distinct = {e for e in failing if e is not None} | {
+            f"unknown-{i}" for i, e in enumerate(failing) if e is None
+        }
+        limit = self.rig.slot_fault_after
+        if limit and len(distinct) >= limit and slot.number not in self.flagged:
+            self.flagged.add(slot.number)
+            detail = {"failed_hubs": len(distinct), "last": out.message}
+            self.store.audit("station", "slot-fault", {"slot": slot.number, **detail})
+            self.publish(Event("slot-fault", slot=slot.number, data=detail))
+
+    def _job(self, slot: Slot, port: str, profile: Profile, chooser: ImageChooser) -> FlashOutcome:
+        job_id = self.store.start_job(self.batch_id, slot.number, port, profile.name)
+        self.publish(Event("state", slot.number, job_id, str(JobState.DETECTED), {"port": port}))
+        state = JobState.DETECTED
+        last_progress = 0.0
+
+        def progress(phase: Phase, done: int, total: int, note: str) -> None:
+            nonlocal state, last_progress
+            target = STATE_OF_PHASE[phase]
+            while CHAIN.index(state) < CHAIN.index(target):
+                state = CHAIN[CHAIN.index(state) + 1]
+                detail = {"phase": str(phase)}
+                self.store.record_state(job_id, state, detail)  # persisted, then published
+                self.publish(Event("state", slot.number, job_id, str(state), detail))
+            now = time.monotonic()
+            if total and (done >= total or now - last_progress >= self.progress_interval_s):
+                last_progress = now
+                self.publish(
+                    Event(
+                        "progress",
+                        slot.number,
+                        job_id,
+                        data={"phase": str(phase), "done": done, "total": total},
+                    )
+                )
+            if note:
+                self.publish(Event("note", slot.number, job_id, data={"note": note}))
+
+        try:
+            out = flash_hub(port, profile, chooser, policy=self.policy, on_progress=progress)
+        except Exception as exc:  # a bug must end the job as failed, never as passed
+            out = FlashOutcome(port=port, profile=profile.name, phase=str(state))
+            out.message, out.error = f"internal error: {exc!r}", type(exc).__name__
+        if out.error == "PortVanished" and resolve(slot) != port:
+            out.result = Result.INTERRUPTED
+            out.hint = "the hub was taken out mid-job; put it back to re-flash it"
+        final = self.store.finish_job(job_id, out)
+        self.outcomes[slot.number].append(out)
+        self.publish(Event("job-finished", slot.number, job_id, str(final), out.to_json()))
+        return out
