@@ -1,0 +1,348 @@
+"""``station report ...``, ``station audit verify`` and ``station batches``: the records.
+
+Thin front end over :mod:`station.store` and :mod:`station.reports`: it opens the database
+(``--db URL``, else ``$STATION_DB``, else ``station.db`` in the station data folder), turns
+arguments into calls and results into text, JSON, files and exit codes. It never creates a
+database: a report on a database that is not there is an error, not an empty report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from drivers.errors import ConfigError
+from station.images_cli import DATA
+from station.reports import (
+    CATEGORIES,
+    Reconciliation,
+    dsp_export,
+    dsp_rows,
+    junit_xml,
+    reconcile,
+    summarise,
+    utc_text,
+)
+from station.store import Store
+
+__all__ = ["add_commands", "open_store", "resolve_batch"]
+
+
+def open_store(db: str | None) -> Store:
+    """The station database named by ``--db``, ``$STATION_DB`` or the data folder.
+
+    Raises:
+        ConfigError: there is no database there.
+        StoreError: it cannot be opened.
+    """
+    return Store.open(db or os.environ.get("STATION_DB") or None, data_dir=DATA, create=False)
+
+
+def resolve_batch(store: Store, text: str) -> int:
+    """A ``--batch`` value: a batch id, or ``latest``.
+
+    Raises:
+        ConfigError: not a number, or ``latest`` with no batches recorded.
+        UnknownRecord: no such batch.
+    """
+    if text.strip().lower() == "latest":
+        latest = store.latest_batch_id()
+        if latest is None:
+            raise ConfigError(f"no batches in {store.url}")
+        return latest
+    try:
+        batch_id = int(text)
+    except ValueError:
+        raise ConfigError(f"--batch takes a batch id or 'latest', not {text!r}") from None
+    store.batch(batch_id)
+    return batch_id
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write a report whole or not at all (temporary file, then rename)."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror or exc}") from exc
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def cmd_report_dsp(args: argparse.Namespace, err: Console) -> int:
+    with open_store(args.db) as store:
+        batch_id = resolve_batch(store, args.batch)
+        text = dsp_export(store, batch_id, args.format)
+        rows = len(dsp_rows(store, batch_id))
+    if args.output:
+        _write_file(args.output, text)
+        err.print(f"batch {batch_id}: {rows} passed hubs written to {args.output}", highlight=False)
+    else:
+        print(text, end="", flush=True)
+    return 0
+
+
+def _print_reconciliation(rec: Reconciliation) -> None:
+    out = Console(soft_wrap=True)
+    manifest = rec.manifest or "no manifest"
+    out.print(
+        f"batch {rec.batch} (station {rec.station_id}), {manifest}: "
+        f"{rec.listed} listed, {rec.seen} seen",
+        highlight=False,
+    )
+    counts = rec.counts()
+    out.print(
+        ", ".join(f"{c.replace('_', ' ')} {counts[c]}" for c in CATEGORIES if counts[c])
+        or "nothing to reconcile",
+        highlight=False,
+    )
+    style = {
+        "passed": "green",
+        "already_current": "cyan",
+        "failed": "red",
+        "refused": "yellow",
+        "in_progress": "blue",
+        "missing": "magenta",
+        "unexpected": "magenta",
+    }
+    for category in CATEGORIES:
+        for e in rec.lists[category]:
+            label = category.replace("_", " ").upper()
+            where = e.consignment_id or "not listed"
+            if category in ("failed", "refused") or (category == "unexpected" and e.reason):
+                what = f"{e.phase or '?'}: {e.reason or e.result}"
+            elif category == "missing":
+                what = "never seen on the bench"
+            elif category == "unexpected":
+                what = f"result {e.result}"
+            elif category == "already_current":
+                what = f"runs {e.version_before or '?'}"
+            else:
+                what = f"{e.version_before or 'blank'} -> {e.version_after or e.version_before}"
+            tries = f" ({e.attempts} attempts)" if e.attempts > 1 else ""
+            out.print(
+                f"[{style[category]}]{label:<16}[/] {e.eui64}  {where}  {what}{tries}",
+                highlight=False,
+            )
+    for job in rec.unidentified_jobs:
+        out.print(
+            f"[red]{'NO EUI-64':<16}[/] job {job['job']} slot {job['slot']} {job['port']}: "
+            f"{job['result']} in {job['phase'] or '?'}: {job['reason'] or ''}",
+            highlight=False,
+        )
+    for warning in rec.warnings:
+        out.print(f"[yellow]warning[/] {warning}", highlight=False)
+
+
+def cmd_report_consignment(args: argparse.Namespace, err: Console) -> int:
+    with open_store(args.db) as store:
+        rec = reconcile(store, resolve_batch(store, args.batch))
+    if args.json:
+        print(json.dumps(rec.to_json()), flush=True)
+    else:
+        _print_reconciliation(rec)
+    return 0
+
+
+def cmd_report_junit(args: argparse.Namespace, err: Console) -> int:
+    with open_store(args.db) as store:
+        batch_id = resolve_batch(store, args.batch)
+        text = junit_xml(store, batch_id)
+    _write_file(args.output, text)
+    err.print(f"batch {batch_id}: JUnit XML written to {args.output}", highlight=False)
+    return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, s = divmod(seconds, 60)
+    hours, m = divmod(int(minutes), 60)
+    return f"{hours}h{m:02d}m{s:04.1f}s" if hours else f"{m}m{s:04.1f}s" if m else f"{s:.1f}s"
+
+
+def cmd_report_summary(args: argparse.Namespace, err: Console) -> int:
+    with open_store(args.db) as store:
+        summary = summarise(store, resolve_batch(store, args.batch))
+    if args.json:
+        print(json.dumps(summary.to_json()), flush=True)
+        return 0
+    out = Console(soft_wrap=True)
+    s = summary
+    out.print(
+        f"batch {s.batch} (station {s.station_id}, operator {s.operator}): "
+        f"{s.started_at} .. {s.finished_at or 'open'}",
+        highlight=False,
+    )
+    out.print(
+        f"{s.jobs} jobs on {s.hubs} hubs: "
+        + ", ".join(f"{k} {v}" for k, v in s.counts.items() if v),
+        highlight=False,
+    )
+    rate = "-" if s.hubs_per_hour is None else f"{s.hubs_per_hour:g}"
+    out.print(
+        f"wall time {_duration(s.wall_seconds)}, {rate} hubs/hour; job time total "
+        f"{_duration(s.total_seconds)}, average {_duration(s.average_seconds)} "
+        f"(passed: {_duration(s.average_passed_seconds)}); {s.bytes_written} bytes written",
+        highlight=False,
+    )
+    for title, groups in (("failures", s.failures), ("refusals", s.refusals)):
+        if groups:
+            out.print(f"{title} by reason:", highlight=False)
+            for g in groups:
+                out.print(f"  {g['count']:>4}  {g['reason']}", highlight=False)
+    return 0
+
+
+# -- audit, batches --------------------------------------------------------------------------
+
+
+def cmd_audit_verify(args: argparse.Namespace, err: Console) -> int:
+    with open_store(args.db) as store:
+        check = store.verify_audit()
+    if args.json:
+        print(json.dumps(check.__dict__), flush=True)
+    elif check.ok:
+        print(f"audit chain intact: {check.entries} entries, head {check.head}")
+    else:
+        print(
+            f"audit chain BROKEN at entry {check.bad_seq}: {check.reason} "
+            f"({check.entries - 1} entries before it are intact, last good hash {check.head})"
+        )
+    return 0 if check.ok else 1
+
+
+def cmd_batches(args: argparse.Namespace, err: Console) -> int:
+    with open_store(args.db) as store:
+        rows = store.batches()
+    if args.json:
+        doc: list[dict[str, Any]] = [
+            {
+                "id": b.id,
+                "station_id": b.station_id,
+                "operator": b.operator,
+                "rig": b.rig,
+                "catalog": b.catalog,
+                "manifest": b.manifest,
+                "started_at": utc_text(b.started_at),
+                "finished_at": utc_text(b.finished_at),
+                "counts": dict(b.counts),
+            }
+            for b in rows
+        ]
+        print(json.dumps(doc), flush=True)
+        return 0
+    if not rows:
+        err.print("no batches recorded", highlight=False)
+        return 0
+    table = Table(box=None, header_style="bold")
+    for name in ("batch", "started (UTC)", "finished", "station", "operator", "manifest", "jobs"):
+        table.add_column(name)
+    for b in rows:
+        table.add_row(
+            str(b.id),
+            utc_text(b.started_at) or "",
+            utc_text(b.finished_at) or "open",
+            b.station_id,
+            b.operator,
+            b.manifest or "-",
+            ", ".join(f"{k} {v}" for k, v in sorted(b.counts.items())) or "none",
+        )
+    # Whole ids and times matter more than fitting 80 columns in a log.
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(table)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        help="database URL (sqlite:///path.db, postgresql+psycopg://user@host/db); "
+        f"default $STATION_DB, else {DATA / 'station.db'}",
+    )
+
+
+def _batch_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", required=True, help="batch id, or 'latest'")
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``report``, ``audit`` and ``batches`` with the station's parser."""
+    p = sub.add_parser("report", help="DSP export, consignment reconciliation, JUnit, summary")
+    rsub = p.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+
+    q = rsub.add_parser(
+        "dsp",
+        help="firmware-version update for the DSP: one row per passed hub",
+        description="Every hub that passed in the batch (verified and its running version "
+        "read back): EUI-64, model, version before and after, image SHA-256, completion time "
+        "(UTC), station id and operator. CSV with a header row, or JSON.",
+    )
+    _batch_arg(q)
+    q.add_argument("--format", choices=["csv", "json"], default="csv")
+    q.add_argument("-o", "--output", help="file to write (default: standard output)")
+    _db_arg(q)
+    q.set_defaults(func=cmd_report_dsp)
+
+    q = rsub.add_parser(
+        "consignment",
+        help="reconcile the batch's manifest: passed, failed, refused, current, missing, "
+        "unexpected",
+    )
+    _batch_arg(q)
+    q.add_argument("--json", action="store_true", help="one JSON object on standard output")
+    _db_arg(q)
+    q.set_defaults(func=cmd_report_consignment)
+
+    q = rsub.add_parser("junit", help="JUnit XML for CI rigs: one testcase per hub job")
+    _batch_arg(q)
+    q.add_argument("-o", "--output", required=True, help="file to write")
+    _db_arg(q)
+    q.set_defaults(func=cmd_report_junit)
+
+    q = rsub.add_parser(
+        "summary", help="counts by result, hubs per hour, failures by reason, times"
+    )
+    _batch_arg(q)
+    q.add_argument("--json", action="store_true", help="one JSON object on standard output")
+    _db_arg(q)
+    q.set_defaults(func=cmd_report_summary)
+
+    p = sub.add_parser("audit", help="the hash-chained audit log")
+    asub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    q = asub.add_parser(
+        "verify",
+        help="recompute the audit chain: exit 0 intact, 1 with the first bad entry",
+        description="Recompute every audit entry's hash from its contents and the previous "
+        "entry's hash. Exit 0 when the chain is intact (prints the head hash: keep a copy "
+        "elsewhere to detect truncation), 1 naming the first entry that breaks it.",
+    )
+    q.add_argument("--json", action="store_true", help="the result as one JSON object")
+    _db_arg(q)
+    q.set_defaults(func=cmd_audit_verify)
+
+    p = sub.add_parser("batches", help="list the recorded batches with their job counts")
+    p.add_argument("--json", action="store_true", help="one JSON array on standard output")
+    _db_arg(p)
+    p.set_defaults(func=cmd_batches)

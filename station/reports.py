@@ -1,0 +1,567 @@
+"""Reports from the station's records: DSP export, consignment reconciliation, JUnit, summary.
+
+Every report is computed from the store alone (never from a live run), so it can be made
+again at any time, on any machine that reaches the database, and says the same thing.
+
+Which job speaks for a hub: a hub may be run more than once in a batch (re-seated after a
+failure). Its *latest* job decides its result, except that a hub that passed and was then
+found already current (``SKIPPED``) still counts as passed: the skip confirms the pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from station.events import JobState
+from station.manifest import ManifestItem
+from station.store import BatchRow, JobRow, Store
+
+__all__ = [
+    "DSP_COLUMNS",
+    "DSP_FORMAT",
+    "BatchSummary",
+    "DspRow",
+    "HubEntry",
+    "Reconciliation",
+    "dsp_export",
+    "dsp_rows",
+    "junit_xml",
+    "reason_class",
+    "reconcile",
+    "summarise",
+]
+
+#: The DSP export's columns, in order (CSV header and JSON keys).
+DSP_COLUMNS: Final = (
+    "eui64",
+    "model",
+    "version_before",
+    "version_after",
+    "image_sha256",
+    "completed_at",
+    "station_id",
+    "operator",
+)
+#: Names the JSON document's shape, so a consumer can refuse one it does not know.
+DSP_FORMAT: Final = "chub-station/dsp-firmware-update/1"
+
+
+def utc_text(at: datetime | None) -> str | None:
+    """``2024-05-01T12:34:56Z`` (UTC, whole seconds), or None."""
+    return None if at is None else at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- which job speaks for each hub ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _HubJobs:
+    eui64: str
+    jobs: tuple[JobRow, ...]  # in start order
+
+    @property
+    def decisive(self) -> JobRow:
+        latest = self.jobs[-1]
+        if latest.state is JobState.SKIPPED:
+            passed = [j for j in self.jobs if j.state is JobState.PASSED]
+            if passed:
+                return passed[-1]
+        return latest
+
+
+def _by_hub(jobs: Sequence[JobRow]) -> tuple[dict[str, _HubJobs], list[JobRow]]:
+    """Jobs grouped by EUI-64 (in first-seen order), and the jobs that never read one."""
+    groups: dict[str, list[JobRow]] = {}
+    unidentified: list[JobRow] = []
+    for job in sorted(jobs, key=lambda j: j.id):
+        if job.eui64:
+            groups.setdefault(job.eui64, []).append(job)
+        else:
+            unidentified.append(job)
+    return {eui: _HubJobs(eui, tuple(js)) for eui, js in groups.items()}, unidentified
+
+
+# -- DSP export ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DspRow:
+    """One passed hub, as the CSP tells the DSP its new firmware version."""
+
+    eui64: str
+    model: str
+    version_before: str
+    version_after: str
+    image_sha256: str
+    completed_at: str
+    station_id: str
+    operator: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The row as ``DSP_COLUMNS`` -> value."""
+        return {name: getattr(self, name) for name in DSP_COLUMNS}
+
+
+def dsp_rows(store: Store, batch_id: int) -> list[DspRow]:
+    """One row per hub that passed in the batch, in completion order."""
+    batch = store.batch(batch_id)
+    hubs, _ = _by_hub(store.jobs(batch_id))
+    rows = []
+    for group in hubs.values():
+        job = group.decisive
+        if job.state is not JobState.PASSED:
+            continue
+        rows.append(
+            (
+                job.finished_at or job.started_at,
+                DspRow(
+                    eui64=group.eui64,
+                    model=job.profile,
+                    version_before=job.version_before or "",
+                    version_after=job.version_after or "",
+                    image_sha256=job.image_sha256 or "",
+                    completed_at=utc_text(job.finished_at or job.started_at) or "",
+                    station_id=batch.station_id,
+                    operator=batch.operator,
+                ),
+            )
+        )
+    rows.sort(key=lambda r: (r[0], r[1].eui64))
+    return [row for _, row in rows]
+
+
+def dsp_export(store: Store, batch_id: int, fmt: Literal["csv", "json"]) -> str:
+    """The DSP firmware-version update for a batch, as CSV (RFC 4180) or JSON text.
+
+    The CSV has a header row of :data:`DSP_COLUMNS`; the JSON is one object with the batch
+    and a ``hubs`` list of objects with those keys (see docs/records.md).
+    """
+    rows = dsp_rows(store, batch_id)
+    if fmt == "csv":
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=DSP_COLUMNS, lineterminator="\r\n")
+        writer.writeheader()
+        writer.writerows(r.as_dict() for r in rows)
+        return buf.getvalue()
+    if fmt == "json":
+        batch = store.batch(batch_id)
+        doc = {
+            "format": DSP_FORMAT,
+            "batch": batch.id,
+            "station_id": batch.station_id,
+            "operator": batch.operator,
+            "generated_at": utc_text(datetime.now(UTC)),
+            "count": len(rows),
+            "hubs": [r.as_dict() for r in rows],
+        }
+        return json.dumps(doc, indent=2) + "\n"
+    raise ValueError(f"unknown DSP export format {fmt!r} (csv or json)")
+
+
+# -- reconciliation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HubEntry:
+    """One hub in a reconciliation list.
+
+    Attributes:
+        eui64: the hub.
+        consignment_id: the consignment that listed it (None: not listed).
+        expected_model: the model the manifest expects (None: not stated).
+        model: the model (profile) the station identified it as (None: never seen).
+        result: the state of its deciding job (None: never seen).
+        job: the deciding job's id (None: never seen).
+        attempts: how many jobs the batch ran on it.
+        phase: where it failed or was refused.
+        reason: why (the job's message).
+        version_before: what it ran before.
+        version_after: what it runs now (read back after boot).
+        image_sha256: the image written (passed hubs).
+    """
+
+    eui64: str
+    consignment_id: str | None = None
+    expected_model: str | None = None
+    model: str | None = None
+    result: str | None = None
+    job: int | None = None
+    attempts: int = 0
+    phase: str | None = None
+    reason: str | None = None
+    version_before: str | None = None
+    version_after: str | None = None
+    image_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as a JSON-ready dict (every key present, None as null)."""
+        return dict(self.__dict__)
+
+
+#: The reconciliation's lists, in the order reports show them.
+CATEGORIES: Final = (
+    "passed",
+    "failed",
+    "refused",
+    "already_current",
+    "in_progress",
+    "missing",
+    "unexpected",
+)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """A batch's consignment manifest against what the bench did.
+
+    Listed hubs fall in exactly one of ``passed``, ``failed`` (failed or interrupted, with
+    the reason), ``refused``, ``already_current``, ``in_progress`` (still running) and
+    ``missing`` (listed, never seen). ``unexpected`` holds hubs seen but not listed, with
+    their result. Without a manifest every seen hub is classed by its result and nothing is
+    missing or unexpected. ``unidentified_jobs`` are jobs that ended before the hub's EUI-64
+    was read (they cannot be matched to the manifest); ``warnings`` name hubs identified as
+    another model than the manifest expects.
+    """
+
+    batch: int
+    station_id: str
+    manifest: str | None
+    manifest_sha256: str | None
+    listed: int
+    seen: int
+    lists: dict[str, list[HubEntry]]
+    unidentified_jobs: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every listed hub passed or is already current, and nothing is unexpected."""
+        bad = ("failed", "refused", "in_progress", "missing", "unexpected")
+        return not any(self.lists[c] for c in bad) and not self.unidentified_jobs
+
+    def counts(self) -> dict[str, int]:
+        """How many hubs in each list."""
+        out = {c: len(self.lists[c]) for c in CATEGORIES}
+        out["unidentified_jobs"] = len(self.unidentified_jobs)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The reconciliation as one JSON-ready object (see docs/records.md)."""
+        doc: dict[str, Any] = {
+            "batch": self.batch,
+            "station_id": self.station_id,
+            "manifest": self.manifest,
+            "manifest_sha256": self.manifest_sha256,
+            "listed": self.listed,
+            "seen": self.seen,
+            "complete": self.complete,
+            "counts": self.counts(),
+        }
+        for c in CATEGORIES:
+            doc[c] = [e.to_json() for e in self.lists[c]]
+        doc["unidentified_jobs"] = self.unidentified_jobs
+        doc["warnings"] = self.warnings
+        return doc
+
+
+_CATEGORY_OF_STATE: Final = {
+    JobState.PASSED: "passed",
+    JobState.FAILED: "failed",
+    JobState.INTERRUPTED: "failed",
+    JobState.REFUSED: "refused",
+    JobState.SKIPPED: "already_current",
+}
+
+
+def _entry(group: _HubJobs, item: ManifestItem | None) -> tuple[str, HubEntry]:
+    job = group.decisive
+    category = _CATEGORY_OF_STATE.get(job.state, "in_progress")
+    failed = job.state in (JobState.FAILED, JobState.INTERRUPTED, JobState.REFUSED)
+    return category, HubEntry(
+        eui64=group.eui64,
+        consignment_id=None if item is None else item.consignment_id,
+        expected_model=None if item is None else item.model,
+        model=job.profile,
+        result=str(job.state),
+        job=job.id,
+        attempts=len(group.jobs),
+        phase=job.phase if failed else None,
+        reason=(job.message or None) if failed else None,
+        version_before=job.version_before,
+        version_after=job.version_after,
+        image_sha256=job.image_sha256 if job.state is JobState.PASSED else None,
+    )
+
+
+def reconcile(store: Store, batch_id: int) -> Reconciliation:
+    """Reconcile the batch's consignment manifest against its jobs."""
+    batch = store.batch(batch_id)
+    items = store.consignment(batch_id)
+    hubs, unidentified = _by_hub(store.jobs(batch_id))
+    lists: dict[str, list[HubEntry]] = {c: [] for c in CATEGORIES}
+    warnings: list[str] = []
+    listed = {item.eui64: item for item in items}
+    for item in items:
+        group = hubs.get(item.eui64)
+        if group is None:
+            lists["missing"].append(
+                HubEntry(item.eui64, item.consignment_id, item.model, attempts=0)
+            )
+            continue
+        category, entry = _entry(group, item)
+        lists[category].append(entry)
+        if item.model and entry.model and item.model != entry.model:
+            warnings.append(
+                f"{item.eui64}: the manifest expects model {item.model}, the station "
+                f"identified it as {entry.model}"
+            )
+    for eui, group in hubs.items():
+        if eui in listed:
+            continue
+        category, entry = _entry(group, None)
+        lists["unexpected" if items else category].append(entry)
+    return Reconciliation(
+        batch=batch.id,
+        station_id=batch.station_id,
+        manifest=batch.manifest,
+        manifest_sha256=batch.manifest_sha256,
+        listed=len(items),
+        seen=len(hubs),
+        lists=lists,
+        unidentified_jobs=[
+            {
+                "job": j.id,
+                "slot": j.slot,
+                "port": j.port,
+                "result": str(j.state),
+                "phase": j.phase,
+                "reason": j.message or None,
+            }
+            for j in unidentified
+        ],
+        warnings=warnings,
+    )
+
+
+# -- JUnit XML -----------------------------------------------------------------------------
+
+# XML 1.0 cannot hold most control characters, and a hub's garbled console text may carry
+# them: drop them rather than write a file a CI server refuses.
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _x(text: object) -> str:
+    return _XML_BAD.sub("", str(text))
+
+
+def _job_seconds(job: JobRow) -> float:
+    if job.seconds is not None:
+        return job.seconds
+    if job.finished_at is not None:
+        return (job.finished_at - job.started_at).total_seconds()
+    return 0.0
+
+
+def junit_xml(store: Store, batch_id: int) -> str:
+    """The batch as JUnit XML: one ``testcase`` per hub job.
+
+    Passed jobs pass; skipped (already current) jobs are ``skipped``; failed and refused
+    jobs carry a ``failure`` whose type is the phase and whose message is the reason;
+    interrupted or unfinished jobs carry an ``error``.
+    """
+    batch = store.batch(batch_id)
+    jobs = store.jobs(batch_id)
+    counts = Counter(j.state for j in jobs)
+    failures = counts[JobState.FAILED] + counts[JobState.REFUSED]
+    skipped = counts[JobState.SKIPPED]
+    errors = len(jobs) - failures - skipped - counts[JobState.PASSED]
+    total = sum(_job_seconds(j) for j in jobs)
+    attrs = {
+        "tests": str(len(jobs)),
+        "failures": str(failures),
+        "errors": str(errors),
+        "skipped": str(skipped),
+        "time": f"{total:.3f}",
+    }
+    root = ET.Element("testsuites", {"name": f"station {batch.station_id}", **attrs})
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        {
+            "name": f"batch {batch.id}",
+            "timestamp": utc_text(batch.started_at) or "",
+            "hostname": _x(batch.station_id),
+            **attrs,
+        },
+    )
+    props = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("station_id", batch.station_id),
+        ("operator", batch.operator),
+        ("rig", batch.rig),
+        ("catalog", batch.catalog),
+        ("manifest", batch.manifest or ""),
+    ):
+        ET.SubElement(props, "property", {"name": name, "value": _x(value)})
+    for job in jobs:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": f"batch{batch.id}.slot{job.slot:02d}",
+                "name": _x(f"{job.eui64 or 'unidentified hub'} (job {job.id}, {job.port})"),
+                "time": f"{_job_seconds(job):.3f}",
+            },
+        )
+        phase = job.phase or "unknown"
+        reason = job.message or str(job.state)
+        body = "\n".join(
+            line
+            for line in (
+                f"phase: {phase}",
+                f"reason: {reason}",
+                f"what to do: {job.hint}" if job.hint else "",
+                f"version before: {job.version_before}" if job.version_before else "",
+                f"image: {job.image_path} sha256 {job.image_sha256}" if job.image_path else "",
+            )
+            if line
+        )
+        if job.state in (JobState.FAILED, JobState.REFUSED):
+            kind = "failure"
+            el = ET.SubElement(
+                case, kind, {"type": _x(f"{job.state}:{phase}"), "message": _x(reason)}
+            )
+            el.text = _x(body)
+        elif job.state is JobState.SKIPPED:
+            ET.SubElement(case, "skipped", {"message": _x(reason)})
+        elif job.state is not JobState.PASSED:
+            why = reason if job.state is JobState.INTERRUPTED else f"not finished ({job.state})"
+            el = ET.SubElement(case, "error", {"type": _x(str(job.state)), "message": _x(why)})
+            el.text = _x(body)
+        else:
+            out = ET.SubElement(case, "system-out")
+            out.text = _x(
+                f"{job.version_before or 'blank'} -> {job.version_after}, verified by "
+                f"{job.verify_method}, image sha256 {job.image_sha256}"
+            )
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# -- summary -------------------------------------------------------------------------------
+
+_EUI = re.compile(r"\b[0-9A-Fa-f]{2}(?:[-:][0-9A-Fa-f]{2}){7}\b")
+_HEX = re.compile(r"\b0x[0-9A-Fa-f]+\b")
+_NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
+
+
+def reason_class(phase: str | None, message: str | None) -> str:
+    """A failure's reason with its particulars (addresses, counts, EUI-64s) blanked.
+
+    ``write block 37 at 0x08009400: NACK after 5 tries`` and ``write block 12 at
+    0x08003000: NACK after 5 tries`` are one reason: ``write: write block N at 0x…: NACK
+    after N tries``.
+    """
+    text = (message or "no reason recorded").strip().splitlines()[0]
+    text = _EUI.sub("\x00", text)  # (a placeholder the number rule cannot touch)
+    text = _HEX.sub("0x…", text)
+    text = _NUMBER.sub("N", text).replace("\x00", "EUI-64")
+    return f"{phase or 'unknown'}: {text}"
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """Counts, throughput and failure reasons of a batch.
+
+    Attributes:
+        counts: jobs by state name (``running`` for every live state).
+        hubs: distinct hubs identified.
+        wall_seconds: first job started to last job finished (None: none finished).
+        hubs_per_hour: passed hubs per hour of ``wall_seconds``.
+        total_seconds: the sum of every job's own time.
+        average_seconds: the mean time of a finished job.
+        average_passed_seconds: the mean time of a passed job.
+        failures: failed and interrupted jobs by reason class, most frequent first.
+        refusals: refused jobs by reason class.
+    """
+
+    batch: int
+    station_id: str
+    operator: str
+    started_at: str | None
+    finished_at: str | None
+    jobs: int
+    hubs: int
+    counts: dict[str, int]
+    wall_seconds: float | None
+    hubs_per_hour: float | None
+    total_seconds: float
+    average_seconds: float | None
+    average_passed_seconds: float | None
+    bytes_written: int
+    failures: list[dict[str, Any]]
+    refusals: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as one JSON-ready object (see docs/records.md)."""
+        return dict(self.__dict__)
+
+
+def _by_reason(jobs: Sequence[JobRow]) -> list[dict[str, Any]]:
+    groups: dict[str, list[int]] = {}
+    for job in jobs:
+        groups.setdefault(reason_class(job.phase, job.message), []).append(job.id)
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return [{"reason": r, "count": len(ids), "jobs": ids} for r, ids in ranked]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def summarise(store: Store, batch_id: int) -> BatchSummary:
+    """Counts by result, hubs per hour, failures by reason, total and average time."""
+    batch: BatchRow = store.batch(batch_id)
+    jobs = store.jobs(batch_id)
+    counts = {s: 0 for s in ("passed", "failed", "refused", "skipped", "interrupted", "running")}
+    for job in jobs:
+        counts[str(job.state) if job.state.final else "running"] += 1
+    finished = [j for j in jobs if j.state.final and j.finished_at is not None]
+    wall = None
+    if finished:
+        start = min(j.started_at for j in jobs)
+        end = max(j.finished_at for j in finished if j.finished_at is not None)
+        wall = max((end - start).total_seconds(), 0.0)
+    hubs, _ = _by_hub(jobs)
+    passed_hubs = sum(1 for g in hubs.values() if g.decisive.state is JobState.PASSED)
+    return BatchSummary(
+        batch=batch.id,
+        station_id=batch.station_id,
+        operator=batch.operator,
+        started_at=utc_text(batch.started_at),
+        finished_at=utc_text(batch.finished_at),
+        jobs=len(jobs),
+        hubs=len(hubs),
+        counts=counts,
+        wall_seconds=None if wall is None else round(wall, 3),
+        hubs_per_hour=round(passed_hubs * 3600 / wall, 1) if wall else None,
+        total_seconds=round(sum(_job_seconds(j) for j in jobs), 3),
+        average_seconds=_mean([_job_seconds(j) for j in finished]),
+        average_passed_seconds=_mean(
+            [_job_seconds(j) for j in finished if j.state is JobState.PASSED]
+        ),
+        bytes_written=sum(j.bytes_written for j in jobs),
+        failures=_by_reason(
+            [j for j in jobs if j.state in (JobState.FAILED, JobState.INTERRUPTED)]
+        ),
+        refusals=_by_reason([j for j in jobs if j.state is JobState.REFUSED]),
+    )
