@@ -86,6 +86,32 @@ class LinkTimeout(TransportError):
     """The peer did not send the expected bytes in time."""
 
 
+class AmbiguousDevice(TransportError):
+    """More than one attached device matches the selection: refusing to guess.
+
+    Attributes:
+        candidates: one line per matching device (location, ids, serial number).
+    """
+
+    default_hint = (
+        "select the hub by its USB port path (--port usb:<bus>-<port.path>), which no two "
+        "devices share"
+    )
+
+    def __init__(self, message: str, candidates: list[str], *, port: str | None = None) -> None:
+        super().__init__(f"{message}: " + "; ".join(candidates), port=port)
+        self.candidates = candidates
+
+
+class NoUsbBackend(TransportError):
+    """pyusb found no USB library (libusb) to talk through."""
+
+    default_hint = (
+        "install libusb-1.0 (Debian: apt install libusb-1.0-0), or set STATION_USB_BACKEND "
+        "to a simulated bus (see docs/sim-dfu.md)"
+    )
+
+
 # --- protocol ----------------------------------------------------------------------------
 
 
@@ -121,6 +147,34 @@ class Unsupported(ProtocolError):
 
 class HubReset(ProtocolError):
     """The hub restarted in the middle of a command (power loss or brown-out)."""
+
+
+class UsbStall(ProtocolError):
+    """The USB device answered a control request with STALL (it refused the request)."""
+
+
+class DfuStatusError(ProtocolError):
+    """A DFU device reported a failure status (bStatus other than OK) or the dfuERROR state.
+
+    Attributes:
+        status: the bStatus code (``drivers.dfu_codes.DfuStatus`` value).
+        state: the bState the device reported with it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        state: int,
+        port: str | None = None,
+        phase: str | None = None,
+        address: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, port=port, phase=phase, address=address, hint=hint)
+        self.status = status
+        self.state = state
 
 
 # --- outcome -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from firmware_images.descriptor import format_version
 from sim.faults import parse_fault_spec, plan_for_slot
 from sim.pty import START_MODES, HubSpec, SimHub, SimStartError, derive_eui64
 
-PROTOCOLS = ("an3155",)
+PROTOCOLS = ("an3155", "dfu")
 _START_S_PER_HUB = 0.25  # interpreter start-up per hub on a small machine (measured ~0.1 s)
 
 
@@ -62,7 +62,12 @@ def _faults_arg(text: str) -> str:
     try:
         parse_fault_spec(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        from sim.usb_dfu import parse_dfu_faults  # --protocol dfu has fault kinds of its own
+
+        try:
+            parse_dfu_faults(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -89,7 +94,12 @@ def _latency_ms(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``station sim`` options to ``parser``."""
     parser.add_argument(
-        "--protocol", choices=PROTOCOLS, default="an3155", help="bootloader protocol of the hubs"
+        "--protocol",
+        choices=PROTOCOLS,
+        default="an3155",
+        help="bootloader protocol of the hubs; dfu: USB DFU hubs on a simulated bus served "
+        "on a UNIX socket, reached with the STATION_USB_BACKEND=sim:<socket> setting it "
+        "prints (docs/sim-dfu.md)",
     )
     parser.add_argument(
         "--hubs", type=_positive_int, required=True, metavar="N", help="number of hubs (slots 1..N)"
@@ -247,6 +257,10 @@ def describe(hub: SimHub) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the rig until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad settings, 1 on failure."""
+    if args.protocol == "dfu":
+        from sim.dfu_rig import run_dfu_rig
+
+        return run_dfu_rig(args)
     try:
         specs = rig_specs(
             args.hubs,

@@ -13,7 +13,7 @@ from typing import Any
 from drivers.errors import ConfigError
 
 _VERIFY = {"auto", "crc", "readback"}
-_ENTRY = {"console", "strapped"}
+_ENTRY = {"console", "strapped", "detach"}
 
 
 @dataclass(frozen=True)
