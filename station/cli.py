@@ -29,6 +29,7 @@ from station.flash import (
 from station.images_cli import add_commands as add_image_commands
 from station.images_cli import trust_store
 from station.profiles import builtin_names, load_profile
+from station.records_cli import add_commands as add_record_commands
 from station.render import ProgressBoard, outcome_line
 
 
@@ -133,6 +134,29 @@ def cmd_profiles(args: argparse.Namespace, err: Console) -> int:
     for name in builtin_names():
         p = load_profile(name)
         print(f"{p.name:<16} {p.protocol:<8} {p.description}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, err: Console) -> int:
+    from station.run import run_station
+
+    return run_station(args, err)
+
+
+def cmd_ports(args: argparse.Namespace, err: Console) -> int:
+    from station.rig import ports_table
+
+    rows = ports_table()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        err.print("no serial ports found (simulated hubs: see 'station sim')")
+    for r in rows:
+        print(
+            f"{r['device']:<16} location {r['location'] or '-':<12} serial "
+            f"{r['serial_number'] or '-':<14} {r['vid:pid'] or '-':<10} {r['description']}"
+        )
     return 0
 
 
@@ -249,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sim)
 
     add_image_commands(sub)
+    add_record_commands(sub)
     isub = next(
         a for a in sub.choices["image"]._actions if isinstance(a, argparse._SubParsersAction)
     )
@@ -259,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="file to write (.hex or .bin)")
     q.add_argument("--size", type=parse_int, default=64 * 1024, help="payload size in bytes")
     q.set_defaults(func=cmd_image_demo)
+
+    from station.run import add_arguments as add_run_arguments
+
+    p = sub.add_parser(
+        "run",
+        help="headless rig run: every slot, catalogue-chosen images, durable records",
+        description="Serve every slot of a rig: each hub found gets the catalogue's image, "
+        "verified and confirmed; every job is recorded durably. --json prints one event "
+        "per line. Exit 0 when no hub failed and no expected hub is missing.",
+        epilog=_EPILOG,
+    )
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ports", help="serial ports with their USB locations (for rig files)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ports)
 
     p = sub.add_parser("profiles", help="list the built-in hub profiles")
     p.set_defaults(func=cmd_profiles)

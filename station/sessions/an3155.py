@@ -8,7 +8,6 @@ and repairs pages a noisy line spoiled, then starts the application and asks its
 
 from __future__ import annotations
 
-import contextlib
 import struct
 
 from drivers.an3155 import An3155Driver, NeedsErase, Timeouts
@@ -99,12 +98,37 @@ class An3155Session:
             )
         out.eui64, out.hw_version = eui, hw
         if out.version_before is None:
-            raw = self.drv.read_memory(
-                self.profile.app_address + DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, phase=Phase.IDENTIFY
+            out.version_before = self._running_version(out)
+
+    def _running_version(self, out: FlashOutcome) -> str | None:
+        """The version the flash really runs, for a hub found in its bootloader.
+
+        A descriptor in flash only claims a version: a write cut short after the block that
+        holds it leaves a new descriptor over a partial image, which must never pass for
+        "already current". So when a descriptor is there, the application is started and
+        asked; only a version it reports counts. Then back to the bootloader.
+        """
+        raw = self.drv.read_memory(
+            self.profile.app_address + DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, phase=Phase.IDENTIFY
+        )
+        try:
+            claimed = unpack_descriptor(raw).firmware_version
+        except ImageError:
+            return None  # blank or foreign flash: nothing to compare against
+        self.drv.go(self.profile.app_address)
+        self.console.wait_banner(self.profile.boot_timeout_s)
+        running = self.console.version()
+        if running is None:
+            out.notes.append(
+                f"flash claims 0x{claimed:08X} but the application does not start: "
+                "treated as holding no valid firmware"
             )
-            # Blank or foreign flash has no descriptor: then there is nothing to compare.
-            with contextlib.suppress(ImageError):
-                out.version_before = f"0x{unpack_descriptor(raw).firmware_version:08X}"
+            # The core faulted; its watchdog brings the strapped hub back to the bootloader.
+            self.drv.sync(timeout_s=2.0, phase=Phase.IDENTIFY)
+            return None
+        self.console.enter_bootloader()
+        self.drv.sync(timeout_s=2.0, phase=Phase.IDENTIFY)
+        return f"0x{running:08X}"
 
     def erase(self, image: LoadedImage, progress: ProgressFn) -> None:
         pages = self.profile.pages_for(image.address, image.end)

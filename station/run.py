@@ -1,0 +1,157 @@
+"""``station run``: a headless rig run for warehouses and CI.
+
+Loads the rig, catalogue, trust store and (optionally) a consignment manifest, opens the
+store (SQLite by default, PostgreSQL by URL), marks jobs left in flight by a previous crash
+as interrupted, serves every slot, then writes the batch summary and reconciliation.
+
+With ``--json`` stdout carries one event per line (see :class:`station.events.Event`):
+``batch-started``, ``state``, ``progress``, ``note``, ``retry``, ``job-finished``,
+``slot-empty``, ``slot-fault``, ``batch-finished``. Exit status: 0 when every hub seen
+passed, was current or was refused by policy and no expected hub is missing; 1 otherwise;
+2 for bad input; 130 when interrupted before the batch ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from firmware_images.catalog import Catalog
+from station.controller import Controller
+from station.events import Event
+from station.flash import Policy, catalog_chooser
+from station.images_cli import trust_store
+from station.manifest import Manifest
+from station.profiles import Profile
+from station.reports import reconcile, summarise
+from station.rig import load_rig
+from station.store import Store
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``station run``."""
+    p.add_argument("--rig", required=True, help="rig file (TOML): slots, bindings, policy")
+    p.add_argument("--catalog", help="catalogue folder (default: the rig's)")
+    p.add_argument("--trust", help="trust store folder (default station-data/trust)")
+    p.add_argument("--manifest", help="consignment manifest CSV to reconcile against")
+    p.add_argument("--operator", default="unknown", help="who runs the bench (audited)")
+    p.add_argument("--db", help="storage URL (default: the rig's, else station-data/station.db)")
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    p.add_argument(
+        "--continuous",
+        action="store_true",
+        help="keep serving slots as hubs are swapped, until Ctrl-C; then print the summary",
+    )
+    p.add_argument("--allow-unsigned", action="store_true", help="override (audited)")
+
+
+class _Sink:
+    """Thread-safe publisher: JSON lines and/or the terminal board."""
+
+    def __init__(self, as_json: bool, err: Console) -> None:
+        self.as_json = as_json
+        self.err = err
+        self.lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            if self.as_json:
+                print(json.dumps(event.to_json()), flush=True)
+            elif event.kind == "job-finished":
+                d = event.data
+                self.err.print(
+                    f"slot {event.slot}: {event.state} {d.get('eui64') or ''} "
+                    f"{d.get('version_before') or ''} -> {d.get('version_after') or '-'} "
+                    f"{d.get('message', '')}",
+                    highlight=False,
+                )
+            elif event.kind in ("slot-fault", "slot-empty", "retry", "slot-error"):
+                self.err.print(f"slot {event.slot}: {event.kind} {event.data}", highlight=False)
+
+
+def run_station(args: argparse.Namespace, err: Console) -> int:
+    """Run a batch as ``station run`` does; returns the exit status."""
+    rig = load_rig(args.rig)
+    catalog_dir = args.catalog or rig.catalog
+    if catalog_dir is None:
+        from drivers.errors import ConfigError
+
+        raise ConfigError("no catalogue: give --catalog or set 'catalog' in the rig file")
+    catalog = Catalog.load(catalog_dir)
+    trust = trust_store(args.trust)
+    policy = Policy(trust=trust, allow_unsigned=args.allow_unsigned)
+    manifest = Manifest.load(args.manifest) if args.manifest else None
+    store = Store.open(args.db or rig.storage)
+    try:
+        stale = store.mark_interrupted(station_id=rig.station_id)
+        if stale:
+            err.print(f"{len(stale)} job(s) left in flight by an earlier run marked interrupted")
+        batch = store.start_batch(
+            station_id=rig.station_id,
+            operator=args.operator,
+            rig=rig.source,
+            catalog=str(catalog.root),
+            manifest=manifest,
+        )
+        if args.allow_unsigned:
+            store.audit(args.operator, "override", {"batch": batch, "allow_unsigned": True})
+        sink = _Sink(args.json, err)
+        sink(
+            Event(
+                "batch-started",
+                data={"batch": batch, "station": rig.station_id, "slots": len(rig.slots)},
+            )
+        )
+
+        def chooser_for(profile: Profile) -> Any:
+            return catalog_chooser(catalog, profile, policy)
+
+        controller = Controller(
+            rig,
+            store=store,
+            batch_id=batch,
+            chooser_for=chooser_for,
+            policy=policy,
+            publish=sink,
+        )
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            controller.run(continuous=args.continuous, stop=stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        store.finish_batch(batch)
+        summ = summarise(store, batch)
+        recon = reconcile(store, batch)
+        sink(
+            Event(
+                "batch-finished",
+                data={"summary": summ.to_json(), "reconciliation": recon.to_json()},
+            )
+        )
+        counts = recon.counts()
+        bad = counts.get("failed", 0) + summ.counts.get("interrupted", 0)
+        missing = counts.get("missing", 0)
+        if not args.json:
+            rate = f", {summ.hubs_per_hour:.0f} hubs/hour" if summ.hubs_per_hour else ""
+            Console(soft_wrap=True).print(
+                f"batch {batch}: "
+                + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+                + f"{rate}. Reports: station report dsp|consignment|junit|summary "
+                f"--batch {batch}",
+                highlight=False,
+            )
+        return 1 if bad or missing else 0
+    finally:
+        store.close()
