@@ -258,6 +258,7 @@ class UsbLink:
                 self.selector.serial, self.selector.bus, self.selector.port_path, tuple(ids)
             )
         self._backend = backend
+        self._own_backend = False  # created here from the environment: closed here too
         self._clock = clock
         self.timeout_ms = timeout_ms
         self.same_serial = same_serial
@@ -279,6 +280,7 @@ class UsbLink:
         """The pyusb backend (resolved from the environment on first use)."""
         if self._backend is None:
             self._backend = backend_from_env()
+            self._own_backend = True
         return self._backend
 
     @property
@@ -575,9 +577,8 @@ class UsbLink:
             with contextlib.suppress(usb.core.USBError):
                 usb.util.release_interface(self.dev, self.interface.number)
         self.forget()
-        backend = self._backend
-        closer = getattr(backend, "close", None)
-        if callable(closer):
+        closer = getattr(self._backend, "close", None)
+        if self._own_backend and callable(closer):
             closer()
 
     def _translate(self, exc: usb.core.USBError, what: str) -> StationError:

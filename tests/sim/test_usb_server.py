@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,20 @@ def server(tmp_path: Path) -> Iterator[UsbBusServer]:
         yield srv
 
 
+@pytest.fixture
+def remote(server: UsbBusServer) -> Iterator[Callable[[], RemoteUsbBackend]]:
+    """Clients of the server (links do not close backends they were given)."""
+    made: list[RemoteUsbBackend] = []
+
+    def connect() -> RemoteUsbBackend:
+        made.append(RemoteUsbBackend(server.path))
+        return made[-1]
+
+    yield connect
+    for client in made:
+        client.close()
+
+
 def test_socket_is_private_and_pyusb_works_through_it(server: UsbBusServer) -> None:
     assert os.stat(server.path).st_mode & 0o077 == 0
     client = RemoteUsbBackend(server.path)
@@ -46,8 +60,8 @@ def test_socket_is_private_and_pyusb_works_through_it(server: UsbBusServer) -> N
         client.close()
 
 
-def test_driver_over_the_socket(server: UsbBusServer) -> None:
-    link = UsbLink("usb:1-1.2", backend=RemoteUsbBackend(server.path))
+def test_driver_over_the_socket(remote: Callable[[], RemoteUsbBackend]) -> None:
+    link = UsbLink("usb:1-1.2", backend=remote())
     drv = DfuDriver(link)
     try:
         drv.connect()
@@ -61,23 +75,29 @@ def test_driver_over_the_socket(server: UsbBusServer) -> None:
         drv.close()
 
 
-def test_a_client_that_goes_away_releases_its_claim(server: UsbBusServer) -> None:
-    first = UsbLink("usb:1-1.1", backend=RemoteUsbBackend(server.path))
-    DfuDriver(first).connect()
+def test_a_client_that_goes_away_releases_its_claim(
+    remote: Callable[[], RemoteUsbBackend],
+) -> None:
+    holder = remote()
+    held = DfuDriver(UsbLink("usb:1-1.1", backend=holder))
+    held.connect()
     with pytest.raises(PortBusy):
-        DfuDriver(UsbLink("usb:1-1.1", backend=RemoteUsbBackend(server.path))).connect()
-    first.backend.close()  # the process holding it died
-    again = UsbLink("usb:1-1.1", backend=RemoteUsbBackend(server.path))
+        DfuDriver(UsbLink("usb:1-1.1", backend=remote())).connect()
+    holder.close()  # the process holding it died
+    again = UsbLink("usb:1-1.1", backend=remote())
     DfuDriver(again).connect()
     again.close()
+    held.close()
 
 
 def test_a_bus_that_goes_away_is_a_vanished_port(tmp_path: Path) -> None:
     spec = DfuHubSpec(slot=1, eui64=derive_eui64(2, 1), paced=False)
     srv = UsbBusServer(SimUsbService.of([spec]), str(tmp_path / "bus.sock"))
-    drv = DfuDriver(UsbLink("usb:1-1.1", backend=RemoteUsbBackend(srv.path)))
+    client = RemoteUsbBackend(srv.path)
+    drv = DfuDriver(UsbLink("usb:1-1.1", backend=client))
     drv.connect()
     srv.close()
     with pytest.raises(PortVanished, match="GETSTATUS"):
         drv.get_status()
     drv.close()
+    client.close()

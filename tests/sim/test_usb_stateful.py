@@ -73,8 +73,8 @@ class DfuMachine(RuleBasedStateMachine):
     def dnload(self, data: bytes) -> None:
         self._dnload(data)
 
-    @rule(part=st.integers(0, 7))
-    def dnload_app_piece(self, part: int) -> None:
+    @rule()
+    def dnload_app_piece(self) -> None:
         # Pieces of a valid application, so some downloads manifest into a bootable image.
         self._dnload(APP[len(self.image) : len(self.image) + 256] or APP[:256])
 

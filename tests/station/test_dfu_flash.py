@@ -226,9 +226,9 @@ def test_station_sim_and_station_flash_as_processes(dfu_file: Path) -> None:
     finally:
         sim.send_signal(signal.SIGINT)
         try:
-            sim.wait(10)
+            sim.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             sim.kill()
-            sim.wait()
+            sim.communicate()
     assert sim.returncode == 0
     assert not Path(setting[4:]).exists()  # the socket is removed on exit
