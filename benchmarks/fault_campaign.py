@@ -1,0 +1,164 @@
+"""Fault campaign: many simulated hubs with random faults through the real controller.
+
+Every hub gets a random fault (NACKs, lost ACKs, line noise, dropped bytes, stalls, power
+loss, a vanishing port, or none), runs one job through the controller into a SQLite store,
+and is then checked independently: a hub reported passed must run the image's version and
+hold the image (device CRC) — otherwise it is a false pass; every job the controller
+reported must be in the store with the same result — otherwise a record was lost.
+
+Run: ``.venv/bin/python benchmarks/fault_campaign.py [--hubs 1000] [--slots 16] [--seed 1]``.
+Unpaced hubs (the campaign is about outcomes, not speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from drivers.an3155 import An3155Driver
+from drivers.console import AppConsole
+from drivers.crc import stm32_crc
+from drivers.errors import StationError
+from drivers.transport.serial import SerialLink
+from firmware_images.build import demo_payload
+from sim.pty import HubSpec, SimHub, derive_eui64
+from station.controller import Controller
+from station.demo import DEMO_TARGET, prepare_demo_catalog
+from station.events import Event
+from station.flash import Policy, catalog_chooser
+from station.profiles import Profile
+from station.rig import Rig, Slot
+from station.store import Store
+
+SIZE = 8192
+BLOCKS = SIZE // 256
+
+
+def random_fault(rng: random.Random) -> str:
+    n = rng.randrange(BLOCKS)
+    return rng.choice(
+        [
+            "",
+            f"nack={n}",
+            f"nack={n}x{rng.randint(2, 7)}",
+            f"lostack={n}",
+            f"corrupt={rng.choice(['0.0002', '0.0005', '0.001'])}",
+            f"drop={rng.choice(['0.0002', '0.0005'])}",
+            f"stall={n}:{rng.choice(['0.3', '0.8'])}",
+            f"powerloss={n}",
+            f"vanish={n}",
+        ]
+    )
+
+
+def independent_check(port: str) -> bool:
+    """Does the hub really run the target and hold its bytes? (For reported passes.)"""
+    image = demo_payload(DEMO_TARGET, size=SIZE)
+    try:
+        with SerialLink(port) as link:
+            console = AppConsole(link)
+            if console.version() != DEMO_TARGET:
+                return False
+            console.enter_bootloader()
+            drv = An3155Driver(link)
+            drv.sync()
+            drv.identify()
+            return drv.get_checksum(0x0800_0000, SIZE) == stm32_crc(image)
+    except StationError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hubs", type=int, default=1000)
+    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    results: Counter[str] = Counter()
+    faults_seen: Counter[str] = Counter()
+    false_passes = lost = 0
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cat, trust = prepare_demo_catalog(root / "demo", size=SIZE)
+        policy = Policy(trust=trust)
+        store = Store.open(f"sqlite:///{root}/campaign.db")
+        batch = store.start_batch(station_id="campaign", operator="bench", rig="-", catalog="-")
+        reported: dict[int, str] = {}
+        lock = threading.Lock()
+
+        def publish(e: Event) -> None:
+            if e.kind == "job-finished" and e.job_id is not None:
+                with lock:
+                    reported[e.job_id] = str(e.state)
+
+        def chooser_for(p: Profile) -> object:
+            return catalog_chooser(cat, p, policy)
+
+        done = 0
+        while done < args.hubs:
+            n = min(args.slots, args.hubs - done)
+            specs = []
+            for i in range(1, n + 1):
+                fault = random_fault(rng)
+                faults_seen[fault.split("=")[0] or "none"] += 1
+                specs.append(
+                    HubSpec(
+                        slot=i,
+                        eui64=derive_eui64(args.seed * 100_000 + done, i),
+                        firmware=0x0101_0000,
+                        firmware_size=SIZE,
+                        paced=False,
+                        faults=fault,
+                        seed=rng.randrange(1 << 30),
+                    )
+                )
+            hubs = [SimHub.launch(s) for s in specs]
+            for h in hubs:
+                h.wait_ready(30)
+            reported.clear()
+            rig = Rig(
+                "campaign",
+                tuple(Slot(h.spec.slot, "demo-an3155", port=h.port) for h in hubs),
+                job_retries=0,
+                slot_fault_after=0,
+            )
+            Controller(
+                rig,
+                store=store,
+                batch_id=batch,
+                chooser_for=chooser_for,  # type: ignore[arg-type]
+                policy=policy,
+                publish=publish,
+            ).run()
+            for job_id, state in reported.items():
+                row = store.job(job_id)
+                if row.state != state:
+                    lost += 1
+                results[state] += 1
+                if state == "passed":
+                    port = next(h.port for h in hubs if h.spec.slot == row.slot)
+                    false_passes += not independent_check(port)
+            for h in hubs:
+                h.request_stop()
+            for h in hubs:
+                h.stop()
+            done += n
+            print(f"{done}/{args.hubs} hubs: {dict(results)}", flush=True)
+        store.close()
+    wall = time.monotonic() - started
+    print(f"\nfaults injected: {dict(faults_seen)}")
+    print(f"results: {dict(results)}")
+    print(f"false passes: {false_passes}   lost records: {lost}   ({wall:.0f} s)")
+    if false_passes or lost:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
