@@ -19,7 +19,7 @@ from firmware_images.descriptor import format_version
 from sim.faults import parse_fault_spec, plan_for_slot
 from sim.pty import START_MODES, HubSpec, SimHub, SimStartError, derive_eui64
 
-PROTOCOLS = ("an3155", "dfu")
+PROTOCOLS = ("an3155", "dfu", "gecko")
 _START_S_PER_HUB = 0.25  # interpreter start-up per hub on a small machine (measured ~0.1 s)
 
 
@@ -150,6 +150,7 @@ def rig_specs(
     paced: bool = True,
     latency_s: float = 0.001,
     hw_version: int = 2,
+    protocol: str = "an3155",
 ) -> list[HubSpec]:
     """Specs of hubs in slots 1..``hubs``.
 
@@ -178,6 +179,7 @@ def rig_specs(
                 latency_s=latency_s,
                 faults=faults,
                 seed=seed,
+                protocol=protocol,
             )
         )
     return specs
@@ -224,6 +226,7 @@ def start_rig(
     latency_s: float = 0.001,
     hw_version: int = 2,
     timeout_s: float | None = None,
+    protocol: str = "an3155",
 ) -> list[SimHub]:
     """Start ``hubs`` simulated hubs (slots 1..N) in parallel; returns them ready.
 
@@ -241,6 +244,7 @@ def start_rig(
         paced=paced,
         latency_s=latency_s,
         hw_version=hw_version,
+        protocol=protocol,
     )
     return start_hubs(specs, timeout_s)
 
@@ -271,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             paced=not args.unpaced,
             latency_s=args.latency_ms / 1000.0,
+            protocol=args.protocol,
         )
     except ValueError as exc:
         print(f"station sim: error: {exc}", file=sys.stderr)

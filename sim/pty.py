@@ -1,15 +1,19 @@
-"""Serve simulated AN3155 hubs on POSIX pseudo-terminals, one process per hub.
+"""Serve simulated serial hubs on POSIX pseudo-terminals, one process per hub.
 
 Any program (the station, stm32flash, a terminal) opens the hub's slave path like a serial
-port. The hub process owns the master side and runs the pure model (:mod:`sim.an3155`)
-behind a :class:`Pacer`, which makes the link as slow as the wire it pretends to be: 11 bit
-times per byte (8E1) each way, flash and core times, USB-serial adapter latency.
+port. The hub process owns the master side and runs the pure model (:mod:`sim.an3155` or
+:mod:`sim.gecko`) behind a :class:`Pacer`, which makes the link as slow as the wire it
+pretends to be: 11 bit times per byte for 8E1 (AN3155) or 10 for 8N1 (Gecko) each way,
+flash and core times, USB-serial adapter latency.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import enum
 import errno
+import functools
 import hashlib
 import heapq
 import itertools
@@ -20,22 +24,34 @@ import select
 import signal
 import tty
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from time import monotonic
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from firmware_images.build import demo_payload
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, format_version
-from sim.an3155 import FLASH_BASE, FLASH_SIZE, An3155Hub, Emit, Mode, Output, Timer, parse_eui64
+from sim import gecko
+from sim.an3155 import FLASH_BASE, FLASH_SIZE, An3155Hub, Emit, Timer, Vanish, parse_eui64
 from sim.faults import ByteFaults, FaultPlan, fault_plan
+from sim.gecko import Alarm, GeckoHub
 
 PROFILE = "demo-an3155"
+#: The hub profile that describes each simulated protocol's hubs.
+PROFILES = {"an3155": "demo-an3155", "gecko": "demo-gecko"}
 BITS_PER_BYTE = 11  # 8E1: start, 8 data, parity, stop
+#: Bit times per byte on each protocol's line: AN3155 is 8E1, the Gecko bootloader 8N1.
+LINE_BITS = {"an3155": 11, "gecko": 10}
 START_MODES = ("bootloader", "app")
+_APP_MODES = ("app-starting", "app")  # Mode values of a hub in (or starting) its application
+_FEED_CHUNK = 256  # bytes given to a model at once, so alarms are checked between chunks
+_PR_SET_TIMERSLACK = 29  # prctl option (linux/prctl.h)
+# A sleeping process wakes 0.1-0.2 ms late on a busy or virtual machine; the hub sleeps
+# until this long before a delivery is due and polls the rest, so it delivers on time.
+_SPIN_S = 300e-6
 _READ_SIZE = 4096
 _IDLE_WAKE_S = 1.0  # how often an idle hub checks that its parent is still alive
 _CTX = multiprocessing.get_context("spawn")
@@ -74,6 +90,8 @@ class HubSpec:
     firmware_size: int = 64 * 1024
     #: 0x44 (Extended Erase, bootloader v3.x) or 0x43 (Erase, older bootloaders).
     erase_command: int = 0x44
+    #: "an3155" (STM32 USART bootloader) or "gecko" (Silicon Labs Gecko, UART XMODEM).
+    protocol: str = "an3155"
 
     def __post_init__(self) -> None:
         if self.slot < 1:
@@ -92,11 +110,14 @@ class HubSpec:
             raise ValueError(
                 f"latency must be a non-negative number of seconds, not {self.latency_s}"
             )
+        if self.protocol not in PROFILES:
+            raise ValueError(f"protocol must be one of {tuple(PROFILES)}, not {self.protocol!r}")
         smallest = DESCRIPTOR_OFFSET + DESCRIPTOR_SIZE
-        if self.firmware_size % 4 or not smallest <= self.firmware_size <= FLASH_SIZE:
+        largest = FLASH_SIZE if self.protocol == "an3155" else gecko.APP_MAX_SIZE
+        if self.firmware_size % 4 or not smallest <= self.firmware_size <= largest:
             raise ValueError(
                 f"firmware size {self.firmware_size} must be a multiple of 4 "
-                f"from {smallest} to {FLASH_SIZE} bytes"
+                f"from {smallest} to {largest} bytes"
             )
         self.plan()  # raises ValueError on a bad fault SPEC
 
@@ -104,8 +125,31 @@ class HubSpec:
         """This hub's fault plan."""
         return fault_plan(self.faults, self.slot, self.seed)
 
-    def build_device(self) -> An3155Hub:
+    @property
+    def profile(self) -> str:
+        """The hub profile that describes this hub."""
+        return PROFILES[self.protocol]
+
+    @property
+    def bits_per_byte(self) -> int:
+        """Bit times one byte costs on this hub's line."""
+        return LINE_BITS[self.protocol]
+
+    def build_device(self) -> An3155Hub | GeckoHub:
         """The model of this hub, powered off, flash loaded as the spec says."""
+        if self.protocol == "gecko":
+            hub = GeckoHub(
+                eui64=self.eui64,
+                hw_version=self.hw_version,
+                start_in_bootloader=self.start_in == "bootloader",
+                faults=self.plan(),
+            )
+            if self.firmware is not None:
+                # Factory programming, not through the bootloader.
+                hub.flash.program(
+                    gecko.APP_BASE, gecko.demo_app(self.firmware, size=self.firmware_size)
+                )
+            return hub
         device = An3155Hub(
             eui64=self.eui64,
             hw_version=self.hw_version,
@@ -119,6 +163,30 @@ class HubSpec:
         return device
 
 
+DeviceOutput = Emit | Timer | Alarm | Vanish
+
+
+class HubModel(Protocol):
+    """What the pacer needs of a pure hub model (:class:`An3155Hub`, :class:`GeckoHub`)."""
+
+    @property
+    def mode(self) -> enum.Enum:
+        """What the device is doing (its value names the application as ``"app"``)."""
+        ...
+
+    def power_on(self) -> Sequence[DeviceOutput]:
+        """Power-on reset."""
+        ...
+
+    def feed(self, data: bytes) -> Sequence[DeviceOutput]:
+        """Host bytes, in order."""
+        ...
+
+    def timer_expired(self, token: int) -> Sequence[DeviceOutput]:
+        """A :class:`Timer` or :class:`Alarm` is due."""
+        ...
+
+
 class Pacer:
     """Turns model outputs into timed deliveries; time is passed in, so it is testable.
 
@@ -126,27 +194,31 @@ class Pacer:
     next free, ``dev_free`` when the device core is next free, ``tx_free`` when the hub-to-host
     line is next free. An output produced after input byte k is ready at
     ``max(arrival_k, dev_free) + busy`` and is delivered ``latency`` after its last byte has
-    left the line. Unpaced, every delay is zero except injected stall durations.
+    left the line. Unpaced, every delay is zero except injected stall durations and alarms
+    (protocol timeouts kept while listening: a byte arriving before an alarm is due reaches
+    the device first, one arriving after it only once the alarm has fired).
     """
 
     def __init__(
         self,
-        device: An3155Hub,
+        device: HubModel,
         *,
         baud: int,
         paced: bool = True,
         latency_s: float = 0.001,
         plan: FaultPlan | None = None,
+        bits_per_byte: int = BITS_PER_BYTE,
     ) -> None:
         self.device = device
         self.paced = paced
-        self.byte_s = BITS_PER_BYTE / baud if paced else 0.0
+        self.byte_s = bits_per_byte / baud if paced else 0.0
         self.latency_s = latency_s if paced else 0.0
         self.rx_free = self.dev_free = self.tx_free = -math.inf
         self._rx_faults, self._tx_faults = ByteFaults.pair(plan or FaultPlan())
         self._outbox: list[tuple[float, int, bytes | None]] = []  # (at, seq, data | vanish)
         self._seq = itertools.count()
         self._timer: tuple[float, int] | None = None  # (due, token) while the device is deaf
+        self._alarm: tuple[float, int] | None = None  # (due, token) while it listens
         self._held: list[tuple[float, int]] = []  # (arrival, byte) that arrive after `due`
 
     def start(self, now: float) -> None:
@@ -172,8 +244,10 @@ class Pacer:
         self._feed(kept, arrive)
 
     def next_due(self) -> float | None:
-        """When something is next due (delivery or device timer); None if nothing is."""
+        """When something is next due (delivery, timer or alarm); None if nothing is."""
         due = self._timer[0] if self._timer is not None else math.inf
+        if self._alarm is not None:
+            due = min(due, self._alarm[0])
         if self._outbox:
             due = min(due, self._outbox[0][0])
         return due if math.isfinite(due) else None
@@ -183,25 +257,36 @@ class Pacer:
         out: list[bytes | None] = []
         while True:
             timer_due = self._timer[0] if self._timer is not None else math.inf
+            alarm_due = self._alarm[0] if self._alarm is not None else math.inf
             send_due = self._outbox[0][0] if self._outbox else math.inf
-            if min(timer_due, send_due) > now:
+            if min(timer_due, alarm_due, send_due) > now:
                 return out
-            if timer_due <= send_due:
+            if timer_due <= min(alarm_due, send_due):
                 self._fire_timer()
+            elif alarm_due <= send_due:
+                self._fire_alarm()
             else:
                 out.append(heapq.heappop(self._outbox)[2])
 
     # --- internals ---------------------------------------------------------------------------
 
     def _feed(self, data: bytes, arrive: Callable[[int], float]) -> None:
-        if not data:
-            return
-        if self._timer is not None:
-            self._hold(data, arrive, 0)
-            return
-        stopped_at = self._schedule(self.device.feed(data), arrive, 0.0)
-        if stopped_at is not None:
-            self._hold(data, arrive, stopped_at + 1)
+        i, n = 0, len(data)
+        while i < n:
+            if self._timer is not None:
+                self._hold(data, arrive, i)
+                return
+            end = min(n, i + _FEED_CHUNK)
+            if self._alarm is not None:
+                # Bytes that arrive once the alarm is due go in after it has fired.
+                end = i + bisect_left(range(i, end), self._alarm[0], key=arrive)
+                if end == i:
+                    self._fire_alarm()
+                    continue
+            stopped_at = self._schedule(
+                self.device.feed(data[i:end]), functools.partial(_shifted, arrive, i), 0.0
+            )
+            i = end if stopped_at is None else i + stopped_at + 1
 
     def _hold(self, data: bytes, arrive: Callable[[int], float], first: int) -> None:
         """Keep bytes that reach a deaf device only after it wakes; the rest are lost."""
@@ -222,8 +307,17 @@ class Pacer:
         if held:
             self._feed(bytes(b for _, b in held), lambda i: held[i][0])
 
+    def _fire_alarm(self) -> None:
+        assert self._alarm is not None
+        due, token = self._alarm
+        self._alarm = None
+        self._schedule(self.device.timer_expired(token), None, due)
+
     def _schedule(
-        self, outputs: list[Output], arrive: Callable[[int], float] | None, base: float
+        self,
+        outputs: Sequence[DeviceOutput],
+        arrive: Callable[[int], float] | None,
+        base: float,
     ) -> int | None:
         """Place outputs on the clocks; returns the input index a Timer stopped at."""
         for out in outputs:
@@ -239,7 +333,10 @@ class Pacer:
                 if math.isfinite(due):
                     self.dev_free = due
                 self._timer = (due, out.token)
+                self._alarm = None  # a deaf device keeps no listening timeout
                 return out.after_index
+            elif isinstance(out, Alarm):
+                self._alarm = (ready + out.delay_s, out.token)
             else:  # Vanish: once what is already on the line has arrived
                 at = max(ready, self.tx_free) + self.latency_s
                 heapq.heappush(self._outbox, (at, next(self._seq), None))
@@ -252,6 +349,11 @@ class Pacer:
         if kept:
             at = self.tx_free + self.latency_s
             heapq.heappush(self._outbox, (at, next(self._seq), kept))
+
+
+def _shifted(arrive: Callable[[int], float], offset: int, index: int) -> float:
+    """Arrival time of byte ``index`` of a slice that starts at ``offset``."""
+    return arrive(offset + index)
 
 
 # --- the hub process -------------------------------------------------------------------------
@@ -272,10 +374,19 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _precise_wakeups() -> None:
+    """Ask Linux to wake this process on time: its timer slack (default 50 µs, by which a
+    sleep may overrun) becomes 1 µs, so deliveries leave when the timing model says."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+
+
 def _serve(spec: HubSpec, conn: Connection) -> None:
     """Child process: open the pty, report its path, then run the hub until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _precise_wakeups()
     parent = os.getppid()
     master = slave = -1
     try:
@@ -285,10 +396,15 @@ def _serve(spec: HubSpec, conn: Connection) -> None:
         os.set_blocking(master, False)
         device = spec.build_device()
         pacer = Pacer(
-            device, baud=spec.baud, paced=spec.paced, latency_s=spec.latency_s, plan=spec.plan()
+            device,
+            baud=spec.baud,
+            paced=spec.paced,
+            latency_s=spec.latency_s,
+            plan=spec.plan(),
+            bits_per_byte=spec.bits_per_byte,
         )
         pacer.start(monotonic())
-        mode = "app" if device.mode in (Mode.STARTING, Mode.APP) else "bootloader"
+        mode = "app" if device.mode.value in _APP_MODES else "bootloader"
         conn.send(("ready", os.ttyname(slave), mode))
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -312,6 +428,10 @@ def _loop(pacer: Pacer, master: int, conn: Connection, parent: int) -> None:
             _write(master, data)
         due = pacer.next_due()
         timeout = _IDLE_WAKE_S if due is None else min(max(due - now, 0.0), _IDLE_WAKE_S)
+        if timeout <= _SPIN_S:
+            timeout = 0.0  # poll: a sleep this short would overrun (wake-up latency)
+        elif due is not None and timeout < _IDLE_WAKE_S:
+            timeout -= _SPIN_S  # wake a little early, then poll up to the due time
         watch: list[int | Connection] = [conn] if now < master_quiet_until else [master, conn]
         readable, _, _ = select.select(watch, [], [], timeout)
         if conn in readable:
@@ -407,7 +527,7 @@ class SimHub:
         return {
             "slot": self.spec.slot,
             "port": self.port,
-            "profile": PROFILE,
+            "profile": self.spec.profile,
             "eui64": self.spec.eui64,
             "firmware": None if firmware is None else format_version(firmware),
         }
