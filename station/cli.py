@@ -216,8 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
     )
     p.add_argument(
-        "--port", required=True, help="device path or pyserial URL (/dev/ttyUSB0, rfc2217://h:p), or a USB hub: "
-        "usb:<serial> or usb:<bus>-<port.path> (DFU profiles)"
+        "--port",
+        required=True,
+        help="device path or pyserial URL (/dev/ttyUSB0, rfc2217://h:p), or a USB hub: "
+        "usb:<serial> or usb:<bus>-<port.path> (DFU profiles)",
     )
     p.add_argument(
         "--profile",

@@ -22,6 +22,7 @@ from drivers.errors import ConfigError, ImageError
 from firmware_images import build as demo
 from firmware_images.catalog import Catalog, Decision, parse_version_text
 from firmware_images.descriptor import format_version
+from firmware_images.gbl import build_gbl
 from firmware_images.loader import parse_file
 from firmware_images.model import ParsedImage, SigStatus
 from firmware_images.trust import TrustStore, signature_refusal
@@ -239,7 +240,11 @@ def cmd_keygen(args: argparse.Namespace, err: Console) -> int:
 def cmd_build(args: argparse.Namespace, err: Console) -> int:
     """Wrap a payload into a GBCS OTA Upgrade Image or a Zigbee OTA file."""
     if args.demo_version is not None:
-        payload = demo.demo_payload(args.demo_version, size=args.size)
+        payload = demo.demo_payload(
+            args.demo_version,
+            size=args.size,
+            image_type=args.image_type or demo.DEMO_IMAGE_TYPE,
+        )
         ident = {
             "manufacturer_code": demo.DEMO_MANUFACTURER,
             "image_type": demo.DEMO_IMAGE_TYPE,
@@ -266,7 +271,19 @@ def cmd_build(args: argparse.Namespace, err: Console) -> int:
                 f"--{key.replace('_', '-')} is needed: the payload carries no descriptor"
             )
     sign = ecdsa_p256_sign(_load_private_key(args.sign_key)) if args.sign_key else None
-    if args.format == "gbcs":
+    if args.format == "gbl":
+        if sign is not None:
+            raise ConfigError("GBL signing is not done by this tool; use --format gbcs")
+        address = args.address if args.address is not None else demo.DEMO_LOAD_ADDRESS
+        if args.demo_version is not None:
+            payload = demo.demo_payload(
+                args.demo_version,
+                size=args.size,
+                load_address=address,
+                image_type=int(ident["image_type"] or 0),
+            )
+        data = build_gbl([(address, payload)], app_version=int(ident["file_version"] or 0))
+    elif args.format == "gbcs":
         data = build_gbcs_image(
             payload,
             manufacturer_code=int(ident["manufacturer_code"] or 0),
@@ -464,9 +481,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     src = q.add_mutually_exclusive_group(required=True)
     src.add_argument("--payload", help="payload file (raw with --address, HEX, S-record)")
     src.add_argument("--demo-version", type=_version, help="build a demo application payload")
-    q.add_argument("--address", type=_int, help="load address of a raw payload file")
+    q.add_argument(
+        "--address", type=_int, help="load address of a raw payload file, or of a GBL's data"
+    )
     q.add_argument("--size", type=_int, default=64 * 1024, help="demo payload size")
-    q.add_argument("--format", choices=["gbcs", "zigbee"], default="gbcs")
+    q.add_argument(
+        "--format",
+        choices=["gbcs", "zigbee", "gbl"],
+        default="gbcs",
+        help="gbcs (signable), zigbee, or gbl for Gecko hubs (with --address, e.g. 0x4000)",
+    )
     q.add_argument("--manufacturer-code", type=_int)
     q.add_argument("--image-type", type=_int)
     q.add_argument("--file-version", type=_version)
