@@ -144,11 +144,12 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_ports(args: argparse.Namespace, err: Console) -> int:
-    from station.rig import ports_table
+    from station.rig import ports_table, usb_devices
 
     rows = ports_table()
+    usb, usb_problem = usb_devices()
     if args.json:
-        print(json.dumps(rows))
+        print(json.dumps({"serial": rows, "usb": usb, "usb_problem": usb_problem}))
         return 0
     if not rows:
         err.print("no serial ports found (simulated hubs: see 'station sim')")
@@ -156,6 +157,13 @@ def cmd_ports(args: argparse.Namespace, err: Console) -> int:
         print(
             f"{r['device']:<16} location {r['location'] or '-':<12} serial "
             f"{r['serial_number'] or '-':<14} {r['vid:pid'] or '-':<10} {r['description']}"
+        )
+    if usb_problem:
+        err.print(f"USB devices not listed: {usb_problem}", highlight=False)
+    for u in usb:
+        print(
+            f"{u['port']:<16} {u['vid:pid']:<10} serial {u['serial_number'] or '-':<14} "
+            f"{u['looks_like'] or ''}"
         )
     return 0
 

@@ -196,3 +196,38 @@ def ports_table() -> list[dict[str, str | None]]:
         }
         for p in list_ports.comports()
     ]
+
+
+def usb_devices() -> tuple[list[dict[str, str | None]], str | None]:
+    """USB devices with the hub profile they look like (for ``station ports``).
+
+    Returns the rows and, when the bus cannot be listed (no libusb, no simulated bus
+    configured), the reason instead.
+    """
+    from drivers.errors import StationError
+    from drivers.transport.usb import UsbLink, UsbSelector
+    from station.profiles import builtin_names, load_profile
+
+    known: dict[tuple[int, int], str] = {}
+    for name in builtin_names():
+        prof = load_profile(name)
+        for key in ("runtime_id", "dfu_id"):
+            ids = prof.options.get("dfu", {}).get(key)
+            if isinstance(ids, list) and len(ids) == 2:
+                known[(int(ids[0]), int(ids[1]))] = f"{name} ({key.split('_')[0]})"
+    link = UsbLink(UsbSelector())
+    try:
+        found = link.candidates()
+    except StationError as exc:
+        return [], exc.message
+    finally:
+        link.close()
+    return [
+        {
+            "port": f"usb:{c.location}",
+            "vid:pid": f"{c.vid:04x}:{c.pid:04x}",
+            "serial_number": c.serial,
+            "looks_like": known.get((c.vid, c.pid)),
+        }
+        for c, _dev in found
+    ], None

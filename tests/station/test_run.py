@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -122,3 +124,26 @@ def test_bad_rig_is_bad_input(tmp_path: Path, bad: str) -> None:
     (tmp_path / "rig.toml").write_text(bad)
     done = _station("run", "--rig", str(tmp_path / "rig.toml"), "--catalog", str(tmp_path))
     assert done.returncode == 2 and "rig.toml" in done.stderr
+
+
+def test_ports_lists_usb_hubs_on_the_simulated_bus(tmp_path: Path) -> None:
+    sim = subprocess.Popen(
+        [*STATION, "sim", "--protocol", "dfu", "--hubs", "2", "--unpaced", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        hubs = [json.loads(sim.stdout.readline()) for _ in range(2)]
+        env = {**os.environ, "STATION_USB_BACKEND": hubs[0]["backend"]}
+        done = subprocess.run(
+            [*STATION, "ports", "--json"], capture_output=True, text=True, env=env, timeout=60
+        )
+        listed = json.loads(done.stdout)
+        assert listed["usb_problem"] is None
+        assert sorted(u["port"] for u in listed["usb"]) == sorted(h["port"] for h in hubs)
+        assert {u["looks_like"] for u in listed["usb"]} == {"demo-dfu (dfu)"}
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(timeout=20)
