@@ -7,11 +7,14 @@ same on its own. :func:`start_rig` is the programmatic entry used by demos and t
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from time import monotonic
 from types import FrameType
 
@@ -137,6 +140,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="USB-serial adapter latency (default 1 ms)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per hub and line")
+    parser.add_argument(
+        "--links",
+        metavar="DIR",
+        help="keep DIR/slot-N pointing at slot N's port (stable across swaps: bind rig slots "
+        "to these paths)",
+    )
+    parser.add_argument(
+        "--commands",
+        action="store_true",
+        help="read operator commands from stdin, one per line: 'remove N' takes slot N's hub "
+        "out (its port vanishes), 'insert N [VERSION]' puts a new hub in (a new EUI-64)",
+    )
 
 
 def rig_specs(
@@ -301,13 +316,88 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(hub.info()) if args.json else describe(hub), flush=True)
         if not args.json:
             print(f"{len(hubs)} hub(s) running; Ctrl-C to stop", file=sys.stderr, flush=True)
+        links = Path(args.links) if getattr(args, "links", None) else None
+        for hub in hubs:
+            _link(links, hub)
+        if getattr(args, "commands", False):
+            _serve_commands(args, hubs, links, stop)
         while not stop.wait(0.5):
             pass
         return 0
     finally:
         stop_hubs(hubs)
+        if getattr(args, "links", None):
+            for hub in hubs:  # the ports are gone: so are the slots' links
+                (Path(args.links) / f"slot-{hub.spec.slot}").unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _link(links: Path | None, hub: SimHub) -> None:
+    """Point ``links/slot-N`` at the hub's pseudo-terminal (atomically replaced)."""
+    if links is None:
+        return
+    links.mkdir(parents=True, exist_ok=True)
+    tmp = links / f".slot-{hub.spec.slot}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(hub.port)
+    tmp.replace(links / f"slot-{hub.spec.slot}")
+
+
+def _serve_commands(
+    args: argparse.Namespace, hubs: list[SimHub], links: Path | None, stop: threading.Event
+) -> None:
+    """Operator swaps from stdin, handled in a reader thread until stdin closes."""
+    generation = itertools.count(1)
+
+    def handle(line: str) -> str:
+        words = line.split()
+        if len(words) < 2 or words[0] not in ("remove", "insert") or not words[1].isdigit():
+            return "error: commands are 'remove N' and 'insert N [VERSION]'"
+        slot = int(words[1])
+        current = next((h for h in hubs if h.spec.slot == slot), None)
+        if words[0] == "remove":
+            if current is None:
+                return f"error: slot {slot} is empty"
+            hubs.remove(current)
+            if links is not None:
+                (links / f"slot-{slot}").unlink(missing_ok=True)
+            current.stop()
+            return json.dumps({"slot": slot, "removed": True})
+        if current is not None:
+            return f"error: slot {slot} already holds a hub; remove it first"
+        firmware = parse_version(words[2]) if len(words) > 2 else args.firmware
+        spec = rig_specs(
+            max(slot, args.hubs),
+            baud=args.baud,
+            firmware=firmware,
+            start_in=args.start_in,
+            faults="",
+            seed=args.seed,
+            paced=not args.unpaced,
+            latency_s=args.latency_ms / 1000.0,
+            protocol=args.protocol,
+        )[slot - 1]
+        # A different hub: a new identity, as when an operator swaps one in.
+        spec = dataclasses.replace(
+            spec, eui64=derive_eui64(args.seed + 7919 * next(generation), slot)
+        )
+        hub = SimHub.start(spec)
+        hubs.append(hub)
+        _link(links, hub)
+        return json.dumps(hub.info()) if args.json else describe(hub)
+
+    def reader() -> None:
+        for line in sys.stdin:
+            if stop.is_set():
+                return
+            if line.strip():
+                try:
+                    print(handle(line.strip()), flush=True)
+                except (ValueError, SimStartError) as exc:
+                    print(f"error: {exc}", flush=True)
+
+    threading.Thread(target=reader, name="sim-commands", daemon=True).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
