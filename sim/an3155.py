@@ -23,9 +23,9 @@ from firmware_images.descriptor import (
     DESCRIPTOR_SIZE,
     AppDescriptor,
     check_payload,
-    format_version,
     parse_descriptor,
 )
+from sim.app_console import LineConsole, banner
 from sim.faults import BlockFault, BlockFaultKind, FaultPlan
 
 # --- memory map (contract) -------------------------------------------------------------------
@@ -61,7 +61,6 @@ WATCHDOG_S = 100e-3
 # rewrites its option page, so model it as one page erase plus one double-word program.
 OPTION_UPDATE_S = PAGE_ERASE_S + DOUBLEWORD_PROGRAM_S
 
-CONSOLE_LINE_MAX = 128
 _EUI64 = re.compile(r"^[0-9A-F]{2}(?:-[0-9A-F]{2}){7}$")
 
 
@@ -305,7 +304,7 @@ class An3155Hub:
         self._need = 0
         self._buf = bytearray()
         self._at_command = False
-        self._line = bytearray()
+        self._console = LineConsole()
         self._app: AppDescriptor | None = None
         self._pending: tuple[Timer, Callable[[], None]] | None = None
         self._token = 0
@@ -447,7 +446,7 @@ class An3155Hub:
     def _set_mode(self, mode: Mode) -> None:
         self._stop_exchange()
         self._pending = None
-        self._line.clear()
+        self._console.clear()
         self._app = None
         self._mode = mode
 
@@ -490,35 +489,22 @@ class An3155Hub:
         def started() -> None:
             self._set_mode(Mode.APP)
             self._app = app
-            self._send(f"CHUB APP {format_version(app.firmware_version)} READY\r\n".encode())
+            self._send(banner(app.firmware_version))
 
         self._wait(APP_START_S, started)
 
     def _console_byte(self, byte: int) -> None:
-        if byte in (0x0D, 0x0A):
-            if self._line:
-                line = self._line.decode("ascii").strip()
-                self._line.clear()
-                self._console_line(line)
-        elif 0x20 <= byte < 0x7F and len(self._line) < CONSOLE_LINE_MAX:
-            self._line.append(byte)
-
-    def _console_line(self, line: str) -> None:
+        line = self._console.feed(byte)
+        if line is None:
+            return
         app = self._app
         assert app is not None
-        if line == "VER?":
-            answer = f"VER {format_version(app.firmware_version)}"
-        elif line == "EUI?":
-            answer = f"EUI {self.eui64}"
-        elif line == "HW?":
-            answer = f"HW {self.hw_version}"
-        elif line == "BOOT":
-            self._send(b"OK BOOT\r\n")
+        reply, boot = self._console.answer(
+            line, version=app.firmware_version, eui64=self.eui64, hw_version=self.hw_version
+        )
+        self._send(reply)
+        if boot:
             self._set_mode(Mode.WAIT_SYNC)
-            return
-        else:
-            answer = "ERR unknown command"
-        self._send(f"{answer}\r\n".encode())
 
     # --- bootloader session ------------------------------------------------------------------
 

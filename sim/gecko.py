@@ -39,10 +39,10 @@ from firmware_images.descriptor import (
     DESCRIPTOR_SIZE,
     AppDescriptor,
     check_payload,
-    format_version,
     parse_descriptor,
 )
 from sim.an3155 import Emit, Flash, Timer, Vanish, parse_eui64
+from sim.app_console import LineConsole, banner
 from sim.faults import BlockFault, BlockFaultKind, FaultPlan
 
 # --- memory map (contract) -------------------------------------------------------------------
@@ -98,8 +98,6 @@ APP_START_S = 20e-3
 # Forsberg's receiver gives up after about ten consecutive errors (the Gecko firmware NAKs
 # for ever); the model follows Forsberg so an abandoned upload ends.
 MAX_ERRORS = 10
-
-CONSOLE_LINE_MAX = 128
 
 
 def version_text(version: int) -> str:
@@ -385,7 +383,7 @@ class GeckoHub:
         self._fired: set[tuple[BlockFault, int]] = set()
         self._mode = Mode.OFF
         self._app: AppDescriptor | None = None
-        self._line = bytearray()
+        self._console = LineConsole()
         # XMODEM receiver
         self._packet = bytearray()
         self._started = False
@@ -523,7 +521,7 @@ class GeckoHub:
 
     def _set_mode(self, mode: Mode) -> None:
         self._pending = None
-        self._line.clear()
+        self._console.clear()
         self._app = None
         self._mode = mode
 
@@ -544,7 +542,7 @@ class GeckoHub:
             def started() -> None:
                 self._set_mode(Mode.APP)
                 self._app = app
-                self._send(f"CHUB APP {format_version(app.firmware_version)} READY\r\n".encode())
+                self._send(banner(app.firmware_version))
 
             self._wait(APP_START_S, started)
             return
@@ -566,30 +564,17 @@ class GeckoHub:
             self._send(menu_text(self.bootloader_version))
 
     def _console_byte(self, byte: int) -> None:
-        if byte in (0x0D, 0x0A):
-            if self._line:
-                line = self._line.decode("ascii").strip()
-                self._line.clear()
-                self._console_line(line)
-        elif 0x20 <= byte < 0x7F and len(self._line) < CONSOLE_LINE_MAX:
-            self._line.append(byte)
-
-    def _console_line(self, line: str) -> None:
+        line = self._console.feed(byte)
+        if line is None:
+            return
         app = self._app
         assert app is not None
-        if line == "VER?":
-            answer = f"VER {format_version(app.firmware_version)}"
-        elif line == "EUI?":
-            answer = f"EUI {self.eui64}"
-        elif line == "HW?":
-            answer = f"HW {self.hw_version}"
-        elif line == "BOOT":
-            self._send(b"OK BOOT\r\n")
+        reply, boot = self._console.answer(
+            line, version=app.firmware_version, eui64=self.eui64, hw_version=self.hw_version
+        )
+        self._send(reply)
+        if boot:
             self._reset(force_bootloader=True)
-            return
-        else:
-            answer = "ERR unknown command"
-        self._send(f"{answer}\r\n".encode())
 
     # --- XMODEM receiver ---------------------------------------------------------------------
 
