@@ -347,8 +347,12 @@ class XmodemSender:
     def _answer(self, block: int | None) -> _Answer:
         """Wait for the receiver's answer to what was just sent."""
         deadline = time.monotonic() + self.timeouts.response_s
-        while (left := deadline - time.monotonic()) > 0:
+        # The first read asks for the whole response time: a constant timeout spares a
+        # termios re-configuration on every block (pyserial re-applies it on each change).
+        left = self.timeouts.response_s
+        while left > 0:
             got = self.link.read(1, left)
+            left = deadline - time.monotonic()
             if not got:
                 break
             byte = got[0]
