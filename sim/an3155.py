@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 from drivers.an3155_codes import ACK, NACK, SYNC, Cmd
 from drivers.crc import stm32_crc, xor8
@@ -112,6 +113,61 @@ class Vanish:
 
 
 Output = Emit | Timer | Vanish
+
+
+OutputT = TypeVar("OutputT")
+
+
+class TimedModel(Generic[OutputT]):
+    """Timer bookkeeping every pure hub model shares.
+
+    A model collects its outputs in ``_out`` while it handles input or a timer; a deaf wait
+    is one pending ``(timer, action)`` pair that :meth:`timer_expired` runs when the
+    adapter says it is due (stale tokens are ignored).
+    """
+
+    def __init__(self) -> None:
+        self._pending: tuple[Any, Callable[[], None]] | None = None
+        self._token = 0
+        self._out: list[OutputT] = []
+        self._index = -1  # the input byte being handled (-1: a timer or power-on)
+
+    @property
+    def pending_timer(self) -> Timer | None:
+        """The deaf wait the device is in, if any."""
+        pending = self._pending[0] if self._pending else None
+        return pending if isinstance(pending, Timer) else None
+
+    def timer_expired(self, token: int) -> list[OutputT]:
+        """The adapter's call when a timer is due; stale tokens are ignored."""
+        if self._pending is None or self._pending[0].token != token:
+            return []
+        _, action = self._pending
+        self._pending = None
+        return self._entry(action)
+
+    def settle(self) -> list[OutputT]:
+        """Let every pending finite deaf wait expire at once (for tests that ignore time)."""
+        out: list[OutputT] = []
+        while (timer := self.pending_timer) is not None and math.isfinite(timer.delay_s):
+            out += self.timer_expired(timer.token)
+        return out
+
+    def _entry(self, action: Callable[[], None]) -> list[OutputT]:
+        self._out = []
+        self._index = -1
+        action()
+        out, self._out = self._out, []
+        return out
+
+    def _wait(self, delay_s: float, then: Callable[[], None], *, fault: bool = False) -> None:
+        """Go deaf until ``then`` runs, ``delay_s`` after the device is free."""
+        self._token += 1
+        timer = Timer(self._index, delay_s, self._token, fault)
+        self._pending = (timer, then)
+        # Every model's output type includes Timer; the TypeVar cannot say so.
+        self._out.append(cast(OutputT, timer))
+
 
 # A bootloader exchange as a coroutine: it yields how many bytes it needs next and receives
 # exactly that many, so each command reads like the AN3155 sequence it implements.
@@ -244,7 +300,7 @@ def identity_block(eui64: str, hw_version: int) -> bytes:
 # --- the device ------------------------------------------------------------------------------
 
 
-class An3155Hub:
+class An3155Hub(TimedModel[Output]):
     """One simulated hub: STM32L4-class memory, ST bootloader v3.1, demo application.
 
     Call :meth:`power_on` first. Then :meth:`feed` host bytes; when a :class:`Timer` is
@@ -267,6 +323,7 @@ class An3155Hub:
     ) -> None:
         if erase_command not in (Cmd.ERASE, Cmd.EXTENDED_ERASE):
             raise ValueError("erase_command must be 0x43 (Erase) or 0x44 (Extended Erase)")
+        super().__init__()
         self.flash = Flash()
         self.sram = bytearray(SRAM_SIZE)
         self.otp = bytearray(identity_block(eui64, hw_version))
@@ -306,10 +363,6 @@ class An3155Hub:
         self._at_command = False
         self._console = LineConsole()
         self._app: AppDescriptor | None = None
-        self._pending: tuple[Timer, Callable[[], None]] | None = None
-        self._token = 0
-        self._out: list[Output] = []
-        self._index = -1
 
     # --- public interface --------------------------------------------------------------------
 
@@ -322,11 +375,6 @@ class An3155Hub:
     def at_command_boundary(self) -> bool:
         """Synced and waiting for the first byte of a command."""
         return self._mode is Mode.BOOTLOADER and self._at_command and not self._buf
-
-    @property
-    def pending_timer(self) -> Timer | None:
-        """The timer the device is waiting on, if any."""
-        return self._pending[0] if self._pending else None
 
     @property
     def running_app(self) -> AppDescriptor | None:
@@ -374,21 +422,6 @@ class An3155Hub:
         out, self._out = self._out, []
         return out
 
-    def timer_expired(self, token: int) -> list[Output]:
-        """The adapter's call when a :class:`Timer` is due; stale tokens are ignored."""
-        if self._pending is None or self._pending[0].token != token:
-            return []
-        _, action = self._pending
-        self._pending = None
-        return self._entry(action)
-
-    def settle(self) -> list[Output]:
-        """Let every pending finite timer expire at once (for tests that ignore time)."""
-        out: list[Output] = []
-        while (timer := self.pending_timer) is not None and math.isfinite(timer.delay_s):
-            out += self.timer_expired(timer.token)
-        return out
-
     def application(self) -> AppDescriptor | None:
         """The application in flash if it would boot: descriptor fits in flash, CRC right."""
         head = self.flash.data[: DESCRIPTOR_OFFSET + DESCRIPTOR_SIZE]
@@ -412,13 +445,6 @@ class An3155Hub:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _entry(self, action: Callable[[], None]) -> list[Output]:
-        self._out = []
-        self._index = -1
-        action()
-        out, self._out = self._out, []
-        return out
-
     def _send(self, data: bytes | int, busy_s: float = 0.0) -> None:
         """Queue output produced by the current input byte, after ``busy_s`` of work."""
         payload = bytes([data]) if isinstance(data, int) else data
@@ -428,13 +454,6 @@ class An3155Hub:
             self._out[-1] = Emit(last.after_index, last.busy_s, last.data + payload)
         else:
             self._out.append(Emit(self._index, busy_s, payload))
-
-    def _wait(self, delay_s: float, then: Callable[[], None], *, fault: bool = False) -> None:
-        """Go deaf until ``then`` runs, ``delay_s`` after the device is free."""
-        self._token += 1
-        timer = Timer(self._index, delay_s, self._token, fault)
-        self._pending = (timer, then)
-        self._out.append(timer)
 
     def _stop_exchange(self) -> None:
         # Only drop the reference: this may run inside the exchange itself (a command that

@@ -13,7 +13,6 @@ the contract says otherwise.
 from __future__ import annotations
 
 import enum
-import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from firmware_images.descriptor import (
     check_payload,
     parse_descriptor,
 )
-from sim.an3155 import Emit, Flash, Timer, Vanish, parse_eui64
+from sim.an3155 import Emit, Flash, TimedModel, Timer, Vanish, parse_eui64
 from sim.app_console import LineConsole, banner
 from sim.faults import BlockFault, BlockFaultKind, FaultPlan
 
@@ -341,7 +340,7 @@ class GblStream:
 # --- the device ------------------------------------------------------------------------------
 
 
-class GeckoHub:
+class GeckoHub(TimedModel[Output]):
     """One simulated hub: EFR32MG21-class flash, Gecko UART XMODEM bootloader, demo app.
 
     Call :meth:`power_on` first, then :meth:`feed` host bytes; when a :class:`Timer` or
@@ -370,6 +369,7 @@ class GeckoHub:
         parse_eui64(eui64)
         if not 0 <= hw_version <= 0xFFFF:
             raise ValueError(f"hardware version {hw_version} does not fit in 16 bits")
+        super().__init__()
         self.flash = Flash(FLASH_BASE, FLASH_SIZE, PAGE_SIZE)
         self.eui64 = eui64
         self.hw_version = hw_version
@@ -393,10 +393,6 @@ class GeckoHub:
         self._gbl = GblStream()
         self._erased: set[int] = set()  # pages erased by the current upload
         # timers
-        self._pending: tuple[Timer | Alarm, Callable[[], None]] | None = None
-        self._token = 0
-        self._out: list[Output] = []
-        self._index = -1
 
     # --- public interface --------------------------------------------------------------------
 
@@ -409,12 +405,6 @@ class GeckoHub:
     def running_app(self) -> AppDescriptor | None:
         """Descriptor of the application running now (None outside the application)."""
         return self._app if self._mode is Mode.APP else None
-
-    @property
-    def pending_timer(self) -> Timer | None:
-        """The deaf wait the device is in, if any."""
-        pending = self._pending[0] if self._pending else None
-        return pending if isinstance(pending, Timer) else None
 
     @property
     def pending_alarm(self) -> Alarm | None:
@@ -452,21 +442,6 @@ class GeckoHub:
         out, self._out = self._out, []
         return out
 
-    def timer_expired(self, token: int) -> list[Output]:
-        """The adapter's call when a :class:`Timer` or :class:`Alarm` is due."""
-        if self._pending is None or self._pending[0].token != token:
-            return []
-        _, action = self._pending
-        self._pending = None
-        return self._entry(action)
-
-    def settle(self) -> list[Output]:
-        """Let every pending finite deaf wait expire (alarms stay; see :meth:`expire`)."""
-        out: list[Output] = []
-        while (timer := self.pending_timer) is not None and math.isfinite(timer.delay_s):
-            out += self.timer_expired(timer.token)
-        return out
-
     def expire(self) -> list[Output]:
         """Let the pending alarm expire now (a timeout in tests that ignore time)."""
         alarm = self.pending_alarm
@@ -490,13 +465,6 @@ class GeckoHub:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _entry(self, action: Callable[[], None]) -> list[Output]:
-        self._out = []
-        self._index = -1
-        action()
-        out, self._out = self._out, []
-        return out
-
     def _send(self, data: bytes | int, busy_s: float = 0.0) -> None:
         payload = bytes([data]) if isinstance(data, int) else data
         last = self._out[-1] if self._out else None
@@ -504,13 +472,6 @@ class GeckoHub:
             self._out[-1] = Emit(last.after_index, last.busy_s, last.data + payload)
         else:
             self._out.append(Emit(self._index, busy_s, payload))
-
-    def _wait(self, delay_s: float, then: Callable[[], None], *, fault: bool = False) -> None:
-        """Go deaf until ``then`` runs."""
-        self._token += 1
-        timer = Timer(self._index, delay_s, self._token, fault)
-        self._pending = (timer, then)
-        self._out.append(timer)
 
     def _arm(self, delay_s: float, then: Callable[[], None]) -> None:
         """Keep listening; run ``then`` if nothing replaces this alarm first."""
