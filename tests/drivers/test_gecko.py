@@ -139,7 +139,10 @@ def test_recover_from_a_bootloader_left_inside_a_block(gecko: Callable[..., Geck
     drv = gecko()
     drv.probe()
     drv.link.write(b"1")
-    time.sleep(0.05)
+    # Wait until the receiver asks for the first block ('C'), then break off inside it.
+    deadline = time.monotonic() + 5
+    while b"C" not in drv.link.read(1, 0.5):
+        assert time.monotonic() < deadline, "the bootloader never started receiving"
     drv.link.write(bytes([1, 1, 254]) + FILE[:40])  # part of a block: a newline is more data
     assert drv.recover() == "2.04.02"
 
