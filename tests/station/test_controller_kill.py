@@ -56,16 +56,22 @@ def test_kill_controller_then_restart(
     run = subprocess.Popen([*STATION, *args], stdout=subprocess.PIPE, text=True)
     assert run.stdout is not None
     reported: list[dict[str, object]] = []
+    first_state = threading.Event()
 
     def read() -> None:
         assert run.stdout is not None
         for line in run.stdout:
             if line.endswith("\n"):  # a line cut by the kill was never shown to anyone
                 reported.append(json.loads(line))
+                if reported[-1]["kind"] == "state":
+                    first_state.set()
 
     reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(rng.uniform(0.5, 2.5))  # a paced 16 KiB job takes about 2 s
+    # Kill at a random moment once jobs are under way (start-up time varies with load);
+    # a paced 16 KiB job takes about 2 s.
+    assert first_state.wait(timeout=60), "the run never started a job"
+    time.sleep(rng.uniform(0.0, 2.0))
     run.send_signal(signal.SIGKILL)
     run.wait()
     reader.join(timeout=10)
