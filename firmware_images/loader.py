@@ -23,6 +23,7 @@ _HEX_SUFFIXES = {".hex", ".ihex", ".ihx"}
 _SREC_SUFFIXES = {".s19", ".s28", ".s37", ".srec", ".mot", ".s"}
 _OTA_MAGIC = b"\x1e\xf1\xee\x0b"
 _GBL_MAGIC = b"\xeb\x17\xa6\x03"
+_OTA_CONTAINERS = ("gbcs-ota", "zigbee-ota")
 #: How far into a file a vendor prefix may push the Zigbee OTA magic.
 OTA_PREFIX_LIMIT = 1024
 
@@ -148,8 +149,11 @@ class LoadedImage:
         data: the payload bytes.
         descriptor: the payload's application descriptor (CRC already checked).
         sha256: hex SHA-256 of ``data`` (for GBCS images, the Manufacturer Image Hash).
+            For a wrapped bootloader file, of that whole file (still the GBCS hash).
         crc32: CRC-32 of ``data``.
         parsed: the whole parsed container (signature, header fields, problems).
+        inner: the bootloader file a Zigbee/GBCS OTA image wraps (a GBL for a Silicon Labs
+            radio, as vendors ship them), else None. ``kind`` is then that file's kind.
     """
 
     path: str
@@ -160,6 +164,12 @@ class LoadedImage:
     sha256: str
     crc32: int
     parsed: ParsedImage
+    inner: ParsedImage | None = None
+
+    @property
+    def bootloader_file(self) -> ParsedImage:
+        """The file a file-consuming bootloader (Gecko) is sent: the wrapped one if any."""
+        return self.inner or self.parsed
 
     @property
     def end(self) -> int:
@@ -190,6 +200,8 @@ def flashable(image: ParsedImage, address: int | None = None) -> LoadedImage:
             hint="split the file, or use a container with a single application payload",
         )
     seg = image.segments[0]
+    if image.container in _OTA_CONTAINERS and seg.data[:4] == _GBL_MAGIC:
+        return _unwrap_gbl(image, seg.data, address)
     if image.container == "raw" and seg.address is None:
         raise ImageError(
             f"{where} is a raw binary, which has no load address",
@@ -218,6 +230,27 @@ def flashable(image: ParsedImage, address: int | None = None) -> LoadedImage:
         sha256=hashlib.sha256(data).hexdigest(),
         crc32=crc32(data),
         parsed=image,
+    )
+
+
+def _unwrap_gbl(image: ParsedImage, payload: bytes, address: int | None) -> LoadedImage:
+    """A GBL carried as an OTA image's payload: the signature and identity stay the OTA
+    container's; the application (for the descriptor checks) and the file to send are the
+    GBL's."""
+    where = image.path or "image"
+    try:
+        inner = parse_bytes(payload, f"{where} (its GBL payload)")
+        loaded = flashable(inner, address)
+    except ImageError as exc:
+        if not exc.message.startswith(where):
+            exc.message = f"{where} (its GBL payload): {exc.message}"
+        raise
+    return replace(
+        loaded,
+        path=image.path,
+        sha256=hashlib.sha256(payload).hexdigest(),
+        parsed=image,
+        inner=inner,
     )
 
 

@@ -164,7 +164,7 @@ class GeckoSession:
 
     def write(self, image: LoadedImage, progress: ProgressFn, out: FlashOutcome) -> None:
         self._require_gbl(image)
-        data = image.parsed.raw
+        data = image.bootloader_file.raw  # the GBL itself, also when a GBCS image wraps it
         for attempt in range(1, self.upload_attempts + 1):
             try:
                 self._report = self.drv.upload(data, progress)
@@ -193,7 +193,7 @@ class GeckoSession:
         report = self._report
         if report is None:
             return False
-        end_crc = image.parsed.fields.get("end_crc")
+        end_crc = image.bootloader_file.fields.get("end_crc")
         crc = f"0x{end_crc:08X}" if isinstance(end_crc, int) else "(unknown)"
         out.verify_method = "bootloader-gbl"
         out.verify_detail = (

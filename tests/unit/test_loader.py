@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import bincopy
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from drivers.errors import ImageError
 from firmware_images.build import demo_payload
-from firmware_images.loader import load_image
+from firmware_images.gbl import build_gbl
+from firmware_images.loader import flashable, load_image, parse_file
+from firmware_images.model import SigStatus
+from firmware_images.trust import TrustStore
+from firmware_images.zigbee import build_gbcs_image, ecdsa_p256_sign
+from sim import gecko
 
 ADDR = 0x0800_0000
 
@@ -85,3 +93,61 @@ def test_corrupt_payload_in_a_valid_hex(tmp_path: Path, payload: bytes) -> None:
     path.write_text(bf.as_ihex())
     with pytest.raises(ImageError, match="CRC-32 mismatch"):
         load_image(path)
+
+
+# -- a GBL carried inside a GBCS image (how Silicon Labs radio firmware is shipped) ---------
+
+
+def _gbcs_wrapping_gbl(tmp_path: Path, gbl_bytes: bytes) -> tuple[Path, TrustStore]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    trust_dir = tmp_path / "trust"
+    trust_dir.mkdir()
+    (trust_dir / "k.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    data = build_gbcs_image(
+        gbl_bytes,
+        manufacturer_code=0x1234,
+        image_type=gecko.IMAGE_TYPE,
+        file_version=0x01050000,
+        hw_min=1,
+        hw_max=3,
+        sign=ecdsa_p256_sign(key),
+    )
+    path = tmp_path / "radio.zigbee"
+    path.write_bytes(data)
+    return path, TrustStore.from_dir(trust_dir)
+
+
+def test_gbcs_image_wrapping_a_gbl(tmp_path: Path) -> None:
+    app = gecko.demo_app(0x01050000, size=8192)
+    gbl_bytes = build_gbl([(gecko.APP_BASE, app)], app_version=0x01050000)
+    path, trust = _gbcs_wrapping_gbl(tmp_path, gbl_bytes)
+    img = flashable(trust.check(parse_file(path)), gecko.APP_BASE)
+    # The application is checked as the hub will run it; the GBL is what the bootloader gets.
+    assert (img.kind, img.address, img.data) == ("gbl", gecko.APP_BASE, app)
+    assert img.bootloader_file.raw == gbl_bytes
+    assert img.descriptor.firmware_version == 0x01050000
+    # Signature and identity stay the GBCS container's; its hash is the Manufacturer Image's.
+    assert img.parsed.container == "gbcs-ota"
+    assert img.signature_status is SigStatus.VALID
+    assert img.sha256 == hashlib.sha256(gbl_bytes).hexdigest() == img.parsed.sha256
+
+
+def test_gbcs_image_wrapping_a_damaged_gbl_is_refused(tmp_path: Path) -> None:
+    app = gecko.demo_app(0x01050000, size=8192)
+    gbl_bytes = bytearray(build_gbl([(gecko.APP_BASE, app)], app_version=0x01050000))
+    gbl_bytes[-1] ^= 0xFF  # the END CRC-32 no longer matches
+    path, trust = _gbcs_wrapping_gbl(tmp_path, bytes(gbl_bytes))
+    with pytest.raises(ImageError, match=r"radio.zigbee \(its GBL payload\).*CRC"):
+        flashable(trust.check(parse_file(path)), gecko.APP_BASE)
+
+
+def test_gbcs_wrapped_gbl_for_another_address_is_refused(tmp_path: Path) -> None:
+    app = gecko.demo_app(0x01050000, size=8192)
+    gbl_bytes = build_gbl([(gecko.APP_BASE, app)], app_version=0x01050000)
+    path, trust = _gbcs_wrapping_gbl(tmp_path, gbl_bytes)
+    with pytest.raises(ImageError, match="loads at 0x00004000"):
+        flashable(trust.check(parse_file(path)), 0x0800_0000)
