@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from station.reports import (
     reconcile,
     summarise,
     utc_text,
+    write_text_atomic,
 )
 from station.store import Store
 
@@ -67,22 +67,11 @@ def resolve_batch(store: Store, text: str) -> int:
 
 
 def _write_file(path: str, text: str) -> None:
-    """Write a report whole or not at all (temporary file, then rename)."""
-    target = Path(path)
+    """Write a report whole or not at all."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(Path(path), text)
     except OSError as exc:
-        raise ConfigError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 # -- report ----------------------------------------------------------------------------------

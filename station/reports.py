@@ -13,12 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from station.events import JobState
@@ -38,6 +41,7 @@ __all__ = [
     "reason_class",
     "reconcile",
     "summarise",
+    "write_reports",
 ]
 
 #: The DSP export's columns, in order (CSV header and JSON keys).
@@ -565,3 +569,54 @@ def summarise(store: Store, batch_id: int) -> BatchSummary:
         ),
         refusals=_by_reason([j for j in jobs if j.state is JobState.REFUSED]),
     )
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    """Write a report whole or not at all (temporary file in the same folder, then rename),
+    so a reader never sees half a DSP export.
+
+    Raises:
+        OSError: the folder cannot be made or written.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(store: Store, batch_id: int, folder: str | Path) -> dict[str, Path]:
+    """Write every report of a batch into ``folder``; returns report name -> file.
+
+    Files: ``batch-N-dsp.csv`` and ``.json`` (the DSP update), ``batch-N-consignment.json``
+    (the reconciliation), ``batch-N-junit.xml`` and ``batch-N-summary.json``.
+    """
+    root = Path(folder)
+    stem = f"batch-{batch_id}"
+    texts = {
+        "dsp-csv": (f"{stem}-dsp.csv", dsp_export(store, batch_id, "csv")),
+        "dsp-json": (f"{stem}-dsp.json", dsp_export(store, batch_id, "json")),
+        "consignment": (
+            f"{stem}-consignment.json",
+            json.dumps(reconcile(store, batch_id).to_json(), indent=2) + "\n",
+        ),
+        "junit": (f"{stem}-junit.xml", junit_xml(store, batch_id)),
+        "summary": (
+            f"{stem}-summary.json",
+            json.dumps(summarise(store, batch_id).to_json(), indent=2) + "\n",
+        ),
+    }
+    written: dict[str, Path] = {}
+    for name, (file_name, text) in texts.items():
+        write_text_atomic(root / file_name, text)
+        written[name] = root / file_name
+    return written
