@@ -16,7 +16,9 @@ Options shared with the serial sims: ``--hubs``, ``--firmware``, ``--start-in``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -24,12 +26,13 @@ import sys
 import tempfile
 import threading
 from dataclasses import replace
+from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
 from drivers.transport.usb import ENV_BACKEND
 from firmware_images.descriptor import format_version
-from sim.pty import derive_eui64
+from sim.pty import SimStartError, derive_eui64
 from sim.usb_backend import SimUsbService
 from sim.usb_dfu import DfuHub, DfuHubSpec, parse_dfu_faults
 from sim.usb_server import UsbBusServer
@@ -106,6 +109,98 @@ def describe(info: dict[str, Any]) -> str:
         f"slot {info['slot']:>3}  {info['port']:<10} serial {info['serial']}  "
         f"EUI-64 {info['eui64']}  firmware {shown:<10}  {info['mode']}"
     )
+
+
+_CTX = multiprocessing.get_context("spawn")
+
+
+def _serve_bus(specs: list[DfuHubSpec], path: str, conn: Connection) -> None:
+    """Child process: hold the hubs and serve the bus until told to stop or orphaned."""
+    parent = os.getppid()
+    try:
+        service = SimUsbService.of(specs)
+        server = UsbBusServer(service, path)
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+    with server:
+        conn.send(
+            ("ready", server.setting, [hub_info(h, server.setting) for h in service.bus.hubs])
+        )
+        while os.getppid() == parent:
+            try:
+                if conn.poll(0.5) and conn.recv() == "stop":
+                    return
+            except EOFError:
+                return  # the parent is gone
+
+
+class DfuBus:
+    """The parent's handle on a simulated USB bus of DFU hubs served from its own process.
+
+    The station reaches it by setting :data:`drivers.transport.usb.ENV_BACKEND` to
+    :attr:`setting` (as ``station sim --protocol dfu`` tells a shell to).
+    """
+
+    def __init__(self, folder: str, process: Any, conn: Connection) -> None:
+        self.folder = folder
+        self.setting = ""
+        self.hubs: list[dict[str, Any]] = []
+        self._process = process
+        self._conn: Connection | None = conn
+
+    @classmethod
+    def launch(cls, specs: list[DfuHubSpec]) -> DfuBus:
+        """Start the bus process without waiting for it (see :meth:`wait_ready`)."""
+        folder = tempfile.mkdtemp(prefix="station-usb-")
+        ours, theirs = _CTX.Pipe()
+        process = _CTX.Process(
+            target=_serve_bus,
+            args=(specs, os.path.join(folder, "bus.sock"), theirs),
+            name="sim-usb-bus",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        return cls(folder, process, ours)
+
+    def wait_ready(self, timeout_s: float = 10.0) -> DfuBus:
+        """Wait until the bus serves; :attr:`hubs` then holds each hub's ``hub_info``.
+
+        Raises:
+            SimStartError: the bus failed or did not come up in time (it is stopped).
+        """
+        conn = self._conn
+        assert conn is not None
+        try:
+            if not conn.poll(timeout_s):
+                raise SimStartError(f"simulated USB bus not ready after {timeout_s} s")
+            message = conn.recv()
+        except (EOFError, OSError) as exc:
+            self.stop()
+            raise SimStartError("simulated USB bus process died while starting") from exc
+        except SimStartError:
+            self.stop()
+            raise
+        if message[0] != "ready":
+            self.stop()
+            raise SimStartError(f"simulated USB bus: {message[1]}")
+        _, self.setting, self.hubs = message
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the bus process and remove its socket folder; idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send("stop")
+        self._process.join(timeout_s)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        if conn is not None:
+            conn.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run_dfu_rig(args: argparse.Namespace) -> int:
