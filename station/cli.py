@@ -199,19 +199,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="start simulated hubs, make demo firmware, re-flash and confirm them all",
-        description="The main job on simulated hubs: starts N simulated AN3155 hubs on "
-        "pseudo-terminals (old firmware, some in their bootloader, some running), builds a "
-        "demo image, re-flashes every hub in parallel, verifies, boots, reads the running "
-        "versions back and prints a per-hub summary.",
-        epilog=_EPILOG,
+        help="the main job on simulated hubs: a mixed rig, a consignment, the batch, reports",
+        description="The main job on simulated hubs, run as 'station run' runs a real rig: "
+        "builds signed catalogues for three hub models (STM32 AN3155, Silicon Labs Gecko, "
+        "USB DfuSe), starts ten simulated hubs (old releases; one already current, one of "
+        "the wrong hardware, one faulty), writes a rig file and a consignment manifest "
+        "(with one hub that never arrives), runs the batch into the store, writes every "
+        "report and checks that each hub ended as the scenario expects. Files go under "
+        "station-data/demo/.",
+        epilog="exit status: 0 every hub ended as the scenario expects, 1 otherwise, "
+        "2 bad options.",
     )
-    p.add_argument("--hubs", type=int, default=4, help="number of simulated hubs (default 4)")
+    p.add_argument(
+        "--hubs",
+        type=int,
+        default=10,
+        help="hubs (default 10: the scenario; more adds passing hubs of all three models)",
+    )
     p.add_argument(
         "--size", type=parse_int, default=64 * 1024, help="image size in bytes (default 64 KiB)"
     )
     p.add_argument("--unpaced", action="store_true", help="run the hubs faster than real wires")
-    p.add_argument("--json", action="store_true", help="one JSON object per hub on stdout")
+    p.add_argument(
+        "--json", action="store_true", help="station run's JSON events, then a demo summary"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

@@ -155,18 +155,6 @@ def test_unknown_profile(new_image_path: Path, capsys: pytest.CaptureFixture[str
     assert "unknown profile 'nope'" in capsys.readouterr().err
 
 
-def test_demo_json(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    code = main(["demo", "--hubs", "3", "--unpaced", "--size", "16384", "--json"])
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert code == 0
-    assert [r["slot"] for r in rows] == [1, 2, 3]
-    assert all(r["result"] == "passed" and r["version_after"] == "0x01050000" for r in rows)
-    assert {r["found_in"] for r in rows} == {"bootloader", "application"}
-
-
 def test_sim_command_and_flash_as_separate_programs(tmp_path: Path) -> None:
     """What a user does: `station sim` in one terminal, `station flash` in another."""
     station = [sys.executable, "-m", "station.cli"]
