@@ -3,6 +3,11 @@
 Slots share no mutable state: each job gets its own port, driver and outcome object, and an
 exception in one slot is caught in that slot. Progress from every slot goes through one
 callback, which must be thread-safe (the CLI's renderer is).
+
+Front ends steer a running controller from any thread: :meth:`Controller.abort` stops one
+slot's job at its next block or phase (it ends ``interrupted``, "aborted by operator"),
+:meth:`Controller.run` with ``slots=[n]`` serves one slot again (a retry), and setting the
+``stop`` event given to :meth:`Controller.run` starts no new job (running jobs finish).
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from drivers.types import Phase
 from station.events import CHAIN, STATE_OF_PHASE, Event, JobState
-from station.flash import FlashOutcome, ImageChooser, Policy, Result, flash_hub
+from station.flash import (
+    Cancelled,
+    FlashOutcome,
+    HubIdentity,
+    ImageChooser,
+    Policy,
+    Result,
+    flash_hub,
+    identify_hub,
+)
 from station.profiles import Profile, load_profile
 from station.rig import Rig, Slot, resolve
 
@@ -111,19 +125,92 @@ class Controller:
         self.progress_interval_s = progress_interval_s
         self.outcomes: dict[int, list[FlashOutcome]] = {s.number: [] for s in rig.slots}
         self.flagged: set[int] = set()
+        self._cancel = {s.number: threading.Event() for s in rig.slots}
+        self._busy: set[int] = set()
+        self._lock = threading.Lock()
 
-    def run(self, *, continuous: bool = False, stop: threading.Event | None = None) -> None:
-        """Serve all slots until done (once: one hub per slot) or until ``stop`` is set."""
+    def run(
+        self,
+        *,
+        continuous: bool = False,
+        stop: threading.Event | None = None,
+        slots: Sequence[int] | None = None,
+    ) -> None:
+        """Serve the slots until done (once: one hub per slot) or until ``stop`` is set.
+
+        Args:
+            continuous: keep serving each slot as hubs are swapped, until ``stop``.
+            stop: set it to start no new job; running jobs finish (see :meth:`abort`).
+            slots: only these slot numbers (a retry); default every slot. A slot already
+                being served (by another call) is left alone.
+        """
         stop = stop or threading.Event()
-        runs = run_slots(
-            [
-                (s.number, functools.partial(self._serve, s, continuous, stop))
-                for s in self.rig.slots
-            ]
-        )
+        wanted = None if slots is None else set(slots)
+        chosen = []
+        with self._lock:
+            for s in self.rig.slots:
+                if (wanted is None or s.number in wanted) and s.number not in self._busy:
+                    self._busy.add(s.number)
+                    self._cancel[s.number].clear()
+                    chosen.append(s)
+        try:
+            runs = run_slots(
+                [(s.number, functools.partial(self._serve, s, continuous, stop)) for s in chosen]
+            )
+        finally:
+            with self._lock:
+                self._busy.difference_update(s.number for s in chosen)
         for run in runs:
             if run.error is not None:  # a bug in a slot worker: say so, never hide it
                 self.publish(Event("slot-error", slot=run.slot, data={"error": repr(run.error)}))
+
+    def busy(self) -> list[int]:
+        """The slots being served right now (a job may be running in each)."""
+        with self._lock:
+            return sorted(self._busy)
+
+    def abort(self, slot: int) -> bool:
+        """Stop ``slot``'s job at its next block or phase; False if the slot is idle.
+
+        The job ends ``interrupted`` with "aborted by operator" (never passed), is not
+        retried, and the store records the phase it stopped in.
+        """
+        with self._lock:
+            if slot not in self._busy:
+                return False
+            self._cancel[slot].set()
+            return True
+
+    def abort_all(self) -> list[int]:
+        """Abort every busy slot; returns their numbers."""
+        return [n for n in self.busy() if self.abort(n)]
+
+    def probe(self, slots: Sequence[int] | None = None) -> dict[int, HubIdentity | None]:
+        """Identify each idle slot's hub without writing (None: no hub there), in parallel.
+
+        A slot being served is skipped (not in the result): its port is in use.
+        """
+        wanted = None if slots is None else set(slots)
+        busy = set(self.busy())
+        chosen = [
+            s
+            for s in self.rig.slots
+            if (wanted is None or s.number in wanted) and s.number not in busy
+        ]
+
+        def look(slot: Slot) -> HubIdentity | None:
+            port = resolve(slot)
+            return None if port is None else identify_hub(port, load_profile(slot.profile))
+
+        runs = run_slots([(s.number, functools.partial(look, s)) for s in chosen])
+        found: dict[int, HubIdentity | None] = {}
+        for run in runs:
+            if run.error is not None:
+                problem = f"internal error: {run.error!r}"
+                found[run.slot] = HubIdentity("?", "?", problem=problem)
+            else:
+                found[run.slot] = run.value
+        return found
 
     # -- one slot --------------------------------------------------------------------------
 
@@ -146,6 +233,7 @@ class Controller:
                     out.result is Result.FAILED
                     and tries < self.rig.job_retries
                     and not stop.is_set()
+                    and not self._cancel[slot.number].is_set()
                     and resolve(slot) == port
                 )
                 if not retry:
@@ -160,6 +248,7 @@ class Controller:
             # The same hub stays until the operator takes it out: wait for that.
             while not stop.is_set() and resolve(slot) == port:
                 stop.wait(self.poll_s)
+            self._cancel[slot.number].clear()  # an abort ends one hub's job, not the slot
 
     def _watch_slot(self, slot: Slot, out: FlashOutcome, failing: list[str | None]) -> None:
         """Flag the slot, not the hubs, when different hubs keep failing in it."""
@@ -182,9 +271,19 @@ class Controller:
         self.publish(Event("state", slot.number, job_id, str(JobState.DETECTED), {"port": port}))
         state = JobState.DETECTED
         last_progress = 0.0
+        cancel = self._cancel[slot.number]
 
         def progress(phase: Phase, done: int, total: int, note: str) -> None:
             nonlocal state, last_progress
+            if cancel.is_set():
+                written = CHAIN.index(state) >= CHAIN.index(JobState.ERASING)
+                raise Cancelled(
+                    "aborted by operator",
+                    "the hub may hold a partly written image: run the job again before it "
+                    "leaves the bench"
+                    if written
+                    else "nothing was written to the hub",
+                )
             target = STATE_OF_PHASE[phase]
             while CHAIN.index(state) < CHAIN.index(target):
                 state = CHAIN[CHAIN.index(state) + 1]

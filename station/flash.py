@@ -15,18 +15,19 @@ from dataclasses import dataclass, replace
 
 from drivers.errors import ImageError, StationError
 from drivers.types import Phase, ProgressFn, no_progress
-from firmware_images.catalog import Catalog, Decision
+from firmware_images.catalog import Catalog, Decision, Plan
 from firmware_images.descriptor import (
     format_version,
 )
 from firmware_images.loader import LoadedImage, flashable, parse_file
 from firmware_images.trust import TrustStore, signature_refusal
-from station.outcome import AlreadyCurrent, FlashOutcome, Refusal, Result
+from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
 from station.profiles import Profile
 from station.sessions import open_session
 
 __all__ = [
     "AlreadyCurrent",
+    "Cancelled",
     "FlashOutcome",
     "ImageChooser",
     "Policy",
@@ -35,6 +36,7 @@ __all__ = [
     "catalog_chooser",
     "check_image",
     "flash_hub",
+    "identify_hub",
     "precheck",
 ]
 
@@ -48,12 +50,18 @@ class Policy:
         allow_unsigned: flash images with no signature, or one we cannot check.
         allow_invalid: flash images whose signature fails (tampered or unknown signer).
         force: write even if the hub already runs this or a newer version.
+        allow_downgrade: with a catalogue, write its newest release over a hub that runs a
+            newer, uncatalogued version (recorded with the job and audited).
+        allow_off_pathway: with a catalogue, write its newest release to a hub whose
+            running version has no approved path to it (recorded and audited).
     """
 
     trust: TrustStore | None = None
     allow_unsigned: bool = False
     allow_invalid: bool = False
     force: bool = False
+    allow_downgrade: bool = False
+    allow_off_pathway: bool = False
 
     def overrides_used(self, image: LoadedImage) -> list[str]:
         """The overrides this image needed, to be recorded with the job."""
@@ -104,16 +112,48 @@ def catalog_chooser(catalog: Catalog, profile: Profile, policy: Policy) -> Image
         out.behind, out.plan = plan.behind, plan.reason
         if plan.decision is Decision.CURRENT:
             raise AlreadyCurrent()
-        if plan.decision is Decision.REFUSED or plan.release is None:
-            raise Refusal(plan.reason, "see 'station catalog list' for approved releases")
-        path = catalog.path_of(plan.release)
+        release = plan.release
+        override = None
+        if plan.decision is Decision.REFUSED or release is None:
+            override = _pathway_override(catalog, plan, out.hw_version, running, policy)
+            if override is None or plan.newest is None:
+                raise Refusal(plan.reason, "see 'station catalog list' for approved releases")
+            release = plan.newest
+        path = catalog.path_of(release)
         parsed = parse_file(path)
-        problems = catalog.image_refusals(parsed, plan.release)
+        problems = catalog.image_refusals(parsed, release)
         if problems:
             raise Refusal(f"{path}: " + "; ".join(problems), "the catalogue file was altered")
-        return check_image(flashable(parsed, profile.app_address), profile, policy)
+        image = check_image(flashable(parsed, profile.app_address), profile, policy)
+        if override is not None:
+            out.plan = f"{override}; write {release.version_text}"
+            out.overrides.append(override)
+        return image
 
     return choose
+
+
+def _pathway_override(
+    catalog: Catalog, plan: Plan, hw_version: int | None, running: int | None, policy: Policy
+) -> str | None:
+    """The override that lets a refused plan go ahead, when the operator gave it.
+
+    Only pathway refusals can be overridden (a running version with no approved path to the
+    newest release, or a newer uncatalogued one: a downgrade); a wrong model or hardware
+    version never can.
+    """
+    if plan.newest is None or plan.model not in catalog.models:
+        return None
+    model = catalog.models[plan.model]
+    if hw_version is not None and not model.hw_min <= hw_version <= model.hw_max:
+        return None
+    if running is not None and running > plan.newest.version:
+        if policy.allow_downgrade:
+            return f"allow-downgrade ({plan.reason})"
+        return None
+    if policy.allow_off_pathway:
+        return f"allow-off-pathway ({plan.reason})"
+    return None
 
 
 def precheck(image: LoadedImage, profile: Profile) -> None:
@@ -184,7 +224,7 @@ class _Job:
         self.out.image_sha256 = image.sha256
         self.out.signature = str(image.signature_status)
         self.out.signer = image.parsed.signature.signer if image.parsed.signature else None
-        self.out.overrides = self.policy.overrides_used(image)
+        self.out.overrides.extend(self.policy.overrides_used(image))
 
     def enter(self, phase: Phase, note: str = "") -> None:
         self.phase = phase
@@ -194,7 +234,7 @@ class _Job:
         self.out.result = result
         self.out.message = message
         self.out.hint = hint
-        if result in (Result.FAILED, Result.REFUSED):
+        if result in (Result.FAILED, Result.REFUSED, Result.INTERRUPTED):
             self.out.phase = str(self.phase)
         return self.out
 
@@ -270,7 +310,10 @@ def flash_hub(
         verify: ``auto``, ``crc`` or ``readback`` (default: the profile's).
 
     Hub and link failures are reported in the outcome (result ``failed`` with the phase),
-    never raised. A fixed image is checked before the port is opened: a policy refusal
+    never raised. ``on_progress`` may raise :class:`Cancelled` to stop the job at the next
+    block or phase: it ends ``interrupted`` with that reason (never passed).
+
+    A fixed image is checked before the port is opened: a policy refusal
     (signature) comes back as ``refused`` with nothing sent to the hub.
 
     Raises:
@@ -326,6 +369,8 @@ def flash_hub(
         )
     except Refusal as exc:
         return job.end(Result.REFUSED, exc.reason, exc.hint)
+    except Cancelled as exc:  # raised by the progress callback: the operator stopped it
+        return job.end(Result.INTERRUPTED, exc.reason, exc.hint)
     except ImageError as exc:  # a catalogue file that will not parse: refuse, never guess
         return job.end(Result.REFUSED, exc.message, exc.hint)
     except StationError as exc:
@@ -342,3 +387,46 @@ def flash_hub(
         job.out.notes.extend(session.notes)
         job.out.seconds = time.monotonic() - started
         session.close()
+
+
+@dataclass(frozen=True)
+class HubIdentity:
+    """What a read-only look at a hub found (see :func:`identify_hub`).
+
+    Attributes:
+        problem: why the hub could not be identified (None: it was).
+    """
+
+    port: str
+    profile: str
+    eui64: str | None = None
+    hw_version: int | None = None
+    version_before: str | None = None
+    found_in: str | None = None
+    problem: str | None = None
+
+
+def identify_hub(port: str, profile: Profile) -> HubIdentity:
+    """Connect to the hub on ``port`` and identify it, writing nothing (a pre-flight look).
+
+    The hub may be left in its bootloader (that is where the job starts anyway). Failures
+    come back in ``problem``, never raised.
+    """
+    out = FlashOutcome(port=port, profile=profile.name)
+    problem = None
+    try:
+        session = open_session(port, profile)
+    except StationError as exc:
+        return HubIdentity(port, profile.name, problem=exc.message)
+    try:
+        session.connect(out)
+        session.identify(out)
+    except Refusal as exc:
+        problem = exc.reason
+    except StationError as exc:
+        problem = exc.message
+    finally:
+        session.close()
+    return HubIdentity(
+        port, profile.name, out.eui64, out.hw_version, out.version_before, out.found_in, problem
+    )

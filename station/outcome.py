@@ -66,3 +66,16 @@ class Refusal(Exception):
 
 class AlreadyCurrent(Exception):
     """The hub already runs what it should: nothing to write."""
+
+
+class Cancelled(Exception):
+    """Raised by a progress callback to stop a job (an operator's abort).
+
+    Deliberately not a :class:`drivers.errors.StationError`: no driver retry loop may
+    swallow it. :func:`station.flash.flash_hub` ends the job ``interrupted`` with the reason.
+    """
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint

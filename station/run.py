@@ -18,20 +18,11 @@ import json
 import signal
 import threading
 from types import FrameType
-from typing import Any
 
 from rich.console import Console
 
-from firmware_images.catalog import Catalog
-from station.controller import Controller
+from station.batch import BatchRun, with_overrides
 from station.events import Event
-from station.flash import Policy, catalog_chooser
-from station.images_cli import trust_store
-from station.manifest import Manifest
-from station.profiles import Profile
-from station.reports import reconcile, summarise
-from station.rig import load_rig
-from station.store import Store
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +40,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="keep serving slots as hubs are swapped, until Ctrl-C; then print the summary",
     )
     p.add_argument("--allow-unsigned", action="store_true", help="override (audited)")
+    p.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="override (audited): write the newest release over a newer, uncatalogued version",
+    )
+    p.add_argument(
+        "--allow-off-pathway",
+        action="store_true",
+        help="override (audited): write the newest release with no approved path to it",
+    )
 
 
 class _Sink:
@@ -77,49 +78,27 @@ class _Sink:
 
 def run_station(args: argparse.Namespace, err: Console) -> int:
     """Run a batch as ``station run`` does; returns the exit status."""
-    rig = load_rig(args.rig)
-    catalog_dir = args.catalog or rig.catalog
-    if catalog_dir is None:
-        from drivers.errors import ConfigError
-
-        raise ConfigError("no catalogue: give --catalog or set 'catalog' in the rig file")
-    catalog = Catalog.load(catalog_dir)
-    trust = trust_store(args.trust)
-    policy = Policy(trust=trust, allow_unsigned=args.allow_unsigned)
-    manifest = Manifest.load(args.manifest) if args.manifest else None
-    store = Store.open(args.db or rig.storage)
+    sink = _Sink(args.json, err)
+    run = BatchRun.open(
+        args.rig,
+        catalog_dir=args.catalog,
+        trust_dir=args.trust,
+        manifest_path=args.manifest,
+        db_url=args.db,
+        operator=args.operator,
+        allow_unsigned=args.allow_unsigned,
+        publish=sink,
+    )
     try:
-        stale = store.mark_interrupted(station_id=rig.station_id)
-        if stale:
-            err.print(f"{len(stale)} job(s) left in flight by an earlier run marked interrupted")
-        batch = store.start_batch(
-            station_id=rig.station_id,
-            operator=args.operator,
-            rig=rig.source,
-            catalog=str(catalog.root),
-            manifest=manifest,
-        )
-        if args.allow_unsigned:
-            store.audit(args.operator, "override", {"batch": batch, "allow_unsigned": True})
-        sink = _Sink(args.json, err)
-        sink(
-            Event(
-                "batch-started",
-                data={"batch": batch, "station": rig.station_id, "slots": len(rig.slots)},
-            )
-        )
-
-        def chooser_for(profile: Profile) -> Any:
-            return catalog_chooser(catalog, profile, policy)
-
-        controller = Controller(
-            rig,
-            store=store,
-            batch_id=batch,
-            chooser_for=chooser_for,
-            policy=policy,
-            publish=sink,
-        )
+        extra = {
+            k: True for k in ("allow_downgrade", "allow_off_pathway") if getattr(args, k, False)
+        }
+        if extra:
+            run.policy = with_overrides(run.policy, extra)
+        batch = run.begin()
+        if run.stale:
+            stale = len(run.stale)
+            err.print(f"{stale} job(s) left in flight by an earlier run marked interrupted")
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -127,19 +106,11 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            controller.run(continuous=args.continuous, stop=stop)
+            run.serve(continuous=args.continuous, stop=stop)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        store.finish_batch(batch)
-        summ = summarise(store, batch)
-        recon = reconcile(store, batch)
-        sink(
-            Event(
-                "batch-finished",
-                data={"summary": summ.to_json(), "reconciliation": recon.to_json()},
-            )
-        )
+        summ, recon = run.finish()
         counts = recon.counts()
         bad = counts.get("failed", 0) + summ.counts.get("interrupted", 0)
         missing = counts.get("missing", 0)
@@ -154,4 +125,4 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
             )
         return 1 if bad or missing else 0
     finally:
-        store.close()
+        run.close()

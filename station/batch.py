@@ -1,0 +1,389 @@
+"""One batch on a rig, set up, served and finished: what ``station run`` and the TUI share.
+
+:meth:`BatchRun.open` loads the rig, catalogue, trust store and manifest and opens the
+store; :meth:`BatchRun.begin` marks jobs a crash left in flight as interrupted and starts the
+batch (operator and overrides audited); :meth:`BatchRun.serve` runs the controller (from any
+one thread, e.g. a UI worker); :meth:`BatchRun.finish` ends the batch and reconciles it.
+Nothing here prints: events go to the ``publish`` callback, results come back as values.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from drivers.errors import ConfigError
+from firmware_images.catalog import Catalog, Decision
+from firmware_images.descriptor import format_version
+from firmware_images.trust import TrustStore
+from station.controller import Controller
+from station.events import Event
+from station.flash import HubIdentity, ImageChooser, Policy, catalog_chooser
+from station.images_cli import trust_store
+from station.manifest import Manifest
+from station.profiles import Profile, load_profile
+from station.reports import (
+    BatchSummary,
+    Reconciliation,
+    dsp_export,
+    junit_xml,
+    reconcile,
+    summarise,
+)
+from station.rig import Rig, load_rig, resolve
+from station.store import Store
+
+__all__ = ["OVERRIDES", "BatchRun", "PlanRow", "export_reports", "preflight", "with_overrides"]
+
+#: Overrides an operator may give, by name -> what it lets through (shown when confirming).
+OVERRIDES = {
+    "allow_unsigned": "images with no signature, or one that cannot be checked",
+    "allow_downgrade": "the newest release over a hub running a newer, uncatalogued version",
+    "allow_off_pathway": "the newest release to a hub with no approved upgrade path to it",
+}
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """The pre-flight plan for one slot.
+
+    Attributes:
+        slot: the slot number.
+        binding: where the slot looks for its hub.
+        profile: the hub profile.
+        port: where the hub is now (None: no hub found).
+        baud: the link rate.
+        eui64, version_before, hw_version: from a probe (None: not probed yet).
+        target: the version the catalogue will write ("current", "refused" or a version).
+        plan: the catalogue's reason.
+        image_bytes: the size of the image it will write.
+        estimate_s: the time to write and verify it at the link rate (None: unknown).
+        problem: why the hub could not be identified.
+    """
+
+    slot: int
+    binding: str
+    profile: str
+    port: str | None
+    baud: int
+    eui64: str | None = None
+    version_before: str | None = None
+    hw_version: int | None = None
+    probed: bool = False
+    target: str | None = None
+    plan: str = ""
+    image_bytes: int | None = None
+    estimate_s: float | None = None
+    problem: str | None = None
+
+
+def with_overrides(policy: Policy, overrides: dict[str, bool]) -> Policy:
+    """``policy`` with the named overrides (keys of :data:`OVERRIDES`) set or cleared."""
+    return replace(
+        policy,
+        allow_unsigned=overrides.get("allow_unsigned", policy.allow_unsigned),
+        allow_downgrade=overrides.get("allow_downgrade", policy.allow_downgrade),
+        allow_off_pathway=overrides.get("allow_off_pathway", policy.allow_off_pathway),
+    )
+
+
+def _bits_per_byte(profile: Profile) -> int:
+    return 11 if profile.parity in ("even", "odd") else 10
+
+
+def preflight(
+    rig: Rig, catalog: Catalog, probes: dict[int, HubIdentity | None] | None = None
+) -> list[PlanRow]:
+    """Per slot: hub seen, running version, target and the time it should take.
+
+    Without ``probes`` (see :meth:`station.controller.Controller.probe`) only what the
+    rig and catalogue say is known: the target is the model's newest release and the
+    running version is read when the job starts. The estimate is the image's bytes at the
+    link's bit time (11 bits a byte for 8E1), for the write plus a device-side verify.
+    """
+    rows = []
+    for slot in rig.slots:
+        profile = load_profile(slot.profile)
+        probe = None if probes is None else probes.get(slot.number)
+        port = resolve(slot) if probe is None else probe.port
+        row = PlanRow(slot.number, slot.binding, profile.name, port, profile.baud)
+        rels = catalog.releases.get(profile.name) or []
+        running = None
+        if probes is not None and slot.number in probes:
+            row = replace(row, probed=True)
+        if probe is not None:
+            row = replace(
+                row,
+                eui64=probe.eui64,
+                version_before=probe.version_before,
+                hw_version=probe.hw_version,
+                problem=probe.problem,
+            )
+            running = None if probe.version_before is None else int(probe.version_before, 16)
+        if not rels:
+            rows.append(replace(row, target="refused", plan=f"{profile.name} is not catalogued"))
+            continue
+        release = rels[-1]
+        if probe is not None and probe.problem is None:
+            plan = catalog.plan(profile.name, probe.hw_version, running)
+            if plan.decision is Decision.CURRENT:
+                rows.append(replace(row, target="current", plan="already current", image_bytes=0))
+                continue
+            if plan.release is None:
+                rows.append(replace(row, target="refused", plan=plan.reason))
+                continue
+            release = plan.release
+            row = replace(row, plan=plan.reason)
+        else:
+            row = replace(row, plan=f"newest {release.version_text}")
+        try:
+            size = catalog.path_of(release).stat().st_size
+        except OSError:
+            size = None
+        estimate = None
+        if size is not None and port is not None and profile.protocol != "dfu":
+            estimate = size * _bits_per_byte(profile) / profile.baud
+        elif size is not None and port is not None:
+            estimate = size * 8 / profile.baud
+        rows.append(
+            replace(
+                row,
+                target=format_version(release.version),
+                image_bytes=size,
+                estimate_s=estimate,
+            )
+        )
+    return rows
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export_reports(store: Store, batch_id: int, folder: Path) -> list[Path]:
+    """Write the batch's reports into ``folder``; returns the files written.
+
+    ``dsp.csv`` and ``dsp.json`` (the DSP firmware-version update), ``consignment.json``
+    (reconciliation), ``junit.xml`` and ``summary.json``: the same documents as ``station
+    report dsp|consignment|junit|summary --batch N``.
+
+    Raises:
+        ConfigError: the folder cannot be written.
+    """
+    import json
+
+    docs = {
+        "dsp.csv": dsp_export(store, batch_id, "csv"),
+        "dsp.json": dsp_export(store, batch_id, "json"),
+        "consignment.json": json.dumps(reconcile(store, batch_id).to_json(), indent=2) + "\n",
+        "junit.xml": junit_xml(store, batch_id),
+        "summary.json": json.dumps(summarise(store, batch_id).to_json(), indent=2) + "\n",
+    }
+    written = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in docs.items():
+            _write_atomic(folder / name, text)
+            written.append(folder / name)
+    except OSError as exc:
+        raise ConfigError(f"cannot write reports to {folder}: {exc.strerror or exc}") from exc
+    return written
+
+
+@dataclass
+class BatchRun:
+    """A rig's batch: its inputs, its store and (once begun) its controller.
+
+    Build it with :meth:`open`; close it with :meth:`close`.
+    """
+
+    rig: Rig
+    catalog: Catalog
+    trust: TrustStore | None
+    store: Store
+    policy: Policy
+    manifest: Manifest | None = None
+    manifest_path: str | None = None
+    operator: str = "unknown"
+    publish: Callable[[Event], None] = field(default=lambda event: None)
+    batch_id: int | None = None
+    controller: Controller | None = None
+    stale: list[int] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls,
+        rig_path: str,
+        *,
+        catalog_dir: str | None = None,
+        trust_dir: str | None = None,
+        manifest_path: str | None = None,
+        db_url: str | None = None,
+        operator: str = "unknown",
+        allow_unsigned: bool = False,
+        publish: Callable[[Event], None] | None = None,
+    ) -> BatchRun:
+        """Load everything a batch needs and open the store (no batch is started yet).
+
+        Raises:
+            ConfigError: a bad rig, catalogue, trust store or manifest, or no catalogue.
+            StoreError: the database cannot be opened.
+        """
+        rig = load_rig(rig_path)
+        catalog_dir = catalog_dir or rig.catalog
+        if catalog_dir is None:
+            raise ConfigError("no catalogue: give --catalog or set 'catalog' in the rig file")
+        catalog = Catalog.load(catalog_dir)
+        trust = trust_store(trust_dir)
+        manifest = Manifest.load(manifest_path) if manifest_path else None
+        store = Store.open(db_url or rig.storage)
+        return cls(
+            rig=rig,
+            catalog=catalog,
+            trust=trust,
+            store=store,
+            policy=Policy(trust=trust, allow_unsigned=allow_unsigned),
+            manifest=manifest,
+            manifest_path=manifest_path,
+            operator=operator,
+            publish=publish or (lambda event: None),
+        )
+
+    def load_manifest(self, path: str) -> Manifest:
+        """Use the manifest at ``path`` for the batch (only before it begins).
+
+        Raises:
+            ConfigError: a bad file, or the batch has begun (its consignment is recorded).
+        """
+        if self.batch_id is not None:
+            raise ConfigError(
+                f"batch {self.batch_id} has begun with "
+                f"{self.manifest.name if self.manifest else 'no manifest'}: its consignment "
+                "is recorded; finish it and start a new batch for another manifest"
+            )
+        self.manifest = Manifest.load(path)
+        self.manifest_path = path
+        return self.manifest
+
+    def chooser_for(self, profile: Profile) -> ImageChooser:
+        """The catalogue's chooser under the current policy (overrides included)."""
+        return catalog_chooser(self.catalog, profile, self.policy)
+
+    def begin(self) -> int:
+        """Start the batch: jobs a crash left in flight become interrupted; returns its id."""
+        self.stale = self.store.mark_interrupted(station_id=self.rig.station_id)
+        self.batch_id = self.store.start_batch(
+            station_id=self.rig.station_id,
+            operator=self.operator,
+            rig=self.rig.source,
+            catalog=str(self.catalog.root),
+            manifest=self.manifest,
+        )
+        used = {k: True for k in OVERRIDES if getattr(self.policy, k)}
+        if used:
+            self.store.audit(self.operator, "override", {"batch": self.batch_id, **used})
+        self.controller = Controller(
+            self.rig,
+            store=self.store,
+            batch_id=self.batch_id,
+            chooser_for=self.chooser_for,
+            policy=self.policy,
+            publish=self.publish,
+        )
+        self.publish(
+            Event(
+                "batch-started",
+                data={
+                    "batch": self.batch_id,
+                    "station": self.rig.station_id,
+                    "slots": len(self.rig.slots),
+                },
+            )
+        )
+        return self.batch_id
+
+    def set_overrides(self, confirmed_by: str, **overrides: bool) -> None:
+        """Change the overrides for jobs that start from now on; audited with who confirmed.
+
+        Raises:
+            ValueError: an unknown override name.
+        """
+        unknown = set(overrides) - set(OVERRIDES)
+        if unknown:
+            raise ValueError(f"unknown override(s): {', '.join(sorted(unknown))}")
+        self.policy = with_overrides(self.policy, overrides)
+        if self.controller is not None:
+            self.controller.policy = self.policy
+        self.store.audit(
+            confirmed_by,
+            "override",
+            {"batch": self.batch_id, "confirmed": True, **overrides},
+        )
+
+    def serve(
+        self,
+        *,
+        continuous: bool = False,
+        stop: threading.Event | None = None,
+        slots: Sequence[int] | None = None,
+    ) -> None:
+        """Run the controller (see :meth:`station.controller.Controller.run`); blocks."""
+        if self.controller is None:
+            raise ConfigError("the batch has not begun")
+        self.controller.run(continuous=continuous, stop=stop, slots=slots)
+
+    def finish(self) -> tuple[BatchSummary, Reconciliation]:
+        """End the batch; publish and return its summary and reconciliation."""
+        if self.batch_id is None:
+            raise ConfigError("the batch has not begun")
+        self.store.finish_batch(self.batch_id)
+        summ = summarise(self.store, self.batch_id)
+        recon = reconcile(self.store, self.batch_id)
+        self.publish(
+            Event(
+                "batch-finished",
+                data={"summary": summ.to_json(), "reconciliation": recon.to_json()},
+            )
+        )
+        return summ, recon
+
+    def export(self, folder: Path) -> list[Path]:
+        """Write the batch's reports into ``folder`` (see :func:`export_reports`)."""
+        if self.batch_id is None:
+            raise ConfigError("the batch has not begun: nothing to report")
+        return export_reports(self.store, self.batch_id, folder)
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def describe(self) -> dict[str, Any]:
+        """Rig, catalogue and manifest in a few words (for the start screen)."""
+        models = {
+            name: (rels[-1].version_text if rels else "no releases")
+            for name, rels in self.catalog.releases.items()
+        }
+        return {
+            "station": self.rig.station_id,
+            "rig": self.rig.source,
+            "slots": len(self.rig.slots),
+            "catalog": str(self.catalog.root),
+            "models": models,
+            "trust": None if self.trust is None else self.trust.source,
+            "manifest": None if self.manifest is None else self.manifest.name,
+            "listed": 0 if self.manifest is None else len(self.manifest.items),
+        }
