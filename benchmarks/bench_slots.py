@@ -12,6 +12,7 @@ Run: ``.venv/bin/python benchmarks/bench_slots.py [--size BYTES] [--slots 1,8,32
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import threading
@@ -28,7 +29,13 @@ from station.rig import Rig, Slot
 from station.store import Store
 
 
-def run(n: int, size: int, root: Path) -> tuple[float, float, int]:
+def _cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) a live process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(n: int, size: int, root: Path) -> tuple[float, float, float, int]:
     cat, trust = prepare_demo_catalog(root / f"demo{n}", size=size)
     policy = Policy(trust=trust)
     specs = [
@@ -36,6 +43,7 @@ def run(n: int, size: int, root: Path) -> tuple[float, float, int]:
         for i in range(1, n + 1)
     ]
     hubs = [SimHub.launch(s) for s in specs]
+    wall = cpu = sim_cpu = 0.0
     try:
         for h in hubs:
             h.wait_ready(30)
@@ -61,20 +69,22 @@ def run(n: int, size: int, root: Path) -> tuple[float, float, int]:
             policy=policy,
             publish=publish,
         )
+        sims0 = sum(_cpu_of(h.pid) for h in hubs)
         cpu0 = time.process_time()
         t0 = time.monotonic()
         ctl.run()
         wall = time.monotonic() - t0
         cpu = time.process_time() - cpu0
+        sim_cpu = sum(_cpu_of(h.pid) for h in hubs) - sims0
         store.close()
         if results.count("passed") != n:
             raise SystemExit(f"{n} slots: not all passed: {results}")
-        return wall, cpu / n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     finally:
         for h in hubs:
             h.request_stop()
         for h in hubs:
             h.stop()
+    return wall, cpu / n, sim_cpu / n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main() -> None:
@@ -87,11 +97,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         print(f"image {args.size} bytes, paced 115200 8E1, 1 ms adapter latency")
         for n in counts:
-            wall, cpu_per_hub, rss_kib = run(n, args.size, Path(tmp))
+            wall, cpu_per_hub, sim_per_hub, rss_kib = run(n, args.size, Path(tmp))
             base = base or wall
             print(
                 f"{n:>3} slots: {wall:6.2f} s wall, ratio to 1 slot {wall / base:5.3f}, "
                 f"controller CPU {cpu_per_hub * 1000:6.1f} ms/hub, "
+                f"simulated hub CPU {sim_per_hub * 1000:6.1f} ms/hub, "
                 f"peak RSS {rss_kib / 1024:.0f} MiB"
             )
 
