@@ -36,6 +36,7 @@ CRC_REQUEST = 0x43  # 'C': the receiver asks for CRC mode
 SUB = 0x1A  # classic padding of the last block
 
 BLOCK_SIZE = 128
+_EOT = bytes([EOT])
 FRAME_SIZE = 3 + BLOCK_SIZE + 2  # SOH, number, complement, data, CRC high, CRC low
 
 
@@ -291,7 +292,10 @@ class XmodemSender:
     def send(self, data: bytes, on_progress: ProgressFn = no_progress) -> int:
         """Send ``data`` block by block, then EOT. Call after :meth:`wait_for_start`.
 
-        Extra ``'C'`` the receiver sent before it saw the first block are skipped.
+        Extra ``'C'`` the receiver sent before it saw the first block are skipped. Each
+        frame goes out in one write; ``on_progress(Phase.WRITE, done, total, "")`` reports
+        the bytes acknowledged so far while the next frame (or EOT) is on the line, so the
+        next frame follows an ACK with nothing in between but reading it.
 
         Returns:
             The number of blocks sent.
@@ -304,10 +308,22 @@ class XmodemSender:
         """
         total = len(data)
         count = block_count(total)
-        for index, frame in enumerate(frames(data, self.fill)):
-            self._exchange(frame, index + 1)
-            on_progress(Phase.WRITE, min((index + 1) * BLOCK_SIZE, total), total, "")
-        self._exchange(bytes([EOT]), None)
+        upcoming = frames(data, self.fill)
+        frame = next(upcoming, None)
+        block = 1
+        while frame is not None:
+            self.link.write(frame)
+            # While the frame is on the line (133 byte times), report the block before it
+            # and build the next one, so that neither delays the next frame after the ACK.
+            if block > 1:
+                on_progress(Phase.WRITE, (block - 1) * BLOCK_SIZE, total, "")
+            following = next(upcoming, None)
+            self._exchange(frame, block)
+            frame, block = following, block + 1
+        self.link.write(_EOT)
+        if count:
+            on_progress(Phase.WRITE, total, total, "")
+        self._exchange(_EOT, None)
         return count
 
     def summary(self) -> str | None:
@@ -324,6 +340,7 @@ class XmodemSender:
         self.link.write(bytes([CAN, CAN]))
 
     def _exchange(self, frame: bytes, block: int | None) -> None:
+        """Have ``frame``, already sent once, acknowledged; send it again as needed."""
         label = self._label(block)
         last = _Answer.TIMEOUT
         silent = 0
@@ -332,7 +349,7 @@ class XmodemSender:
             attempt += 1
             if attempt > 1:
                 self.retransmissions += 1
-            self.link.write(frame)
+                self.link.write(frame)
             last = self._answer(block)
             if last is _Answer.ACK:
                 if attempt > 1 and block is not None:
@@ -347,12 +364,14 @@ class XmodemSender:
     def _answer(self, block: int | None) -> _Answer:
         """Wait for the receiver's answer to what was just sent."""
         deadline = time.monotonic() + self.timeouts.response_s
-        # The first read asks for the whole response time: a constant timeout spares a
-        # termios re-configuration on every block (pyserial re-applies it on each change).
+        # One blocking read of one byte. The first read asks for the whole response time:
+        # a constant timeout spares a termios re-configuration on every block (pyserial
+        # re-applies it on each change). The clock is read again only when the byte was
+        # not the answer, so an ACK costs nothing more between its arrival and the next
+        # frame.
         left = self.timeouts.response_s
         while left > 0:
             got = self.link.read(1, left)
-            left = deadline - time.monotonic()
             if not got:
                 break
             byte = got[0]
@@ -361,7 +380,9 @@ class XmodemSender:
             if byte == NAK:
                 return _Answer.NAK
             if byte == CRC_REQUEST:
-                continue  # a start request sent before the receiver saw our first block
+                # a start request sent before the receiver saw our first block
+                left = deadline - time.monotonic()
+                continue
             if byte == CAN:
                 second = self.link.read(1, self.timeouts.second_can_s)
                 if second == bytes([CAN]):

@@ -184,6 +184,46 @@ def test_eot_naked_once_then_acked() -> None:
     assert link.written[1:] == [bytes([EOT]), bytes([EOT])]
 
 
+class LoggingLink(ScriptLink):
+    """A :class:`ScriptLink` that logs writes and answers read, in order."""
+
+    def __init__(self, replies: list[bytes], log: list[tuple[str, object]]) -> None:
+        super().__init__(replies)
+        self.log = log
+
+    def write(self, data: bytes) -> None:
+        self.log.append(("write", bytes(data)))
+        super().write(data)
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        got = super().read(n, timeout_s)
+        self.log.append(("read", got))
+        return got
+
+
+def test_each_frame_is_one_write_and_progress_only_counts_acknowledged_blocks() -> None:
+    data = bytes(range(256)) * 2 + b"tail"  # 5 blocks, the last one padded
+    log: list[tuple[str, object]] = []
+    link = LoggingLink([bytes([ACK])] * 6, log)
+    sender = XmodemSender(link)
+    count = sender.send(data, lambda p, done, total, note: log.append(("progress", done)))
+    assert count == 5
+    writes = [item for kind, item in log if kind == "write"]
+    assert writes == [*frames(data), bytes([EOT])]  # one write per frame, nothing else
+    # Each answer is one 1-byte read; a block is reported only once its ACK was read, and
+    # the reports together count every byte once.
+    reads = [item for kind, item in log if kind == "read"]
+    assert reads == [bytes([ACK])] * 6
+    done = [item for kind, item in log if kind == "progress"]
+    assert done == [128, 256, 384, 512, len(data)]
+    acked = 0
+    for kind, item in log:
+        if kind == "read":
+            acked += 1
+        elif kind == "progress":
+            assert isinstance(item, int) and item <= acked * BLOCK_SIZE
+
+
 def test_cancel_sends_can_can() -> None:
     link = ScriptLink([])
     XmodemSender(link).cancel()
