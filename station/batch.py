@@ -21,7 +21,7 @@ from drivers.errors import ConfigError
 from firmware_images.catalog import Catalog, Decision
 from firmware_images.descriptor import format_version
 from firmware_images.trust import TrustStore
-from station.controller import Controller
+from station.controller import Controller, probe_slots
 from station.events import Event
 from station.flash import HubIdentity, ImageChooser, Policy, catalog_chooser
 from station.images_cli import trust_store
@@ -146,10 +146,9 @@ def preflight(
         except OSError:
             size = None
         estimate = None
-        if size is not None and port is not None and profile.protocol != "dfu":
-            estimate = size * _bits_per_byte(profile) / profile.baud
-        elif size is not None and port is not None:
-            estimate = size * 8 / profile.baud
+        if size is not None:
+            bits = 8 if profile.protocol == "dfu" else _bits_per_byte(profile)
+            estimate = size * bits / profile.baud
         rows.append(
             replace(
                 row,
@@ -345,6 +344,14 @@ class BatchRun:
         if self.controller is None:
             raise ConfigError("the batch has not begun")
         self.controller.run(continuous=continuous, stop=stop, slots=slots)
+
+    def probe(self) -> list[PlanRow]:
+        """Identify the hubs in idle slots (nothing written) and plan each slot."""
+        if self.controller is not None:
+            probes = self.controller.probe()
+        else:
+            probes = probe_slots(self.rig.slots)
+        return preflight(self.rig, self.catalog, probes)
 
     def finish(self) -> tuple[BatchSummary, Reconciliation]:
         """End the batch; publish and return its summary and reconciliation."""

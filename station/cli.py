@@ -320,6 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.set_defaults(func=cmd_run)
 
+    from station.tui.cli import add_arguments as add_tui_arguments
+    from station.tui.cli import cmd_tui
+
+    p = sub.add_parser(
+        "tui",
+        help="the bench operator's terminal UI: pre-flight plan, slot grid, reports",
+        description="Run a batch on a rig from a terminal UI (keys: ? in the UI).",
+        epilog=_EPILOG,
+    )
+    add_tui_arguments(p)
+    p.set_defaults(func=cmd_tui)
+
     p = sub.add_parser("ports", help="serial ports with their USB locations (for rig files)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ports)

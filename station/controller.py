@@ -82,6 +82,26 @@ def run_slots(jobs: Sequence[tuple[int, Callable[[], T]]]) -> list[SlotRun[T]]:
     return runs
 
 
+def probe_slots(slots: Sequence[Slot]) -> dict[int, HubIdentity | None]:
+    """Identify each slot's hub without writing, one thread per slot (None: no hub there).
+
+    For a pre-flight plan; never run it on a slot whose port a job is using.
+    """
+
+    def look(slot: Slot) -> HubIdentity | None:
+        port = resolve(slot)
+        return None if port is None else identify_hub(port, load_profile(slot.profile))
+
+    runs = run_slots([(s.number, functools.partial(look, s)) for s in slots])
+    found: dict[int, HubIdentity | None] = {}
+    for run in runs:
+        if run.error is not None:
+            found[run.slot] = HubIdentity("?", "?", problem=f"internal error: {run.error!r}")
+        else:
+            found[run.slot] = run.value
+    return found
+
+
 # -- the rig controller ------------------------------------------------------------------
 
 
@@ -126,7 +146,9 @@ class Controller:
         self.outcomes: dict[int, list[FlashOutcome]] = {s.number: [] for s in rig.slots}
         self.flagged: set[int] = set()
         self._cancel = {s.number: threading.Event() for s in rig.slots}
+        self._again = {s.number: threading.Event() for s in rig.slots}
         self._busy: set[int] = set()
+        self._running: dict[int, int] = {}  # slot -> job id, while a job runs there
         self._lock = threading.Lock()
 
     def run(
@@ -152,6 +174,7 @@ class Controller:
                 if (wanted is None or s.number in wanted) and s.number not in self._busy:
                     self._busy.add(s.number)
                     self._cancel[s.number].clear()
+                    self._again[s.number].clear()
                     chosen.append(s)
         try:
             runs = run_slots(
@@ -168,6 +191,23 @@ class Controller:
         """The slots being served right now (a job may be running in each)."""
         with self._lock:
             return sorted(self._busy)
+
+    def running(self) -> dict[int, int]:
+        """The slots with a job in progress (a hub being identified or written): job ids."""
+        with self._lock:
+            return dict(self._running)
+
+    def retry(self, slot: int) -> bool:
+        """Run ``slot``'s hub again when its worker waits for the hub to be taken out.
+
+        Returns False when no worker serves the slot (serve it with ``run(slots=[slot])``)
+        or a job is running there now.
+        """
+        with self._lock:
+            if slot not in self._busy or slot in self._running:
+                return False
+            self._again[slot].set()
+            return True
 
     def abort(self, slot: int) -> bool:
         """Stop ``slot``'s job at its next block or phase; False if the slot is idle.
@@ -186,31 +226,19 @@ class Controller:
         return [n for n in self.busy() if self.abort(n)]
 
     def probe(self, slots: Sequence[int] | None = None) -> dict[int, HubIdentity | None]:
-        """Identify each idle slot's hub without writing (None: no hub there), in parallel.
+        """Identify each idle slot's hub without writing (see :func:`probe_slots`).
 
         A slot being served is skipped (not in the result): its port is in use.
         """
         wanted = None if slots is None else set(slots)
         busy = set(self.busy())
-        chosen = [
-            s
-            for s in self.rig.slots
-            if (wanted is None or s.number in wanted) and s.number not in busy
-        ]
-
-        def look(slot: Slot) -> HubIdentity | None:
-            port = resolve(slot)
-            return None if port is None else identify_hub(port, load_profile(slot.profile))
-
-        runs = run_slots([(s.number, functools.partial(look, s)) for s in chosen])
-        found: dict[int, HubIdentity | None] = {}
-        for run in runs:
-            if run.error is not None:
-                problem = f"internal error: {run.error!r}"
-                found[run.slot] = HubIdentity("?", "?", problem=problem)
-            else:
-                found[run.slot] = run.value
-        return found
+        return probe_slots(
+            [
+                s
+                for s in self.rig.slots
+                if (wanted is None or s.number in wanted) and s.number not in busy
+            ]
+        )
 
     # -- one slot --------------------------------------------------------------------------
 
@@ -245,9 +273,11 @@ class Controller:
             self._watch_slot(slot, out, failing)
             if not continuous:
                 return
-            # The same hub stays until the operator takes it out: wait for that.
-            while not stop.is_set() and resolve(slot) == port:
-                stop.wait(self.poll_s)
+            # The same hub stays until the operator takes it out (or asks for it again).
+            again = self._again[slot.number]
+            while not stop.is_set() and not again.is_set() and resolve(slot) == port:
+                again.wait(self.poll_s)
+            again.clear()
             self._cancel[slot.number].clear()  # an abort ends one hub's job, not the slot
 
     def _watch_slot(self, slot: Slot, out: FlashOutcome, failing: list[str | None]) -> None:
@@ -268,6 +298,17 @@ class Controller:
 
     def _job(self, slot: Slot, port: str, profile: Profile, chooser: ImageChooser) -> FlashOutcome:
         job_id = self.store.start_job(self.batch_id, slot.number, port, profile.name)
+        with self._lock:
+            self._running[slot.number] = job_id
+        try:
+            return self._run_job(slot, port, profile, chooser, job_id)
+        finally:
+            with self._lock:
+                self._running.pop(slot.number, None)
+
+    def _run_job(
+        self, slot: Slot, port: str, profile: Profile, chooser: ImageChooser, job_id: int
+    ) -> FlashOutcome:
         self.publish(Event("state", slot.number, job_id, str(JobState.DETECTED), {"port": port}))
         state = JobState.DETECTED
         last_progress = 0.0

@@ -1,0 +1,413 @@
+"""Screens: start (operator and pre-flight plan), slot detail, and the small dialogs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
+
+from station.batch import OVERRIDES, PlanRow
+from station.store import EventRow, JobRow
+from station.tui.model import LOOK, SlotView, clock_text, short_version
+
+if TYPE_CHECKING:
+    from station.tui.app import StationApp
+
+KEYS = [
+    ("s", "start all: serve every idle slot (hubs swapped in later are served too)"),
+    ("t", "stop all: start no new job; running jobs finish"),
+    ("enter", "slot detail: timeline, failure phase and reason, last events"),
+    ("r", "retry the selected slot (runs its hub again)"),
+    ("a", "abort the selected slot's job (asks first; the hub may be left partly written)"),
+    ("l", "scan a label into the selected slot (checked against the EUI-64 read)"),
+    ("m", "load a consignment manifest (before the batch starts)"),
+    ("o", "overrides: downgrade, off-pathway, unsigned (asks, then audited)"),
+    ("x", "export the reports (DSP CSV/JSON, consignment, JUnit, summary)"),
+    ("arrows", "move between slots"),
+    ("?", "this help"),
+    ("q", "quit (asks when jobs are running)"),
+]
+
+
+class StartScreen(Screen[None]):
+    """Operator name, what is loaded, and the pre-flight plan per slot."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "start", "Start batch"),
+        Binding("p", "probe", "Probe hubs"),
+        Binding("m", "manifest", "Manifest"),
+        Binding("o", "overrides", "Overrides"),
+        Binding("e", "edit_operator", "Operator"),
+        Binding("question_mark", "app.help", "Help"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, operator: str) -> None:
+        super().__init__(id="start")
+        self.operator = operator
+
+    @property
+    def station(self) -> StationApp:
+        from station.tui.app import StationApp
+
+        assert isinstance(self.app, StationApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="start-top"):
+            yield Static(Text("Re-flash station: new batch", style="bold"), id="title")
+            with Horizontal(id="operator-row"):
+                yield Label("Operator (audited): ")
+                yield Input(self.operator, placeholder="your name", id="operator")
+            yield Static(id="summary")
+        yield DataTable(id="plan", cursor_type="row", zebra_stripes=True)
+        yield Static(id="start-status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#plan", DataTable)
+        table.add_columns("slot", "hub", "model", "running", "target", "est.", "plan")
+        self.refresh_summary()
+        self.show_plan(self.station.plan_rows, probing=self.station.probing)
+        if self.operator:
+            table.focus()
+        else:
+            self.query_one("#operator", Input).focus()
+
+    def refresh_summary(self) -> None:
+        d = self.station.batch.describe()
+        models = ", ".join(f"{m} newest {v}" for m, v in d["models"].items()) or "no models"
+        manifest = (
+            f"{d['manifest']} ({d['listed']} hubs listed)" if d["manifest"] else "none (m to load)"
+        )
+        text = Text()
+        text.append("Rig       ", style="bold")
+        text.append(f"{d['rig']}: station {d['station']}, {d['slots']} slots\n")
+        text.append("Catalogue ", style="bold")
+        text.append(f"{d['catalog']}: {models}\n")
+        text.append("Trust     ", style="bold")
+        text.append(f"{d['trust'] or 'none: only overridden unsigned images could be written'}\n")
+        text.append("Manifest  ", style="bold")
+        text.append(manifest)
+        overrides = self.station.overrides_text()
+        if overrides:
+            text.append("\nOverrides ", style="bold")
+            text.append(overrides, style="bold yellow")
+        self.query_one("#summary", Static).update(text)
+
+    def show_plan(self, rows: list[PlanRow], probing: bool = False) -> None:
+        found = self.query("#plan")
+        if not found:  # not composed yet: on_mount shows the app's plan
+            return
+        table = found.first(DataTable)
+        table.clear()
+        for r in rows:
+            if r.port is None:
+                hub = Text(f"○ no hub ({r.binding})", style="dim")
+            elif probing:
+                hub = Text("… probing")
+            elif r.problem:
+                hub = Text(f"✗ {r.problem}", style="red")
+            elif r.eui64:
+                hub = Text(f"✓ {r.eui64}")
+            else:
+                hub = Text("● present (probed at start)")
+            running = (
+                short_version(r.version_before)
+                if r.probed and r.eui64
+                else ("-" if r.port is None else "at start")
+            )
+            est = "-" if r.estimate_s is None else f"~{clock_text(r.estimate_s)}"
+            table.add_row(
+                str(r.slot),
+                hub,
+                r.profile,
+                running,
+                short_version(r.target) if r.target and r.target.startswith("0x") else r.target,
+                est,
+                r.plan,
+                key=str(r.slot),
+            )
+
+    def set_status(self, text: str) -> None:
+        for status in self.query("#start-status").results(Static):
+            status.update(text)
+
+    @on(Input.Submitted, "#operator")
+    def _operator_entered(self) -> None:
+        self.query_one("#plan", DataTable).focus()
+
+    def action_edit_operator(self) -> None:
+        self.query_one("#operator", Input).focus()
+
+    def action_start(self) -> None:
+        name = self.query_one("#operator", Input).value.strip()
+        if not name:
+            self.set_status("Enter the operator's name first (it goes in the audit log).")
+            self.query_one("#operator", Input).focus()
+            return
+        self.station.begin_batch(name)
+
+    def action_probe(self) -> None:
+        self.station.probe()
+
+    def action_manifest(self) -> None:
+        self.station.action_manifest()
+
+    def action_overrides(self) -> None:
+        self.station.action_overrides()
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; ``y``/``n`` answer it too."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
+        super().__init__()
+        self.question, self.yes, self.no = question, yes, no
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button(f"{self.yes} (y)", id="yes", variant="warning")
+                yield Button(f"{self.no} (n)", id="no", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class QuitScreen(ModalScreen[str]):
+    """Quitting with jobs running: wait for them, abort them, or keep running."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("w", "choose('wait')", "Wait, then quit"),
+        Binding("a", "choose('abort')", "Abort and quit"),
+        Binding("n", "choose('stay')", "Don't quit"),
+        Binding("escape", "choose('stay')", "Don't quit"),
+    ]
+
+    def __init__(self, running: dict[int, str]) -> None:
+        super().__init__()
+        self.running = running
+
+    def compose(self) -> ComposeResult:
+        slots = ", ".join(f"{n} ({s})" for n, s in sorted(self.running.items()))
+        text = (
+            f"{len(self.running)} job(s) are running: slot {slots}.\n\n"
+            "w  wait: start no new job, quit when these finish (safe)\n"
+            "a  abort them now: each stops at its next block; a hub stopped while erasing or "
+            "writing is left PARTLY WRITTEN and must be re-flashed before it leaves the bench\n"
+            "n  don't quit: keep running"
+        )
+        with Vertical(classes="dialog"):
+            yield Static(text, classes="question")
+            with Horizontal(classes="buttons"):
+                yield Button("Wait (w)", id="wait", variant="primary")
+                yield Button("Abort (a)", id="abort", variant="error")
+                yield Button("Don't quit (n)", id="stay")
+
+    def on_mount(self) -> None:
+        self.query_one("#stay", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id or "stay")
+
+    def action_choose(self, what: str) -> None:
+        self.dismiss(what)
+
+
+class PromptScreen(ModalScreen[str | None]):
+    """One line of text: a scanned label, a file path. Enter accepts, Escape cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, value: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.question, self.value, self.placeholder = question, value, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(self.question, classes="question")
+            yield Input(self.value, placeholder=self.placeholder, id="answer")
+
+    def on_mount(self) -> None:
+        self.query_one("#answer", Input).focus()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class OverrideScreen(ModalScreen[dict[str, bool] | None]):
+    """Choose policy overrides; applying them is confirmed again and audited."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: dict[str, bool], operator: str) -> None:
+        super().__init__()
+        self.current, self.operator = current, operator
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(
+                "Overrides let the station write images its policy refuses. Each one is "
+                f"recorded in the audit log as {self.operator or 'the operator'} and with "
+                "every job that uses it.",
+                classes="question",
+            )
+            for name, what in OVERRIDES.items():
+                label = f"{name.replace('_', '-')}: {what}"
+                yield Checkbox(label, self.current.get(name, False), id=name)
+            with Horizontal(classes="buttons"):
+                yield Button("Apply…", id="apply", variant="warning")
+                yield Button("Cancel", id="cancel", variant="primary")
+
+    @on(Button.Pressed, "#apply")
+    def _apply(self) -> None:
+        self.dismiss({name: self.query_one(f"#{name}", Checkbox).value for name in OVERRIDES})
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        text = Text("Keys\n\n", style="bold")
+        for key, what in KEYS:
+            text.append(f"{key:>7}  ", style="bold")
+            text.append(what + "\n")
+        text.append("\nTiles: ")
+        for state in ("passed", "skipped", "failed", "refused", "interrupted", "writing"):
+            symbol, word, style = LOOK[state]
+            text.append(f"{symbol} {word}", style=style)
+            text.append("  ")
+        text.append("\n≠LABEL: the scanned label is not the EUI-64 the station read")
+        with VerticalScroll(classes="dialog"):
+            yield Static(text)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def _event_line(e: EventRow) -> Text:
+    detail = {k: v for k, v in e.detail.items() if k not in ("slot", "port", "profile")}
+    extra = ", ".join(f"{k}={v}" for k, v in detail.items())
+    line = Text(f"  {e.at.strftime('%H:%M:%S')}  ")
+    symbol, _, style = LOOK.get(str(e.state), ("·", str(e.state), ""))
+    line.append(f"{symbol} {e.state}", style=style)
+    if extra:
+        line.append(f"  {extra}")
+    return line
+
+
+class DetailScreen(ModalScreen[None]):
+    """One slot: its job's timeline, the failure and the last events before it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,enter", "close", "Close"),
+        Binding("r", "retry", "Retry slot"),
+        Binding("a", "abort", "Abort slot"),
+    ]
+
+    def __init__(self, view: SlotView, job: JobRow | None, events: list[EventRow]) -> None:
+        super().__init__()
+        self.view, self.job, self.events = view, job, events
+
+    def compose(self) -> ComposeResult:
+        v, job = self.view, self.job
+        symbol, word, style = LOOK.get(v.state, ("?", v.state, ""))
+        text = Text()
+        text.append(f"Slot {v.number}  ", style="bold")
+        text.append(f"{symbol} {word}\n", style=style)
+        rows: list[tuple[str, Any]] = [
+            ("binding", v.binding),
+            ("port", v.port),
+            ("model", v.profile),
+            ("EUI-64", v.eui64),
+            ("label", _label_text(v)),
+            ("version", f"{v.version_before or '?'} -> {v.version_after or v.target or '?'}"),
+            ("job", v.job_id),
+        ]
+        if job is not None:
+            rows += [
+                ("image", job.image_path),
+                ("sha256", job.image_sha256),
+                ("signature", job.signature),
+                ("verify", f"{job.verify_method or '-'} {job.verify_detail or ''}"),
+                ("plan", job.plan),
+                ("overrides", ", ".join(job.overrides) or None),
+            ]
+        for name, value in rows:
+            if value not in (None, ""):
+                text.append(f"{name:>10}  ", style="bold")
+                text.append_text(value if isinstance(value, Text) else Text(str(value)))
+                text.append("\n")
+        if v.final and v.state not in ("passed", "skipped"):
+            text.append("\nFailed in phase ", style="bold")
+            text.append(f"{v.fail_phase or '?'}: ", style=style)
+            text.append(f"{v.reason}\n")
+            if v.hint:
+                text.append("What to do: ", style="bold")
+                text.append(f"{v.hint}\n")
+        if self.events:
+            text.append("\nTimeline (recorded)\n", style="bold")
+            for e in self.events:
+                text.append_text(_event_line(e))
+                text.append("\n")
+        if v.trace:
+            title = "Last events before the failure" if v.state == "failed" else "Last events"
+            text.append(f"\n{title} (protocol notes, retries)\n", style="bold")
+            for line in v.trace:
+                text.append(f"  {line}\n")
+        text.append("\nr retry   a abort   Esc close", style="dim")
+        with VerticalScroll(classes="dialog wide"):
+            yield Static(text, id="detail")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_retry(self) -> None:
+        self.dismiss(None)
+        self.app.call_later(self.app.run_action, "retry_slot")
+
+    def action_abort(self) -> None:
+        self.dismiss(None)
+        self.app.call_later(self.app.run_action, "abort_slot")
+
+
+def _label_text(v: SlotView) -> Text | None:
+    if v.label is None:
+        return None
+    if v.label_check is None:
+        return Text(f"{v.label} (not yet compared: no EUI-64 read)")
+    if v.label_check:
+        return Text(f"✓ {v.label} matches", style="green")
+    return Text(f"✗ MISMATCH: label {v.label}, hub says {v.eui64}", style="bold reverse red")

@@ -1,0 +1,112 @@
+"""The slot grid, its tiles and the batch header."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Container
+from textual.events import Resize
+from textual.widget import Widget
+
+from station.tui.model import BatchView, SlotView, grid_shape, tile_text
+
+
+class SlotTile(Widget, can_focus=True):
+    """One slot: number, hub, versions, phase, progress and result (see ``tile_text``)."""
+
+    DEFAULT_CSS = """
+    SlotTile { height: 1; padding: 0; }
+    SlotTile:focus { background: $boost; text-style: bold; }
+    """
+
+    def __init__(self, view: SlotView) -> None:
+        super().__init__(id=f"slot-{view.number}")
+        self.view = view
+
+    def render(self) -> Text:
+        w, h = self.size.width, max(self.size.height, 1)
+        text = tile_text(self.view, w - 1, h)
+        # The selected tile is marked by a pointer too, not only by its background.
+        mark = Text("▸" if self.has_focus else " ", style="bold")
+        lines = text.split("\n")
+        return Text("\n").join([mark + lines[0], *(Text(" ") + line for line in lines[1:])])
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+
+class SlotGrid(Container, can_focus=False):
+    """Every slot's tile, laid out to fit the terminal (denser tiles for more slots)."""
+
+    DEFAULT_CSS = """
+    SlotGrid { layout: grid; grid-size: 4; grid-gutter: 0 0; height: 1fr;
+               overflow-y: auto; scrollbar-size-vertical: 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left", "move(-1)", "←", show=False),
+        Binding("right", "move(1)", "→", show=False),
+        Binding("up", "move_row(-1)", "↑", show=False),
+        Binding("down", "move_row(1)", "↓", show=False),
+    ]
+
+    def __init__(self, views: list[SlotView]) -> None:
+        super().__init__(id="grid")
+        self.tiles = [SlotTile(v) for v in views]
+        self.columns = 4
+
+    def compose(self) -> ComposeResult:
+        yield from self.tiles
+
+    def on_resize(self, event: Resize) -> None:
+        self.fit(event.size.width, event.size.height)
+
+    def fit(self, width: int, height: int) -> None:
+        """Choose columns and tile height for this size."""
+        cols, tile_h = grid_shape(len(self.tiles), width, height)
+        self.columns = cols
+        self.styles.grid_size_columns = cols
+        self.styles.grid_rows = str(tile_h)
+        for tile in self.tiles:
+            tile.styles.height = tile_h
+
+    def selected(self) -> SlotTile | None:
+        """The focused tile."""
+        return next((t for t in self.tiles if t.has_focus), None)
+
+    def _step(self, delta: int) -> None:
+        current = self.selected()
+        index = 0 if current is None else self.tiles.index(current)
+        self.tiles[max(0, min(len(self.tiles) - 1, index + delta))].focus()
+
+    def action_move(self, delta: int) -> None:
+        self._step(delta)
+
+    def action_move_row(self, delta: int) -> None:
+        self._step(delta * self.columns)
+
+    def refresh_slots(self, numbers: set[int]) -> None:
+        """Redraw only these slots' tiles."""
+        for tile in self.tiles:
+            if tile.view.number in numbers:
+                tile.refresh()
+
+
+class BatchHeader(Widget):
+    """Passed, failed, refused, remaining, missing, elapsed and hubs/hour, on one line."""
+
+    DEFAULT_CSS = "BatchHeader { height: 1; background: $panel; }"
+
+    def __init__(self, batch: BatchView, clock: Callable[[], float]) -> None:
+        super().__init__(id="header")
+        self.model = batch
+        self.clock = clock
+
+    def render(self) -> Text:
+        return self.model.header(self.clock())

@@ -1,0 +1,176 @@
+"""The operator's UI driving real batches of simulated hubs (Pilot, headless terminal)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from sim.pty import SimHub
+from station.batch import BatchRun
+from station.demo import prepare_demo_catalog
+from station.events import JobState
+from station.tui.app import StationApp
+from station.tui.screens import ConfirmScreen, DetailScreen, QuitScreen, StartScreen
+
+pytestmark = pytest.mark.asyncio
+
+SIZE = 8 * 1024
+MISSING = "00-DB-12-00-00-00-00-99"
+
+
+def _rig(tmp_path: Path, hubs: list[SimHub], retries: int = 0) -> Path:
+    text = f'station_id = "bench-tui"\n[policy]\njob_retries = {retries}\n'
+    for h in hubs:
+        text += f'[[slot]]\nnumber = {h.spec.slot}\nport = "{h.port}"\nprofile = "demo-an3155"\n'
+    path = tmp_path / "rig.toml"
+    path.write_text(text)
+    return path
+
+
+def _open(tmp_path: Path, rig: Path, demo: Path, manifest: Path | None = None) -> BatchRun:
+    return BatchRun.open(
+        str(rig),
+        catalog_dir=str(demo / "catalog"),
+        trust_dir=str(demo / "trust"),
+        manifest_path=None if manifest is None else str(manifest),
+        db_url=f"sqlite:///{tmp_path}/station.db",
+    )
+
+
+async def _until(pilot: Pilot[int], ok: Callable[[], bool], what: str, limit_s: float = 60) -> None:
+    """Let the app run until ``ok()`` (a condition on real outcomes, not on time)."""
+    for _ in range(int(limit_s / 0.1)):
+        if ok():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+def _states(app: StationApp) -> dict[int, str]:
+    return {n: v.state for n, v in app.view.slots.items()}
+
+
+async def test_batch_failure_retry_export_through_the_ui(
+    start_hub: Callable[..., SimHub], tmp_path: Path
+) -> None:
+    prepare_demo_catalog(tmp_path / "demo", size=SIZE)
+    hubs = [
+        start_hub(1, firmware_size=SIZE),
+        start_hub(2, firmware_size=SIZE, faults="nack=3x7"),  # fails once, passes on retry
+        start_hub(3, firmware_size=SIZE, start_in="app"),
+    ]
+    manifest = tmp_path / "consignment.csv"
+    manifest.write_text(
+        "consignment,eui64\n"
+        + "".join(f"C1,{e}\n" for e in [*(h.spec.eui64 for h in hubs), MISSING])
+    )
+    batch = _open(tmp_path, _rig(tmp_path, hubs), tmp_path / "demo", manifest)
+    app = StationApp(batch, operator="alice", reports_dir=tmp_path / "reports")
+    async with app.run_test(size=(120, 36)) as pilot:
+        assert isinstance(app.screen, StartScreen)
+        # The read-only probe fills the pre-flight plan with each hub's EUI-64 and version.
+        await _until(
+            pilot,
+            lambda: all(r.eui64 for r in app.plan_rows),
+            "every hub identified by the probe",
+        )
+        assert {r.eui64 for r in app.plan_rows} == {h.spec.eui64 for h in hubs}
+        assert {r.target for r in app.plan_rows} == {"0x01050000"}
+        assert all(r.estimate_s and r.estimate_s > 0 for r in app.plan_rows)
+
+        await pilot.press("s")  # start the batch as alice
+        assert not isinstance(app.screen, StartScreen)
+        await _until(pilot, lambda: all(v.final for v in app.view.slots.values()), "all done")
+        assert _states(app) == {1: "passed", 2: "failed", 3: "passed"}
+        failed = app.view.slots[2]
+        assert failed.fail_phase == "write" and "NACK" in failed.reason
+        assert app.view.missing() == 1  # the listed hub that never arrived
+
+        # The slot's detail names the phase, the reason and the recorded timeline.
+        app.grid.tiles[1].focus()
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        shown = str(app.screen.query_one("#detail").render())
+        assert "Failed in phase" in shown and "write" in shown and "NACK" in shown
+        assert "Timeline" in shown
+        await pilot.press("r")  # retry from the detail screen
+        await _until(pilot, lambda: app.view.slots[2].state == "passed", "slot 2 passed on retry")
+
+        # A scanned label is checked against the EUI-64 read; a wrong one is flagged.
+        app.grid.tiles[0].focus()
+        await pilot.press("l")
+        await pilot.press(*MISSING.replace("-", ""), "enter")
+        assert app.view.slots[1].label_check is False
+
+        await pilot.press("x")
+        folder = tmp_path / "reports" / f"batch-{batch.batch_id}"
+        await _until(pilot, lambda: (folder / "summary.json").exists(), "reports exported")
+        rows = list(csv.DictReader((folder / "dsp.csv").open()))
+        assert sorted(r["eui64"] for r in rows) == sorted(h.spec.eui64 for h in hubs)
+        assert {r["operator"] for r in rows} == {"alice"}
+        recon = json.loads((folder / "consignment.json").read_text())
+        assert [e["eui64"] for e in recon["missing"]] == [MISSING]
+        cases = list(ET.parse(folder / "junit.xml").getroot().iter("testcase"))
+        assert len(cases) == 4  # slot 2 ran twice
+        assert json.loads((folder / "summary.json").read_text())["counts"]["passed"] == 3
+
+        await pilot.press("q")  # nothing running: quits without asking
+        await _until(pilot, lambda: not app.is_running, "the app exited")
+    assert app.return_code == 1  # a listed hub is missing
+    store_states = [(j.slot, j.state) for j in batch.store.jobs(batch.batch_id or 0)]
+    assert sorted(store_states) == [
+        (1, JobState.PASSED),
+        (2, JobState.FAILED),
+        (2, JobState.PASSED),
+        (3, JobState.PASSED),
+    ]
+    actions = [(e.operator, e.action) for e in batch.store.audit_log()]
+    assert ("alice", "operator") in actions and ("alice", "label-mismatch") in actions
+    assert batch.store.batch(batch.batch_id or 0).finished_at is not None
+    batch.close()
+
+
+async def test_quit_mid_batch_asks_and_abort_never_passes(
+    start_hub: Callable[..., SimHub], tmp_path: Path
+) -> None:
+    size = 48 * 1024  # paced at 115200 8E1: seconds of writing, time to press keys
+    prepare_demo_catalog(tmp_path / "demo", size=size)
+    hubs = [start_hub(n, firmware_size=SIZE, paced=True) for n in (1, 2)]
+    batch = _open(tmp_path, _rig(tmp_path, hubs), tmp_path / "demo")
+    app = StationApp(batch, operator="bob", probe_on_start=False)
+    press: Callable[..., Awaitable[None]]
+    async with app.run_test(size=(100, 30)) as pilot:
+        press = pilot.press
+        await press("s")
+        await _until(
+            pilot,
+            lambda: all(v.state == "writing" for v in app.view.slots.values()),
+            "both hubs being written",
+        )
+        # Abort slot 2 (asks first); it ends interrupted, never passed.
+        app.grid.tiles[1].focus()
+        await press("a")
+        assert isinstance(app.screen, ConfirmScreen)
+        await press("y")
+        # Quitting while slot 1 writes asks first; "n" keeps the batch running.
+        await press("q")
+        assert isinstance(app.screen, QuitScreen)
+        await press("n")
+        assert not isinstance(app.screen, QuitScreen) and app.is_running and not app.quitting
+        await _until(pilot, lambda: app.view.slots[1].state == "passed", "slot 1 passed")
+        assert app.view.slots[2].state == "interrupted"
+        assert app.view.slots[2].reason == "aborted by operator"
+        assert "partly written" in app.view.slots[2].hint
+        await press("q")
+        await _until(pilot, lambda: not app.is_running, "the app exited")
+    jobs = {j.slot: j for j in batch.store.jobs(batch.batch_id or 0)}
+    assert jobs[1].state is JobState.PASSED
+    assert jobs[2].state is JobState.INTERRUPTED and jobs[2].phase == "write"
+    assert app.return_code == 1  # an interrupted hub is not a good batch
+    batch.close()
