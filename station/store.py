@@ -12,9 +12,11 @@ turns every job that was still running into ``INTERRUPTED``.
 
 Thread safety: one :class:`Store` is shared by every slot thread; each call takes its own
 pooled connection, and writes are serialised within the process (SQLite allows one writer
-at a time anyway). Writers in other processes are serialised by the database: SQLite write
-transactions start with ``BEGIN IMMEDIATE``; on PostgreSQL a lost race for the next audit
-sequence number or a hub row is retried.
+at a time anyway). :meth:`Store.group` lets one thread (the controller's recorder) commit
+many writes in one transaction, each in its own savepoint: one commit and one fsync for
+all, and the durability rule then holds when the group ends. Writers in other processes are
+serialised by the database: SQLite write transactions start with ``BEGIN IMMEDIATE``; on
+PostgreSQL a lost race for the next audit sequence number or a hub row is retried.
 
 The store never launders a false pass: a job ends ``PASSED`` only through
 :meth:`Store.finish_job` with an outcome that says passed *and* carries the evidence (the job
@@ -32,7 +34,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -506,6 +509,7 @@ class Store:
         self._engine = engine
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
+        self._group = threading.local()  # the connection of this thread's open group, if any
         self._sqlite = engine.dialect.name == "sqlite"
         # One shared connection (in-memory SQLite): reads must not interleave with writes.
         self._shared = isinstance(engine.pool, StaticPool)
@@ -616,8 +620,43 @@ class Store:
 
     # -- transactions ----------------------------------------------------------------------
 
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Commit every write this thread makes inside the block in one transaction.
+
+        Each write runs in its own savepoint, so one that raises (an illegal transition, a
+        bad record) is undone alone and the others stand. Nothing is durable until the
+        block ends; a failing commit raises :class:`StoreError` and loses the whole group,
+        so callers publish what the group recorded only after it ends. Groups do not nest.
+
+        Raises:
+            StoreError: the transaction could not be begun or committed.
+        """
+        if getattr(self._group, "conn", None) is not None:
+            raise StoreError("store groups do not nest")
+        with self._lock:
+            try:
+                with self._engine.connect() as conn:
+                    conn.execution_options(station_write=True)
+                    with conn.begin():
+                        self._group.conn = conn
+                        try:
+                            yield
+                        finally:
+                            self._group.conn = None
+            except SQLAlchemyError as exc:
+                raise StoreError(f"station database: {_db_error(exc)}") from exc
+
     def _write(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in one committed write transaction (retried on a lost key race)."""
+        """Run ``work`` in one committed write transaction (retried on a lost key race),
+        or in a savepoint of this thread's open :meth:`group`."""
+        grouped: Connection | None = getattr(self._group, "conn", None)
+        if grouped is not None:
+            try:
+                with grouped.begin_nested():
+                    return work(grouped)
+            except SQLAlchemyError as exc:
+                raise StoreError(f"station database: {_db_error(exc)}") from exc
         with self._lock:
             for attempt in range(1, _WRITE_ATTEMPTS + 1):
                 try:
@@ -888,8 +927,13 @@ class Store:
         """
 
         def work(conn: Connection) -> int:
-            batch = self._batch_row(conn, batch_id)
-            if batch.finished_at is not None:
+            # Only whether the batch has ended: its job counts would cost more than the job.
+            found = conn.execute(
+                select(batches.c.finished_at).where(batches.c.id == batch_id)
+            ).first()
+            if found is None:
+                raise UnknownRecord(f"no batch {batch_id} in the station database")
+            if found.finished_at is not None:
                 raise BatchFinished(f"batch {batch_id} finished already: no new jobs in it")
             at = self._clock()
             job_id = _new_id(

@@ -518,3 +518,24 @@ def test_two_stores_on_one_database_keep_one_audit_chain(store_url: str, tmp_pat
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_group_commits_once_and_undoes_only_the_write_that_failed(store: Store) -> None:
+    batch = _batch(store)
+    job = store.start_job(batch, 1, "/dev/pts/1", "demo-an3155")
+    with store.group():
+        store.record_state(job, JobState.IDENTIFIED, {"eui64": eui(1)})
+        with pytest.raises(IllegalTransition):
+            store.record_state(job, JobState.WRITING)  # skips PLANNED: refused alone
+        store.audit("op", "note", {"n": 1})
+        store.record_state(job, JobState.PLANNED)
+        # Nothing is durable, nor visible to other connections, before the group ends.
+        assert store.job(job).state is JobState.DETECTED
+        with pytest.raises(StoreError, match="do not nest"), store.group():
+            pass
+    assert [e.state for e in store.job_events(job)] == [
+        JobState.DETECTED,
+        JobState.IDENTIFIED,
+        JobState.PLANNED,
+    ]
+    assert store.verify_audit().ok

@@ -1,0 +1,190 @@
+"""The recorder: persists every slot's job records in order, then publishes them.
+
+Slot workers hand it their records and go straight back to the hub: a database write takes
+about a millisecond of CPU, and with 32 or 64 slots writing in turn those milliseconds
+queued up behind one another on every slot's critical path. The recorder takes what has
+queued since its last pass and commits it in one transaction (:meth:`Store.group`: one
+commit, one fsync), and only then publishes the events, in the order they were handed in.
+So the rule of ARCHITECTURE.md §7 still holds: nothing is shown before it is durable.
+
+Two calls wait for the database: :meth:`Recorder.start_job` (the job's id is needed for
+everything after) and :meth:`Recorder.finish_job` (a slot's next job, or a retry, starts only
+once the last one is recorded, and the store decides the final state). A record the store
+refuses (an illegal transition: a bug) is not published; a ``record-error`` event says so.
+
+The recorder starts no thread: the controller runs :meth:`Recorder.run` in one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from station.events import Event, JobState
+from station.outcome import FlashOutcome
+
+
+class JobStore(Protocol):
+    """What the controller needs of the store (station.store.Store provides it).
+
+    A store may also offer ``group()`` (see :meth:`station.store.Store.group`); the
+    recorder then commits each pass in one transaction.
+    """
+
+    def start_job(self, batch_id: int, slot: int, port: str, profile: str) -> int: ...
+    def record_state(
+        self, job_id: int, state: JobState, detail: dict[str, Any] | None = None
+    ) -> None: ...
+    def finish_job(self, job_id: int, outcome: FlashOutcome) -> JobState: ...
+    def audit(self, operator: str, action: str, detail: dict[str, Any]) -> None: ...
+
+
+#: Most records committed in one transaction (bounds the latency of a pass).
+MAX_GROUP = 512
+
+
+@dataclass
+class _Record:
+    """One thing handed to the recorder: an optional write, then the event(s) it allows."""
+
+    write: Callable[[JobStore], Any] | None
+    events: Callable[[Any], list[Event]]
+    slot: int | None = None
+    job_id: int | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
+_CLOSE = _Record(None, lambda _: [])
+
+
+class Recorder:
+    """Persist, then publish, every record the slot workers hand in, in their order.
+
+    Args:
+        store: where records go.
+        publish: receives every event; called from the recorder's thread only.
+    """
+
+    def __init__(self, store: JobStore, publish: Callable[[Event], None]) -> None:
+        self.store = store
+        self.publish = publish
+        self._queue: queue.SimpleQueue[_Record] = queue.SimpleQueue()
+        #: The first exception a subscriber raised (the controller reports it).
+        self.publish_error: Exception | None = None
+
+    # -- what slot workers call ------------------------------------------------------------
+
+    def start_job(self, batch_id: int, slot: int, port: str, profile: str) -> int:
+        """Record a hub found in a slot; waits, and returns the job id.
+
+        Raises:
+            StoreError: the store refused it (for example, the batch has ended).
+        """
+        detail = {"port": port}
+        record = _Record(
+            lambda store: store.start_job(batch_id, slot, port, profile),
+            lambda job_id: [Event("state", slot, job_id, str(JobState.DETECTED), detail)],
+            slot,
+        )
+        return int(self._wait(record))
+
+    def state(self, slot: int, job_id: int, state: JobState, detail: dict[str, Any]) -> None:
+        """Queue a job's move to ``state``: persisted, then published as a ``state`` event."""
+        self._queue.put(
+            _Record(
+                lambda store: store.record_state(job_id, state, detail),
+                lambda _: [Event("state", slot, job_id, str(state), detail)],
+                slot,
+                job_id,
+            )
+        )
+
+    def event(self, event: Event) -> None:
+        """Queue an event that is not a record (progress, notes, retries): published after
+        everything handed in before it."""
+        self._queue.put(_Record(None, lambda _: [event], event.slot, event.job_id))
+
+    def audit(self, operator: str, action: str, detail: dict[str, Any], then: Event) -> None:
+        """Queue an audit entry, and the event ``then`` to publish once it is durable."""
+        self._queue.put(
+            _Record(
+                lambda store: store.audit(operator, action, detail),
+                lambda _: [then],
+                then.slot,
+            )
+        )
+
+    def finish_job(self, slot: int, job_id: int, outcome: FlashOutcome) -> JobState:
+        """Record how a job ended; waits, and returns the state the store recorded (a pass
+        without its evidence is recorded failed)."""
+        record = _Record(
+            lambda store: store.finish_job(job_id, outcome),
+            lambda final: [Event("job-finished", slot, job_id, str(final), outcome.to_json())],
+            slot,
+            job_id,
+        )
+        return JobState(self._wait(record))
+
+    def _wait(self, record: _Record) -> Any:
+        self._queue.put(record)
+        record.done.wait()
+        if record.error is not None:
+            raise record.error
+        return record.value
+
+    # -- the recorder's own thread ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Persist and publish until :meth:`close`; everything handed in before is done."""
+        while True:
+            batch = list(self._take())
+            closing = any(r is _CLOSE for r in batch)
+            self._apply([r for r in batch if r is not _CLOSE])
+            if closing:
+                return
+
+    def close(self) -> None:
+        """Ask :meth:`run` to finish what is queued and return."""
+        self._queue.put(_CLOSE)
+
+    def _take(self) -> Iterator[_Record]:
+        yield self._queue.get()
+        for _ in range(MAX_GROUP - 1):
+            try:
+                yield self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, batch: list[_Record]) -> None:
+        writes = [r for r in batch if r.write is not None]
+        group: Callable[[], AbstractContextManager[Any]] = getattr(self.store, "group", nullcontext)
+        try:
+            with group():
+                for record in writes:
+                    assert record.write is not None
+                    try:
+                        record.value = record.write(self.store)
+                    except Exception as exc:  # this record only (its savepoint undone)
+                        record.error = exc
+        except Exception as exc:  # the commit failed: nothing of this pass stands
+            for record in writes:
+                record.error = record.error or exc
+        for record in batch:
+            try:
+                if record.error is None:
+                    events = record.events(record.value)
+                else:
+                    error = {"error": str(record.error)}
+                    events = [Event("record-error", record.slot, record.job_id, data=error)]
+                for event in events:
+                    self.publish(event)
+            except Exception as exc:  # a broken subscriber must not stop the records
+                self.publish_error = self.publish_error or exc
+            finally:
+                record.done.set()

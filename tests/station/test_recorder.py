@@ -1,0 +1,156 @@
+"""The recorder: records persisted in order, published only once durable, grouped."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from station.events import CHAIN, Event, JobState
+from station.outcome import Result
+from station.recorder import Recorder
+from station.store import Store, StoreError
+from tests.station.recordkit import ended, eui, passed
+
+
+class CountingStore(Store):
+    """A real store that counts its transactions."""
+
+    groups = 0
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        CountingStore.groups += 1
+        with super().group():
+            yield
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    CountingStore.groups = 0
+    with CountingStore.open(f"sqlite:///{tmp_path / 'station.db'}") as s:
+        yield s
+
+
+def _batch(store: Store) -> int:
+    return store.start_batch(station_id="bench", operator="op", rig="r", catalog="c")
+
+
+def test_many_slots_every_event_is_durable_when_published_and_in_order(store: Store) -> None:
+    batch = _batch(store)
+    seen: list[Event] = []
+    problems: list[str] = []
+
+    def publish(event: Event) -> None:
+        seen.append(event)
+        if event.kind in ("state", "job-finished") and event.job_id is not None:
+            durable = [str(e.state) for e in store.job_events(event.job_id)]
+            if event.state not in durable:
+                problems.append(f"{event} published before it was recorded ({durable})")
+
+    rec = Recorder(store, publish)
+    runner = threading.Thread(target=rec.run)
+    runner.start()
+    finals: dict[int, JobState] = {}
+
+    def slot(n: int) -> None:
+        job = rec.start_job(batch, n, f"/dev/pts/{n}", "demo-an3155")
+        for state in CHAIN[1:]:
+            rec.state(n, job, state, {"eui64": eui(n)} if state is JobState.IDENTIFIED else {})
+            rec.event(Event("progress", n, job, data={"done": CHAIN.index(state)}))
+        outcome = passed(eui(n)) if n % 2 else ended(eui(n), Result.FAILED, "write", "NACK")
+        finals[n] = rec.finish_job(n, job, outcome)
+
+    workers = [threading.Thread(target=slot, args=(n,)) for n in range(1, 17)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    rec.close()
+    runner.join()
+    assert problems == []
+    assert finals == {n: JobState.PASSED if n % 2 else JobState.FAILED for n in range(1, 17)}
+    for n in range(1, 17):
+        mine = [e for e in seen if e.slot == n]
+        states = [e.state for e in mine if e.kind == "state"]
+        assert states == [str(s) for s in CHAIN]
+        assert mine[-1].kind == "job-finished"
+        # Progress is published after the state it follows, never before.
+        kinds = [e.kind for e in mine]
+        assert kinds[:3] == ["state", "state", "progress"]
+    # 16 slots, 8 records each: far fewer transactions than records.
+    assert CountingStore.groups < 16 * 8
+
+
+def test_records_queued_together_share_one_transaction(store: Store) -> None:
+    batch = _batch(store)
+    rec = Recorder(store, lambda e: None)
+    jobs = [store.start_job(batch, n, "p", "demo-an3155") for n in range(1, 6)]
+    for n, job in enumerate(jobs, 1):
+        for state in CHAIN[1:4]:
+            rec.state(n, job, state, {})
+    rec.close()
+    rec.run()  # everything was queued before the first pass: one transaction
+    assert CountingStore.groups == 1
+    assert {store.job(j).state for j in jobs} == {CHAIN[3]}
+
+
+def test_a_refused_record_is_not_published_and_spares_the_others(store: Store) -> None:
+    batch = _batch(store)
+    a, b = (store.start_job(batch, n, "p", "demo-an3155") for n in (1, 2))
+    seen: list[Event] = []
+    rec = Recorder(store, seen.append)
+    rec.state(1, a, JobState.PASSED, {})  # only finish_job may pass a job
+    rec.state(2, b, JobState.IDENTIFIED, {})
+    rec.close()
+    rec.run()
+    assert [(e.kind, e.slot) for e in seen] == [("record-error", 1), ("state", 2)]
+    assert "only finish_job" in seen[0].data["error"]
+    assert store.job(a).state is JobState.DETECTED
+    assert store.job(b).state is JobState.IDENTIFIED
+
+
+def test_a_failed_commit_publishes_nothing_and_fails_the_waiting_slot(store: Store) -> None:
+    batch = _batch(store)
+    job = store.start_job(batch, 1, "p", "demo-an3155")
+
+    class BrokenDisk:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        @contextmanager
+        def group(self) -> Iterator[None]:
+            yield
+            raise StoreError("station database: disk I/O error")
+
+    seen: list[Event] = []
+    rec = Recorder(BrokenDisk(), seen.append)  # type: ignore[arg-type]
+    runner = threading.Thread(target=rec.run)
+    runner.start()
+    rec.state(1, job, JobState.IDENTIFIED, {})
+    with pytest.raises(StoreError, match="disk I/O"):
+        rec.finish_job(1, job, ended(eui(1), Result.FAILED, "identify", "x"))
+    rec.close()
+    runner.join()
+    assert [e.kind for e in seen] == ["record-error", "record-error"]
+
+
+def test_a_broken_subscriber_does_not_stop_the_records(store: Store) -> None:
+    batch = _batch(store)
+
+    def publish(event: Event) -> None:
+        raise RuntimeError("the screen fell over")
+
+    rec = Recorder(store, publish)
+    runner = threading.Thread(target=rec.run)
+    runner.start()
+    job = rec.start_job(batch, 1, "p", "demo-an3155")
+    rec.state(1, job, JobState.IDENTIFIED, {})
+    final = rec.finish_job(1, job, ended(eui(1), Result.FAILED, "identify", "x"))
+    rec.close()
+    runner.join()
+    assert final is JobState.FAILED and store.job(job).state is JobState.FAILED
+    assert isinstance(rec.publish_error, RuntimeError)
