@@ -227,23 +227,34 @@ class BatchView:
         """Hubs the consignment lists that no job has identified yet."""
         return len(self.listed - self.seen)
 
-    def header(self, now: float | None) -> Text:
-        """The batch counters as one line."""
+    def header(self, now: float | None, width: int = 200) -> Text:
+        """The batch counters as one line (terser words when ``width`` is small)."""
         r = self.slot_results()
         elapsed = None if self.started_at is None or now is None else now - self.started_at
         rate = "--"
         if elapsed and elapsed > 0 and r["passed"]:
             rate = f"{r['passed'] * 3600 / elapsed:.0f}"
+        wide = width >= 110
+        gap = "  " if wide else " "
         t = Text()
-        t.append(f"batch {self.batch_id or '-'}  ", style="bold")
-        t.append(f"✓ passed {r['passed']}  ", style="green")
-        t.append(f"✗ failed {r['failed'] + r['interrupted']}  ", style="red")
-        t.append(f"⊘ refused {r['refused']}  ", style="yellow")
-        t.append(f"= current {r['skipped']}  ")
-        t.append(f"… remaining {self.remaining()}  ")
+        t.append(f"batch {self.batch_id or '-'}{gap}" if wide else f"#{self.batch_id or '-'} ")
+        for symbol, long, short, n, style in (
+            ("✓", "passed", "pass", r["passed"], "green"),
+            ("✗", "failed", "fail", r["failed"] + r["interrupted"], "red"),
+            ("⊘", "refused", "refused", r["refused"], "yellow"),
+            ("=", "current", "current", r["skipped"], ""),
+        ):
+            t.append(f"{symbol} {long} {n}{gap}" if wide else f"{symbol}{n} {short}{gap}", style)
+        left = self.remaining()
+        t.append(f"… remaining {left}{gap}" if wide else f"{left} left{gap}")
         if self.listed:
-            t.append(f"missing {self.missing()}/{len(self.listed)}  ", style="magenta")
-        t.append(f"⏱ {clock_text(elapsed)}  {rate} hubs/h")
+            missing = f"missing {self.missing()}/{len(self.listed)}"
+            t.append(missing + gap if wide else f"{self.missing()} missing ", style="magenta")
+        t.append(
+            f"⏱ {clock_text(elapsed)}{gap}{rate} hubs/h"
+            if wide
+            else f"⏱{clock_text(elapsed)} {rate}/h"
+        )
         return t
 
 
@@ -256,33 +267,45 @@ def _bar(fraction: float, width: int) -> str:
 
 
 def tile_text(v: SlotView, width: int, height: int) -> Text:
-    """A slot tile of ``width`` x ``height`` cells; denser when smaller, never colour-only."""
+    """A slot tile of ``width`` x ``height`` cells; denser when smaller, never colour-only.
+
+    Line by line, as room allows: slot, symbol and state word (and the EUI-64 when it
+    fits); the EUI-64 or model and versions; progress (bar, %, bytes/s, ETA) or the result
+    with its reason; then whatever did not fit before.
+    """
     symbol, word, style = LOOK.get(v.state, ("?", v.state, ""))
     if v.fault:
         symbol, word = "‼", "FAULT " + word
-    lines: list[Text] = []
     head = Text(f"{v.number:>2} ", style="bold")
     head.append(f"{symbol} {word}", style=style)
     if v.label_check is False:
         head.append(" ≠LABEL", style="bold reverse red")
     elif v.label_check is True and width >= 30:
         head.append(" label✓", style="green")
-    running = v.state in ("erasing", "writing", "verifying") and v.total
+    running = v.state in ("erasing", "writing", "verifying") and v.total > 0
 
     def progress(avail: int) -> Text:
         pct = v.done / v.total if v.total else 0.0
-        info = f" {pct:4.0%}"
+        info = f"{pct:4.0%}"
         if avail >= 34:
-            info += f" {human_rate(v.rate) if v.rate else '--'} ETA {clock_text(v.eta_s)}"
-        bar_w = max(avail - len(info), 3)
-        return Text(_bar(pct, bar_w), style=style) + Text(info)
+            rate = human_rate(v.rate) if v.rate else "--"
+            info += f" {rate} ETA {clock_text(v.eta_s)}"
+        if avail - len(info) < 4:
+            return Text(info.strip())
+        return Text(_bar(pct, avail - len(info) - 1), style=style) + Text(" " + info)
 
-    versions = f"{short_version(v.version_before)}→{short_version(v.version_after or v.target)}"
+    before, after = v.version_before, v.version_after or v.target
+    versions = "" if not (before or after) else f"{short_version(before)}→{short_version(after)}"
     outcome = ""
     if v.state in ("failed", "refused", "interrupted"):
-        outcome = f"{v.fail_phase or '?'}: {v.reason}" if v.fail_phase else v.reason
-    elif v.state in ("passed", "skipped"):
-        outcome = versions if v.state == "passed" else f"runs {short_version(v.version_before)}"
+        outcome = f"{v.fail_phase}: {v.reason}" if v.fail_phase else v.reason
+    elif v.state == "passed":
+        outcome = versions
+    elif v.state == "skipped":
+        outcome = f"runs {short_version(before)}"
+    elif v.state in ("idle", "empty"):
+        outcome = v.binding
+    indent = "   "
 
     if height <= 1:
         line = head.copy()
@@ -290,34 +313,34 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
         if running and rest >= 4:
             line.append(" ")
             line.append_text(progress(rest))
-        elif outcome and rest > 3:
-            line.append(" " + outcome[:rest])
+        elif outcome and v.state not in ("idle", "empty") and rest > 3:
+            line.append(" " + outcome)
         elif v.eui64 and rest >= 8:
-            line.append(" " + v.eui64[-rest:])
-        lines.append(line)
-    else:
-        first = head.copy()
-        if v.eui64 and width - first.cell_len >= 25:
-            first.append(" " + v.eui64)
-        lines.append(first)
-        detail = ""
-        if height >= 3:
-            ident = f"   {v.profile} {versions}"
-            if v.tries:
-                ident += f" try {v.tries + 1}"
-            lines.append(Text(ident, style="dim" if v.state in ("idle", "empty") else ""))
-        if running:
-            lines.append(Text("   ") + progress(width - 3))
-        elif outcome:
-            detail = outcome
-        elif v.state in ("idle", "empty"):
-            detail = v.binding if height >= 3 else f"{v.profile} {v.binding}"
-        elif height < 3:
-            detail = versions
-        if detail:
-            lines.append(Text("   " + detail, style=style if v.final else "dim"))
-        if height < 3 and v.eui64 and width - first.cell_len < 25 and len(lines) < height:
-            lines.append(Text("   " + v.eui64))
+            line.append(" …" + v.eui64[-(rest - 2) :])
+        line.truncate(width, overflow="ellipsis")
+        return line
+
+    lines = [head.copy()]
+    eui_in_head = bool(v.eui64) and width - head.cell_len >= 25
+    if eui_in_head:
+        lines[0].append(f"  {v.eui64}")
+    extra: list[str] = []
+    if v.eui64 and not eui_in_head:
+        room = width - len(indent)
+        # When it must be cut, keep the end: the last octets tell hubs apart.
+        extra.append(v.eui64 if len(v.eui64) <= room else "…" + v.eui64[-(room - 1) :])
+    ident = " ".join(x for x in (v.profile, versions) if x)
+    if v.tries:
+        ident += f" try {v.tries + 1}"
+    extra.append(ident)
+    last = Text(indent) + progress(width - len(indent)) if running else None
+    if last is None and outcome:
+        last = Text(indent + outcome, style=style if v.final else "dim")
+    body = [Text(indent + e, style="dim" if v.state in ("idle", "empty") else "") for e in extra]
+    if last is not None:
+        # The result or progress always shows; identity fills the lines above it.
+        body = [*body[: max(height - 2, 0)], last]
+    lines += body
     shown = lines[:height]
     for line in shown:
         line.truncate(width, overflow="ellipsis")

@@ -72,7 +72,7 @@ class StartScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#plan", DataTable)
-        table.add_columns("slot", "hub", "model", "running", "target", "est.", "plan")
+        table.add_columns("slot", "hub", "running", "target", "est.", "plan", "model")
         self.refresh_summary()
         self.show_plan(self.station.plan_rows, probing=self.station.probing)
         if self.operator:
@@ -109,7 +109,7 @@ class StartScreen(Screen[None]):
         table.clear()
         for r in rows:
             if r.port is None:
-                hub = Text(f"○ no hub ({r.binding})", style="dim")
+                hub = Text(f"○ no hub at {r.binding}", style="dim")
             elif probing:
                 hub = Text("… probing")
             elif r.problem:
@@ -127,11 +127,11 @@ class StartScreen(Screen[None]):
             table.add_row(
                 str(r.slot),
                 hub,
-                r.profile,
                 running,
                 short_version(r.target) if r.target and r.target.startswith("0x") else r.target,
                 est,
                 r.plan,
+                r.profile,
                 key=str(r.slot),
             )
 

@@ -109,4 +109,4 @@ class BatchHeader(Widget):
         self.clock = clock
 
     def render(self) -> Text:
-        return self.model.header(self.clock())
+        return self.model.header(self.clock(), self.size.width)

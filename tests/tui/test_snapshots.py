@@ -1,0 +1,172 @@
+"""Snapshots of the main screens at 80x24 and 160x48 (pytest-textual-snapshot).
+
+Deterministic by construction: slots bound to ports that do not exist (no probe, no
+hubs), a frozen clock, relative paths, and the grid fed fixed events (the same events the
+controller publishes). Refresh with ``pytest tests/tui --snapshot-update`` only after
+looking at the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from sim.pty import derive_eui64
+from station.batch import BatchRun
+from station.demo import prepare_demo_catalog
+from station.events import Event
+from station.tui.app import StationApp
+from station.tui.screens import DetailScreen, HelpScreen
+
+NOW = 1_800_000_000.0
+SIZES = [(80, 24), (160, 48)]
+Snap = Callable[..., bool]
+
+
+@pytest.fixture
+def make_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[int], StationApp]]:
+    monkeypatch.chdir(tmp_path)
+    prepare_demo_catalog(Path("demo"), size=8 * 1024)
+    opened: list[BatchRun] = []
+
+    def make(slots: int) -> StationApp:
+        rig = 'station_id = "bench-snap"\n'
+        for n in range(1, slots + 1):
+            rig += (
+                f'[[slot]]\nnumber = {n}\nport = "/dev/snap-absent-{n}"\nprofile = "demo-an3155"\n'
+            )
+        Path("rig.toml").write_text(rig)
+        batch = BatchRun.open(
+            "rig.toml",
+            catalog_dir="demo/catalog",
+            trust_dir="demo/trust",
+            db_url="sqlite:///station.db",
+        )
+        opened.append(batch)
+        return StationApp(batch, operator="alice", clock=lambda: NOW, probe_on_start=False)
+
+    yield make
+    for batch in opened:
+        batch.close()
+
+
+def _events(n: int) -> list[Event]:
+    """A fixed story for slot ``n``: every state a tile can show, in turn."""
+    eui = derive_eui64(1, n)
+    t = NOW - 600 + n
+    start = [
+        Event("state", n, n, "detected", {"port": f"/dev/pts/{n}"}, at=t),
+        Event("state", n, n, "identified", {"phase": "plan"}, at=t + 1),
+    ]
+    done: dict[str, Any] = {
+        "eui64": eui,
+        "version_before": "0x01010000",
+        "image_version": "0x01050000",
+        "profile": "demo-an3155",
+    }
+    kind = n % 8
+    if kind == 0:
+        return [
+            *start,
+            Event(
+                "job-finished", n, n, "passed", {**done, "version_after": "0x01050000"}, at=t + 9
+            ),
+        ]
+    if kind in (1, 5):
+        phase, state = ("write", "writing") if kind == 1 else ("verify", "verifying")
+        return [
+            *start,
+            Event("state", n, n, state, {"phase": phase}, at=t + 2),
+            Event("progress", n, n, data={"phase": phase, "done": 0, "total": 8192}, at=t + 2),
+            Event(
+                "progress",
+                n,
+                n,
+                data={"phase": phase, "done": 1024 * (n % 7 + 1), "total": 8192},
+                at=t + 2.5,
+            ),
+        ]
+    if kind == 2:
+        fail = {
+            **done,
+            "phase": "write",
+            "message": "write block 37 at 0x08002500: NACK after 5 tries",
+            "hint": "reseat the hub and cable and run the job again",
+        }
+        return [
+            *start,
+            Event("note", n, n, data={"note": "block 37: NACK, retrying (try 2 of 5)"}, at=t + 3),
+            Event("job-finished", n, n, "failed", fail, at=t + 4),
+        ]
+    if kind == 3:
+        refused = {**done, "phase": "plan", "message": "off-pathway: no approved upgrade path"}
+        return [*start, Event("job-finished", n, n, "refused", refused, at=t + 2)]
+    if kind == 4:
+        current = {**done, "version_before": "0x01050000", "message": "already running"}
+        return [*start, Event("job-finished", n, n, "skipped", current, at=t + 2)]
+    if kind == 7:
+        stopped = {**done, "phase": "write", "message": "aborted by operator"}
+        return [*start, Event("job-finished", n, n, "interrupted", stopped, at=t + 5)]
+    return []  # kind 6: idle, never started
+
+
+async def _busy_grid(pilot: Pilot[int]) -> None:
+    app = pilot.app
+    assert isinstance(app, StationApp)
+    app.pop_screen()  # past the start screen without starting a real batch
+    app.view.batch_id = 7
+    app.view.started_at = NOW - 3600
+    app.view.listed = frozenset({derive_eui64(1, n) for n in range(1, 70)})
+    for n in app.view.slots:
+        app.inbox.extend(_events(n))
+    app.drain()
+    app.view.slots[8].label = derive_eui64(1, 8)  # matches
+    app.view.slots[16].label = "00-DB-12-00-00-00-00-01"  # does not
+    app.grid.refresh_slots({8, 16})
+    app.grid.tiles[1].focus()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_start_screen(snap_compare: Snap, make_app: Callable[[int], StationApp], size: Any) -> None:
+    assert snap_compare(make_app(16), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_grid_of_64_busy_slots(
+    snap_compare: Snap, make_app: Callable[[int], StationApp], size: Any
+) -> None:
+    assert snap_compare(make_app(64), terminal_size=size, run_before=_busy_grid)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_grid_of_16_slots(
+    snap_compare: Snap, make_app: Callable[[int], StationApp], size: Any
+) -> None:
+    assert snap_compare(make_app(16), terminal_size=size, run_before=_busy_grid)
+
+
+def test_failed_slot_detail(snap_compare: Snap, make_app: Callable[[int], StationApp]) -> None:
+    async def detail(pilot: Pilot[int]) -> None:
+        await _busy_grid(pilot)
+        app = pilot.app
+        assert isinstance(app, StationApp)
+        app.push_screen(DetailScreen(app.view.slots[2], None, []))
+        await pilot.pause()
+
+    assert snap_compare(make_app(16), terminal_size=(80, 24), run_before=detail)
+
+
+def test_help(snap_compare: Snap, make_app: Callable[[int], StationApp]) -> None:
+    async def help_screen(pilot: Pilot[int]) -> None:
+        await _busy_grid(pilot)
+        pilot.app.push_screen(HelpScreen())
+        await pilot.pause()
+
+    assert snap_compare(make_app(16), terminal_size=(80, 24), run_before=help_screen)
