@@ -97,6 +97,7 @@ class StationApp(App[int]):
         self.stop_event = threading.Event()
         self.final_message = ""
         self.probing = False
+        self._start_after_probe: str | None = None
         self.quitting = False
         self.plan_rows: list[PlanRow] = preflight(batch.rig, batch.catalog)
         views = {s.number: SlotView(s.number, s.profile, s.binding) for s in batch.rig.slots}
@@ -167,6 +168,8 @@ class StationApp(App[int]):
 
     def probe(self) -> None:
         """Identify the hubs read-only, in a worker, and show the plan."""
+        if self.probing or self.batch.batch_id is not None:
+            return
         self.probing = True
         start = self._start_screen()
         if start is not None:
@@ -175,8 +178,13 @@ class StationApp(App[int]):
         self.run_worker(self._probe_work, thread=True, group="probe", exit_on_error=False)
 
     def _probe_work(self) -> None:
-        rows = self.batch.probe()
-        self.call_from_thread(self._probed, rows)
+        rows = self.plan_rows
+        try:
+            rows = self.batch.probe()
+        except Exception as exc:  # the plan without a probe is still a plan
+            self.call_from_thread(self.say, f"probe failed: {exc!r}", "error")
+        finally:
+            self.call_from_thread(self._probed, rows)
 
     def _probed(self, rows: list[PlanRow]) -> None:
         self.plan_rows = rows
@@ -195,9 +203,18 @@ class StationApp(App[int]):
             start.show_plan(rows)
             found = sum(1 for r in rows if r.eui64)
             start.set_status(f"Probed: {found} hub(s) identified. s starts the batch.")
+        if self._start_after_probe is not None:
+            operator, self._start_after_probe = self._start_after_probe, None
+            self.begin_batch(operator)
 
     def begin_batch(self, operator: str) -> None:
         """Start the batch as ``operator`` (audited) and serve every slot."""
+        if self.probing:  # the probe holds the ports: start as soon as it lets go
+            self._start_after_probe = operator
+            start = self._start_screen()
+            if start is not None:
+                start.set_status("Starting once the probe has finished with the ports…")
+            return
         self.operator = operator
         self.batch.operator = operator
         try:
