@@ -427,13 +427,18 @@ def _loop(pacer: Pacer, master: int, conn: Connection, parent: int) -> None:
                 return  # vanish: the finally in _serve closes both ends
             _write(master, data)
         due = pacer.next_due()
-        timeout = _IDLE_WAKE_S if due is None else min(max(due - now, 0.0), _IDLE_WAKE_S)
-        if timeout <= _SPIN_S:
-            timeout = 0.0  # poll: a sleep this short would overrun (wake-up latency)
-        elif due is not None and timeout < _IDLE_WAKE_S:
-            timeout -= _SPIN_S  # wake a little early, then poll up to the due time
         watch: list[int | Connection] = [conn] if now < master_quiet_until else [master, conn]
-        readable, _, _ = select.select(watch, [], [], timeout)
+        if due is not None and due - now <= _SPIN_S:
+            # A sleep this short would overrun (wake-up latency): poll the port until due.
+            readable = _poll_until(due, watch)
+        else:
+            timeout = _IDLE_WAKE_S if due is None else min(due - now - _SPIN_S, _IDLE_WAKE_S)
+            readable, _, _ = select.select(watch, [], [], timeout)
+            if not readable and os.getppid() != parent:
+                return
+        # The host's bytes were on the port by now: their time on the line starts here
+        # (not after the read below), which is still never before the host wrote them.
+        seen = monotonic()
         if conn in readable:
             try:
                 if conn.recv() == "stop":
@@ -452,9 +457,20 @@ def _loop(pacer: Pacer, master: int, conn: Connection, parent: int) -> None:
                 master_quiet_until = monotonic() + 0.05
                 data = b""
             if data:
-                pacer.receive(data, monotonic())
-        if os.getppid() != parent:
-            return
+                pacer.receive(data, seen)
+
+
+def _poll_until(due: float, watch: list[int | Connection]) -> list[int | Connection]:
+    """Poll ``watch`` until something is readable (returned) or ``due`` has come (empty).
+
+    Each turn is one non-blocking select and one clock read, so a delivery leaves within
+    a few µs after it is due (never before), and input that arrives meanwhile is read and
+    timed as it comes.
+    """
+    while True:
+        readable, _, _ = select.select(watch, [], [], 0.0)
+        if readable or monotonic() >= due:
+            return readable
 
 
 class SimHub:

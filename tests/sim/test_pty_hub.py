@@ -26,7 +26,7 @@ from simkit import (
 from drivers.crc import stm32_crc, xor8
 from firmware_images.build import demo_payload
 from sim.an3155 import FLASH_BASE, OTP_BASE
-from sim.pty import HubSpec, SimHub, derive_eui64
+from sim.pty import HubSpec, SimHub, _poll_until, derive_eui64
 
 Y, N = b"\x79", b"\x1f"
 GET_REPLY = bytes.fromhex("79 0C 31 00 01 02 11 21 31 44 63 73 82 92 A1 79")
@@ -240,3 +240,16 @@ def test_derived_eui64s_are_deterministic_and_distinct() -> None:
     assert len(set(euis)) == 64
     assert all(e.startswith("00-DB-12-") and len(e) == 23 for e in euis)
     assert derive_eui64(2, 1) != derive_eui64(1, 1)
+
+
+def test_poll_until_never_returns_early_and_sees_input_at_once() -> None:
+    reader, writer = os.pipe()
+    try:
+        due = time.monotonic() + 0.002
+        assert _poll_until(due, [reader]) == []
+        assert time.monotonic() >= due  # a delivery is never early
+        os.write(writer, b"x")
+        assert _poll_until(time.monotonic() + 60.0, [reader]) == [reader]  # input first
+    finally:
+        os.close(reader)
+        os.close(writer)
