@@ -1,8 +1,11 @@
 """Run one job per slot in parallel. The only module in the project that starts threads.
 
 Slots share no mutable state: each job gets its own port, driver and outcome object, and an
-exception in one slot is caught in that slot. Progress from every slot goes through one
-callback, which must be thread-safe (the CLI's renderer is).
+exception in one slot is caught in that slot. Records and events from every slot go
+through one :class:`station.recorder.Recorder`, on its own thread while slots are served:
+it persists them (many slots' records in one transaction), then publishes them in order,
+so slot workers never queue behind one another's database writes and subscribers are
+called from one thread.
 
 Front ends steer a running controller from any thread: :meth:`Controller.abort` stops one
 slot's job at its next block or phase (it ends ``interrupted``, "aborted by operator"),
@@ -17,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from drivers.types import Phase
 from station.events import CHAIN, STATE_OF_PHASE, Event, JobState
@@ -32,19 +35,10 @@ from station.flash import (
     identify_hub,
 )
 from station.profiles import Profile, load_profile
+from station.recorder import JobStore, Recorder
 from station.rig import Rig, Slot, resolve
 
-
-class JobStore(Protocol):
-    """What the controller needs of the store (station.store.Store provides it)."""
-
-    def start_job(self, batch_id: int, slot: int, port: str, profile: str) -> int: ...
-    def record_state(
-        self, job_id: int, state: JobState, detail: dict[str, Any] | None = None
-    ) -> None: ...
-    def finish_job(self, job_id: int, outcome: FlashOutcome) -> JobState: ...
-    def audit(self, operator: str, action: str, detail: dict[str, Any]) -> None: ...
-
+__all__ = ["Controller", "JobStore", "SlotRun", "probe_slots", "run_slots"]
 
 T = TypeVar("T")
 
@@ -119,7 +113,7 @@ class Controller:
         batch_id: the batch these jobs belong to.
         chooser_for: the image chooser for a profile (normally the catalogue's).
         policy: trust store and overrides.
-        publish: receives every event, from any slot thread.
+        publish: receives every event, from the recorder's thread only.
         poll_s: how often an idle slot looks for a hub.
     """
 
@@ -150,6 +144,9 @@ class Controller:
         self._busy: set[int] = set()
         self._running: dict[int, int] = {}  # slot -> job id, while a job runs there
         self._lock = threading.Lock()
+        self._runs = 0  # run() calls in progress; the recorder thread lives while any is
+        self._recorder = Recorder(store, publish)
+        self._recorder_thread: threading.Thread | None = None
 
     def run(
         self,
@@ -176,6 +173,7 @@ class Controller:
                     self._cancel[s.number].clear()
                     self._again[s.number].clear()
                     chosen.append(s)
+        self._recorder_enter()
         try:
             runs = run_slots(
                 [(s.number, functools.partial(self._serve, s, continuous, stop)) for s in chosen]
@@ -183,9 +181,33 @@ class Controller:
         finally:
             with self._lock:
                 self._busy.difference_update(s.number for s in chosen)
+            self._recorder_exit()  # everything of this run is durable and published
         for run in runs:
             if run.error is not None:  # a bug in a slot worker: say so, never hide it
                 self.publish(Event("slot-error", slot=run.slot, data={"error": repr(run.error)}))
+
+    def _recorder_enter(self) -> None:
+        with self._lock:
+            self._runs += 1
+            if self._recorder_thread is None:
+                self._recorder = Recorder(self.store, self.publish)
+                self._recorder_thread = threading.Thread(
+                    target=self._recorder.run, name="recorder", daemon=True
+                )
+                self._recorder_thread.start()
+
+    def _recorder_exit(self) -> None:
+        with self._lock:
+            self._runs -= 1
+            recorder, thread = self._recorder, self._recorder_thread
+            last = self._runs == 0
+            if last:
+                self._recorder_thread = None
+        if last and thread is not None:
+            recorder.close()  # drains what is queued, then its thread returns
+            thread.join()
+        else:
+            recorder.flush()  # another run still uses it: wait for ours only
 
     def busy(self) -> list[int]:
         """The slots being served right now (a job may be running in each)."""
@@ -250,7 +272,9 @@ class Controller:
             port = resolve(slot)
             if port is None:
                 if not continuous:
-                    self.publish(Event("slot-empty", slot=slot.number, data={"at": slot.binding}))
+                    self._recorder.event(
+                        Event("slot-empty", slot=slot.number, data={"at": slot.binding})
+                    )
                     return
                 stop.wait(self.poll_s)
                 continue
@@ -267,7 +291,7 @@ class Controller:
                 if not retry:
                     break
                 tries += 1
-                self.publish(
+                self._recorder.event(
                     Event("retry", slot=slot.number, data={"try": tries + 1, "why": out.message})
                 )
             self._watch_slot(slot, out, failing)
@@ -293,11 +317,15 @@ class Controller:
         if limit and len(distinct) >= limit and slot.number not in self.flagged:
             self.flagged.add(slot.number)
             detail = {"failed_hubs": len(distinct), "last": out.message}
-            self.store.audit("station", "slot-fault", {"slot": slot.number, **detail})
-            self.publish(Event("slot-fault", slot=slot.number, data=detail))
+            self._recorder.audit(
+                "station",
+                "slot-fault",
+                {"slot": slot.number, **detail},
+                then=Event("slot-fault", slot=slot.number, data=detail),
+            )
 
     def _job(self, slot: Slot, port: str, profile: Profile, chooser: ImageChooser) -> FlashOutcome:
-        job_id = self.store.start_job(self.batch_id, slot.number, port, profile.name)
+        job_id = self._recorder.start_job(self.batch_id, slot.number, port, profile.name)
         with self._lock:
             self._running[slot.number] = job_id
         try:
@@ -309,8 +337,7 @@ class Controller:
     def _run_job(
         self, slot: Slot, port: str, profile: Profile, chooser: ImageChooser, job_id: int
     ) -> FlashOutcome:
-        self.publish(Event("state", slot.number, job_id, str(JobState.DETECTED), {"port": port}))
-        state = JobState.DETECTED
+        state = JobState.DETECTED  # recorded and published by start_job
         last_progress = 0.0
         cancel = self._cancel[slot.number]
 
@@ -328,13 +355,12 @@ class Controller:
             target = STATE_OF_PHASE[phase]
             while CHAIN.index(state) < CHAIN.index(target):
                 state = CHAIN[CHAIN.index(state) + 1]
-                detail = {"phase": str(phase)}
-                self.store.record_state(job_id, state, detail)  # persisted, then published
-                self.publish(Event("state", slot.number, job_id, str(state), detail))
+                # Persisted, then published, by the recorder; the slot goes straight on.
+                self._recorder.state(slot.number, job_id, state, {"phase": str(phase)})
             now = time.monotonic()
             if total and (done >= total or now - last_progress >= self.progress_interval_s):
                 last_progress = now
-                self.publish(
+                self._recorder.event(
                     Event(
                         "progress",
                         slot.number,
@@ -343,7 +369,7 @@ class Controller:
                     )
                 )
             if note:
-                self.publish(Event("note", slot.number, job_id, data={"note": note}))
+                self._recorder.event(Event("note", slot.number, job_id, data={"note": note}))
 
         try:
             out = flash_hub(port, profile, chooser, policy=self.policy, on_progress=progress)
@@ -353,7 +379,6 @@ class Controller:
         if out.error == "PortVanished" and resolve(slot) != port:
             out.result = Result.INTERRUPTED
             out.hint = "the hub was taken out mid-job; put it back to re-flash it"
-        final = self.store.finish_job(job_id, out)
+        self._recorder.finish_job(slot.number, job_id, out)  # waits: durable, then published
         self.outcomes[slot.number].append(out)
-        self.publish(Event("job-finished", slot.number, job_id, str(final), out.to_json()))
         return out

@@ -131,6 +131,10 @@ class Recorder:
         )
         return JobState(self._wait(record))
 
+    def flush(self) -> None:
+        """Wait until everything handed in so far is persisted and published."""
+        self._wait(_Record(None, lambda _: []))
+
     def _wait(self, record: _Record) -> Any:
         self._queue.put(record)
         record.done.wait()
