@@ -46,7 +46,7 @@ def run(n: int, size: int, root: Path) -> tuple[float, float, float, int]:
     wall = cpu = sim_cpu = 0.0
     try:
         for h in hubs:
-            h.wait_ready(30)
+            h.wait_ready(120)
         rig = Rig("bench", tuple(Slot(h.spec.slot, "demo-an3155", port=h.port) for h in hubs))
         store = Store.open(f"sqlite:///{root}/s{n}.db")
         batch = store.start_batch(station_id="bench", operator="bench", rig="-", catalog="-")

@@ -55,3 +55,12 @@ def test_stm32_crc_refuses_partial_words() -> None:
 
     with pytest.raises(ValueError, match="32-bit words"):
         stm32_crc(b"123")
+
+
+@given(st.binary(max_size=600), st.integers(0, 255))
+def test_xor8_equals_the_byte_by_byte_definition(data: bytes, start: int) -> None:
+    expected = start
+    for byte in data:
+        expected ^= byte
+    assert xor8(data, start) == expected
+    assert xor8(memoryview(data), start) == expected
