@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from drivers.types import Phase, ProgressFn
+from station.events import Event
 from station.flash import FlashOutcome, Result
 
 _STYLE = {
@@ -95,6 +96,70 @@ class ProgressBoard:
                     phase=str(out.result),
                     note=out.version_after or out.phase or "",
                 )
+
+
+class EventBoard:
+    """The live per-slot board of ``station run`` on a terminal, driven by controller events.
+
+    One line per slot: its job's state, a progress bar with bytes, rate and time left in the
+    current phase, and the last note; a job's end leaves its result and reason there.
+    """
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._tasks: dict[int, TaskID] = {}
+        self._progress = Progress(
+            TextColumn("slot {task.fields[slot]:>3}"),
+            TextColumn("{task.fields[phase]:<11}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=console,
+            disable=not enabled,
+        )
+
+    def __enter__(self) -> EventBoard:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def _task(self, slot: int) -> TaskID:
+        if slot not in self._tasks:
+            self._tasks[slot] = self._progress.add_task(
+                "", total=None, slot=slot, phase="waiting", note=""
+            )
+        return self._tasks[slot]
+
+    def __call__(self, event: Event) -> None:
+        """Show one event (called from the recorder's thread only)."""
+        if not self.enabled or event.slot is None:
+            return
+        task = self._task(event.slot)
+        data = event.data
+        if event.kind == "state":
+            self._progress.reset(task, total=None)
+            self._progress.update(task, phase=event.state, note="")
+        elif event.kind == "progress":
+            self._progress.update(task, completed=data["done"], total=data["total"])
+        elif event.kind == "note":
+            self._progress.update(task, note=str(data.get("note", ""))[:60])
+        elif event.kind == "job-finished":
+            after = data.get("version_after")
+            note = f"-> {after}" if event.state == "passed" and after else data.get("message", "")
+            written = int(data.get("bytes_written") or 0)
+            self._progress.update(
+                task,
+                phase=event.state,
+                note=str(note)[:60],
+                completed=written,
+                total=max(written, 1),
+            )
+        elif event.kind in ("slot-empty", "slot-fault", "retry"):
+            self._progress.update(task, note=event.kind)
 
 
 def outcome_line(out: FlashOutcome) -> str:

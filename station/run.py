@@ -23,6 +23,7 @@ from rich.console import Console
 
 from station.batch import BatchRun, with_overrides
 from station.events import Event
+from station.render import EventBoard
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,23 +54,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class _Sink:
-    """Thread-safe publisher: JSON lines and/or the terminal board."""
+    """Thread-safe publisher: JSON lines, or the live board and result lines."""
 
     def __init__(self, as_json: bool, err: Console) -> None:
         self.as_json = as_json
         self.err = err
         self.lock = threading.Lock()
+        self.board = EventBoard(err, enabled=not as_json and err.is_terminal)
 
     def __call__(self, event: Event) -> None:
         with self.lock:
+            self.board(event)
             if self.as_json:
                 print(json.dumps(event.to_json()), flush=True)
             elif event.kind == "job-finished":
                 d = event.data
+                message = str(d.get("message") or "")
+                before = d.get("version_before")
+                versions = (
+                    f"{before or '?'} -> {d.get('version_after') or '-'}: "
+                    if not (before and message.startswith(before))  # a pass says them already
+                    else ""
+                )
                 self.err.print(
-                    f"slot {event.slot}: {event.state} {d.get('eui64') or ''} "
-                    f"{d.get('version_before') or ''} -> {d.get('version_after') or '-'} "
-                    f"{d.get('message', '')}",
+                    f"slot {event.slot}: {event.state} {d.get('eui64') or '(hub unknown)'} "
+                    f"{versions}{message}",
                     highlight=False,
                 )
             elif event.kind in ("slot-fault", "slot-empty", "retry", "slot-error"):
@@ -106,7 +115,8 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            run.serve(continuous=args.continuous, stop=stop)
+            with sink.board:
+                run.serve(continuous=args.continuous, stop=stop)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
