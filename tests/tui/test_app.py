@@ -174,3 +174,38 @@ async def test_quit_mid_batch_asks_and_abort_never_passes(
     assert jobs[2].state is JobState.INTERRUPTED and jobs[2].phase == "write"
     assert app.return_code == 1  # an interrupted hub is not a good batch
     batch.close()
+
+
+async def test_manifest_and_overrides_from_the_start_screen(tmp_path: Path) -> None:
+    """No hubs needed: the dialogs load a manifest and record a confirmed override."""
+    prepare_demo_catalog(tmp_path / "demo", size=SIZE)
+    rig = tmp_path / "rig.toml"
+    rig.write_text(
+        'station_id = "b"\n[[slot]]\nnumber = 1\nport = "/dev/none-1"\nprofile = "demo-an3155"\n'
+    )
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"consignment,eui64\nC9,{MISSING}\n")
+    batch = _open(tmp_path, rig, tmp_path / "demo")
+    app = StationApp(batch, operator="erin", probe_on_start=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("m")
+        await pilot.press(*str(manifest), "enter")
+        assert batch.manifest is not None and batch.manifest.eui64s() == {MISSING}
+        assert app.view.listed == {MISSING}
+
+        await pilot.press("o")
+        await pilot.click("#allow_off_pathway")
+        await pilot.click("#apply")
+        assert isinstance(app.screen, ConfirmScreen)  # applying asks once more
+        await pilot.press("n")
+        assert not batch.policy.allow_off_pathway  # "no" changes nothing
+        await pilot.press("o")
+        await pilot.click("#allow_off_pathway")
+        await pilot.click("#apply")
+        await pilot.press("y")
+        assert batch.policy.allow_off_pathway and not batch.policy.allow_downgrade
+        await pilot.press("q")  # no batch begun: nothing to finish
+        await _until(pilot, lambda: not app.is_running, "the app exited")
+    entries = [e for e in batch.store.audit_log() if e.action == "override"]
+    assert [(e.operator, e.detail["allow_off_pathway"]) for e in entries] == [("erin", True)]
+    batch.close()
