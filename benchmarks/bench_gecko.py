@@ -7,13 +7,19 @@ adds 1 ms per turnaround) with ``station flash``'s own code, and prints:
 
 - the measured time of the upload (``'1'`` to the bootloader's verdict) and of the whole
   job (connect, identify, upload, verify, boot, confirm);
-- the physical limit L: the GBL's bytes x 10 / baud, plus the flash's busy time (page
-  erases and word writes), which the bootloader spends before it ACKs each block;
+- the physical limit L (the issue's formula): the GBL's bytes x 10 / baud, plus the flash's
+  busy time (page erases and word writes), which the bootloader spends before it ACKs each
+  block (``btl_comm_xmodem.c`` parses, and so programs, a block before it sends the ACK);
 - the ratio upload / L (target <= 1.12 with the default 1 ms adapter latency);
-- what XMODEM itself costs on top of L: the 128-byte framing (SOH, number, complement,
-  CRC: 5 bytes a block, and the padding of the last block) and the ACK turnaround (the ACK
-  byte and one adapter latency per block, during which the line is idle), and what is
-  left for the host and the simulator's scheduling.
+- what XMODEM itself costs on top of L, each on its own line: the 128-byte framing (SOH,
+  number, complement, CRC: 5 bytes a block, and the padding of the last block), the ACK
+  turnaround (the ACK byte and one adapter latency per block, during which the line is
+  idle) and the bootloader's own start and end of an upload;
+- the budget that leaves for everything the host and the simulator do per block at the
+  target, what this machine's pseudo-terminals alone cost per block (measured before the
+  run with bare ``os.write``/``select``/``os.read`` between two processes idling as long
+  between exchanges as the upload does), and what the station's and the simulator's
+  Python add on top.
 
 Run: ``.venv/bin/python benchmarks/bench_gecko.py [--size BYTES] [--latency-ms MS]``.
 """
@@ -21,8 +27,13 @@ Run: ``.venv/bin/python benchmarks/bench_gecko.py [--size BYTES] [--latency-ms M
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import select
+import statistics
 import tempfile
 import time
+import tty
 from pathlib import Path
 
 from drivers.types import Phase
@@ -35,6 +46,67 @@ from station.profiles import load_profile
 
 BAUD = 115200
 BITS = 10  # 8N1: start, 8 data, stop
+TARGET = 1.12
+_SPIN_S = 300e-6  # as sim/pty.py: sleep until this long before a reply is due, then poll
+
+
+def pty_floor(gap_s: float, rounds: int = 150) -> tuple[float, float]:
+    """Median one-way delays (host to hub, hub to host) of this machine's pseudo-terminals.
+
+    Two processes exchange a 133-byte frame and a 1-byte answer over a pseudo-terminal
+    with nothing but ``os.write``, ``select`` and ``os.read``; the "hub" side answers
+    ``gap_s`` after the frame arrived (sleeping, then polling, as the simulator does), so
+    both sides idle between exchanges as in the upload. What remains is the kernel's
+    delivery and the wake-up of a sleeping process: a cost every simulated block pays
+    beyond the modelled wire, whatever the station and the simulator do.
+    """
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the hub side
+        try:
+            os.close(slave)
+            os.close(reader)
+            stamps = []
+            for _ in range(rounds):
+                got = 0
+                while got < FRAME_SIZE:
+                    select.select([master], [], [], 5.0)
+                    got += len(os.read(master, 4096))
+                arrived = time.monotonic()
+                due = arrived + gap_s
+                if (left := due - time.monotonic() - _SPIN_S) > 0:
+                    select.select([], [], [], left)
+                while time.monotonic() < due:
+                    select.select([master], [], [], 0.0)
+                answered = time.monotonic()
+                os.write(master, b"\x06")
+                stamps.append((arrived, answered))
+            os.write(writer, json.dumps(stamps).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    frame = bytes(FRAME_SIZE)
+    sent_at, got_at = [], []
+    try:
+        for _ in range(rounds):
+            sent_at.append(time.monotonic())
+            os.write(slave, frame)
+            select.select([slave], [], [], 5.0)
+            os.read(slave, 1)
+            got_at.append(time.monotonic())
+        raw = b""
+        while chunk := os.read(reader, 65536):
+            raw += chunk
+    finally:
+        os.waitpid(pid, 0)
+        for fd in (master, slave, reader):
+            os.close(fd)
+    stamps = json.loads(raw)
+    to_hub = statistics.median(a - s for s, (a, _) in zip(sent_at, stamps, strict=True))
+    to_host = statistics.median(g - w for g, (_, w) in zip(got_at, stamps, strict=True))
+    return to_hub, to_host
 
 
 def run(size: int, latency_s: float) -> None:
@@ -55,11 +127,17 @@ def run(size: int, latency_s: float) -> None:
         latency_s=latency_s,
         protocol="gecko",
     )
+    blocks = block_count(len(gbl))
+    byte_s = BITS / BAUD
+    gap = (FRAME_SIZE + 1) * byte_s + latency_s + BLOCK_SIZE // 4 * model.WORD_WRITE_S
+    to_hub, to_host = pty_floor(gap)
+
     entered: dict[Phase, float] = {}
 
     def progress(phase: Phase, done: int, total: int, note: str) -> None:
         entered.setdefault(phase, time.monotonic())
 
+    load = os.getloadavg()
     with SimHub.start(spec) as hub:
         t0 = time.monotonic()
         out = flash_hub(
@@ -73,8 +151,6 @@ def run(size: int, latency_s: float) -> None:
     if out.result is not Result.PASSED:
         raise SystemExit(f"benchmark run did not pass: {out.message}")
 
-    blocks = block_count(len(gbl))
-    byte_s = BITS / BAUD
     wire = len(gbl) * byte_s
     pages = len(profile.pages_for(image.address, image.end))
     words = -(-len(image.data) // 4)
@@ -82,16 +158,30 @@ def run(size: int, latency_s: float) -> None:
     limit = wire + flash
     framing = (blocks * FRAME_SIZE - len(gbl)) * byte_s  # headers, CRCs, last block's padding
     turnaround = (blocks + 1) * (byte_s + latency_s)  # ACK byte + adapter latency, EOT too
+    # The bootloader's own start and end: '1', 5 ms discarding input, the first 'C' (and
+    # the adapter's latency); after EOT's ACK, 10 ms, then the result and the menu.
+    ends = (
+        2 * byte_s
+        + model.UPLOAD_SETTLE_S
+        + latency_s
+        + model.RESULT_SETTLE_S
+        + (len(model.UPLOAD_COMPLETE) + len(model.menu_text())) * byte_s
+    )
+    # '1' to verdict: the write phase starts just before '1' is sent, the verify phase
+    # once the verdict and the menu are back.
     upload = entered[Phase.VERIFY] - entered[Phase.WRITE]
-    floor = limit + framing + turnaround
+    floor = limit + framing + turnaround + ends
+    budget = (TARGET * limit - floor) / blocks
+    spent = (upload - floor) / blocks
+    harness = to_hub + to_host
     print(
         f"\nGecko upload: GBL of {len(gbl)} bytes ({len(image.data)} bytes of application, "
         f"{blocks} blocks of {BLOCK_SIZE}), {BAUD} baud 8N1, "
-        f"{latency_s * 1000:g} ms adapter latency"
+        f"{latency_s * 1000:g} ms adapter latency (load average {load[0]:.2f})"
     )
     print(
         f"  upload ('1' to verdict): {upload:7.2f} s   limit {limit:7.2f} s   "
-        f"ratio {upload / limit:.3f}   (target <= 1.12)"
+        f"ratio {upload / limit:.3f}   (target <= {TARGET})"
     )
     print(
         f"    limit = wire {wire:.2f} s (GBL bytes x {BITS} / baud) + flash busy {flash:.2f} s "
@@ -99,7 +189,7 @@ def run(size: int, latency_s: float) -> None:
         f"{model.WORD_WRITE_S * 1e6:g} us)"
     )
     print(
-        f"    XMODEM framing (5 bytes a block + padding): {framing:6.2f} s "
+        f"    XMODEM framing (5 bytes a block + padding):      {framing:6.2f} s "
         f"({framing / limit:.1%} of L)"
     )
     print(
@@ -107,10 +197,25 @@ def run(size: int, latency_s: float) -> None:
         f"({turnaround / limit:.1%} of L)"
     )
     print(
-        f"    protocol floor L + framing + turnaround: {floor:6.2f} s "
-        f"(ratio {floor / limit:.3f}); host and scheduling: {upload - floor:6.2f} s "
-        f"({(upload - floor) / blocks * 1e3:.3f} ms a block)"
+        f"    bootloader start and end ('C', result, menu):    {ends:6.2f} s "
+        f"({ends / limit:.1%} of L)"
     )
+    print(
+        f"    protocol floor L + all three: {floor:6.2f} s (ratio {floor / limit:.3f}); "
+        f"the target leaves {budget * 1e6:.0f} us a block for the host and the simulator"
+    )
+    print(
+        f"    spent by host and simulator: {upload - floor:6.2f} s = {spent * 1e6:.0f} us a block, "
+        f"of which this machine's pseudo-terminal alone (measured, bare syscalls): "
+        f"{harness * 1e6:.0f} us ({to_hub * 1e6:.0f} us to the hub + {to_host * 1e6:.0f} us "
+        f"back, waking the host); station and simulator code: {(spent - harness) * 1e6:.0f} us"
+    )
+    if harness >= budget:
+        best = (floor + blocks * harness) / limit
+        print(
+            f"    => out of reach on this machine: the pseudo-terminal alone costs more than "
+            f"the budget; with zero code cost the ratio would be {best:.3f}"
+        )
     whole = t_end - t0
     print(f"  whole job (connect..confirm): {whole:7.2f} s")
     marks = list(entered)
