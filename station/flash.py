@@ -386,6 +386,8 @@ def flash_hub(
     finally:
         job.out.notes.extend(session.notes)
         job.out.seconds = time.monotonic() - started
+        if job.out.result is not Result.PASSED:
+            job.out.exchanges = session.exchanges()
         session.close()
 
 

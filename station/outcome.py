@@ -44,6 +44,7 @@ class FlashOutcome:
     plan: str | None = None  # the catalogue's decision, e.g. "upgrade to 0x01050000"
     overrides: list[str] = field(default_factory=list)  # policy overrides used: recorded
     notes: list[str] = field(default_factory=list)
+    exchanges: list[str] = field(default_factory=list)  # last bytes on the wire, when failed
     bytes_written: int = 0
     seconds: float = 0.0
 

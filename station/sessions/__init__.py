@@ -62,6 +62,9 @@ class HubSession(Protocol):
     def close(self) -> None:
         """Release the port or device; safe to call at any time."""
 
+    def exchanges(self) -> list[str]:
+        """The last bytes exchanged with the hub, oldest first (empty if not kept)."""
+
 
 def open_session(port: str, profile: Profile) -> HubSession:
     """A session for ``profile``'s protocol on ``port`` (not yet connected)."""

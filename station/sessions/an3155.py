@@ -14,12 +14,12 @@ from drivers.an3155 import An3155Driver, NeedsErase, Timeouts
 from drivers.an3155_codes import MAX_BLOCK
 from drivers.console import AppConsole
 from drivers.errors import HubReset, ImageError, NoSync, StationError
-from drivers.transport.serial import SerialLink
 from drivers.types import Phase, ProgressFn
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome, Refusal
 from station.profiles import Profile
+from station.sessions.trace import TracedLink
 
 IDENTITY_MAGIC = b"HBID"
 
@@ -41,7 +41,7 @@ class An3155Session:
 
     def __init__(self, port: str, profile: Profile) -> None:
         self.profile = profile
-        self.link = SerialLink(port, baudrate=profile.baud, parity=profile.parity)
+        self.link = TracedLink(port, baudrate=profile.baud, parity=profile.parity)
         self.drv = An3155Driver(
             self.link,
             retries=profile.retries,
@@ -53,6 +53,10 @@ class An3155Session:
 
     def close(self) -> None:
         self.link.close()
+
+    def exchanges(self) -> list[str]:
+        """The last bytes exchanged with the hub (for a failure's detail)."""
+        return self.link.exchanges()
 
     def connect(self, out: FlashOutcome) -> None:
         self.link.open()

@@ -133,6 +133,10 @@ class DfuSession:
     def close(self) -> None:
         self.drv.close()
 
+    def exchanges(self) -> list[str]:
+        """USB control transfers are not kept: the DFU status says what failed."""
+        return []
+
     # -- run-time mode -------------------------------------------------------------------
 
     def _running_version(self, phase: Phase) -> int | None:

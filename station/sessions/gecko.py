@@ -36,12 +36,12 @@ from drivers.gecko import (
     UploadAborted,
     UploadReport,
 )
-from drivers.transport.serial import SerialLink
 from drivers.types import Phase, ProgressFn
 from drivers.xmodem import TransferError
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome
 from station.profiles import Profile
+from station.sessions.trace import TracedLink
 
 _BANNER = re.compile(rb"CHUB APP 0x[0-9A-Fa-f]{8} READY\r?\n")
 _GBL_CRC = 0x43  # the bootloader's "file error" code for an END CRC mismatch
@@ -55,7 +55,7 @@ class GeckoSession:
         options: dict[str, Any] = dict(profile.options.get("gecko", {}))
         self.upload_attempts = max(1, int(options.get("upload_attempts", 3)))
         self.identify_via_application = bool(options.get("identify_via_application", True))
-        self.link = SerialLink(port, baudrate=profile.baud, parity=profile.parity)
+        self.link = TracedLink(port, baudrate=profile.baud, parity=profile.parity)
         self.drv = GeckoDriver(
             self.link,
             tries=profile.retries,
@@ -73,6 +73,10 @@ class GeckoSession:
 
     def close(self) -> None:
         self.link.close()
+
+    def exchanges(self) -> list[str]:
+        """The last bytes exchanged with the hub (for a failure's detail)."""
+        return self.link.exchanges()
 
     # -- connect and identify ----------------------------------------------------------
 

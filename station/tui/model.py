@@ -91,6 +91,7 @@ class SlotView:
     tries: int = 0
     fault: bool = False
     label: str | None = None
+    exchanges: list[str] = field(default_factory=list)
     trace: deque[str] = field(default_factory=lambda: deque(maxlen=_TRACE))
     _phase_start: tuple[float, int] | None = None
 
@@ -158,6 +159,7 @@ class SlotView:
             self.reason = d.get("message") or ""
             self.hint = d.get("hint") or ""
             self.fail_phase = d.get("phase")
+            self.exchanges = list(d.get("exchanges") or [])
             self.rate = self.eta_s = None
             stamp = f"{self.state}" + (f" in {self.fail_phase}" if self.fail_phase else "")
             stamp += f": {self.reason}" if self.reason else ""
@@ -179,6 +181,7 @@ class SlotView:
         self.eui64 = self.version_before = self.version_after = None
         self.reason = self.hint = ""
         self.fail_phase = None
+        self.exchanges = []
         self.trace.clear()
 
 

@@ -387,6 +387,10 @@ class DetailScreen(ModalScreen[None]):
             text.append(f"\n{title} (protocol notes, retries)\n", style="bold")
             for line in v.trace:
                 text.append(f"  {line}\n")
+        if v.exchanges:
+            text.append("\nLast bytes on the wire (-> to the hub, <- from it)\n", style="bold")
+            for line in v.exchanges:
+                text.append(f"  {line}\n")
         text.append("\nr retry   a abort   Esc close", style="dim")
         with VerticalScroll(classes="dialog wide"):
             yield Static(text, id="detail")

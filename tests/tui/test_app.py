@@ -99,6 +99,8 @@ async def test_batch_failure_retry_export_through_the_ui(
         shown = str(app.screen.query_one("#detail").render())
         assert "Failed in phase" in shown and "write" in shown and "NACK" in shown
         assert "Timeline" in shown
+        # The last bytes on the wire before it failed: the hub's NACK (0x1F) among them.
+        assert "Last bytes on the wire" in shown and "<- 1F" in shown
         await pilot.press("r")  # retry from the detail screen
         await _until(pilot, lambda: app.view.slots[2].state == "passed", "slot 2 passed on retry")
 
