@@ -20,7 +20,8 @@ from typing import Any, ClassVar, Final
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Static
+from textual.notifications import SeverityLevel
+from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from drivers.errors import StationError
@@ -106,6 +107,9 @@ class StationApp(App[int]):
                 views[row.slot].state = "empty"
         self.view = BatchView(views, listed=self._listed())
         self._alerted: set[tuple[int, str]] = set()
+        self.header = BatchHeader(self.view, self.clock)
+        self.status = Static(id="status")
+        self.grid = SlotGrid([self.view.slots[n] for n in sorted(self.view.slots)])
         batch.publish = self.inbox.append
 
     def _listed(self) -> frozenset[str]:
@@ -115,9 +119,9 @@ class StationApp(App[int]):
     # -- layout --------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield BatchHeader(self.view, self.clock)
-        yield Static(id="status")
-        yield SlotGrid([self.view.slots[n] for n in sorted(self.view.slots)])
+        yield self.header
+        yield self.status
+        yield self.grid
         yield Footer()
 
     def on_mount(self) -> None:
@@ -126,15 +130,11 @@ class StationApp(App[int]):
         if self.probe_on_start:
             self.probe()
 
-    @property
-    def grid(self) -> SlotGrid:
-        return self.query_one(SlotGrid)
-
-    def say(self, text: str, severity: str = "information") -> None:
+    def say(self, text: str, severity: SeverityLevel = "information") -> None:
         """Show a message in the status line (kept) and as a notification."""
         style = "bold red" if severity == "error" else ""
-        self.query_one("#status", Static).update(Text(text, style=style))
-        self.notify(text, severity=severity)  # type: ignore[arg-type]
+        self.status.update(Text(text, style=style))
+        self.notify(text, severity=severity)
 
     # -- events from the controller -----------------------------------------------------
 
@@ -147,7 +147,7 @@ class StationApp(App[int]):
             self.grid.refresh_slots(changed)
             for n in changed:
                 self._check_label(self.view.slots[n])
-        self.query_one(BatchHeader).refresh()
+        self.header.refresh()
 
     def _check_label(self, v: SlotView) -> None:
         if v.label_check is False and (v.number, str(v.eui64)) not in self._alerted:
@@ -377,7 +377,7 @@ class StationApp(App[int]):
         start = self._start_screen()
         operator = self.operator
         if start is not None:
-            operator = start.query_one("#operator").value.strip() or operator  # type: ignore[attr-defined]
+            operator = start.query_one("#operator", Input).value.strip() or operator
         current = {k: bool(getattr(self.batch.policy, k)) for k in OVERRIDES}
 
         def confirmed(chosen: dict[str, bool], yes: bool | None) -> None:
