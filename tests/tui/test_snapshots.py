@@ -98,6 +98,14 @@ def _events(n: int) -> list[Event]:
             "phase": "write",
             "message": "write block 37 at 0x08002500: NACK after 5 tries",
             "hint": "reseat the hub and cable and run the job again",
+            "exchanges": [
+                "-> 31 CE",
+                "<- 79",
+                "-> 08 00 25 00 2D",
+                "<- 79",
+                "-> FF D7 1B",
+                "<- 1F",
+            ],
         }
         return [
             *start,
@@ -160,7 +168,7 @@ def test_failed_slot_detail(snap_compare: Snap, make_app: Callable[[int], Statio
         app.push_screen(DetailScreen(app.view.slots[2], None, []))
         await pilot.pause()
 
-    assert snap_compare(make_app(16), terminal_size=(80, 24), run_before=detail)
+    assert snap_compare(make_app(16), terminal_size=(100, 40), run_before=detail)
 
 
 def test_help(snap_compare: Snap, make_app: Callable[[int], StationApp]) -> None:
