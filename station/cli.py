@@ -131,10 +131,25 @@ def cmd_image_demo(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace, err: Console) -> int:
+    from station.profiles import user_dirs, user_profiles
+
     for name in builtin_names():
         p = load_profile(name)
-        print(f"{p.name:<16} {p.protocol:<8} {p.description}")
-    return 0
+        print(f"{p.name:<16} {p.protocol:<8} built-in  {p.description}")
+    status = 0
+    for name, path in user_profiles().items():
+        if name in builtin_names():
+            err.print(f"{path}: ignored, the built-in profile {name!r} has this name")
+            continue
+        try:
+            p = load_profile(name)
+        except ConfigError as exc:
+            err.print(f"[red]error:[/] {exc.message}", highlight=False)
+            status = int(Exit.BAD_INPUT)
+            continue
+        print(f"{p.name:<16} {p.protocol:<8} {path}  {p.description}")
+    err.print(f"user profile folders: {', '.join(str(d) for d in user_dirs())}", highlight=False)
+    return status
 
 
 def cmd_run(args: argparse.Namespace, err: Console) -> int:
@@ -336,7 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ports)
 
-    p = sub.add_parser("profiles", help="list the built-in hub profiles")
+    p = sub.add_parser(
+        "profiles",
+        help="list the hub profiles: built-in and user (station-data/profiles, $STATION_PROFILES)",
+    )
     p.set_defaults(func=cmd_profiles)
     return parser
 

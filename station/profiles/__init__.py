@@ -1,7 +1,16 @@
-"""Hub profiles: one TOML file per hub model (built-ins live in this folder)."""
+"""Hub profiles: one TOML file per hub model.
+
+Built-in profiles (the simulated hub models) live in this folder. A station's own models
+go in its user profile folders: ``station-data/profiles/`` by default, or the folders
+listed (``:``-separated) in ``STATION_PROFILES``; ``<name>.toml`` there is profile
+``<name>``. A user file never replaces a built-in of the same name (``station profiles``
+says it is shadowed), so a rig's ``demo-an3155`` means the same everywhere. A rig or a
+command may also name a profile file by its path.
+"""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -122,6 +131,29 @@ def parse_profile(data: dict[str, Any], where: str) -> Profile:
     return profile
 
 
+#: Environment setting: the user profile folders, separated by ``os.pathsep``.
+PROFILES_ENV = "STATION_PROFILES"
+DEFAULT_USER_DIR = Path("station-data") / "profiles"
+
+
+def user_dirs() -> list[Path]:
+    """The user profile folders, in search order."""
+    setting = os.environ.get(PROFILES_ENV)
+    if setting is None:
+        return [DEFAULT_USER_DIR]
+    return [Path(p) for p in setting.split(os.pathsep) if p]
+
+
+def user_profiles() -> dict[str, Path]:
+    """User profile files by name (the first folder that has a name wins)."""
+    found: dict[str, Path] = {}
+    for folder in user_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
 def builtin_names() -> list[str]:
     """Names of the profiles shipped with the station."""
     return sorted(
@@ -132,24 +164,43 @@ def builtin_names() -> list[str]:
 
 
 def load_profile(name_or_path: str) -> Profile:
-    """A built-in profile by name, or a profile TOML file by path.
+    """A profile by name (built-in, then the user folders), or a profile TOML file by path.
 
     Raises:
-        ConfigError: unknown name, unreadable file or invalid content.
+        ConfigError: unknown name, unreadable file or invalid content, or a user file
+            whose ``name`` is not its file name.
     """
     path = Path(name_or_path)
+    res = resources.files(__package__) / f"{name_or_path}.toml"
+    user = None
     if path.suffix == ".toml" and path.exists():
-        text, where = path.read_text(), str(path)
-    else:
-        res = resources.files(__package__) / f"{name_or_path}.toml"
-        if not res.is_file():
+        user = path
+    elif not res.is_file():
+        user = user_profiles().get(name_or_path)
+        if user is None:
+            folders = ", ".join(str(d) for d in user_dirs())
             raise ConfigError(
                 f"unknown profile {name_or_path!r}",
-                hint=f"built-in profiles: {', '.join(builtin_names())}; or give a .toml path",
+                hint=f"built-in profiles: {', '.join(builtin_names())}; user profiles: "
+                f"{', '.join(sorted(user_profiles())) or 'none'} (in {folders}, or "
+                f"${PROFILES_ENV}); or give a .toml path",
             )
+    if user is not None:
+        try:
+            text, where = user.read_text(), str(user)
+        except OSError as exc:
+            raise ConfigError(f"cannot read profile {user}: {exc.strerror or exc}") from exc
+    else:
         text, where = res.read_text(), f"profile {name_or_path}"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    return parse_profile(data, where)
+    profile = parse_profile(data, where)
+    if user is not None and user.parent in user_dirs() and profile.name != user.stem:
+        raise ConfigError(
+            f"{where}: name = {profile.name!r}, but a profile in a user folder must be named "
+            f"after its file ({user.stem!r})",
+            hint="rename the file or fix its name, so a rig's profile name finds this file",
+        )
+    return profile

@@ -62,3 +62,42 @@ def test_precheck_refuses(
 ) -> None:
     with pytest.raises(ImageError, match=match):
         precheck(_image(tmp_path, size, address, **kw), load_profile("demo-an3155"))  # type: ignore[arg-type]
+
+
+def _user_profile(folder: Path, name: str, file_name: str | None = None) -> Path:
+    builtin = (Path(__file__).parents[2] / "station/profiles/demo-an3155.toml").read_text()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{file_name or name}.toml"
+    path.write_text(builtin.replace('name = "demo-an3155"', f'name = "{name}"'))
+    return path
+
+
+def test_user_folder_adds_profiles_and_never_shadows_a_builtin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from station.cli import main
+
+    first, second = tmp_path / "site", tmp_path / "team"
+    _user_profile(first, "acme-chub-v2")
+    _user_profile(second, "acme-chub-v3")
+    (second / "demo-an3155.toml").write_text('name = "demo-an3155"\nprotocol = "gecko"\n')
+    monkeypatch.setenv("STATION_PROFILES", f"{first}:{second}")
+    assert load_profile("acme-chub-v2").protocol == "an3155"
+    assert load_profile("acme-chub-v3").name == "acme-chub-v3"
+    assert load_profile("demo-an3155").protocol == "an3155"  # the built-in, not the user file
+    assert main(["profiles"]) == 0
+    out, err = capsys.readouterr()
+    assert "acme-chub-v2" in out and "acme-chub-v3" in out
+    assert "ignored, the built-in profile 'demo-an3155'" in err
+    with pytest.raises(ConfigError) as exc:
+        load_profile("acme-chub-v9")
+    assert "acme-chub-v2" in (exc.value.hint or "") and str(first) in (exc.value.hint or "")
+
+
+def test_user_profile_must_be_named_after_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _user_profile(tmp_path, "acme-other", file_name="acme-chub")
+    monkeypatch.setenv("STATION_PROFILES", str(tmp_path))
+    with pytest.raises(ConfigError, match="named after its file"):
+        load_profile("acme-chub")
