@@ -193,9 +193,8 @@ class BatchView:
     listed: frozenset[str] = frozenset()
     batch_id: int | None = None
     started_at: float | None = None
-    counts: dict[str, int] = field(default_factory=dict)
+    hubs: dict[str, str] = field(default_factory=dict)  # hub (EUI-64 or job) -> result
     seen: set[str] = field(default_factory=set)
-    finished_jobs: int = 0
 
     def apply(self, ev: Event) -> set[int]:
         """Take one event; returns the slots whose tiles changed."""
@@ -208,18 +207,23 @@ class BatchView:
         view = self.slots[ev.slot]
         view.apply(ev)
         if ev.kind == "job-finished":
-            self.counts[view.state] = self.counts.get(view.state, 0) + 1
-            self.finished_jobs += 1
+            # A hub's latest job speaks for it (as in the reports); a skip after a pass
+            # confirms the pass. A job that never read the hub's EUI-64 counts on its own.
+            key = view.eui64 or f"job {ev.job_id}"
+            before = self.hubs.get(key)
+            self.hubs[key] = (
+                "passed" if before == "passed" and view.state == "skipped" else view.state
+            )
             if view.eui64:
                 self.seen.add(view.eui64)
         return {ev.slot}
 
-    def slot_results(self) -> dict[str, int]:
-        """Each slot's last result (a retried hub counts once, by its latest job)."""
+    def hub_results(self) -> dict[str, int]:
+        """Hubs by result: each hub counted once, by its latest job (a retry replaces it)."""
         out = {"passed": 0, "failed": 0, "refused": 0, "skipped": 0, "interrupted": 0}
-        for v in self.slots.values():
-            if v.state in out:
-                out[v.state] += 1
+        for state in self.hubs.values():
+            if state in out:
+                out[state] += 1
         return out
 
     def remaining(self) -> int:
@@ -232,7 +236,7 @@ class BatchView:
 
     def header(self, now: float | None, width: int = 200) -> Text:
         """The batch counters as one line (terser words when ``width`` is small)."""
-        r = self.slot_results()
+        r = self.hub_results()
         elapsed = None if self.started_at is None or now is None else now - self.started_at
         rate = "--"
         if elapsed and elapsed > 0 and r["passed"]:

@@ -55,14 +55,22 @@ def test_label_mismatch_is_flagged_in_words() -> None:
         view.scan("not a label")
 
 
-def test_header_counts_each_slot_once_and_missing_hubs() -> None:
+def test_header_counts_each_hub_once_and_missing_hubs() -> None:
     slots = {n: SlotView(n, "demo-an3155", f"/dev/{n}") for n in (1, 2)}
     batch = BatchView(slots, listed=frozenset({EUI, "00-DB-12-00-00-00-00-01"}))
     batch.started_at = 0.0
     for state in ("failed", "passed"):  # slot 1 failed, then passed on retry
         batch.apply(Event("state", 1, 1, "detected", {"port": "/dev/1"}, at=1))
         batch.apply(Event("job-finished", 1, 1, state, {"eui64": EUI}, at=2))
-    assert batch.slot_results()["passed"] == 1 and batch.slot_results()["failed"] == 0
+    assert batch.hub_results()["passed"] == 1 and batch.hub_results()["failed"] == 0
     assert batch.missing() == 1
     line = batch.header(3600.0).plain
     assert "passed 1" in line and "missing 1/2" in line and "1 hubs/h" in line
+
+
+def test_hubs_swapped_through_one_slot_all_count() -> None:
+    batch = BatchView({1: SlotView(1, "demo-an3155", "/dev/1")})
+    for job, eui in enumerate((EUI, "00-DB-12-00-00-00-00-02"), 1):
+        batch.apply(Event("state", 1, job, "detected", {"port": "/dev/1"}, at=job))
+        batch.apply(Event("job-finished", 1, job, "passed", {"eui64": eui}, at=job + 0.5))
+    assert batch.hub_results()["passed"] == 2
