@@ -9,6 +9,7 @@ Nothing here prints: events go to the ``publish`` callback, results come back as
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -35,7 +36,7 @@ from station.reports import (
     reconcile,
     summarise,
 )
-from station.rig import Rig, load_rig, resolve
+from station.rig import AUTO, Rig, load_rig, resolve
 from station.store import Store
 
 __all__ = ["OVERRIDES", "BatchRun", "PlanRow", "export_reports", "preflight", "with_overrides"]
@@ -108,8 +109,15 @@ def preflight(
     """
     rows = []
     for slot in rig.slots:
-        profile = load_profile(slot.profile)
         probe = None if probes is None else probes.get(slot.number)
+        if slot.profile == AUTO and (probe is None or probe.profile == AUTO):
+            # Which model is in the slot is known only once a hub there is identified.
+            port = resolve(slot) if probe is None else probe.port
+            row = PlanRow(slot.number, slot.binding, AUTO, port, 0, probed=probe is not None)
+            why = probe.problem if probe is not None else None
+            rows.append(replace(row, target="at start", plan=why or "model detected at start"))
+            continue
+        profile = load_profile(slot.profile if probe is None else probe.profile)
         port = resolve(slot) if probe is None else probe.port
         row = PlanRow(slot.number, slot.binding, profile.name, port, profile.baud)
         rels = catalog.releases.get(profile.name) or []
@@ -183,8 +191,6 @@ def export_reports(store: Store, batch_id: int, folder: Path) -> list[Path]:
     Raises:
         ConfigError: the folder cannot be written.
     """
-    import json
-
     docs = {
         "dsp.csv": dsp_export(store, batch_id, "csv"),
         "dsp.json": dsp_export(store, batch_id, "json"),
