@@ -31,12 +31,13 @@ from station.flash import (
     ImageChooser,
     Policy,
     Result,
+    detect_profile,
     flash_hub,
     identify_hub,
 )
 from station.profiles import Profile, load_profile
 from station.recorder import JobStore, Recorder
-from station.rig import Rig, Slot, resolve
+from station.rig import AUTO, Rig, Slot, resolve
 
 __all__ = ["Controller", "JobStore", "SlotRun", "probe_slots", "run_slots"]
 
@@ -84,7 +85,12 @@ def probe_slots(slots: Sequence[Slot]) -> dict[int, HubIdentity | None]:
 
     def look(slot: Slot) -> HubIdentity | None:
         port = resolve(slot)
-        return None if port is None else identify_hub(port, load_profile(slot.profile))
+        if port is None:
+            return None
+        if slot.profile != AUTO:
+            return identify_hub(port, load_profile(slot.profile))
+        found, tried = detect_profile(port, slot.candidates)
+        return found or HubIdentity(port, AUTO, problem=_unrecognised(tried))
 
     runs = run_slots([(s.number, functools.partial(look, s)) for s in slots])
     found: dict[int, HubIdentity | None] = {}
@@ -94,6 +100,10 @@ def probe_slots(slots: Sequence[Slot]) -> dict[int, HubIdentity | None]:
         else:
             found[run.slot] = run.value
     return found
+
+
+def _unrecognised(tried: Sequence[str]) -> str:
+    return "no candidate profile recognises this hub: " + "; ".join(tried)
 
 
 # -- the rig controller ------------------------------------------------------------------
@@ -265,8 +275,9 @@ class Controller:
     # -- one slot --------------------------------------------------------------------------
 
     def _serve(self, slot: Slot, continuous: bool, stop: threading.Event) -> None:
-        profile = load_profile(slot.profile)
-        chooser = self.chooser_for(profile)
+        # Image choosers per profile, made when first needed; afresh for every call of run()
+        # (a retry), so overrides confirmed in between apply.
+        choosers: dict[str, ImageChooser] = {}
         failing: list[str | None] = []  # EUI-64s of the hubs that failed here in a row
         while not stop.is_set():
             port = resolve(slot)
@@ -280,7 +291,7 @@ class Controller:
                 continue
             tries = 0
             while True:
-                out = self._job(slot, port, profile, chooser)
+                out = self._job(slot, port, choosers)
                 retry = (
                     out.result is Result.FAILED
                     and tries < self.rig.job_retries
@@ -324,11 +335,27 @@ class Controller:
                 then=Event("slot-fault", slot=slot.number, data=detail),
             )
 
-    def _job(self, slot: Slot, port: str, profile: Profile, chooser: ImageChooser) -> FlashOutcome:
-        job_id = self._recorder.start_job(self.batch_id, slot.number, port, profile.name)
+    def _job(self, slot: Slot, port: str, choosers: dict[str, ImageChooser]) -> FlashOutcome:
+        name = slot.profile
+        tried: list[str] = []
+        if name == AUTO:  # identify the hub with each candidate profile until one knows it
+            found, tried = detect_profile(port, slot.candidates)
+            name = AUTO if found is None else found.profile
+        job_id = self._recorder.start_job(self.batch_id, slot.number, port, name)
         with self._lock:
             self._running[slot.number] = job_id
         try:
+            if name == AUTO:
+                out = FlashOutcome(port=port, profile=AUTO, phase=str(Phase.IDENTIFY))
+                out.message = _unrecognised(tried)
+                out.hint = "check the hub is one of the slot's candidate models, and its cable"
+                self._recorder.finish_job(slot.number, job_id, out)
+                self.outcomes[slot.number].append(out)
+                return out
+            profile = load_profile(name)
+            chooser = choosers.get(name)
+            if chooser is None:
+                chooser = choosers[name] = self.chooser_for(profile)
             return self._run_job(slot, port, profile, chooser, job_id)
         finally:
             with self._lock:

@@ -10,7 +10,7 @@ A hub is reported ``passed`` only when all of that succeeded.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from drivers.errors import ImageError, StationError
@@ -22,7 +22,7 @@ from firmware_images.descriptor import (
 from firmware_images.loader import LoadedImage, flashable, parse_file
 from firmware_images.trust import TrustStore, signature_refusal
 from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
-from station.profiles import Profile
+from station.profiles import Profile, load_profile
 from station.sessions import open_session
 
 __all__ = [
@@ -432,3 +432,23 @@ def identify_hub(port: str, profile: Profile) -> HubIdentity:
     return HubIdentity(
         port, profile.name, out.eui64, out.hw_version, out.version_before, out.found_in, problem
     )
+
+
+def detect_profile(port: str, candidates: Sequence[str]) -> tuple[HubIdentity | None, list[str]]:
+    """Identify the hub on ``port`` (read-only, as :func:`identify_hub`) with the first of
+    ``candidates`` that recognises it; also what each one tried before answered.
+
+    USB ports (``usb:...``) are tried with DFU profiles only, serial ports with the others.
+    """
+    tried: list[str] = []
+    usb = port.startswith("usb:")
+    for name in candidates:
+        profile = load_profile(name)
+        if usb != (profile.protocol == "dfu"):
+            tried.append(f"{name}: not for a {'USB' if usb else 'serial'} port")
+            continue
+        found = identify_hub(port, profile)
+        if found.problem is None:
+            return found, tried
+        tried.append(f"{name}: {found.problem}")
+    return None, tried

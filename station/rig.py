@@ -25,8 +25,18 @@
     usb_serial = "CH0042"          # a USB serial number (serial adapter or DFU hub)
     profile = "demo-dfu"
 
+    [[slot]]
+    number = 4
+    port = "/dev/ttyUSB1"
+    profile = "auto"               # whichever candidate identifies the hub, tried in order
+    candidates = ["demo-an3155", "demo-gecko"]   # optional; default: every profile whose
+                                                 # transport fits the binding
+
 A slot names exactly one of ``port``, ``usb_location`` or ``usb_serial``, resolved each time a
-job starts, so a hub re-plugged under a new device name still lands in its slot.
+job starts, so a hub re-plugged under a new device name still lands in its slot. With
+``profile = "auto"`` each hub is identified (read-only) with each candidate in turn and
+flashed with the first that recognises it; a hub none recognises fails in ``identify``
+with every candidate's answer.
 """
 
 from __future__ import annotations
@@ -42,6 +52,8 @@ from drivers.errors import ConfigError
 from station.profiles import load_profile
 
 _BINDINGS = ("port", "usb_location", "usb_serial")
+#: The profile name that asks for detection (see the module docstring).
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class Slot:
     port: str | None = None
     usb_location: str | None = None
     usb_serial: str | None = None
+    #: With ``profile = "auto"``: the profiles to try, in order.
+    candidates: tuple[str, ...] = ()
 
     @property
     def binding(self) -> str:
@@ -114,7 +128,7 @@ def parse_rig(text: str, source: str = "rig") -> Rig:
                 f"{where(i)}: slot {number} is already defined at #{seen[number] + 1}"
             )
         seen[number] = i
-        unknown = set(raw) - {"number", "profile", *_BINDINGS}
+        unknown = set(raw) - {"number", "profile", "candidates", *_BINDINGS}
         if unknown:
             raise ConfigError(f"{where(i)}: unknown key(s) {', '.join(sorted(unknown))}")
         bound = [k for k in _BINDINGS if raw.get(k)]
@@ -125,12 +139,35 @@ def parse_rig(text: str, source: str = "rig") -> Rig:
             )
         profile = raw.get("profile")
         if not isinstance(profile, str):
-            raise ConfigError(f"{where(i)}: 'profile' (a hub profile name or .toml) is required")
-        try:
-            load_profile(profile)
-        except ConfigError as exc:
-            raise ConfigError(f"{where(i)}: {exc.message}", hint=exc.hint) from exc
-        slots.append(Slot(number, profile, **{k: str(raw[k]) for k in bound}))
+            raise ConfigError(
+                f"{where(i)}: 'profile' (a hub profile name, a .toml path or \"auto\") is required"
+            )
+        names = raw.get("candidates")
+        if names is not None and (
+            profile != AUTO
+            or not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise ConfigError(
+                f"{where(i)}: 'candidates' is a non-empty list of profile names, and only "
+                'for profile = "auto"'
+            )
+        bindings = {k: str(raw[k]) for k in bound}
+        if profile == AUTO:
+            candidates = (
+                tuple(names) if names else default_candidates(usb_capable="usb_serial" in bindings)
+            )
+        else:
+            candidates = (profile,)
+        for name in candidates:
+            try:
+                load_profile(name)
+            except ConfigError as exc:
+                raise ConfigError(f"{where(i)}: {exc.message}", hint=exc.hint) from exc
+        slots.append(
+            Slot(number, profile, candidates=candidates if profile == AUTO else (), **bindings)
+        )
     if not slots:
         raise ConfigError(f"{source}: the rig has no [[slot]] entries")
     retries = policy.get("job_retries", 1)
@@ -147,6 +184,17 @@ def parse_rig(text: str, source: str = "rig") -> Rig:
         slot_fault_after=fault_after,
         source=source,
     )
+
+
+def default_candidates(*, usb_capable: bool) -> tuple[str, ...]:
+    """Every known profile a slot's binding could reach: serial ones for a serial port,
+    and DFU ones too for a USB serial number (it may name a serial adapter or a DFU hub)."""
+    from station.profiles import builtin_names, user_profiles
+
+    names = [*builtin_names(), *(n for n in user_profiles() if n not in builtin_names())]
+    serial = [n for n in names if load_profile(n).protocol != "dfu"]
+    usb = [n for n in names if load_profile(n).protocol == "dfu"] if usb_capable else []
+    return (*serial, *usb)
 
 
 def load_rig(path: str | Path) -> Rig:
