@@ -96,7 +96,9 @@ class Event:
 
     ``kind`` is one of: ``batch-started``, ``state`` (a job transition, with ``state``),
     ``progress`` (bytes done/total in a phase; not persisted), ``job-finished`` (with the
-    outcome), ``slot-fault``, ``batch-finished`` (with the summary).
+    outcome), ``slot-fault``, ``slot-empty``, ``retry``, ``note``, ``record-error`` (a
+    record the store refused, so its event was not shown), ``slot-error`` (a bug in a slot
+    worker), ``batch-finished`` (with the summary).
     """
 
     kind: str

@@ -6,9 +6,9 @@ as interrupted, serves every slot, then writes the batch summary and reconciliat
 
 With ``--json`` stdout carries one event per line (see :class:`station.events.Event`):
 ``batch-started``, ``state``, ``progress``, ``note``, ``retry``, ``job-finished``,
-``slot-empty``, ``slot-fault``, ``batch-finished``. Exit status: 0 when every hub seen
-passed, was current or was refused by policy and no expected hub is missing; 1 otherwise;
-2 for bad input; 130 when interrupted before the batch ended.
+``slot-empty``, ``slot-fault``, ``record-error``, ``slot-error``, ``batch-finished``. Exit
+status: 0 when every hub seen passed, was current or was refused by policy and no expected
+hub is missing; 1 otherwise; 2 for bad input; 130 when interrupted before the batch ended.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class _Sink:
                     f"{versions}{message}",
                     highlight=False,
                 )
-            elif event.kind in ("slot-fault", "slot-empty", "retry", "slot-error"):
+            elif event.kind in ("slot-fault", "slot-empty", "retry", "slot-error", "record-error"):
                 self.err.print(f"slot {event.slot}: {event.kind} {event.data}", highlight=False)
 
 
