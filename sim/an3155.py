@@ -320,10 +320,14 @@ class An3155Hub(TimedModel[Output]):
         boot_pin_strapped: bool = True,
         erase_command: int = Cmd.EXTENDED_ERASE,
         faults: FaultPlan | None = None,
+        product_id: int = PRODUCT_ID,
     ) -> None:
         if erase_command not in (Cmd.ERASE, Cmd.EXTENDED_ERASE):
             raise ValueError("erase_command must be 0x43 (Erase) or 0x44 (Extended Erase)")
+        if not 0 <= product_id <= 0xFFFF:
+            raise ValueError(f"product ID {product_id:#x} does not fit in 16 bits")
         super().__init__()
+        self.product_id = product_id
         self.flash = Flash()
         self.sram = bytearray(SRAM_SIZE)
         self.otp = bytearray(identity_block(eui64, hw_version))
@@ -570,7 +574,7 @@ class An3155Hub(TimedModel[Output]):
         self._send(bytes([BOOTLOADER_VERSION, 0x00, 0x00, ACK]))
 
     def _get_id(self) -> None:
-        self._send(bytes([0x01, *PRODUCT_ID.to_bytes(2, "big"), ACK]))
+        self._send(bytes([0x01, *self.product_id.to_bytes(2, "big"), ACK]))
 
     def _read_memory(self) -> _Exchange:
         address = yield from self._address()

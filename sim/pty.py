@@ -35,7 +35,16 @@ from typing import Any, Protocol
 from firmware_images.build import demo_payload
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, format_version
 from sim import gecko
-from sim.an3155 import FLASH_BASE, FLASH_SIZE, An3155Hub, Emit, Timer, Vanish, parse_eui64
+from sim.an3155 import (
+    FLASH_BASE,
+    FLASH_SIZE,
+    PRODUCT_ID,
+    An3155Hub,
+    Emit,
+    Timer,
+    Vanish,
+    parse_eui64,
+)
 from sim.faults import ByteFaults, FaultPlan, fault_plan
 from sim.gecko import Alarm, GeckoHub
 
@@ -92,6 +101,8 @@ class HubSpec:
     erase_command: int = 0x44
     #: "an3155" (STM32 USART bootloader) or "gecko" (Silicon Labs Gecko, UART XMODEM).
     protocol: str = "an3155"
+    #: What an AN3155 hub's Get ID answers: another value makes it another MCU (model).
+    product_id: int = PRODUCT_ID
 
     def __post_init__(self) -> None:
         if self.slot < 1:
@@ -100,6 +111,8 @@ class HubSpec:
         parse_eui64(self.eui64)
         if not 0 <= self.hw_version <= 0xFFFF:
             raise ValueError(f"hardware version {self.hw_version} does not fit in 16 bits")
+        if not 0 <= self.product_id <= 0xFFFF:
+            raise ValueError(f"product ID {self.product_id:#x} does not fit in 16 bits")
         if self.firmware is not None and not 0 <= self.firmware <= 0xFFFF_FFFF:
             raise ValueError(f"firmware version {self.firmware} does not fit in 32 bits")
         if self.start_in not in START_MODES:
@@ -156,6 +169,7 @@ class HubSpec:
             boot_pin_strapped=self.start_in == "bootloader",
             erase_command=self.erase_command,
             faults=self.plan(),
+            product_id=self.product_id,
         )
         if self.firmware is not None:
             # Factory programming, not through the bootloader.

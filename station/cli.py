@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The main job on simulated hubs, run as 'station run' runs a real rig: "
         "builds signed catalogues for three hub models (STM32 AN3155, Silicon Labs Gecko, "
         "USB DfuSe), starts ten simulated hubs (old releases; one already current, one of "
-        "the wrong hardware, one faulty), writes a rig file and a consignment manifest "
+        "another model, one faulty), writes a rig file and a consignment manifest "
         "(with one hub that never arrives), runs the batch into the store, writes every "
         "report and checks that each hub ended as the scenario expects. Files go under "
         "station-data/demo/.",

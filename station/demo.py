@@ -7,8 +7,8 @@ It exercises the product end to end, exactly as ``station run`` serves a real ri
   USART bootloader), ``demo-gecko`` (Silicon Labs Gecko over XMODEM: its GBCS images
   carry a GBL file, as vendors ship radio firmware) and ``demo-dfu`` (USB DfuSe);
 * a mixed rig of simulated hubs, each in its own process (pseudo-terminals, and one
-  simulated USB bus): most on old releases, one already current, one of hardware the
-  catalogue does not cover, one that NACKs every write from its fourth block;
+  simulated USB bus): most on old releases, one already current, one of another model
+  (its MCU reports another product ID), one that NACKs every write from its fourth block;
 * a consignment manifest listing those hubs plus one that never arrives;
 * the batch: rig file, store (SQLite), controller, audit log; then every report written
   to files, and a check that every hub ended as the scenario says it should.
@@ -47,6 +47,7 @@ from firmware_images.loader import parse_bytes
 from firmware_images.trust import TrustStore
 from firmware_images.zigbee import build_gbcs_image, ecdsa_p256_sign, gbcs_file_name
 from sim import gecko as gecko_sim
+from sim.an3155 import PRODUCT_ID
 from sim.dfu_rig import DfuBus
 from sim.pty import HubSpec, SimHub, derive_eui64
 from sim.usb_dfu import DfuHubSpec
@@ -150,6 +151,7 @@ class DemoHub:
     role: str
     hw_version: int = 2
     faults: str = ""
+    product_id: int = PRODUCT_ID
 
 
 def _hub(slot: int, model: str, firmware: int, start_in: str) -> DemoHub:
@@ -171,8 +173,8 @@ SCENARIO = (
         0x0101_0000,
         "app",
         JobState.REFUSED,
-        "wrong model: hardware 7, the catalogue's model is hardware 1..3",
-        hw_version=7,
+        "wrong model: its MCU answers product ID 0x415, demo-an3155 is 0x462",
+        product_id=0x415,
     ),
     DemoHub(
         6,
@@ -252,6 +254,7 @@ def demo_rig(
             faults=h.faults,
             seed=seed,
             protocol="gecko" if h.model == "demo-gecko" else "an3155",
+            product_id=h.product_id,
         )
         for h in scenario
         if h.model != "demo-dfu"

@@ -45,6 +45,7 @@ def test_demo_runs_the_mixed_rig_and_writes_every_report(tmp_path: Path) -> None
         if hub.expect is JobState.PASSED:  # verified and read back, by each protocol's means
             assert job.version_after == f"0x{DEMO_TARGET:08X}"
             assert job.verify_method in ("device-crc", "bootloader-gbl", "readback")
+    assert "product ID 0x415" in (by_slot[5].message or "")  # the hub of another model
     # Reports: one DSP row per passed hub; the consignment names the hub that never came.
     reports = {k: Path(v) for k, v in final["reports"].items()}
     assert all(p.parent == root / "reports" and p.exists() for p in reports.values())
