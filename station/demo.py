@@ -315,7 +315,7 @@ def demo_rig(
             catalog=cat.root,
             trust=root / "trust",
             manifest=manifest,
-            db_url=f"sqlite:///{db}",
+            db_url=f"sqlite:///{db.resolve()}",
             hubs=scenario,
             eui64=eui64,
             missing=missing,
