@@ -33,6 +33,21 @@ _STYLE = {
 }
 
 
+def _slot_progress(console: Console, enabled: bool, label: str, phase_width: int) -> Progress:
+    """One line per slot: label, phase, bar, bytes, rate, time left, last note."""
+    return Progress(
+        TextColumn(label),
+        TextColumn(f"{{task.fields[phase]:<{phase_width}}}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+        disable=not enabled,
+    )
+
+
 class ProgressBoard:
     """One progress line per slot, updated from any thread."""
 
@@ -41,17 +56,7 @@ class ProgressBoard:
         self.enabled = enabled
         self._lock = threading.Lock()
         self._tasks: dict[str, TaskID] = {}
-        self._progress = Progress(
-            TextColumn("{task.fields[slot]:>8}"),
-            TextColumn("{task.fields[phase]:<8}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[note]}"),
-            console=console,
-            disable=not enabled,
-        )
+        self._progress = _slot_progress(console, enabled, "{task.fields[slot]:>8}", 8)
 
     def __enter__(self) -> ProgressBoard:
         self._progress.start()
@@ -108,17 +113,7 @@ class EventBoard:
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self.enabled = enabled
         self._tasks: dict[int, TaskID] = {}
-        self._progress = Progress(
-            TextColumn("slot {task.fields[slot]:>3}"),
-            TextColumn("{task.fields[phase]:<11}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[note]}"),
-            console=console,
-            disable=not enabled,
-        )
+        self._progress = _slot_progress(console, enabled, "slot {task.fields[slot]:>3}", 11)
 
     def __enter__(self) -> EventBoard:
         self._progress.start()
