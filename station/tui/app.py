@@ -195,6 +195,7 @@ class StationApp(App[int]):
                 v.state = "empty" if row.port is None else "idle"
                 v.eui64 = row.eui64 or v.eui64
                 v.version_before = row.version_before or v.version_before
+                v.profile = row.profile if row.eui64 else v.profile
                 if row.target and row.target.startswith("0x"):
                     v.target = row.target
         self.grid.refresh_slots(set(self.view.slots))

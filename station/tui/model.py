@@ -160,6 +160,7 @@ class SlotView:
             self.hint = d.get("hint") or ""
             self.fail_phase = d.get("phase")
             self.exchanges = list(d.get("exchanges") or [])
+            self.profile = d.get("profile") or self.profile  # the model found ("auto" slots)
             self.rate = self.eta_s = None
             stamp = f"{self.state}" + (f" in {self.fail_phase}" if self.fail_phase else "")
             stamp += f": {self.reason}" if self.reason else ""
