@@ -58,7 +58,9 @@ def pty_floor(gap_s: float, rounds: int = 150) -> tuple[float, float]:
     ``gap_s`` after the frame arrived (sleeping, then polling, as the simulator does), so
     both sides idle between exchanges as in the upload. What remains is the kernel's
     delivery and the wake-up of a sleeping process: a cost every simulated block pays
-    beyond the modelled wire, whatever the station and the simulator do.
+    beyond the modelled wire, whatever the station and the simulator do. (The frame is all
+    zeros and the hub side counts zeros: another program that opens a recycled
+    ``/dev/pts/N`` by its old name and writes to it cannot end a frame early.)
     """
     master, slave = os.openpty()
     tty.setraw(slave)
@@ -71,9 +73,9 @@ def pty_floor(gap_s: float, rounds: int = 150) -> tuple[float, float]:
             stamps = []
             for _ in range(rounds):
                 got = 0
-                while got < FRAME_SIZE:
+                while got < FRAME_SIZE:  # count the frame's zeros: ignore stray bytes
                     select.select([master], [], [], 5.0)
-                    got += len(os.read(master, 4096))
+                    got += os.read(master, 4096).count(0)
                 arrived = time.monotonic()
                 due = arrived + gap_s
                 if (left := due - time.monotonic() - _SPIN_S) > 0:
