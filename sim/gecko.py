@@ -78,8 +78,13 @@ CODE_FILE = 0x4F  # tags out of order, bad lengths, file ended early, data outsi
 
 # --- device times ----------------------------------------------------------------------------
 
-# Flash, EFR32MG21 data sheet "Flash Characteristics" (typical column): 32-bit word write
-# and 8 KiB page erase. See docs/sim-gecko.md for the status of these two figures.
+# Flash: 32-bit word write and 8 KiB page erase, meant as the typical column of the
+# EFR32MG21 data sheet's flash table. UNVERIFIED: no copy of the data sheet (or of another
+# Silicon Labs document giving Series 2 flash times) could be found to check them against
+# (searched 2026-11-29, docs/sim-gecko.md "Timing"); treat ratios that depend on them as
+# provisional. What is sourced is *when* they are spent: the bootloader programs a block
+# before it ACKs it (btl_comm_xmodem.c: parser_parse, then sendPacket; btl_bootload.c
+# flashData: erase a page when a write starts on or crosses into it, then write).
 WORD_WRITE_S = 55e-6
 PAGE_ERASE_S = 15e-3
 # Firmware times (btl_comm_xmodem.c): input discarded for 5 ms after "begin upload"; 10 ms
