@@ -9,9 +9,6 @@ Nothing here prints: events go to the ``publish`` callback, results come back as
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,10 +28,9 @@ from station.profiles import Profile, load_profile
 from station.reports import (
     BatchSummary,
     Reconciliation,
-    dsp_export,
-    junit_xml,
     reconcile,
     summarise,
+    write_reports,
 )
 from station.rig import AUTO, Rig, load_rig, resolve
 from station.store import Store
@@ -168,45 +164,17 @@ def preflight(
     return rows
 
 
-def _write_atomic(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_reports(store: Store, batch_id: int, folder: Path) -> list[Path]:
-    """Write the batch's reports into ``folder``; returns the files written.
-
-    ``dsp.csv`` and ``dsp.json`` (the DSP firmware-version update), ``consignment.json``
-    (reconciliation), ``junit.xml`` and ``summary.json``: the same documents as ``station
-    report dsp|consignment|junit|summary --batch N``.
+    """Write the batch's reports into ``folder`` (see :func:`station.reports.write_reports`);
+    returns the files written.
 
     Raises:
         ConfigError: the folder cannot be written.
     """
-    docs = {
-        "dsp.csv": dsp_export(store, batch_id, "csv"),
-        "dsp.json": dsp_export(store, batch_id, "json"),
-        "consignment.json": json.dumps(reconcile(store, batch_id).to_json(), indent=2) + "\n",
-        "junit.xml": junit_xml(store, batch_id),
-        "summary.json": json.dumps(summarise(store, batch_id).to_json(), indent=2) + "\n",
-    }
-    written = []
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in docs.items():
-            _write_atomic(folder / name, text)
-            written.append(folder / name)
+        return list(write_reports(store, batch_id, folder).values())
     except OSError as exc:
         raise ConfigError(f"cannot write reports to {folder}: {exc.strerror or exc}") from exc
-    return written
 
 
 @dataclass

@@ -192,8 +192,16 @@ def cmd_sim(args: argparse.Namespace, err: Console) -> int:
 def cmd_demo(args: argparse.Namespace, err: Console) -> int:
     from station.demo import run_demo
 
+    if args.tui and args.json:
+        err.print("[red]error:[/] --tui and --json do not go together")
+        return int(Exit.BAD_INPUT)
     return run_demo(
-        hubs=args.hubs, paced=not args.unpaced, size=args.size, as_json=args.json, err=err
+        hubs=args.hubs,
+        paced=not args.unpaced,
+        size=args.size,
+        as_json=args.json,
+        err=err,
+        tui=args.tui,
     )
 
 
@@ -237,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unpaced", action="store_true", help="run the hubs faster than real wires")
     p.add_argument(
         "--json", action="store_true", help="station run's JSON events, then a demo summary"
+    )
+    p.add_argument(
+        "--tui",
+        action="store_true",
+        help="run the batch from the operator's terminal UI (as 'station tui') instead",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -369,6 +369,22 @@ def _table(demo: DemoRig, jobs: dict[int, JobRow]) -> Table:
     return table
 
 
+def _run_headless(demo: DemoRig, as_json: bool, err: Console) -> None:
+    """The batch as a warehouse rig runs it: ``station run`` on the demo's files."""
+    args = argparse.Namespace(
+        rig=str(demo.rig),
+        catalog=str(demo.catalog),
+        trust=str(demo.trust),
+        manifest=str(demo.manifest),
+        operator="demo",
+        db=demo.db_url,
+        json=as_json,
+        continuous=False,
+        allow_unsigned=False,
+    )
+    run_station(args, err)
+
+
 def run_demo(
     *,
     hubs: int = len(SCENARIO),
@@ -378,8 +394,10 @@ def run_demo(
     err: Console,
     seed: int = 1,
     root: Path | None = None,
+    tui: bool = False,
 ) -> int:
-    """Run the demo batch through ``station run``, write the reports, check the scenario.
+    """Run the demo batch through ``station run`` (or the terminal UI, with ``tui``), write
+    the reports, check the scenario.
 
     Returns 0 when every hub ended as the scenario expects (the faulty hub failing, the
     wrong one refused, the current one skipped, all others passed and confirmed, and the
@@ -395,24 +413,27 @@ def run_demo(
         highlight=False,
     )
     with demo_rig(root, hubs=hubs, size=size, paced=paced, seed=seed) as demo:
-        args = argparse.Namespace(
-            rig=str(demo.rig),
-            catalog=str(demo.catalog),
-            trust=str(demo.trust),
-            manifest=str(demo.manifest),
-            operator="demo",
-            db=demo.db_url,
-            json=as_json,
-            continuous=False,
-            allow_unsigned=False,
-        )
-        run_station(args, err)
+        if tui:  # the same batch, driven by the operator from the terminal UI
+            from station.tui.app import run_tui
+
+            run_tui(
+                str(demo.rig),
+                str(demo.catalog),
+                trust_dir=str(demo.trust),
+                manifest_path=str(demo.manifest),
+                db_url=demo.db_url,
+                reports_dir=str(root / "reports"),
+            )
+        else:
+            _run_headless(demo, as_json, err)
     with Store.open(demo.db_url) as store:
         batch = store.latest_batch_id()
-        assert batch is not None
+        if batch is None:  # the operator left the UI before starting the batch
+            err.print("no batch was run: nothing to check or report")
+            return 1
         jobs = {j.slot: j for j in store.jobs(batch)}  # the latest job of each slot
         recon = reconcile(store, batch)
-        files = write_reports(store, batch, root / "reports")
+        files = write_reports(store, batch, root / "reports" / f"batch-{batch}")
         audit = store.verify_audit()
     missing_ok = [e.eui64 for e in recon.lists["missing"]] == [demo.missing]
     planned = all(_as_planned(h, jobs.get(h.slot)) for h in demo.hubs) and missing_ok

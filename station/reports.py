@@ -597,21 +597,24 @@ def write_text_atomic(target: Path, text: str) -> None:
 def write_reports(store: Store, batch_id: int, folder: str | Path) -> dict[str, Path]:
     """Write every report of a batch into ``folder``; returns report name -> file.
 
-    Files: ``batch-N-dsp.csv`` and ``.json`` (the DSP update), ``batch-N-consignment.json``
-    (the reconciliation), ``batch-N-junit.xml`` and ``batch-N-summary.json``.
+    ``dsp.csv`` and ``dsp.json`` (the DSP firmware-version update), ``consignment.json``
+    (the reconciliation), ``junit.xml`` and ``summary.json``: the documents of ``station
+    report dsp|consignment|junit|summary --batch N``, each written whole or not at all.
+
+    Raises:
+        OSError: the folder cannot be made or written.
     """
     root = Path(folder)
-    stem = f"batch-{batch_id}"
     texts = {
-        "dsp-csv": (f"{stem}-dsp.csv", dsp_export(store, batch_id, "csv")),
-        "dsp-json": (f"{stem}-dsp.json", dsp_export(store, batch_id, "json")),
+        "dsp-csv": ("dsp.csv", dsp_export(store, batch_id, "csv")),
+        "dsp-json": ("dsp.json", dsp_export(store, batch_id, "json")),
         "consignment": (
-            f"{stem}-consignment.json",
+            "consignment.json",
             json.dumps(reconcile(store, batch_id).to_json(), indent=2) + "\n",
         ),
-        "junit": (f"{stem}-junit.xml", junit_xml(store, batch_id)),
+        "junit": ("junit.xml", junit_xml(store, batch_id)),
         "summary": (
-            f"{stem}-summary.json",
+            "summary.json",
             json.dumps(summarise(store, batch_id).to_json(), indent=2) + "\n",
         ),
     }

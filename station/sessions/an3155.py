@@ -84,6 +84,17 @@ class An3155Session:
     def identify(self, out: FlashOutcome) -> None:
         info = self.drv.identify()
         if self.profile.product_id is not None and info.product_id != self.profile.product_id:
+            if out.eui64 is None:
+                # Another MCU may keep no identity record where ours do, but where it does,
+                # knowing the hub lets the consignment match it to its refusal.
+                try:
+                    assert self.profile.identity_address is not None
+                    raw = self.drv.read_memory(
+                        self.profile.identity_address, 16, phase=Phase.IDENTIFY
+                    )
+                    out.eui64, out.hw_version = _parse_identity(raw)
+                except StationError:
+                    pass
             raise Refusal(
                 f"product ID 0x{info.product_id:03X} is not {self.profile.name}'s "
                 f"0x{self.profile.product_id:03X}",

@@ -457,6 +457,15 @@ class StationApp(App[int]):
 
         self.push_screen(QuitScreen(running), chosen)
 
+    def on_unmount(self) -> None:
+        """However the app ends (a crash, a test, a signal): start no new job and abort the
+        running ones, so no worker goes on writing hubs with nobody watching. The normal
+        quit has ended them already; an aborted job is recorded interrupted, with its hint."""
+        self.stop_event.set()
+        ctl = self.batch.controller
+        if ctl is not None and ctl.running():
+            ctl.abort_all()
+
     def shutdown(self, *, abort: bool) -> None:
         """Start no new job, end (or abort) the running ones, finish the batch, exit."""
         ctl = self.batch.controller

@@ -48,7 +48,8 @@ def test_demo_runs_the_mixed_rig_and_writes_every_report(tmp_path: Path) -> None
     assert "product ID 0x415" in (by_slot[5].message or "")  # the hub of another model
     # Reports: one DSP row per passed hub; the consignment names the hub that never came.
     reports = {k: Path(v) for k, v in final["reports"].items()}
-    assert all(p.parent == root / "reports" and p.exists() for p in reports.values())
+    folder = root / "reports" / f"batch-{final['batch']}"
+    assert all(p.parent == folder and p.exists() for p in reports.values())
     with reports["dsp-csv"].open() as f:
         dsp = list(csv.DictReader(f))
     passed = [h for h in SCENARIO if h.expect is JobState.PASSED]
