@@ -146,6 +146,16 @@ class StartScreen(Screen[None]):
     def action_edit_operator(self) -> None:
         self.query_one("#operator", Input).focus()
 
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the name field: on to the plan, where ``s`` starts the batch."""
+        if event.input.id != "operator":
+            return
+        if not event.value.strip():
+            self.set_status("Enter the operator's name first (it goes in the audit log).")
+            return
+        self.query_one("#plan", DataTable).focus()
+        self.set_status(f"Operator {event.value.strip()}. s starts the batch, e edits the name.")
+
     def action_start(self) -> None:
         name = self.query_one("#operator", Input).value.strip()
         if not name:

@@ -44,3 +44,29 @@ async def test_the_demo_rig_runs_through_the_ui(tmp_path: Path) -> None:
             batch.close()
     assert {j.profile for j in jobs.values()} == {"demo-an3155", "demo-gecko", "demo-dfu"}
     assert {s: str(j.state) for s, j in jobs.items()} == {h.slot: str(h.expect) for h in SCENARIO}
+
+
+async def test_enter_in_the_name_field_leads_on_to_start(tmp_path: Path) -> None:
+    """As an operator types: name, Enter, then ``s`` starts (``s`` is not typed into the name)."""
+    from station.demo import prepare_demo_catalog
+
+    prepare_demo_catalog(tmp_path / "demo", size=8192)
+    rig = tmp_path / "rig.toml"
+    rig.write_text(
+        'station_id = "t"\n[[slot]]\nnumber = 1\nport = "/dev/no-hub"\nprofile = "demo-an3155"\n'
+    )
+    batch = BatchRun.open(
+        str(rig),
+        catalog_dir=str(tmp_path / "demo" / "catalog"),
+        trust_dir=str(tmp_path / "demo" / "trust"),
+        db_url=f"sqlite:///{tmp_path}/s.db",
+    )
+    try:
+        app = StationApp(batch, operator="", reports_dir=tmp_path / "reports")
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.press(*"dana", "enter", "s")
+            await _until(pilot, lambda: batch.batch_id is not None, "the batch begun")
+            await pilot.press("q")
+        assert batch.store.batch(batch.batch_id).operator == "dana"
+    finally:
+        batch.close()
