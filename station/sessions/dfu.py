@@ -43,12 +43,12 @@ from drivers.errors import (
     Unsupported,
     UsbStall,
 )
-from drivers.transport.usb import UsbLink
 from drivers.types import Phase, ProgressFn
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome
 from station.profiles import Profile
+from station.sessions.trace import TracedUsbLink
 
 IDENTITY_MAGIC = b"HBID"
 _VERSION = re.compile(r"0x([0-9A-Fa-f]{8})\b")
@@ -121,7 +121,7 @@ class DfuSession:
         )
         if profile.identity_address is None:
             raise ConfigError(f"profile {name}: DFU profiles need identity_address")
-        self.link = UsbLink(
+        self.link = TracedUsbLink(
             port,
             ids=(self.runtime_id, self.dfu_id),
             same_serial=_option(opts, "same_serial", bool, True, name),
@@ -134,8 +134,8 @@ class DfuSession:
         self.drv.close()
 
     def exchanges(self) -> list[str]:
-        """USB control transfers are not kept: the DFU status says what failed."""
-        return []
+        """The last DFU class requests and answers (see :class:`TracedUsbLink`)."""
+        return self.link.exchanges()
 
     # -- run-time mode -------------------------------------------------------------------
 

@@ -151,6 +151,9 @@ def test_too_many_faults_fail_typed_never_pass(rig: Rig, image: LoadedImage) -> 
     out = flash_hub("usb:1-1.1", profile, image, policy=POLICY)
     assert out.result is Result.FAILED and out.phase == "write"
     assert "errWRITE" in out.message
+    # The operator's detail shows the last requests: the download and the status that ended it.
+    assert any(e.startswith("-> DNLOAD wValue=") for e in out.exchanges), out.exchanges
+    assert any(e.startswith("-> GETSTATUS") for e in out.exchanges)
 
 
 def test_crc_verify_is_refused_with_a_reason(rig: Rig, image: LoadedImage) -> None:
