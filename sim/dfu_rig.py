@@ -32,7 +32,7 @@ from typing import Any
 
 from drivers.transport.usb import ENV_BACKEND
 from firmware_images.descriptor import format_version
-from sim.pty import SimStartError, derive_eui64
+from sim.pty import await_ready, derive_eui64
 from sim.usb_backend import SimUsbService
 from sim.usb_dfu import DfuHub, DfuHubSpec, parse_dfu_faults
 from sim.usb_server import UsbBusServer
@@ -170,21 +170,8 @@ class DfuBus:
         Raises:
             SimStartError: the bus failed or did not come up in time (it is stopped).
         """
-        conn = self._conn
-        assert conn is not None
-        try:
-            if not conn.poll(timeout_s):
-                raise SimStartError(f"simulated USB bus not ready after {timeout_s} s")
-            message = conn.recv()
-        except (EOFError, OSError) as exc:
-            self.stop()
-            raise SimStartError("simulated USB bus process died while starting") from exc
-        except SimStartError:
-            self.stop()
-            raise
-        if message[0] != "ready":
-            self.stop()
-            raise SimStartError(f"simulated USB bus: {message[1]}")
+        assert self._conn is not None
+        message = await_ready(self._conn, "simulated USB bus", timeout_s, self.stop, self._process)
         _, self.setting, self.hubs = message
         return self
 

@@ -487,6 +487,36 @@ def _poll_until(due: float, watch: list[int | Connection]) -> list[int | Connect
             return readable
 
 
+def await_ready(
+    conn: Connection,
+    what: str,
+    timeout_s: float,
+    stop: Callable[[], None],
+    process: BaseProcess,
+) -> tuple[Any, ...]:
+    """Wait for a simulator process's ``("ready", ...)`` message; stop it on any failure.
+
+    Raises:
+        SimStartError: it reported an error, died, or said nothing within ``timeout_s``.
+    """
+    try:
+        if not conn.poll(timeout_s):
+            raise SimStartError(f"{what} not ready after {timeout_s} s")
+        message: tuple[Any, ...] = conn.recv()
+    except (EOFError, OSError) as exc:
+        stop()
+        raise SimStartError(
+            f"{what} process died while starting (exit code {process.exitcode})"
+        ) from exc
+    except SimStartError:
+        stop()
+        raise
+    if message[0] != "ready":
+        stop()
+        raise SimStartError(f"{what}: {message[1]}")
+    return message
+
+
 class SimHub:
     """The parent's handle on one hub process."""
 
@@ -515,24 +545,10 @@ class SimHub:
         Raises:
             SimStartError: it failed or did not report in time (the process is stopped).
         """
-        conn = self._conn
-        assert conn is not None
-        try:
-            if not conn.poll(timeout_s):
-                raise SimStartError(f"slot {self.spec.slot}: hub not ready after {timeout_s} s")
-            message = conn.recv()
-        except (EOFError, OSError) as exc:
-            self.stop()
-            raise SimStartError(
-                f"slot {self.spec.slot}: hub process died while starting "
-                f"(exit code {self._process.exitcode})"
-            ) from exc
-        except SimStartError:
-            self.stop()
-            raise
-        if message[0] != "ready":
-            self.stop()
-            raise SimStartError(f"slot {self.spec.slot}: {message[1]}")
+        assert self._conn is not None
+        message = await_ready(
+            self._conn, f"slot {self.spec.slot}: hub", timeout_s, self.stop, self._process
+        )
         _, self.port, self.mode = message
         return self
 
