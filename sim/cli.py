@@ -10,17 +10,16 @@ import argparse
 import dataclasses
 import itertools
 import json
-import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from time import monotonic
-from types import FrameType
 
 from firmware_images.descriptor import format_version
 from sim.faults import parse_fault_spec, plan_for_slot
 from sim.pty import START_MODES, HubSpec, SimHub, SimStartError, derive_eui64
+from sim.signals import SignalStop
 
 PROTOCOLS = ("an3155", "dfu", "gecko")
 _START_S_PER_HUB = 0.25  # interpreter start-up per hub on a small machine (measured ~0.1 s)
@@ -295,12 +294,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"station sim: error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = SignalStop()
+    stop = signals.event
     hubs: list[SimHub] = []
     try:
         # Launch all, then report each as soon as it (and those before it) is ready.
@@ -329,8 +324,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "links", None):
             for hub in hubs:  # the ports are gone: so are the slots' links
                 (Path(args.links) / f"slot-{hub.spec.slot}").unlink(missing_ok=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.restore()
 
 
 def _link(links: Path | None, hub: SimHub) -> None:

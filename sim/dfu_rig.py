@@ -21,18 +21,16 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 from dataclasses import replace
 from multiprocessing.connection import Connection
-from types import FrameType
 from typing import Any
 
 from drivers.transport.usb import ENV_BACKEND
 from firmware_images.descriptor import format_version
 from sim.pty import await_ready, derive_eui64
+from sim.signals import SignalStop
 from sim.usb_backend import SimUsbService
 from sim.usb_dfu import DfuHub, DfuHubSpec, parse_dfu_faults
 from sim.usb_server import UsbBusServer
@@ -204,12 +202,8 @@ def run_dfu_rig(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"station sim: error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = SignalStop()
+    stop = signals.event
     folder = tempfile.mkdtemp(prefix="station-usb-")
     try:
         service = SimUsbService.of(specs)
@@ -234,5 +228,4 @@ def run_dfu_rig(args: argparse.Namespace) -> int:
         return 0
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.restore()
