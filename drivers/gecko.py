@@ -41,6 +41,7 @@ from drivers.xmodem import (
     UnexpectedOutput,
     XmodemSender,
     block_count,
+    frames,
 )
 
 MENU = re.compile(
@@ -48,6 +49,8 @@ MENU = re.compile(
     rb"1\. upload gbl\r\n2\. run\r\n3\. ebl info\r\nBL > "
 )
 BEGIN_UPLOAD = b"\r\nbegin upload\r\n"
+#: How long the menu's terminating NUL may trail the menu (an adapter's latency timer).
+_MENU_NUL_S = 0.02
 _RESULT = re.compile(rb"Serial upload (?P<status>complete|aborted)")
 _ERROR = re.compile(rb"(?P<kind>block|file) error 0x(?P<code>[0-9A-Fa-f]{2})")
 
@@ -199,7 +202,7 @@ class GeckoDriver:
             first = self.link.read(1, left)
             if not first:
                 break
-            buf += first + self.link.read(4096, 0.002)
+            buf += first + self.link.read_waiting(4096)
             for index, pattern in enumerate(patterns):
                 match = pattern.search(buf)
                 if match is not None:
@@ -215,10 +218,14 @@ class GeckoDriver:
             first = self.link.read(1, left)
             if not first:
                 break
-            buf += first + self.link.read(4096, 0.002)
+            buf += first + self.link.read_waiting(4096)
             match = MENU.search(buf)
             if match is not None:
                 self.version = match.group("version").decode("ascii", "replace")
+                if match.end() == len(buf):
+                    # The NUL that ends the menu's C string has not come with it: take it
+                    # now, or the next reader (the application's banner) would start with it.
+                    buf += self.link.read(1, _MENU_NUL_S)
                 return bytes(buf[: match.end()])
         return None
 
@@ -307,6 +314,9 @@ class GeckoDriver:
             NoMenu: the bootloader did not start the upload.
             DeviceTimeout: no verdict after the last block.
         """
+        # Built now, not once the bootloader asks for data: that would be time on the line.
+        prepared = list(frames(gbl))
+        on_progress(Phase.WRITE, 0, len(gbl), "")
         started = time.monotonic()
         self.link.write(b"1")
         if not self._await_start():
@@ -328,7 +338,7 @@ class GeckoDriver:
         )
         text = b""
         try:
-            sender.send(gbl, on_progress)
+            sender.send(gbl, on_progress, prepared)
         except ReceiverCancelled as exc:
             raise self._aborted(exc.block, b"") from exc
         except UnexpectedOutput as exc:

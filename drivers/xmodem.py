@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -289,13 +289,20 @@ class XmodemSender:
             phase=Phase.WRITE,
         )
 
-    def send(self, data: bytes, on_progress: ProgressFn = no_progress) -> int:
+    def send(
+        self,
+        data: bytes,
+        on_progress: ProgressFn = no_progress,
+        prepared: Sequence[bytes] | None = None,
+    ) -> int:
         """Send ``data`` block by block, then EOT. Call after :meth:`wait_for_start`.
 
         Extra ``'C'`` the receiver sent before it saw the first block are skipped. Each
         frame goes out in one write and each answer is read as one byte;
         ``on_progress(Phase.WRITE, done, total, "")`` reports the bytes acknowledged so far
-        after each ACK.
+        after each ACK. ``prepared`` is ``list(frames(data, fill))`` built beforehand: a
+        caller that builds it before the receiver starts (6 ms for 256 KiB) keeps that
+        off the transfer's time.
 
         Returns:
             The number of blocks sent.
@@ -311,7 +318,10 @@ class XmodemSender:
         # between an ACK and the next frame there is only the progress report, and after
         # a frame is written the sender goes straight back to waiting: work done then
         # would hold up the kernel's delivery of that frame on this CPU.
-        prepared = list(frames(data, self.fill))
+        if prepared is None:
+            prepared = list(frames(data, self.fill))
+        elif len(prepared) != block_count(total):
+            raise ValueError(f"{len(prepared)} prepared frames for {block_count(total)} blocks")
         for index, frame in enumerate(prepared):
             self.link.write(frame)
             self._exchange(frame, index + 1)

@@ -175,6 +175,20 @@ class SerialLink:
         except (serial.SerialException, OSError, termios.error) as exc:
             raise PortVanished(f"read failed: {exc}", port=self.url) from exc
 
+    def read_waiting(self, n: int) -> bytes:
+        """Up to ``n`` bytes that have already arrived, without waiting for more.
+
+        For text read in runs (a menu, a banner): after a blocking read of its first byte,
+        this takes the rest of what came with it, so the reader can look for the end of the
+        text at once instead of waiting out a quiet time after it.
+        """
+        port = self._port()
+        try:
+            waiting = port.in_waiting
+            return bytes(port.read(min(n, waiting))) if waiting else b""
+        except (serial.SerialException, OSError, termios.error) as exc:
+            raise PortVanished(f"read failed: {exc}", port=self.url) from exc
+
     def read_exact(self, n: int, timeout_s: float, what: str = "reply") -> bytes:
         """Read exactly ``n`` bytes within ``timeout_s``.
 

@@ -49,6 +49,11 @@ class TracedLink(SerialLink):
         self._note("rx", got)
         return got
 
+    def read_waiting(self, n: int) -> bytes:
+        got = super().read_waiting(n)
+        self._note("rx", got)
+        return got
+
     def read_line(self, timeout_s: float) -> bytes | None:
         line = super().read_line(timeout_s)
         if line is not None:

@@ -19,7 +19,7 @@ from drivers.gecko import (
 )
 from drivers.transport.serial import SerialLink
 from drivers.xmodem import BlockRefused
-from sim.gecko import demo_gbl
+from sim.gecko import demo_gbl, menu_text
 from sim.pty import SimHub
 
 NEW = 0x0105_0000
@@ -158,3 +158,38 @@ def test_abort_reason_words() -> None:
     assert abort_reason("block", 0x25) == "block error 0x25 (a block number was out of sequence)"
     assert abort_reason("file", 0x99) == "file error 0x99 (an unlisted error)"
     assert abort_reason("block", None) == "no reason given"
+
+
+class ChunkLink:
+    """A link that delivers scripted chunks of text, one chunk per blocking read."""
+
+    url = "chunks://"
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.rx = bytearray()
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        if not self.rx and self.chunks:
+            self.rx += self.chunks.pop(0)
+        out = bytes(self.rx[:n])
+        del self.rx[:n]
+        return out
+
+    def read_waiting(self, n: int) -> bytes:
+        out = bytes(self.rx[:n])
+        del self.rx[:n]
+        return out
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+def test_menu_nul_that_trails_the_menu_is_taken_with_it() -> None:
+    """On hardware the menu's terminating NUL can come in a later USB packet; the driver
+    takes it with the menu, so the application's banner read next starts clean."""
+    menu = menu_text()
+    link = ChunkLink([menu[:-1], menu[-1:], b"CHUB APP 0x01050000 READY\r\n"])
+    drv = GeckoDriver(link)  # type: ignore[arg-type]
+    assert drv.wait_menu(1.0) == "2.04.02"
+    assert link.read(64, 1.0) == b"CHUB APP 0x01050000 READY\r\n"

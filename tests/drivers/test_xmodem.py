@@ -243,6 +243,23 @@ def test_upload_to_the_model_lands_the_image() -> None:
     assert hub.uploads_completed == 1 and hub.app_bytes(len(APP)) == APP
 
 
+def test_frames_built_beforehand_are_what_goes_out() -> None:
+    hub, link = hub_in_upload()
+    sender = XmodemSender(link, timeouts=FAST)
+    sender.wait_for_start()
+    prepared = list(frames(FILE))
+    assert sender.send(FILE, prepared=prepared) == len(prepared)
+    assert hub.uploads_completed == 1 and hub.app_bytes(len(APP)) == APP
+    assert bytes(link.written).startswith(b"1" + b"".join(prepared))
+
+
+def test_frames_built_for_another_file_are_refused_before_sending() -> None:
+    link = ScriptLink([])
+    with pytest.raises(ValueError, match="prepared frames"):
+        XmodemSender(link, timeouts=FAST).send(bytes(300), prepared=list(frames(bytes(100))))
+    assert link.written == []
+
+
 def test_model_nak_fault_names_the_block() -> None:
     _, link = hub_in_upload(faults=fault_plan("nack=5x5", 1))
     sender = XmodemSender(link, tries=3, timeouts=FAST)
