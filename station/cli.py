@@ -265,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--port",
         required=True,
-        help="device path or pyserial URL (/dev/ttyUSB0, rfc2217://h:p), or a USB hub: "
-        "usb:<serial> or usb:<bus>-<port.path> (DFU profiles)",
+        help="device path or pyserial URL (/dev/ttyUSB0, rfc2217://h:p), a simulated hub in "
+        "this process (sim://gecko?firmware=1.1.0.0), or a USB hub: usb:<serial> or "
+        "usb:<bus>-<port.path> (DFU profiles)",
     )
     p.add_argument(
         "--profile",
@@ -376,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``station`` console script."""
     args = build_parser().parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
+    # Ports named sim://... reach a simulated hub inside this process (docs/sim-gecko.md).
+    from sim.urlhandler import register
+
+    register()
     try:
         return int(args.func(args, err))
     except StationError as exc:

@@ -1,0 +1,320 @@
+"""``sim://PROTOCOL?options``: a simulated serial hub inside the opening process.
+
+The same hub model and :class:`sim.pty.Pacer` as a pseudo-terminal hub, served by a pyserial
+port class instead of a pty and a second process, so pyserial and the station's drivers run
+unchanged above it. It is a discrete-event simulation driven by the caller: ``write`` puts
+the host's bytes on the modelled line from the moment of the call; ``read`` returns only
+bytes whose modelled delivery time has come, sleeping until then. Nothing is ever delivered
+before the wire, the flash and the adapter latency allow, exactly as on the pty.
+
+What it removes is the pseudo-terminal's own cost (two processes woken for every exchange,
+0.1-0.2 ms on a small virtual machine), which a real USB-serial port does not have: the
+benchmarks use it to measure the station's own cost against the protocol's floor, and
+quick tests use it to flash a hub without starting a process.
+
+Options (those of ``station sim``, one hub): ``slot`` (1), ``seed`` (0), ``baud`` (115200),
+``firmware`` (``0x01020304`` or ``1.2.3.4``; default blank), ``firmware-size``,
+``start-in`` (``bootloader`` or ``app``), ``faults``, ``latency-ms`` (1), ``unpaced``,
+``hw`` (2), ``product-id``, and ``wait``: ``sleep`` (default) sleeps until 0.3 ms before a
+delivery is due and polls the rest; ``poll`` never sleeps, so the reading thread, and the
+station code it returns to, never pays a wake-up (tens of µs on a small virtual machine, as
+Linux's ``idle=poll`` would avoid) at the price of a busy CPU: for benchmarks of the
+station's own cost. For example ``sim://gecko?slot=3&firmware=1.1.0.0&start-in=app``.
+
+A hub lives as long as the process: closing the port and opening the same URL again
+reaches the same hub, in the state it has reached meanwhile (its time runs on while the port
+is closed). A second open while the port is open fails as a locked port does, and a hub
+whose port vanished (``faults=vanish=N``) cannot be opened again.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from serial.serialutil import PortNotOpenError, SerialBase, SerialException
+
+from sim.cli import parse_version
+from sim.pty import HubSpec, Pacer, derive_eui64
+
+#: Sleep until this long before a delivery is due, then poll: a sleeping thread wakes late.
+SPIN_S = 300e-6
+_IDLE_S = 0.05
+#: How a read waits for a delivery: sleep (then poll its last 0.3 ms), or poll all along.
+WAIT_MODES = ("sleep", "poll")
+_INT_OPTIONS = {"slot": 1, "seed": 0, "baud": 115200, "hw": 2}
+
+
+def _wait_mode(url: str) -> str:
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query, keep_blank_values=True)
+    return query.get("wait", ["sleep"])[-1]
+
+
+def parse_url(url: str) -> HubSpec:
+    """The :class:`HubSpec` a ``sim://`` URL describes.
+
+    Raises:
+        ValueError: not a ``sim://`` URL, an unknown option, or a value out of range.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "sim" or not parts.netloc:
+        raise ValueError(f"{url!r}: expected sim://PROTOCOL?option=value&...")
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+    options = {key: values[-1] for key, values in query.items()}
+    ints: dict[str, int] = {}
+    for key, default in _INT_OPTIONS.items():
+        text = options.pop(key, None)
+        try:
+            ints[key] = default if text is None else int(text, 0)
+        except ValueError:
+            raise ValueError(f"{url!r}: {key}={text!r} is not a whole number") from None
+    kwargs: dict[str, Any] = {
+        "protocol": parts.netloc,
+        "slot": ints["slot"],
+        "seed": ints["seed"],
+        "baud": ints["baud"],
+        "hw_version": ints["hw"],
+        "eui64": derive_eui64(ints["seed"], ints["slot"]),
+        "start_in": options.pop("start-in", "bootloader"),
+        "faults": options.pop("faults", ""),
+        "paced": options.pop("unpaced", None) in (None, "0", "false", "no"),
+    }
+    if (firmware := options.pop("firmware", None)) is not None:
+        kwargs["firmware"] = parse_version(firmware)
+    if (size := options.pop("firmware-size", None)) is not None:
+        try:
+            kwargs["firmware_size"] = int(size, 0)
+        except ValueError:
+            raise ValueError(f"{url!r}: firmware-size={size!r} is not a whole number") from None
+    if (latency := options.pop("latency-ms", None)) is not None:
+        try:
+            kwargs["latency_s"] = float(latency) / 1000.0
+        except ValueError:
+            raise ValueError(f"{url!r}: latency-ms={latency!r} is not a number") from None
+    if (product := options.pop("product-id", None)) is not None:
+        try:
+            kwargs["product_id"] = int(product, 0)
+        except ValueError:
+            raise ValueError(f"{url!r}: product-id={product!r} is not a whole number") from None
+    if (wait := options.pop("wait", "sleep")) not in WAIT_MODES:
+        raise ValueError(f"{url!r}: wait={wait!r}: expected one of {', '.join(WAIT_MODES)}")
+    if options:
+        raise ValueError(f"{url!r}: unknown option(s) {', '.join(sorted(options))}")
+    return HubSpec(**kwargs)
+
+
+@dataclass
+class _Hub:
+    """One simulated hub and what it has delivered that the host has not read yet."""
+
+    spec: HubSpec
+    pacer: Pacer
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    received: bytearray = field(default_factory=bytearray)
+    poll: bool = False
+    clock: float = -math.inf  # how far the model has been run
+    is_open: bool = False
+    vanished: bool = False
+
+    def pump(self, now: float) -> None:
+        """Run the model up to ``now``: deliveries due by then become readable."""
+        self.clock = max(self.clock, now)
+        if self.vanished:
+            return
+        for data in self.pacer.pop_due(now):
+            if data is None:
+                self.vanished = True
+                return
+            self.received += data
+
+
+_HUBS: dict[str, _Hub] = {}
+_HUBS_LOCK = threading.Lock()
+
+
+def forget_hubs() -> None:
+    """Drop every hub this process has made (tests start from power-on with this)."""
+    with _HUBS_LOCK:
+        _HUBS.clear()
+
+
+def _hub_for(url: str) -> _Hub:
+    with _HUBS_LOCK:
+        hub = _HUBS.get(url)
+        if hub is None:
+            spec = parse_url(url)
+            pacer = Pacer(
+                spec.build_device(),
+                baud=spec.baud,
+                paced=spec.paced,
+                latency_s=spec.latency_s,
+                plan=spec.plan(),
+                bits_per_byte=spec.bits_per_byte,
+            )
+            pacer.start(time.monotonic())
+            hub = _HUBS[url] = _Hub(spec, pacer, poll=_wait_mode(url) == "poll")
+        return hub
+
+
+def _sleep_until(due: float) -> None:
+    """Return at ``due`` or a few µs after it, never before (sleep, then poll)."""
+    while (left := due - time.monotonic()) > 0:
+        if left > SPIN_S:
+            time.sleep(left - SPIN_S)
+        else:
+            os.sched_yield()  # not sleep(0): that still costs the timer slack (50 µs)
+
+
+class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
+    """A pyserial port whose other end is a simulated hub in this process."""
+
+    is_open: bool
+    _port: str | None
+    _timeout: float | None
+    _hub: _Hub
+
+    def open(self) -> None:
+        """Connect to the URL's hub (made, powered on, the first time it is opened).
+
+        Raises:
+            SerialException: a malformed URL, the port is already open (``EBUSY``), or
+                its hub's port has vanished (``ENOENT``).
+        """
+        if self.is_open:
+            raise SerialException("port is already open")
+        if self._port is None:
+            raise SerialException("port must be configured before it can be used")
+        try:
+            hub = _hub_for(self._port)
+        except ValueError as exc:
+            raise SerialException(str(exc)) from exc
+        with hub.lock:
+            hub.pump(time.monotonic())
+            if hub.vanished:
+                raise SerialException(errno.ENOENT, f"could not open port {self._port}: gone")
+            if hub.is_open:
+                raise SerialException(
+                    errno.EBUSY, f"could not exclusively lock port {self._port}: in use"
+                )
+            hub.is_open = True
+            hub.received.clear()  # as pyserial's open flushes a real port's input
+        self._hub = hub
+        self.is_open = True
+
+    def close(self) -> None:
+        """Disconnect; the hub keeps running."""
+        if self.is_open:
+            self.is_open = False
+            with self._hub.lock:
+                self._hub.is_open = False
+
+    def _reconfigure_port(self, *args: Any) -> None:
+        """Line settings are the hub's (from its URL), as on a pseudo-terminal."""
+
+    def _live(self) -> _Hub:
+        if not self.is_open:
+            raise PortNotOpenError()
+        return self._hub
+
+    def _gone(self) -> SerialException:
+        return SerialException(
+            "device reports readiness to read but returned no data "
+            "(device disconnected or multiple access on port?)"
+        )
+
+    @property
+    def in_waiting(self) -> int:
+        """Bytes delivered and not read yet."""
+        hub = self._live()
+        with hub.lock:
+            hub.pump(time.monotonic())
+            return len(hub.received)
+
+    def read(self, size: int = 1) -> bytes:
+        """Up to ``size`` bytes: returns when all came or the port's timeout ran out."""
+        hub = self._live()
+        deadline = math.inf if self._timeout is None else time.monotonic() + self._timeout
+        got = bytearray()
+        while True:
+            with hub.lock:
+                hub.pump(time.monotonic())
+                take = hub.received[: size - len(got)]
+                del hub.received[: len(take)]
+                got += take
+                if hub.vanished and not hub.received and len(got) < size:
+                    if got:
+                        return bytes(got)
+                    raise self._gone()
+                due = hub.pacer.next_due()
+            now = time.monotonic()
+            if len(got) >= size or now >= deadline:
+                return bytes(got)
+            # Nothing due and no timeout: only another thread's write can change that.
+            left = min(deadline, math.inf if due is None else due, now + _IDLE_S) - now
+            if hub.poll:
+                # Never sleep: the CPU stays awake, as with Linux's idle=poll. Watching
+                # only the clock delivers within a µs of the due time.
+                wake = now + left
+                while time.monotonic() < wake:
+                    pass
+                continue
+            if left > SPIN_S:
+                time.sleep(left - SPIN_S)
+            else:
+                # Poll by going round this loop; sched_yield lets other threads (other
+                # slots) run meanwhile, and costs no timer slack as sleep(0) does.
+                os.sched_yield()
+
+    def write(self, data: bytes) -> int:
+        """Put ``data`` on the modelled line now (the call returns at once, as the OS's)."""
+        written = time.monotonic()  # the bytes' time on the line starts with the call
+        hub = self._live()
+        data = bytes(data)
+        with hub.lock:
+            now = max(written, hub.clock)  # never before what another thread has run
+            hub.pump(now)  # what was due before these bytes happens before them
+            if hub.vanished:
+                raise SerialException(errno.EIO, "write failed: device disconnected")
+            if data:
+                hub.pacer.receive(data, now)
+        return len(data)
+
+    def flush(self) -> None:
+        """Wait until the host's bytes have left the modelled line (tcdrain)."""
+        hub = self._live()
+        _sleep_until(hub.pacer.rx_free)
+
+    def reset_input_buffer(self) -> None:
+        """Discard what was delivered and not read."""
+        hub = self._live()
+        with hub.lock:
+            hub.pump(time.monotonic())
+            hub.received.clear()
+
+    def reset_output_buffer(self) -> None:
+        """Nothing to discard: written bytes are already on the modelled line."""
+        self._live()
+
+    @property
+    def out_waiting(self) -> int:
+        """Bytes written and not yet on the line: always none here."""
+        self._live()
+        return 0
+
+    def _no_modem_lines(self) -> None:
+        if self.is_open:
+            raise SerialException(errno.ENOTTY, "Inappropriate ioctl for device")
+
+    _update_dtr_state = _update_rts_state = _update_break_state = _no_modem_lines
+
+    def _modem_line(self) -> bool:
+        self._no_modem_lines()
+        return False
+
+    cts = dsr = ri = cd = property(_modem_line)
