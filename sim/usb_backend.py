@@ -17,16 +17,13 @@ without waiting: sleeping advances the clock.
 
 from __future__ import annotations
 
-import array
 import itertools
 import threading
 from collections.abc import Sequence
 from typing import Any
 
-import usb.backend
-
 from drivers.transport.usb import SYSTEM_CLOCK, Clock
-from drivers.transport.usb_remote import usb_error
+from drivers.transport.usb_remote import ForwardingBackend, usb_error
 from sim.usb_dfu import (
     ERR_BUSY,
     ERR_NO_DEVICE,
@@ -290,27 +287,10 @@ class SimUsbService:
             self._wait_until(min(due))
 
 
-class _Descriptor:
-    def __init__(self, fields: dict[str, Any]) -> None:
-        for key, value in fields.items():
-            if key == "port_numbers" and value is not None:
-                value = tuple(value)
-            setattr(self, key, value)
-
-
-class _Token:
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-
-class SimUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
-    """pyusb backend over a :class:`SimUsbService` in this process.
-
-    Implements what pyusb needs for control-transfer devices: ``enumerate_devices``, the
-    ``get_*_descriptor`` methods, ``open_device``/``close_device``, configuration and
-    interface calls, ``ctrl_transfer`` and ``reset_device``. Errors are raised as pyusb's
-    libusb1 backend raises them.
-    """
+class SimUsbBackend(ForwardingBackend):
+    """pyusb backend over a :class:`SimUsbService` in this process: each backend call is
+    the service's method of the same name (the same calls :mod:`sim.usb_server` serves on a
+    socket). Errors are raised as pyusb's libusb1 backend raises them."""
 
     def __init__(self, service: SimUsbService) -> None:
         super().__init__()
@@ -328,96 +308,8 @@ class SimUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
         """A backend over new hubs built from ``specs``."""
         return cls(SimUsbService.of(specs, clock=clock, paced=paced))
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, op: str, *args: Any, wait_s: float | None = None) -> Any:
         try:
-            return getattr(self.service, name)(*args)
+            return getattr(self.service, op)(*args)
         except SimUsbError as exc:
             raise usb_error(exc.code, exc.detail) from None
-
-    def enumerate_devices(self) -> list[_Token]:
-        return [_Token(t) for t in self._call("enumerate_devices")]
-
-    def get_parent(self, dev: _Token) -> None:
-        return None
-
-    def get_device_descriptor(self, dev: _Token) -> _Descriptor:
-        return _Descriptor(self._call("get_device_descriptor", dev.token))
-
-    def get_configuration_descriptor(self, dev: _Token, config: int) -> _Descriptor:
-        return _Descriptor(self._call("get_configuration_descriptor", dev.token, config))
-
-    def get_interface_descriptor(
-        self, dev: _Token, intf: int, alt: int, config: int
-    ) -> _Descriptor:
-        try:
-            return _Descriptor(self.service.get_interface_descriptor(dev.token, intf, alt, config))
-        except SimUsbError as exc:
-            raise IndexError(exc.detail) from None
-
-    def get_endpoint_descriptor(
-        self, dev: _Token, ep: int, intf: int, alt: int, config: int
-    ) -> _Descriptor:
-        raise IndexError(f"interface {intf} alternate {alt} has no endpoint {ep}")
-
-    def open_device(self, dev: _Token) -> _Token:
-        return _Token(self._call("open_device", dev.token))
-
-    def close_device(self, dev_handle: _Token) -> None:
-        self.service.close_device(dev_handle.token)
-
-    def set_configuration(self, dev_handle: _Token, config_value: int) -> None:
-        self._call("set_configuration", dev_handle.token, config_value)
-
-    def get_configuration(self, dev_handle: _Token) -> int:
-        return int(self._call("get_configuration", dev_handle.token))
-
-    def set_interface_altsetting(self, dev_handle: _Token, intf: int, altsetting: int) -> None:
-        self._call("set_interface_altsetting", dev_handle.token, intf, altsetting)
-
-    def claim_interface(self, dev_handle: _Token, intf: int) -> None:
-        self._call("claim_interface", dev_handle.token, intf)
-
-    def release_interface(self, dev_handle: _Token, intf: int) -> None:
-        self._call("release_interface", dev_handle.token, intf)
-
-    def ctrl_transfer(
-        self,
-        dev_handle: _Token,
-        bmRequestType: int,
-        bRequest: int,
-        wValue: int,
-        wIndex: int,
-        data: array.array[int],
-        timeout: int,
-    ) -> int:
-        length = len(data) * data.itemsize
-        result = self._call(
-            "ctrl_transfer",
-            dev_handle.token,
-            bmRequestType,
-            bRequest,
-            wValue,
-            wIndex,
-            data.tobytes(),
-            length,
-            timeout,
-        )
-        if isinstance(result, bytes):
-            data[: len(result)] = array.array("B", result)
-            return len(result)
-        return int(result)
-
-    def reset_device(self, dev_handle: _Token) -> None:
-        self._call("reset_device", dev_handle.token)
-
-    def clear_halt(self, dev_handle: _Token, ep: int) -> None:
-        self._call("clear_halt", dev_handle.token, ep)
-
-    def is_kernel_driver_active(self, dev_handle: _Token, intf: int) -> bool:
-        return False
-
-    def detach_kernel_driver(self, dev_handle: _Token, intf: int) -> None:
-        return None
-
-    def attach_kernel_driver(self, dev_handle: _Token, intf: int) -> None:
-        return None

@@ -109,67 +109,41 @@ class _Descriptor:
 
 
 class _Ref:
-    """An opaque device id or handle: the server's token."""
+    """An opaque device id or handle: the bus's token."""
 
     def __init__(self, token: str) -> None:
         self.token = token
 
     def __repr__(self) -> str:
-        return f"<remote {self.token}>"
+        return f"<usb {self.token}>"
 
 
-class RemoteUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
-    """pyusb backend over a UNIX-domain socket (see the module docstring).
+class ForwardingBackend(usb.backend.IBackend):  # type: ignore[misc]
+    """A pyusb backend whose every call is one operation on a USB bus kept elsewhere.
 
-    Args:
-        path: the server's socket.
-        connect_timeout_s: how long to wait for the connection.
-
-    Raises:
-        OSError: the socket cannot be reached (the caller names the setting at fault).
+    Implements what pyusb needs for control-transfer devices (enumeration, descriptors,
+    open and close, configuration and interface calls, ``ctrl_transfer``, reset) as calls
+    of :meth:`_call`, which a subclass carries to the bus: over a socket
+    (:class:`RemoteUsbBackend`) or straight into a simulated bus in this process
+    (``sim.usb_backend.SimUsbBackend``). ``_call`` raises errors as pyusb's libusb1
+    backend does (:func:`usb_error`).
     """
 
-    def __init__(self, path: str, *, connect_timeout_s: float = 2.0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.path = path
-        self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(connect_timeout_s)
-        try:
-            self._sock.connect(path)
-        except OSError:
-            self._sock.close()
-            self._sock = None
-            raise
-        self._sock.settimeout(None)
         self._cache: dict[tuple[Any, ...], _Descriptor] = {}
 
-    def close(self) -> None:
-        """Close the connection (the server forgets this client's handles)."""
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
-
-    def _finalize_object(self) -> None:
-        self.close()
-
     def _call(self, op: str, *args: Any, wait_s: float | None = None) -> Any:
-        if self._sock is None:
-            raise usb_error(LIBUSB_ERROR_NO_DEVICE, f"USB bus server at {self.path} is closed")
-        # A reply never takes longer than the transfer's own timeout plus the server's
-        # pacing; the margin covers a loaded machine without hanging forever.
-        self._sock.settimeout(None if wait_s is None else wait_s + 10.0)
-        try:
-            send_message(self._sock, {"op": op, "args": list(args)})
-            reply = recv_message(self._sock)
-        except (OSError, EOFError, ValueError) as exc:
-            self.close()
-            raise usb_error(
-                LIBUSB_ERROR_NO_DEVICE, f"USB bus server at {self.path} went away ({exc})"
-            ) from exc
-        if "err" in reply:
-            raise usb_error(int(reply["err"]), str(reply.get("msg", "")))
-        return reply["ok"]
+        """Run ``op`` on the bus; ``wait_s`` is how long it may take (None: no limit)."""
+        raise NotImplementedError
+
+    def _pack(self, data: bytes) -> Any:
+        """OUT data as the bus takes them."""
+        return data
+
+    def _unpack(self, reply: Any) -> bytes:
+        """IN data from the bus's reply."""
+        return bytes(reply)
 
     def _descriptor(self, key: tuple[Any, ...], op: str, *args: Any) -> _Descriptor:
         # Descriptors of one enumeration of a device never change: ask once.
@@ -247,7 +221,7 @@ class RemoteUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
     ) -> int:
         length = len(data) * data.itemsize
         device_to_host = bool(bmRequestType & 0x80)
-        payload = "" if device_to_host else b64(data.tobytes())
+        payload = self._pack(b"" if device_to_host else data.tobytes())
         wait_s = timeout / 1000.0 if timeout else None  # 0: no timeout, as in libusb
         reply = self._call(
             "ctrl_transfer",
@@ -262,7 +236,7 @@ class RemoteUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
             wait_s=wait_s,
         )
         if device_to_host:
-            raw = unb64(reply)
+            raw = self._unpack(reply)
             data[: len(raw)] = array.array("B", raw)
             return len(raw)
         return int(reply)
@@ -281,3 +255,62 @@ class RemoteUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
 
     def attach_kernel_driver(self, dev_handle: _Ref, intf: int) -> None:
         return None
+
+
+class RemoteUsbBackend(ForwardingBackend):
+    """pyusb backend over a UNIX-domain socket (see the module docstring).
+
+    Args:
+        path: the server's socket.
+        connect_timeout_s: how long to wait for the connection.
+
+    Raises:
+        OSError: the socket cannot be reached (the caller names the setting at fault).
+    """
+
+    def __init__(self, path: str, *, connect_timeout_s: float = 2.0) -> None:
+        super().__init__()
+        self.path = path
+        self._sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(connect_timeout_s)
+        try:
+            self._sock.connect(path)
+        except OSError:
+            self._sock.close()
+            self._sock = None
+            raise
+        self._sock.settimeout(None)
+
+    def close(self) -> None:
+        """Close the connection (the server forgets this client's handles)."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def _finalize_object(self) -> None:
+        self.close()
+
+    def _call(self, op: str, *args: Any, wait_s: float | None = None) -> Any:
+        if self._sock is None:
+            raise usb_error(LIBUSB_ERROR_NO_DEVICE, f"USB bus server at {self.path} is closed")
+        # A reply never takes longer than the transfer's own timeout plus the server's
+        # pacing; the margin covers a loaded machine without hanging forever.
+        self._sock.settimeout(None if wait_s is None else wait_s + 10.0)
+        try:
+            send_message(self._sock, {"op": op, "args": list(args)})
+            reply = recv_message(self._sock)
+        except (OSError, EOFError, ValueError) as exc:
+            self.close()
+            raise usb_error(
+                LIBUSB_ERROR_NO_DEVICE, f"USB bus server at {self.path} went away ({exc})"
+            ) from exc
+        if "err" in reply:
+            raise usb_error(int(reply["err"]), str(reply.get("msg", "")))
+        return reply["ok"]
+
+    def _pack(self, data: bytes) -> Any:
+        return b64(data)
+
+    def _unpack(self, reply: Any) -> bytes:
+        return unb64(reply)
