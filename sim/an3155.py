@@ -667,13 +667,7 @@ class An3155Hub(TimedModel[Output]):
         self._send(ACK, program_time_s(count))
 
     def _block_fault(self, block: int | None) -> BlockFault | None:
-        if block is None:
-            return None
-        fault = self.faults.at_block(block)
-        if fault is None or (fault, block) in self._fired:
-            return None
-        self._fired.add((fault, block))
-        return fault
+        return None if block is None else self.faults.fire_once(block, self._fired)
 
     def _fault_before_checks(self, fault: BlockFault) -> bool:
         """Apply faults that ignore the block's content; True if one was applied."""

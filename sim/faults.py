@@ -90,6 +90,15 @@ class FaultPlan:
                 return fault
         return None
 
+    def fire_once(self, block: int, fired: set[tuple[BlockFault, int]]) -> BlockFault | None:
+        """The fault planned for ``block`` unless it already fired there (noted in ``fired``,
+        the hub's own record): each planned fault fires once per hub and block."""
+        fault = self.at_block(block)
+        if fault is None or (fault, block) in fired:
+            return None
+        fired.add((fault, block))
+        return fault
+
     @property
     def byte_faults(self) -> bool:
         """Whether any random per-byte fault is planned."""

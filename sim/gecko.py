@@ -704,11 +704,7 @@ class GeckoHub(TimedModel[Output]):
     # --- faults ------------------------------------------------------------------------------
 
     def _block_fault(self, block: int) -> BlockFault | None:
-        fault = self.faults.at_block(block)
-        if fault is None or (fault, block) in self._fired:
-            return None
-        self._fired.add((fault, block))
-        return fault
+        return self.faults.fire_once(block, self._fired)
 
     def _fault_before_checks(self, fault: BlockFault) -> bool:
         """Apply faults that ignore the block's content; True if one was applied."""
