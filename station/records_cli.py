@@ -1,4 +1,5 @@
-"""``station report ...``, ``station audit verify`` and ``station batches``: the records.
+"""``station report ...``, ``station audit verify``, ``station batches`` and ``station hub``:
+the records.
 
 Thin front end over :mod:`station.store` and :mod:`station.reports`: it opens the database
 (``--db URL``, else ``$STATION_DB``, else ``station.db`` in the station data folder), turns
@@ -31,7 +32,7 @@ from station.reports import (
     utc_text,
     write_text_atomic,
 )
-from station.store import Store
+from station.store import EventRow, JobRow, Store
 
 __all__ = ["add_commands", "open_store", "resolve_batch"]
 
@@ -261,6 +262,87 @@ def cmd_batches(args: argparse.Namespace, err: Console) -> int:
     return 0
 
 
+# -- hub history -----------------------------------------------------------------------------
+
+
+def _job_doc(job: JobRow, events: list[EventRow]) -> dict[str, Any]:
+    return {
+        "job": job.id,
+        "batch": job.batch_id,
+        "slot": job.slot,
+        "port": job.port,
+        "profile": job.profile,
+        "state": str(job.state),
+        "found_in": job.found_in,
+        "version_before": job.version_before,
+        "version_after": job.version_after,
+        "image_version": job.image_version,
+        "image_sha256": job.image_sha256,
+        "verify_method": job.verify_method,
+        "phase": job.phase,
+        "message": job.message,
+        "hint": job.hint,
+        "error": job.error,
+        "overrides": list(job.overrides),
+        "notes": list(job.notes),
+        "started_at": utc_text(job.started_at),
+        "finished_at": utc_text(job.finished_at),
+        "seconds": job.seconds,
+        "events": [{"state": str(e.state), "at": utc_text(e.at), **e.detail} for e in events],
+    }
+
+
+def cmd_hub(args: argparse.Namespace, err: Console) -> int:
+    with open_store(args.db) as store:
+        hub = store.hub(args.eui64)
+        history = [(job, store.job_events(job.id)) for job in store.jobs_of_hub(args.eui64)]
+    if hub is None and not history:
+        err.print(f"[bold red]error:[/] no hub {args.eui64} in {store.url}", highlight=False)
+        return 2
+    if args.json:
+        doc = {
+            "eui64": hub.eui64 if hub else args.eui64,
+            "model": hub.model if hub else None,
+            "hw_version": hub.hw_version if hub else None,
+            "firmware_version": hub.firmware_version if hub else None,
+            "first_seen": utc_text(hub.first_seen) if hub else None,
+            "last_seen": utc_text(hub.last_seen) if hub else None,
+            "jobs": [_job_doc(job, events) for job, events in history],
+        }
+        print(json.dumps(doc), flush=True)
+        return 0
+    out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 200)
+    if hub is not None:
+        out.print(
+            f"[bold]hub {hub.eui64}[/]  model {hub.model}  hardware {hub.hw_version}  "
+            f"firmware {hub.firmware_version or '?'}  first seen {utc_text(hub.first_seen)}  "
+            f"last seen {utc_text(hub.last_seen)}"
+        )
+    for job, events in history:
+        change = f"{job.version_before or '?'} -> {job.version_after or '-'}"
+        where = f" in {job.phase}" if job.phase and str(job.state) != "passed" else ""
+        out.print(
+            f"\njob {job.id}  batch {job.batch_id} slot {job.slot}  {utc_text(job.started_at)}  "
+            f"[bold]{job.state}{where}[/]  {change}  ({job.profile}, {job.port})"
+        )
+        if job.message:
+            out.print(f"  {job.message}")
+        if job.hint:
+            out.print(f"  what to do: {job.hint}")
+        for note in job.notes:
+            out.print(f"  note: {note}")
+        if args.events or str(job.state) not in ("passed", "current"):
+            for e in events:
+                said = e.detail.get("message") or e.detail.get("note") or ""
+                out.print(f"  {utc_text(e.at)}  {e.state}" + (f"  {said}" if said else ""))
+                exchanges = e.detail.get("exchanges") or []
+                if exchanges:
+                    out.print("  last exchanges before the failure (-> to the hub, <- from it):")
+                    for line in exchanges:
+                        out.print(f"    {line}")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -330,6 +412,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q.add_argument("--json", action="store_true", help="the result as one JSON object")
     _db_arg(q)
     q.set_defaults(func=cmd_audit_verify)
+
+    p = sub.add_parser(
+        "hub",
+        help="one hub's history: every job that reached it, failures with their timeline "
+        "and last exchanges",
+        description="What the station recorded of a hub across batches: its model, hardware "
+        "and last known firmware, then every job that identified it (batch, slot, result, "
+        "versions, failure phase, message and what to do). Jobs that did not pass show their "
+        "timeline and the last bytes exchanged before the failure. Exit 2 if the database has "
+        "no record of the hub.",
+    )
+    p.add_argument("eui64", help="the hub's EUI-64 (00-DB-12-... or 00DB12...)")
+    p.add_argument("--events", action="store_true", help="show every job's timeline")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    _db_arg(p)
+    p.set_defaults(func=cmd_hub)
 
     p = sub.add_parser("batches", help="list the recorded batches with their job counts")
     p.add_argument("--json", action="store_true", help="one JSON array on standard output")

@@ -1107,6 +1107,9 @@ class Store:
                 event_detail["message"] = message
             if outcome.error:
                 event_detail["error"] = outcome.error
+            if outcome.exchanges:
+                # The last bytes on the wire before a failure: kept for the post-mortem.
+                event_detail["exchanges"] = list(outcome.exchanges)
             self._add_event(conn, job_id, self._next_seq(conn, job_id), target, at, event_detail)
             self._upsert_hub(conn, eui, outcome, target, job_id, at)
             operator = conn.execute(
@@ -1257,6 +1260,16 @@ class Store:
         def read(conn: Connection) -> list[JobRow]:
             self._batch_row(conn, batch_id)
             rows = conn.execute(select(jobs).where(jobs.c.batch_id == batch_id).order_by(jobs.c.id))
+            return [_job(r) for r in rows]
+
+        return self._read(read)
+
+    def jobs_of_hub(self, eui64: str) -> list[JobRow]:
+        """Every job that identified this hub, across batches, in the order they started."""
+        key = _eui_or_raw(eui64)
+
+        def read(conn: Connection) -> list[JobRow]:
+            rows = conn.execute(select(jobs).where(jobs.c.eui64 == key).order_by(jobs.c.id))
             return [_job(r) for r in rows]
 
         return self._read(read)
