@@ -196,6 +196,20 @@ class GeckoDriver:
         Returns:
             (index of the pattern, its match). Bytes after the match are consumed too.
         """
+        found = self._read_until(patterns, timeout_s, keep=16384)
+        return None if found is None else (found[0], found[1])
+
+    def _until_menu(self, timeout_s: float) -> bytes | None:
+        """Everything up to and including the next menu; None if no menu came."""
+        found = self._read_until([MENU], timeout_s)
+        return None if found is None else found[2]
+
+    def _read_until(
+        self, patterns: Sequence[re.Pattern[bytes]], timeout_s: float, keep: int | None = None
+    ) -> tuple[int, re.Match[bytes], bytes] | None:
+        """Read runs of text until a pattern matches: (its index, the match, the text up to
+        the match's end), or None at the timeout. ``keep`` bounds the text kept (a chatty
+        line cannot grow it without end). A menu sets :attr:`version`."""
         buf = bytearray()
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
@@ -205,28 +219,17 @@ class GeckoDriver:
             buf += first + self.link.read_waiting(4096)
             for index, pattern in enumerate(patterns):
                 match = pattern.search(buf)
-                if match is not None:
-                    return index, match
-            del buf[: max(0, len(buf) - 16384)]  # a chatty line cannot grow us without end
-        return None
-
-    def _until_menu(self, timeout_s: float) -> bytes | None:
-        """Everything up to and including the next menu; None if no menu came."""
-        buf = bytearray()
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            first = self.link.read(1, left)
-            if not first:
-                break
-            buf += first + self.link.read_waiting(4096)
-            match = MENU.search(buf)
-            if match is not None:
-                self.version = match.group("version").decode("ascii", "replace")
-                if match.end() == len(buf):
-                    # The NUL that ends the menu's C string has not come with it: take it
-                    # now, or the next reader (the application's banner) would start with it.
-                    buf += self.link.read(1, _MENU_NUL_S)
-                return bytes(buf[: match.end()])
+                if match is None:
+                    continue
+                if pattern is MENU:
+                    self.version = match.group("version").decode("ascii", "replace")
+                    if match.end() == len(buf):
+                        # The NUL that ends the menu's C string has not come with it: take
+                        # it now, or the next reader (the application's banner) starts with it.
+                        buf += self.link.read(1, _MENU_NUL_S)
+                return index, match, bytes(buf[: match.end()])
+            if keep is not None:
+                del buf[: max(0, len(buf) - keep)]
         return None
 
     # -- the menu ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ base64 strings.
 
 from __future__ import annotations
 
+import abc
 import array
 import base64
 import contextlib
@@ -118,7 +119,7 @@ class _Ref:
         return f"<usb {self.token}>"
 
 
-class ForwardingBackend(usb.backend.IBackend):  # type: ignore[misc]
+class ForwardingBackend(usb.backend.IBackend, abc.ABC):  # type: ignore[misc]
     """A pyusb backend whose every call is one operation on a USB bus kept elsewhere.
 
     Implements what pyusb needs for control-transfer devices (enumeration, descriptors,
@@ -133,9 +134,9 @@ class ForwardingBackend(usb.backend.IBackend):  # type: ignore[misc]
         super().__init__()
         self._cache: dict[tuple[Any, ...], _Descriptor] = {}
 
+    @abc.abstractmethod
     def _call(self, op: str, *args: Any, wait_s: float | None = None) -> Any:
         """Run ``op`` on the bus; ``wait_s`` is how long it may take (None: no limit)."""
-        raise NotImplementedError
 
     def _pack(self, data: bytes) -> Any:
         """OUT data as the bus takes them."""
