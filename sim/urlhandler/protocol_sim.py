@@ -51,17 +51,17 @@ WAIT_MODES = ("sleep", "poll")
 _INT_OPTIONS = {"slot": 1, "seed": 0, "baud": 115200, "hw": 2}
 
 
-def _wait_mode(url: str) -> str:
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query, keep_blank_values=True)
-    return query.get("wait", ["sleep"])[-1]
-
-
 def parse_url(url: str) -> HubSpec:
     """The :class:`HubSpec` a ``sim://`` URL describes.
 
     Raises:
         ValueError: not a ``sim://`` URL, an unknown option, or a value out of range.
     """
+    return _parse(url)[0]
+
+
+def _parse(url: str) -> tuple[HubSpec, str]:
+    """The hub a ``sim://`` URL describes, and how a read waits for it (``wait``)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "sim" or not parts.netloc:
         raise ValueError(f"{url!r}: expected sim://PROTOCOL?option=value&...")
@@ -106,7 +106,7 @@ def parse_url(url: str) -> HubSpec:
         raise ValueError(f"{url!r}: wait={wait!r}: expected one of {', '.join(WAIT_MODES)}")
     if options:
         raise ValueError(f"{url!r}: unknown option(s) {', '.join(sorted(options))}")
-    return HubSpec(**kwargs)
+    return HubSpec(**kwargs), wait
 
 
 @dataclass
@@ -148,7 +148,7 @@ def _hub_for(url: str) -> _Hub:
     with _HUBS_LOCK:
         hub = _HUBS.get(url)
         if hub is None:
-            spec = parse_url(url)
+            spec, wait = _parse(url)
             pacer = Pacer(
                 spec.build_device(),
                 baud=spec.baud,
@@ -158,7 +158,7 @@ def _hub_for(url: str) -> _Hub:
                 bits_per_byte=spec.bits_per_byte,
             )
             pacer.start(time.monotonic())
-            hub = _HUBS[url] = _Hub(spec, pacer, poll=_wait_mode(url) == "poll")
+            hub = _HUBS[url] = _Hub(spec, pacer, poll=wait == "poll")
         return hub
 
 
