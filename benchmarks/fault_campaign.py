@@ -3,11 +3,15 @@
 Every hub gets a random fault (NACKs, lost ACKs, line noise, dropped bytes, stalls, power
 loss, a vanishing port, or none), runs one job through the controller into a SQLite store,
 and is then checked independently: a hub reported passed must run the image's version and
-hold the image (device CRC) — otherwise it is a false pass; every job the controller
-reported must be in the store with the same result — otherwise a record was lost.
+hold the image — otherwise it is a false pass; every job the controller reported must be in
+the store with the same result — otherwise a record was lost. "Holds the image": an AN3155
+hub's device CRC over the application equals the image's; a Gecko hub cannot read its
+flash back, but its bootloader starts an application only when its descriptor and CRC-32
+are intact, so the target version answering on the console is the proof.
 
-Run: ``.venv/bin/python benchmarks/fault_campaign.py [--hubs 1000] [--slots 16] [--seed 1]``.
-Unpaced hubs (the campaign is about outcomes, not speed).
+Run: ``.venv/bin/python benchmarks/fault_campaign.py [--hubs 1000] [--slots 16] [--seed 1]
+[--protocols an3155,gecko]`` (slots alternate between the protocols). Unpaced hubs (the
+campaign is about outcomes, not speed).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from drivers.console import AppConsole
 from drivers.crc import stm32_crc
 from drivers.errors import StationError
 from drivers.transport.serial import SerialLink
+from drivers.xmodem import block_count
 from firmware_images.build import demo_payload
+from sim.gecko import demo_gbl
 from sim.pty import HubSpec, SimHub, derive_eui64
 from station.controller import Controller
 from station.demo import DEMO_TARGET, prepare_demo_catalog
@@ -36,11 +42,14 @@ from station.rig import Rig, Slot
 from station.store import Store
 
 SIZE = 8192
-BLOCKS = SIZE // 256
+#: Write blocks a job sends: 256-byte Write Memory blocks, or 128-byte XMODEM blocks of the
+#: GBL (the application plus the GBL's own tags).
+BLOCKS = {"an3155": SIZE // 256, "gecko": block_count(len(demo_gbl(DEMO_TARGET, size=SIZE)))}
+PROFILES = {"an3155": "demo-an3155", "gecko": "demo-gecko"}
 
 
-def random_fault(rng: random.Random) -> str:
-    n = rng.randrange(BLOCKS)
+def random_fault(rng: random.Random, blocks: int) -> str:
+    n = rng.randrange(blocks)
     return rng.choice(
         [
             "",
@@ -56,14 +65,16 @@ def random_fault(rng: random.Random) -> str:
     )
 
 
-def independent_check(port: str) -> bool:
+def independent_check(port: str, protocol: str) -> bool:
     """Does the hub really run the target and hold its bytes? (For reported passes.)"""
     image = demo_payload(DEMO_TARGET, size=SIZE)
     try:
-        with SerialLink(port) as link:
+        with SerialLink(port, parity="none" if protocol == "gecko" else "even") as link:
             console = AppConsole(link)
             if console.version() != DEMO_TARGET:
                 return False
+            if protocol == "gecko":
+                return True  # its bootloader starts only an intact application (see above)
             console.enter_bootloader()
             drv = An3155Driver(link)
             drv.sync()
@@ -78,7 +89,15 @@ def main() -> None:
     parser.add_argument("--hubs", type=int, default=1000)
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--protocols",
+        default="an3155,gecko",
+        help="comma-separated: an3155, gecko (default both; slots alternate)",
+    )
     args = parser.parse_args()
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    if not protocols or any(p not in PROFILES for p in protocols):
+        parser.error(f"--protocols takes a list of {', '.join(PROFILES)}")
     rng = random.Random(args.seed)
     results: Counter[str] = Counter()
     faults_seen: Counter[str] = Counter()
@@ -86,7 +105,9 @@ def main() -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cat, trust = prepare_demo_catalog(root / "demo", size=SIZE)
+        cat, trust = prepare_demo_catalog(
+            root / "demo", size=SIZE, models=[PROFILES[p] for p in protocols]
+        )
         policy = Policy(trust=trust)
         store = Store.open(f"sqlite:///{root}/campaign.db")
         batch = store.start_batch(station_id="campaign", operator="bench", rig="-", catalog="-")
@@ -106,8 +127,9 @@ def main() -> None:
             n = min(args.slots, args.hubs - done)
             specs = []
             for i in range(1, n + 1):
-                fault = random_fault(rng)
-                faults_seen[fault.split("=")[0] or "none"] += 1
+                protocol = protocols[(done + i) % len(protocols)]
+                fault = random_fault(rng, BLOCKS[protocol])
+                faults_seen[f"{protocol} {fault.split('=')[0] or 'none'}"] += 1
                 specs.append(
                     HubSpec(
                         slot=i,
@@ -117,6 +139,7 @@ def main() -> None:
                         paced=False,
                         faults=fault,
                         seed=rng.randrange(1 << 30),
+                        protocol=protocol,
                     )
                 )
             hubs = [SimHub.launch(s) for s in specs]
@@ -125,7 +148,7 @@ def main() -> None:
             reported.clear()
             rig = Rig(
                 "campaign",
-                tuple(Slot(h.spec.slot, "demo-an3155", port=h.port) for h in hubs),
+                tuple(Slot(h.spec.slot, h.spec.profile, port=h.port) for h in hubs),
                 job_retries=0,
                 slot_fault_after=0,
             )
@@ -141,10 +164,10 @@ def main() -> None:
                 row = store.job(job_id)
                 if row.state != state:
                     lost += 1
-                results[state] += 1
+                hub = next(h for h in hubs if h.spec.slot == row.slot)
+                results[f"{hub.spec.protocol} {state}"] += 1
                 if state == "passed":
-                    port = next(h.port for h in hubs if h.spec.slot == row.slot)
-                    false_passes += not independent_check(port)
+                    false_passes += not independent_check(hub.port, hub.spec.protocol)
             for h in hubs:
                 h.request_stop()
             for h in hubs:
