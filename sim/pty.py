@@ -424,7 +424,7 @@ def _serve(spec: HubSpec, conn: Connection) -> None:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         raise
     try:
-        _loop(pacer, master, conn, parent)
+        _loop(pacer, device, master, conn, parent)
     finally:
         for fd in (master, slave):
             with contextlib.suppress(OSError):
@@ -432,7 +432,22 @@ def _serve(spec: HubSpec, conn: Connection) -> None:
         conn.close()
 
 
-def _loop(pacer: Pacer, master: int, conn: Connection, parent: int) -> None:
+def ground_truth(device: An3155Hub | GeckoHub, length: int) -> dict[str, Any]:
+    """What the hub really is, read from its model, not over its line: its mode, the version
+    of the application it runs (None: none runs) and the SHA-256 of the first ``length``
+    bytes of its application area. For tests and campaigns that check a reported pass."""
+    base = gecko.APP_BASE if isinstance(device, GeckoHub) else FLASH_BASE
+    app = device.running_app
+    return {
+        "mode": device.mode.value,
+        "running": None if app is None else app.firmware_version,
+        "sha256": hashlib.sha256(device.flash.read(base, length)).hexdigest(),
+    }
+
+
+def _loop(
+    pacer: Pacer, device: An3155Hub | GeckoHub, master: int, conn: Connection, parent: int
+) -> None:
     master_quiet_until = 0.0
     while True:
         now = monotonic()
@@ -455,10 +470,18 @@ def _loop(pacer: Pacer, master: int, conn: Connection, parent: int) -> None:
         seen = monotonic()
         if conn in readable:
             try:
-                if conn.recv() == "stop":
-                    return
+                message = conn.recv()
             except EOFError:
                 return  # the parent is gone
+            if message == "stop":
+                return
+            if isinstance(message, tuple) and message[0] == "truth":
+                # The truth as of now: first run what has come due since the loop's top.
+                for data in pacer.pop_due(monotonic()):
+                    if data is None:
+                        return
+                    _write(master, data)
+                conn.send(("truth", ground_truth(device, int(message[1]))))
         if master in readable:
             try:
                 data = os.read(master, _READ_SIZE)
@@ -577,6 +600,25 @@ class SimHub:
             "eui64": self.spec.eui64,
             "firmware": None if firmware is None else format_version(firmware),
         }
+
+    def ground_truth(self, length: int, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The hub's :func:`ground_truth`, asked of its process (not over its port).
+
+        Raises:
+            SimStartError: the hub process is gone (stopped, or its port vanished) or did
+                not answer within ``timeout_s``.
+        """
+        if self._conn is None or not self.alive:
+            raise SimStartError(f"slot {self.spec.slot}: the hub process is not running")
+        try:
+            self._conn.send(("truth", length))
+            if self._conn.poll(timeout_s):
+                kind, truth = self._conn.recv()
+                if kind == "truth":
+                    return dict(truth)
+        except (OSError, EOFError) as exc:
+            raise SimStartError(f"slot {self.spec.slot}: the hub process is gone") from exc
+        raise SimStartError(f"slot {self.spec.slot}: no answer from the hub process")
 
     def request_stop(self) -> None:
         """Ask the hub to stop without waiting (stopping many hubs: ask all, then stop)."""

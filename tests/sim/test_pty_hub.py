@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from simkit import (
 from drivers.crc import stm32_crc, xor8
 from firmware_images.build import demo_payload
 from sim.an3155 import FLASH_BASE, OTP_BASE
-from sim.pty import HubSpec, SimHub, _poll_until, derive_eui64
+from sim.pty import HubSpec, SimHub, SimStartError, _poll_until, derive_eui64
 
 Y, N = b"\x79", b"\x1f"
 GET_REPLY = bytes.fromhex("79 0C 31 00 01 02 11 21 31 44 63 73 82 92 A1 79")
@@ -114,6 +115,26 @@ def test_a_hub_started_in_its_application(start_hub: StartHub, open_serial: Open
     assert hub.mode == "app"
     port = open_serial(hub.port)
     assert ask(port, b"VER?\r\n", b"VER ") == b"VER 0x0A0B0C0D\r\n"
+
+
+def test_ground_truth_is_the_models_not_the_lines(
+    start_hub: StartHub, open_serial: OpenSerial
+) -> None:
+    """A hub whose line is all noise still tells a campaign what it runs and holds."""
+    hub = start_hub(firmware=0x0A0B0C0D, start_in="app", faults="corrupt=0.9", paced=False)
+    truth = hub.ground_truth(8192)
+    image = demo_payload(0x0A0B0C0D, size=64 * 1024)[:8192]
+    assert truth == {
+        "mode": "app",
+        "running": 0x0A0B0C0D,
+        "sha256": hashlib.sha256(image).hexdigest(),
+    }
+    port = open_serial(hub.port)
+    port.write(b"BOOT\r\n")  # garbled on the way: the hub stays in its application
+    assert hub.ground_truth(8192)["mode"] == "app"
+    hub.stop()
+    with pytest.raises(SimStartError):
+        hub.ground_truth(8192)
 
 
 def test_blank_hub_started_in_app_mode_is_in_its_bootloader(
