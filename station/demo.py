@@ -482,6 +482,13 @@ def run_demo(
         f"station audit verify --db {demo.db_url}",
         highlight=False,
     )
+    failed = next((j for j in jobs.values() if str(j.state) == "failed" and j.eui64), None)
+    if failed is not None:
+        out.print(
+            f"     station hub {failed.eui64} --db {demo.db_url}   (why slot {failed.slot} "
+            "failed: its timeline and last exchanges)",
+            highlight=False,
+        )
     if planned and audit.ok:
         out.print("every hub ended as the demo scenario expects", highlight=False)
         return 0
