@@ -29,7 +29,7 @@ from typing import Any
 
 from drivers.transport.usb import ENV_BACKEND
 from firmware_images.descriptor import format_version
-from sim.pty import await_ready, derive_eui64
+from sim.pty import await_ready, derive_eui64, end_process
 from sim.signals import SignalStop
 from sim.usb_backend import SimUsbService
 from sim.usb_dfu import DfuHub, DfuHubSpec, parse_dfu_faults
@@ -179,10 +179,7 @@ class DfuBus:
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.send("stop")
-        self._process.join(timeout_s)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+        end_process(self._process, timeout_s)
         if conn is not None:
             conn.close()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -510,6 +510,20 @@ def _poll_until(due: float, watch: list[int | Connection]) -> list[int | Connect
             return readable
 
 
+def end_process(process: BaseProcess, timeout_s: float) -> None:
+    """Wait for a simulator process told to stop; then SIGTERM, then SIGKILL, each after
+    ``timeout_s``. Safe for a process that never started or has already ended."""
+    if process.pid is None:
+        return
+    process.join(timeout_s)
+    if process.is_alive():
+        process.terminate()
+        process.join(timeout_s)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
 def await_ready(
     conn: Connection,
     what: str,
@@ -631,14 +645,7 @@ class SimHub:
         """Stop the hub (politely, then by signal) and wait for it; idempotent."""
         self.request_stop()
         conn, self._conn = self._conn, None
-        if self._process.pid is not None:
-            self._process.join(timeout_s)
-            if self._process.is_alive():
-                self._process.terminate()
-                self._process.join(timeout_s)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
+        end_process(self._process, timeout_s)
         if conn is not None:
             conn.close()
 
