@@ -48,7 +48,7 @@ from drivers.xmodem import (
 )
 from firmware_images.loader import load_image
 from sim import gecko as model
-from sim.pty import HubSpec, SimHub, derive_eui64
+from sim.pty import SPIN_S, HubSpec, SimHub, derive_eui64
 from sim.urlhandler import register
 from sim.urlhandler.protocol_sim import forget_hubs
 from station.flash import Policy, Result, flash_hub
@@ -58,7 +58,6 @@ from station.sessions.trace import TracedLink
 BAUD = 115200
 BITS = 10  # 8N1: start, 8 data, stop
 TARGET = 1.12
-_SPIN_S = 300e-6  # as sim/pty.py: sleep until this long before a reply is due, then poll
 
 
 class _AckingPort:
@@ -116,7 +115,7 @@ def pty_floor(gap_s: float, rounds: int = 150) -> tuple[float, float]:
                     got += os.read(master, 4096).count(0)
                 arrived = time.monotonic()
                 due = arrived + gap_s
-                if (left := due - time.monotonic() - _SPIN_S) > 0:
+                if (left := due - time.monotonic() - SPIN_S) > 0:
                     select.select([], [], [], left)
                 while time.monotonic() < due:
                     select.select([master], [], [], 0.0)

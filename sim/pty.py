@@ -60,7 +60,7 @@ _FEED_CHUNK = 256  # bytes given to a model at once, so alarms are checked betwe
 _PR_SET_TIMERSLACK = 29  # prctl option (linux/prctl.h)
 # A sleeping process wakes 0.1-0.2 ms late on a busy or virtual machine; the hub sleeps
 # until this long before a delivery is due and polls the rest, so it delivers on time.
-_SPIN_S = 300e-6
+SPIN_S = 300e-6
 _READ_SIZE = 4096
 _IDLE_WAKE_S = 1.0  # how often an idle hub checks that its parent is still alive
 _CTX = multiprocessing.get_context("spawn")
@@ -457,11 +457,11 @@ def _loop(
             _write(master, data)
         due = pacer.next_due()
         watch: list[int | Connection] = [conn] if now < master_quiet_until else [master, conn]
-        if due is not None and due - now <= _SPIN_S:
+        if due is not None and due - now <= SPIN_S:
             # A sleep this short would overrun (wake-up latency): poll the port until due.
             readable = _poll_until(due, watch)
         else:
-            timeout = _IDLE_WAKE_S if due is None else min(due - now - _SPIN_S, _IDLE_WAKE_S)
+            timeout = _IDLE_WAKE_S if due is None else min(due - now - SPIN_S, _IDLE_WAKE_S)
             readable, _, _ = select.select(watch, [], [], timeout)
             if not readable and os.getppid() != parent:
                 return

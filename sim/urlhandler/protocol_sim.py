@@ -41,10 +41,8 @@ from typing import Any
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 from sim.cli import parse_version
-from sim.pty import HubSpec, Pacer, derive_eui64
+from sim.pty import SPIN_S, HubSpec, Pacer, derive_eui64
 
-#: Sleep until this long before a delivery is due, then poll: a sleeping thread wakes late.
-SPIN_S = 300e-6
 _IDLE_S = 0.05
 #: How a read waits for a delivery: sleep (then poll its last 0.3 ms), or poll all along.
 WAIT_MODES = ("sleep", "poll")
