@@ -29,8 +29,8 @@ from station.demo import prepare_demo_catalog
 from station.events import Event
 from station.flash import Policy, catalog_chooser
 from station.profiles import Profile
+from station.records.store import Store
 from station.rig import Rig, Slot
-from station.store import Store
 
 
 def _cpu_of(pid: int | None) -> float:

@@ -33,8 +33,8 @@ from station.demo import DEMO_TARGET, prepare_demo_catalog
 from station.events import Event
 from station.flash import Policy, catalog_chooser
 from station.profiles import Profile
+from station.records.store import Store
 from station.rig import Rig, Slot
-from station.store import Store
 
 SIZE = 8192
 #: Write blocks a job sends: 256-byte Write Memory blocks, or 128-byte XMODEM blocks of the

@@ -23,17 +23,17 @@ from station.controller import Controller, probe_slots
 from station.events import Event
 from station.flash import HubIdentity, ImageChooser, Policy, catalog_chooser
 from station.images_cli import trust_store
-from station.manifest import Manifest
 from station.profiles import Profile, load_profile
-from station.reports import (
+from station.records.manifest import Manifest
+from station.records.reports import (
     BatchSummary,
     Reconciliation,
     reconcile,
     summarise,
     write_reports,
 )
+from station.records.store import Store
 from station.rig import AUTO, Rig, load_rig, resolve
-from station.store import Store
 
 __all__ = ["OVERRIDES", "BatchRun", "PlanRow", "export_reports", "preflight", "with_overrides"]
 
@@ -165,7 +165,8 @@ def preflight(
 
 
 def export_reports(store: Store, batch_id: int, folder: Path) -> list[Path]:
-    """Write the batch's reports into ``folder`` (see :func:`station.reports.write_reports`);
+    """Write the batch's reports into ``folder`` (see
+    :func:`station.records.reports.write_reports`);
     returns the files written.
 
     Raises:

@@ -2,7 +2,7 @@
 
 Slots share no mutable state: each job gets its own port, driver and outcome object, and an
 exception in one slot is caught in that slot. Records and events from every slot go
-through one :class:`station.recorder.Recorder`, on its own thread while slots are served:
+through one :class:`station.records.recorder.Recorder`, on its own thread while slots are served:
 it persists them (many slots' records in one transaction), then publishes them in order,
 so slot workers never queue behind one another's database writes and subscribers are
 called from one thread.
@@ -36,7 +36,7 @@ from station.flash import (
     identify_hub,
 )
 from station.profiles import Profile, load_profile
-from station.recorder import JobStore, Recorder
+from station.records.recorder import JobStore, Recorder
 from station.rig import AUTO, Rig, Slot, resolve
 
 __all__ = ["Controller", "JobStore", "SlotRun", "probe_slots", "run_slots"]

@@ -52,9 +52,9 @@ from sim.dfu_rig import DfuBus
 from sim.pty import HubSpec, SimHub, derive_eui64
 from sim.usb_dfu import DfuHubSpec
 from station.events import JobState
-from station.reports import reconcile, write_reports
+from station.records.reports import reconcile, write_reports
+from station.records.store import JobRow, Store
 from station.run import run_station
-from station.store import JobRow, Store
 
 DEMO_RELEASES = (0x0101_0000, 0x0101_0200, 0x0102_0000, 0x0103_0000, 0x0104_0000, 0x0105_0000)
 DEMO_TARGET = DEMO_RELEASES[-1]

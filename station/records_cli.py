@@ -1,7 +1,8 @@
 """``station report ...``, ``station audit verify``, ``station batches`` and ``station hub``:
 the records.
 
-Thin front end over :mod:`station.store` and :mod:`station.reports`: it opens the database
+Thin front end over :mod:`station.records.store` and :mod:`station.records.reports`: it opens
+the database
 (``--db URL``, else ``$STATION_DB``, else ``station.db`` in the station data folder), turns
 arguments into calls and results into text, JSON, files and exit codes. It never creates a
 database: a report on a database that is not there is an error, not an empty report.
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from drivers.errors import ConfigError
 from station.images_cli import DATA
-from station.reports import (
+from station.records.reports import (
     CATEGORIES,
     Reconciliation,
     dsp_export,
@@ -32,7 +33,7 @@ from station.reports import (
     utc_text,
     write_text_atomic,
 )
-from station.store import EventRow, JobRow, Store
+from station.records.store import EventRow, JobRow, Store
 
 __all__ = ["add_commands", "open_store", "resolve_batch"]
 

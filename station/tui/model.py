@@ -13,7 +13,7 @@ from typing import Final
 from rich.text import Text
 
 from station.events import CHAIN, Event, JobState
-from station.manifest import normalise_eui64
+from station.records.manifest import normalise_eui64
 
 #: How each state is shown: (symbol, word, style). Never colour alone: symbol and word too.
 LOOK: Final[dict[str, tuple[str, str, str]]] = {

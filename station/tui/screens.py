@@ -13,7 +13,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
 
 from station.batch import OVERRIDES, PlanRow
-from station.store import EventRow, JobRow
+from station.records.store import EventRow, JobRow
 from station.tui.model import LOOK, SlotView, clock_text, short_version
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import threading
 
 from station.events import CHAIN, JobState
 from station.outcome import FlashOutcome, Result
-from station.store import Store
+from station.records.store import Store
 
 _print_lock = threading.Lock()
 

@@ -48,7 +48,7 @@ def test_a_hub_no_candidate_recognises_fails_in_identify(tmp_path: Path) -> None
     from station.controller import Controller
     from station.events import Event
     from station.flash import Policy
-    from station.store import Store
+    from station.records.store import Store
 
     # A serial port whose only candidate is a USB model: nothing can recognise the hub.
     rig = parse_rig(

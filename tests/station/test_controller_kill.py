@@ -18,7 +18,7 @@ import pytest
 from sim.pty import SimHub
 from station.demo import prepare_demo_catalog
 from station.events import JobState
-from station.store import Store
+from station.records.store import Store
 
 STATION = [sys.executable, "-m", "station.cli"]
 SIZE = 16384

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from station.demo import DEMO_TARGET, SCENARIO, _as_planned, demo_hubs
 from station.events import JobState
-from station.store import Store
+from station.records.store import Store
 
 
 def test_demo_runs_the_mixed_rig_and_writes_every_report(tmp_path: Path) -> None:

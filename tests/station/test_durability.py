@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from station.events import JobState, legal
-from station.store import Store
+from station.records.store import Store
 
 from .recordkit import backend_url
 

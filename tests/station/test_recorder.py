@@ -11,8 +11,8 @@ import pytest
 
 from station.events import CHAIN, Event, JobState
 from station.outcome import Result
-from station.recorder import Recorder
-from station.store import Store, StoreError
+from station.records.recorder import Recorder
+from station.records.store import Store, StoreError
 from tests.station.recordkit import ended, eui, passed
 
 

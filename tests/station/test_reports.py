@@ -17,9 +17,9 @@ from rich.console import Console
 from drivers.errors import ConfigError
 from station import records_cli
 from station.events import JobState
-from station.manifest import Manifest, normalise_eui64
 from station.outcome import Result
-from station.reports import (
+from station.records.manifest import Manifest, normalise_eui64
+from station.records.reports import (
     DSP_COLUMNS,
     DSP_FORMAT,
     dsp_export,
@@ -28,7 +28,7 @@ from station.reports import (
     reconcile,
     summarise,
 )
-from station.store import Store, UnknownRecord
+from station.records.store import Store, UnknownRecord
 
 from .recordkit import NEW, OLD, SHA, FakeClock, ended, eui, passed, walk
 

@@ -19,9 +19,9 @@ from sqlalchemy import text
 
 from drivers.errors import ConfigError
 from station.events import CHAIN, JobState, legal
-from station.manifest import Manifest
 from station.outcome import FlashOutcome, Result
-from station.store import (
+from station.records.manifest import Manifest
+from station.records.store import (
     GENESIS_HASH,
     BatchFinished,
     IllegalTransition,

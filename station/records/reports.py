@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from station.events import JobState
-from station.manifest import ManifestItem
-from station.store import BatchRow, JobRow, Store
+from station.records.manifest import ManifestItem
+from station.records.store import BatchRow, JobRow, Store
 
 __all__ = [
     "DSP_COLUMNS",

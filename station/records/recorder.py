@@ -29,9 +29,9 @@ from station.outcome import FlashOutcome
 
 
 class JobStore(Protocol):
-    """What the controller needs of the store (station.store.Store provides it).
+    """What the controller needs of the store (station.records.store.Store provides it).
 
-    A store may also offer ``group()`` (see :meth:`station.store.Store.group`); the
+    A store may also offer ``group()`` (see :meth:`station.records.store.Store.group`); the
     recorder then commits each pass in one transaction.
     """
 

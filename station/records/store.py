@@ -70,8 +70,8 @@ from sqlalchemy.types import DateTime, TypeDecorator
 
 from drivers.errors import ConfigError, StationError
 from station.events import CHAIN, JobState, legal
-from station.manifest import Manifest, ManifestItem, normalise_eui64
 from station.outcome import FlashOutcome, Result
+from station.records.manifest import Manifest, ManifestItem, normalise_eui64
 
 __all__ = [
     "GENESIS_HASH",
