@@ -31,7 +31,6 @@ edited, inserted or deleted entry breaks the chain at that point (:meth:`Store.v
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -42,20 +41,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
-    Column,
     Connection,
-    Dialect,
     Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
     Row,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -66,12 +54,30 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.types import DateTime, TypeDecorator
 
 from drivers.errors import ConfigError, StationError
 from station.events import CHAIN, JobState, legal
 from station.outcome import FlashOutcome, Result
+from station.records.audit import (
+    GENESIS_HASH,
+    AuditCheck,
+    AuditEntry,
+    audit_hash,
+    canonical_json,
+)
 from station.records.manifest import Manifest, ManifestItem, normalise_eui64
+from station.records.pass_rule import pass_evidence_problem
+from station.records.schema import (
+    SCHEMA_VERSION,
+    audit,
+    batches,
+    consignment_items,
+    hubs,
+    job_events,
+    jobs,
+    metadata,
+    station_meta,
+)
 
 __all__ = [
     "GENESIS_HASH",
@@ -94,9 +100,6 @@ __all__ = [
     "pass_evidence_problem",
 ]
 
-SCHEMA_VERSION: Final = 1
-#: The ``prev_hash`` of the first audit entry.
-GENESIS_HASH: Final = "0" * 64
 #: Attempts of one write when another process wins a race for a unique key (PostgreSQL).
 _WRITE_ATTEMPTS: Final = 5
 #: PostgreSQL SQLSTATEs of a transaction that lost a race: deadlock, serialisation failure.
@@ -164,144 +167,6 @@ class BatchFinished(StoreError):
     """A job was started in a batch that is already finished."""
 
     default_hint = "start a new batch"
-
-
-# -- schema --------------------------------------------------------------------------------
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC ``datetime`` on every backend.
-
-    PostgreSQL keeps it as ``timestamptz``; SQLite as text without an offset, which is UTC
-    by construction here. Microseconds are kept on both (the audit hash covers them).
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("the store takes timezone-aware datetimes only")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-metadata = MetaData()
-
-station_meta = Table(
-    "station_meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", String(256), nullable=False),
-)
-
-batches = Table(
-    "batches",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("station_id", String(128), nullable=False),
-    Column("operator", String(128), nullable=False),
-    Column("rig", String(512), nullable=False),
-    Column("catalog", String(1024), nullable=False),
-    Column("manifest", String(512)),
-    Column("manifest_sha256", String(64)),
-    Column("started_at", UtcDateTime, nullable=False),
-    Column("finished_at", UtcDateTime),
-)
-
-consignment_items = Table(
-    "consignment_items",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
-    Column("consignment_id", String(128), nullable=False),
-    Column("eui64", String(23), nullable=False),
-    Column("expected_model", String(128)),
-    Column("line", Integer, nullable=False),
-    UniqueConstraint("batch_id", "eui64", name="uq_consignment_batch_eui64"),
-)
-
-hubs = Table(
-    "hubs",
-    metadata,
-    Column("eui64", String(23), primary_key=True),
-    Column("model", String(128), nullable=False),
-    Column("hw_version", Integer),
-    Column("firmware_version", String(32)),
-    Column("first_seen", UtcDateTime, nullable=False),
-    Column("last_seen", UtcDateTime, nullable=False),
-    Column("last_job_id", Integer),
-)
-
-jobs = Table(
-    "jobs",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("batch_id", Integer, ForeignKey("batches.id"), nullable=False),
-    Column("slot", Integer, nullable=False),
-    Column("port", String(512), nullable=False),
-    Column("profile", String(128), nullable=False),
-    Column("eui64", String(64)),
-    Column("hw_version", Integer),
-    Column("found_in", String(32)),
-    Column("state", String(16), nullable=False),
-    Column("version_before", String(32)),
-    Column("version_after", String(32)),
-    Column("image_version", String(32)),
-    Column("image_path", String(1024)),
-    Column("image_sha256", String(64)),
-    Column("signature", String(32)),
-    Column("signer", String(256)),
-    Column("verify_method", String(32)),
-    Column("verify_detail", Text),
-    Column("phase", String(16)),
-    Column("message", Text),
-    Column("hint", Text),
-    Column("error", String(64)),
-    Column("plan", Text),
-    Column("behind", Integer),
-    Column("overrides", Text, nullable=False, default="[]"),
-    Column("notes", Text, nullable=False, default="[]"),
-    Column("started_at", UtcDateTime, nullable=False),
-    Column("finished_at", UtcDateTime),
-    Column("seconds", Float),
-    Column("bytes_written", Integer, nullable=False, default=0),
-    Index("ix_jobs_batch", "batch_id"),
-    Index("ix_jobs_eui64", "eui64"),
-    Index("ix_jobs_state", "state"),
-)
-
-job_events = Table(
-    "job_events",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("at", UtcDateTime, nullable=False),
-    Column("detail", Text, nullable=False),
-    UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),
-)
-
-audit = Table(
-    "audit",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("at", UtcDateTime, nullable=False),
-    Column("operator", String(128), nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("detail", Text, nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
-)
 
 
 # -- rows ----------------------------------------------------------------------------------
@@ -384,101 +249,6 @@ class HubRow:
     first_seen: datetime
     last_seen: datetime
     last_job_id: int | None
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One entry of the hash-chained audit log."""
-
-    seq: int
-    at: datetime
-    operator: str
-    action: str
-    detail: dict[str, Any]
-    prev_hash: str
-    hash: str
-
-
-@dataclass(frozen=True)
-class AuditCheck:
-    """The result of :meth:`Store.verify_audit`.
-
-    Attributes:
-        ok: the whole chain recomputes.
-        entries: how many entries were checked.
-        bad_seq: the first entry that does not (None when ok).
-        reason: why it does not.
-        head: the hash of the last good entry (record it elsewhere to detect truncation).
-    """
-
-    ok: bool
-    entries: int
-    bad_seq: int | None = None
-    reason: str = ""
-    head: str = GENESIS_HASH
-
-
-# -- encoding ------------------------------------------------------------------------------
-
-
-def canonical_json(value: Any) -> str:
-    """The one JSON text of a value: sorted keys, no spaces, ASCII only.
-
-    Values JSON cannot hold (paths, enums) are written as their ``str``.
-    """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
-
-
-def iso_utc(at: datetime) -> str:
-    """``2024-05-01T12:34:56.123456Z``: the audit hash's form of a time."""
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def audit_hash(
-    seq: int, at: datetime, operator: str, action: str, detail_json: str, prev_hash: str
-) -> str:
-    """SHA-256 (hex) of an audit entry chained to the previous entry's hash.
-
-    The hashed bytes are the UTF-8 of ``canonical_json([seq, iso_utc(at), operator, action,
-    detail_json, prev_hash])``, where ``detail_json`` is the entry's stored canonical JSON
-    text.
-    """
-    encoded = canonical_json([seq, iso_utc(at), operator, action, detail_json, prev_hash])
-    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
-
-
-def _norm_version(text: str | None) -> str:
-    return (text or "").strip().lower()
-
-
-def pass_evidence_problem(state: JobState, outcome: FlashOutcome) -> str | None:
-    """Why a job in ``state`` cannot be recorded as passed with this outcome (None: it can).
-
-    A pass needs the job to have walked to ``BOOTING`` (erased, written, verified, booted),
-    a verify method, the running version read back and equal to the image's, the hub's
-    EUI-64 and the image's SHA-256.
-    """
-    if state is not JobState.BOOTING:
-        return f"the job never reached booting (its last recorded state is {state})"
-    if not outcome.verify_method:
-        return "no verify method is recorded: the flash was not verified"
-    if not outcome.image_version:
-        return "the image's version is not recorded"
-    if not outcome.version_after:
-        return "the running version was not read back after boot"
-    if _norm_version(outcome.version_after) != _norm_version(outcome.image_version):
-        return (
-            f"the hub runs {outcome.version_after}, not the image's version {outcome.image_version}"
-        )
-    if not outcome.image_sha256 or len(outcome.image_sha256) != 64:
-        return "the image's SHA-256 is not recorded"
-    if outcome.eui64 is None:
-        return "the hub's EUI-64 was not read: it cannot be reported"
-    try:
-        normalise_eui64(outcome.eui64)
-    except ValueError as exc:
-        return f"the hub's EUI-64 is not valid: {exc}"
-    return None
 
 
 def _eui_or_raw(text: str | None) -> str | None:
