@@ -53,6 +53,7 @@ def run(n: int, size: int, root: Path) -> tuple[float, float, float, int]:
             h.wait_ready(120)
         rig = Rig("bench", tuple(Slot(h.spec.slot, "demo-an3155", port=h.port) for h in hubs))
         store = Store.open(f"sqlite:///{root}/s{n}.db")
+        store.acquire_lease("bench")
         batch = store.start_batch(station_id="bench", operator="bench", rig="-", catalog="-")
         lock = threading.Lock()
         results: list[str] = []

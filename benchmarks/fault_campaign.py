@@ -111,6 +111,7 @@ def main() -> None:
         )
         policy = Policy(trust=trust)
         store = Store.open(f"sqlite:///{root}/campaign.db")
+        store.acquire_lease("campaign")
         batch = store.start_batch(station_id="campaign", operator="bench", rig="-", catalog="-")
         reported: dict[int, str] = {}
         lock = threading.Lock()

@@ -19,11 +19,14 @@ from drivers.errors import ConfigError
 from firmware_images.catalog import Catalog, Decision
 from firmware_images.descriptor import format_version
 from firmware_images.trust import TrustStore
-from station.controller import Controller, probe_slots
+from station.controller import Controller, Heartbeat, probe_slots
 from station.events import Event
 from station.flash import HubIdentity, ImageChooser, Policy, catalog_chooser
 from station.images_cli import trust_store
+from station.paths import keys_dir
 from station.profiles import Profile, load_profile
+from station.records.keys import StationKey
+from station.records.leases import DEFAULT_TTL_S
 from station.records.manifest import Manifest
 from station.records.reports import (
     BatchSummary,
@@ -32,10 +35,18 @@ from station.records.reports import (
     summarise,
     write_reports,
 )
-from station.records.store import Store
+from station.records.store import BatchClosed, Recovery, Store
 from station.rig import AUTO, Rig, load_rig, resolve
 
-__all__ = ["OVERRIDES", "BatchRun", "PlanRow", "export_reports", "preflight", "with_overrides"]
+__all__ = [
+    "OVERRIDES",
+    "BatchRun",
+    "PlanRow",
+    "describe_recovery",
+    "export_reports",
+    "preflight",
+    "with_overrides",
+]
 
 #: Overrides an operator may give, by name -> what it lets through (shown when confirming).
 OVERRIDES = {
@@ -164,6 +175,28 @@ def preflight(
     return rows
 
 
+def describe_recovery(recovery: Recovery) -> list[str]:
+    """What :meth:`BatchRun.begin` ended that a gone station had left behind, one line each
+    (for the operator: the records changed, and why)."""
+    lines = [
+        f"station {lease.station_id} ({lease.describe()}) is gone: its lease was released"
+        for lease in recovery.noticed
+    ]
+    if recovery.interrupted:
+        ids = ", ".join(str(j) for j in recovery.interrupted)
+        lines.append(
+            f"{len(recovery.interrupted)} job(s) left in flight by a run that stopped were "
+            f"marked interrupted (jobs {ids}); what they had read of their hubs is kept"
+        )
+    for closed in recovery.closed:
+        lines.append(
+            f"batch {closed.batch} was left open by a run that stopped: closed now, its DSP "
+            f"update carries {len(closed.exported)} hub(s) "
+            f"(station report dsp --batch {closed.batch})"
+        )
+    return lines
+
+
 def export_reports(store: Store, batch_id: int, folder: Path) -> list[Path]:
     """Write the batch's reports into ``folder`` (see
     :func:`station.records.reports.write_reports`);
@@ -194,9 +227,12 @@ class BatchRun:
     manifest_path: str | None = None
     operator: str = "unknown"
     publish: Callable[[Event], None] = field(default=lambda event: None)
+    key: StationKey | None = None
     batch_id: int | None = None
     controller: Controller | None = None
-    stale: list[int] = field(default_factory=list)
+    recovery: Recovery = field(default_factory=Recovery)
+    closed: BatchClosed | None = None
+    heartbeat: Heartbeat | None = None
 
     @classmethod
     def open(
@@ -211,10 +247,13 @@ class BatchRun:
         allow_unsigned: bool = False,
         publish: Callable[[Event], None] | None = None,
     ) -> BatchRun:
-        """Load everything a batch needs and open the store (no batch is started yet).
+        """Load everything a batch needs, open the store and take the station's lease (no
+        batch is started yet). The lease is kept alive by a heartbeat thread until
+        :meth:`close`.
 
         Raises:
             ConfigError: a bad rig, catalogue, trust store or manifest, or no catalogue.
+            StationBusy: another live process serves this station.
             StoreError: the database cannot be opened.
         """
         rig = load_rig(rig_path)
@@ -224,8 +263,14 @@ class BatchRun:
         catalog = Catalog.load(catalog_dir)
         trust = trust_store(trust_dir)
         manifest = Manifest.load(manifest_path) if manifest_path else None
+        key = StationKey.load_or_create(keys_dir(), rig.station_id)
         store = Store.open(db_url or rig.storage)
-        return cls(
+        try:
+            store.acquire_lease(rig.station_id, rig=rig.source, ttl_s=DEFAULT_TTL_S)
+        except BaseException:
+            store.close()
+            raise
+        run = cls(
             rig=rig,
             catalog=catalog,
             trust=trust,
@@ -235,7 +280,16 @@ class BatchRun:
             manifest_path=manifest_path,
             operator=operator,
             publish=publish or (lambda event: None),
+            key=key,
         )
+        run.heartbeat = Heartbeat(store.heartbeat, DEFAULT_TTL_S / 6, run._lease_lost).start()
+        return run
+
+    def _lease_lost(self) -> None:
+        if self.controller is not None:
+            self.controller._lose_lease()
+        else:
+            self.publish(Event("lease-lost", data={"station": self.rig.station_id}))
 
     def load_manifest(self, path: str) -> Manifest:
         """Use the manifest at ``path`` for the batch (only before it begins).
@@ -258,8 +312,10 @@ class BatchRun:
         return catalog_chooser(self.catalog, profile, self.policy)
 
     def begin(self) -> int:
-        """Start the batch: jobs a crash left in flight become interrupted; returns its id."""
-        self.stale = self.store.mark_interrupted(station_id=self.rig.station_id)
+        """Start the batch; returns its id. First, what stations that are gone left behind is
+        ended (:meth:`Store.recover`): their live jobs interrupted, their open batches closed
+        with their DSP export (see :attr:`recovery`)."""
+        self.recovery = self.store.recover(self.key)
         self.batch_id = self.store.start_batch(
             station_id=self.rig.station_id,
             operator=self.operator,
@@ -332,7 +388,7 @@ class BatchRun:
         """End the batch; publish and return its summary and reconciliation."""
         if self.batch_id is None:
             raise ConfigError("the batch has not begun")
-        self.store.finish_batch(self.batch_id)
+        self.closed = self.store.close_batch(self.batch_id, self.key)
         summ = summarise(self.store, self.batch_id)
         recon = reconcile(self.store, self.batch_id)
         self.publish(
@@ -343,6 +399,28 @@ class BatchRun:
         )
         return summ, recon
 
+    def problems(self, recon: Reconciliation) -> list[str]:
+        """Why the batch did not end well, one line each (empty: every hub seen passed, was
+        current or was refused by policy, and none is missing). The run's exit status."""
+        counts = recon.counts()
+        out = []
+        if counts["failed"]:
+            out.append(f"{counts['failed']} hub(s) failed or were interrupted")
+        if recon.unidentified_jobs:
+            out.append(f"{len(recon.unidentified_jobs)} job(s) ended before a hub was identified")
+        if counts["missing"]:
+            out.append(f"{counts['missing']} listed hub(s) never arrived")
+        if counts["in_progress"]:
+            out.append(f"{counts['in_progress']} hub(s) were still in progress")
+        if self.closed is not None and self.closed.interrupted:
+            out.append(f"{len(self.closed.interrupted)} job(s) ended unrecorded")
+        ctl = self.controller
+        if ctl is not None:
+            out += [f"not recorded: {e}" for e in ctl.record_errors]
+            if ctl.lease_lost.is_set():
+                out.append("the station's lease was taken over by another process")
+        return out
+
     def export(self, folder: Path) -> list[Path]:
         """Write the batch's reports into ``folder`` (see :func:`export_reports`)."""
         if self.batch_id is None:
@@ -350,8 +428,13 @@ class BatchRun:
         return export_reports(self.store, self.batch_id, folder)
 
     def close(self) -> None:
-        """Close the store."""
-        self.store.close()
+        """Stop the heartbeat, give the station's lease up and close the store."""
+        try:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
+            self.store.release_lease()
+        finally:
+            self.store.close()
 
     def describe(self) -> dict[str, Any]:
         """Rig, catalogue and manifest in a few words (for the start screen)."""

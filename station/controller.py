@@ -20,10 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from drivers.errors import StationError
 from drivers.types import Phase
-from station.events import CHAIN, STATE_OF_PHASE, Event, JobState
+from station.events import CHAIN, Event, JobState
 from station.flash import (
     Cancelled,
     FlashOutcome,
@@ -36,10 +37,11 @@ from station.flash import (
     identify_hub,
 )
 from station.profiles import Profile, load_profile
+from station.records.errors import LeaseLost
 from station.records.recorder import JobStore, Recorder
 from station.rig import AUTO, Rig, Slot, resolve
 
-__all__ = ["Controller", "JobStore", "SlotRun", "probe_slots", "run_slots"]
+__all__ = ["Controller", "Heartbeat", "JobStore", "SlotRun", "probe_slots", "run_slots"]
 
 T = TypeVar("T")
 
@@ -149,6 +151,12 @@ class Controller:
         self.progress_interval_s = progress_interval_s
         self.outcomes: dict[int, list[FlashOutcome]] = {s.number: [] for s in rig.slots}
         self.flagged: set[int] = set()
+        #: Records the store refused twice over (a job never started, or whose end could
+        #: not be recorded): the run's exit status says so, and the batch's close
+        #: interrupts a job left live.
+        self.record_errors: list[str] = []
+        #: Set when another process holds the station: nothing more is started or recorded.
+        self.lease_lost = threading.Event()
         self._cancel = {s.number: threading.Event() for s in rig.slots}
         self._again = {s.number: threading.Event() for s in rig.slots}
         self._busy: set[int] = set()
@@ -194,6 +202,8 @@ class Controller:
             self._recorder_exit()  # everything of this run is durable and published
         for run in runs:
             if run.error is not None:  # a bug in a slot worker: say so, never hide it
+                with self._lock:
+                    self.record_errors.append(f"slot {run.slot}: internal error {run.error!r}")
                 self.publish(Event("slot-error", slot=run.slot, data={"error": repr(run.error)}))
 
     def _recorder_enter(self) -> None:
@@ -279,7 +289,7 @@ class Controller:
         # (a retry), so overrides confirmed in between apply.
         choosers: dict[str, ImageChooser] = {}
         failing: list[str | None] = []  # EUI-64s of the hubs that failed here in a row
-        while not stop.is_set():
+        while not stop.is_set() and not self.lease_lost.is_set():
             port = resolve(slot)
             if port is None:
                 if not continuous:
@@ -296,6 +306,7 @@ class Controller:
                     out.result is Result.FAILED
                     and tries < self.rig.job_retries
                     and not stop.is_set()
+                    and not self.lease_lost.is_set()
                     and not self._cancel[slot.number].is_set()
                     and resolve(slot) == port
                 )
@@ -341,7 +352,17 @@ class Controller:
         if name == AUTO:  # identify the hub with each candidate profile until one knows it
             found, tried = detect_profile(port, slot.candidates)
             name = AUTO if found is None else found.profile
-        job_id = self._recorder.start_job(self.batch_id, slot.number, port, name)
+        try:
+            job_id = self._recorder.start_job(self.batch_id, slot.number, port, name)
+        except StationError as exc:  # nothing recorded: the hub is left untouched
+            if isinstance(exc, LeaseLost):
+                self._lose_lease()
+            with self._lock:
+                self.record_errors.append(f"slot {slot.number}: {exc.message}")
+            out = FlashOutcome(port=port, profile=name, phase=str(Phase.CONNECT))
+            out.message = f"the station database refused to start a job: {exc.message}"
+            out.error = type(exc).__name__
+            return out
         with self._lock:
             self._running[slot.number] = job_id
         try:
@@ -349,7 +370,7 @@ class Controller:
                 out = FlashOutcome(port=port, profile=AUTO, phase=str(Phase.IDENTIFY))
                 out.message = _unrecognised(tried)
                 out.hint = "check the hub is one of the slot's candidate models, and its cable"
-                self._recorder.finish_job(slot.number, job_id, out)
+                self._finish(slot, job_id, out)
                 self.outcomes[slot.number].append(out)
                 return out
             profile = load_profile(name)
@@ -368,22 +389,26 @@ class Controller:
         last_progress = 0.0
         cancel = self._cancel[slot.number]
 
+        def checkpoint(reached: JobState, out: FlashOutcome) -> None:
+            nonlocal state
+            # Durable before the step it names; a refused record raises into flash_hub,
+            # which ends the job failed before it touches the hub again.
+            self._recorder.state(slot.number, job_id, reached, state_detail(reached, out))
+            state = reached
+
         def progress(phase: Phase, done: int, total: int, note: str) -> None:
-            nonlocal state, last_progress
-            if cancel.is_set():
+            nonlocal last_progress
+            if cancel.is_set() or self.lease_lost.is_set():
                 written = CHAIN.index(state) >= CHAIN.index(JobState.ERASING)
                 raise Cancelled(
-                    "aborted by operator",
+                    "aborted by operator"
+                    if cancel.is_set()
+                    else "the station lost its lease: another process took it over",
                     "the hub may hold a partly written image: run the job again before it "
                     "leaves the bench"
                     if written
                     else "nothing was written to the hub",
                 )
-            target = STATE_OF_PHASE[phase]
-            while CHAIN.index(state) < CHAIN.index(target):
-                state = CHAIN[CHAIN.index(state) + 1]
-                # Persisted, then published, by the recorder; the slot goes straight on.
-                self._recorder.state(slot.number, job_id, state, {"phase": str(phase)})
             now = time.monotonic()
             if total and (done >= total or now - last_progress >= self.progress_interval_s):
                 last_progress = now
@@ -399,13 +424,115 @@ class Controller:
                 self._recorder.event(Event("note", slot.number, job_id, data={"note": note}))
 
         try:
-            out = flash_hub(port, profile, chooser, policy=self.policy, on_progress=progress)
+            out = flash_hub(
+                port,
+                profile,
+                chooser,
+                policy=self.policy,
+                on_progress=progress,
+                checkpoint=checkpoint,
+            )
         except Exception as exc:  # a bug must end the job as failed, never as passed
             out = FlashOutcome(port=port, profile=profile.name, phase=str(state))
             out.message, out.error = f"internal error: {exc!r}", type(exc).__name__
         if out.error == "PortVanished" and resolve(slot) != port:
             out.result = Result.INTERRUPTED
             out.hint = "the hub was taken out mid-job; put it back to re-flash it"
-        self._recorder.finish_job(slot.number, job_id, out)  # waits: durable, then published
+        self._finish(slot, job_id, out)
         self.outcomes[slot.number].append(out)
         return out
+
+    def _finish(self, slot: Slot, job_id: int, out: FlashOutcome) -> None:
+        """Record how the job ended; when the store refuses that record, record the refusal
+        itself (a failed job, loudly), and when that fails too, count the job unrecorded
+        (the run's exit status says so; the batch's close interrupts it)."""
+        try:
+            self._recorder.finish_job(slot.number, job_id, out)  # waits: durable, then shown
+            return
+        except StationError as first:
+            exc = first
+        if isinstance(exc, LeaseLost):
+            self._lose_lease()
+        else:
+            refused = FlashOutcome(port=out.port, profile=out.profile, phase=out.phase)
+            refused.eui64 = out.eui64 if out.eui64 and len(out.eui64) <= 64 else None
+            refused.message = f"the station database refused this job's record: {exc.message}"
+            refused.hint = "the hub's state is unknown: run the job again"
+            refused.error = type(exc).__name__
+            try:
+                self._recorder.finish_job(slot.number, job_id, refused)
+                out.result, out.message = Result.FAILED, refused.message
+                return
+            except LeaseLost:
+                self._lose_lease()
+            except StationError as again:
+                exc = again
+        with self._lock:
+            self.record_errors.append(f"job {job_id}: {exc.message}")
+
+    def _lose_lease(self) -> None:
+        """Another process holds the station now: start nothing more, stop every job."""
+        if not self.lease_lost.is_set():
+            self.lease_lost.set()
+            self.publish(Event("lease-lost", data={"station": self.rig.station_id}))
+
+
+def state_detail(state: JobState, out: FlashOutcome) -> dict[str, Any]:
+    """What a state records of the outcome so far: at ``identified`` the identity and
+    running version read from the hub, at ``planned`` the image and target chosen."""
+    if state is JobState.IDENTIFIED:
+        return {
+            "eui64": out.eui64,
+            "hw_version": out.hw_version,
+            "version_before": out.version_before,
+            "found_in": out.found_in,
+        }
+    if state is JobState.PLANNED:
+        return {
+            "target_version": out.target_version,
+            "image": out.image or None,
+            "image_version": out.image_version or None,
+            "image_sha256": out.image_sha256 or None,
+            "signature": out.signature,
+            "signer": out.signer,
+            "plan": out.plan,
+            "behind": out.behind,
+            "overrides": list(out.overrides),
+        }
+    return {}
+
+
+class Heartbeat:
+    """Keeps the station's lease alive from its own thread while a batch is open.
+
+    When the store says the lease is lost (another process took the station over), it calls
+    ``on_lost`` once and stops: the run must stop writing records.
+    """
+
+    def __init__(
+        self, beat: Callable[[], None], interval_s: float, on_lost: Callable[[], None]
+    ) -> None:
+        self._beat = beat
+        self._interval_s = interval_s
+        self._on_lost = on_lost
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._beat()
+            except LeaseLost:
+                self._on_lost()
+                return
+            except StationError:
+                continue  # the database is unreachable for now: the next beat tries again

@@ -52,6 +52,8 @@ from sim.dfu_rig import DfuBus
 from sim.pty import HubSpec, SimHub, derive_eui64
 from sim.usb_dfu import DfuHubSpec
 from station.events import JobState
+from station.paths import keys_dir
+from station.records.keys import KeyRing
 from station.records.reports import reconcile, write_reports
 from station.records.store import JobRow, Store
 from station.run import run_station
@@ -434,7 +436,7 @@ def run_demo(
         jobs = {j.slot: j for j in store.jobs(batch)}  # the latest job of each slot
         recon = reconcile(store, batch)
         files = write_reports(store, batch, root / "reports" / f"batch-{batch}")
-        audit = store.verify_audit()
+        audit = store.verify_audit(KeyRing.from_dir(keys_dir()))
     missing_ok = [e.eui64 for e in recon.lists["missing"]] == [demo.missing]
     planned = all(_as_planned(h, jobs.get(h.slot)) for h in demo.hubs) and missing_ok
     if as_json:
@@ -467,7 +469,16 @@ def run_demo(
     out.print(_table(demo, jobs))
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in recon.counts().items() if n)
     out.print(f"consignment DEMO-C1: {counts}", highlight=False)
-    out.print(f"audit log: {'chain intact' if audit.ok else 'BROKEN: ' + audit.reason}")
+    out.print(
+        "audit log: "
+        + (
+            f"chain intact, {audit.signed_heads} signed head(s) verified, records match it"
+            if audit.ok
+            else "FAILED: " + "; ".join(audit.problems)
+        ),
+        highlight=False,
+        markup=False,
+    )
     out.print("files written:", highlight=False)
     for label, path in (
         ("rig", demo.rig),

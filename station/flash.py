@@ -21,6 +21,7 @@ from firmware_images.descriptor import (
 )
 from firmware_images.loader import LoadedImage, flashable, parse_file
 from firmware_images.trust import TrustStore, signature_refusal
+from station.events import JobState
 from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
 from station.profiles import Profile, load_profile
 from station.sessions import open_session
@@ -28,6 +29,7 @@ from station.sessions import open_session
 __all__ = [
     "AlreadyCurrent",
     "Cancelled",
+    "Checkpoint",
     "FlashOutcome",
     "ImageChooser",
     "Policy",
@@ -74,6 +76,16 @@ class Policy:
         return used
 
 
+#: Records a job's state *before* the step it names is taken, with what the outcome knows
+#: so far (the identity read, the image chosen); it may raise (the record was refused) to
+#: stop the job before it acts on the hub. ``station flash`` keeps no records: no-op.
+Checkpoint = Callable[[JobState, "FlashOutcome"], None]
+
+
+def _no_checkpoint(state: JobState, out: FlashOutcome) -> None:
+    return None
+
+
 #: Chooses the image for a hub once it is identified (eui64, hw_version, version_before
 #: are filled in); returns it checked, or raises Refusal / AlreadyCurrent.
 ImageChooser = Callable[["FlashOutcome"], LoadedImage]
@@ -111,6 +123,9 @@ def catalog_chooser(catalog: Catalog, profile: Profile, policy: Policy) -> Image
         plan = catalog.plan(profile.name, out.hw_version, running)
         out.behind, out.plan = plan.behind, plan.reason
         if plan.decision is Decision.CURRENT:
+            if plan.newest is not None:  # what the hub runs: the catalogued release
+                out.target_version = plan.newest.version_text
+                out.image_sha256 = plan.newest.sha256
             raise AlreadyCurrent()
         release = plan.release
         override = None
@@ -125,6 +140,14 @@ def catalog_chooser(catalog: Catalog, profile: Profile, policy: Policy) -> Image
         if problems:
             raise Refusal(f"{path}: " + "; ".join(problems), "the catalogue file was altered")
         image = check_image(flashable(parsed, profile.app_address), profile, policy)
+        if image.descriptor.firmware_version != release.version:
+            raise Refusal(
+                f"{path}: its signed payload is version "
+                f"{format_version(image.descriptor.firmware_version)}, the catalogue's release "
+                f"is {release.version_text}",
+                "the catalogue file was altered",
+            )
+        out.target_version = release.version_text
         if override is not None:
             out.plan = f"{override}; write {release.version_text}"
             out.overrides.append(override)
@@ -204,10 +227,12 @@ class _Job:
         source: LoadedImage | ImageChooser,
         policy: Policy,
         progress: ProgressFn,
+        checkpoint: Checkpoint,
     ) -> None:
         self.profile = profile
         self.policy = policy
         self.progress = progress
+        self.checkpoint = checkpoint
         self.phase = Phase.CONNECT
         self.out = FlashOutcome(port=port, profile=profile.name)
         self.chooser: ImageChooser | None = None
@@ -221,13 +246,19 @@ class _Job:
         self.image = image
         self.out.image = image.path
         self.out.image_version = format_version(image.descriptor.firmware_version)
+        # Without a catalogue the target is the image's own signed version.
+        self.out.target_version = self.out.target_version or self.out.image_version
         self.out.image_sha256 = image.sha256
         self.out.signature = str(image.signature_status)
         self.out.signer = image.parsed.signature.signer if image.parsed.signature else None
         self.out.overrides.extend(self.policy.overrides_used(image))
 
-    def enter(self, phase: Phase, note: str = "") -> None:
+    def enter(self, phase: Phase, note: str = "", state: JobState | None = None) -> None:
+        """Enter ``phase``; with ``state``, that state is recorded first (durable before the
+        phase's first command reaches the hub)."""
         self.phase = phase
+        if state is not None:
+            self.checkpoint(state, self.out)
         self.progress(phase, 0, 0, note)
 
     def end(self, result: Result, message: str, hint: str = "") -> FlashOutcome:
@@ -270,9 +301,15 @@ class _Job:
             )
         return None
 
+    def target(self) -> int:
+        """The version the hub must run after boot: the catalogue's release (the image's
+        own signed version when there is no catalogue)."""
+        assert self.out.target_version is not None
+        return int(self.out.target_version, 16)
+
     def boot_and_confirm(self) -> str | None:
         """Start the application and confirm it; None when confirmed, else the reason."""
-        self.enter(Phase.BOOT)
+        self.enter(Phase.BOOT, state=JobState.BOOTING)
         self.session.boot(self.image)
         self.enter(Phase.CONFIRM)
         running, eui = self.session.confirm(self.profile.boot_timeout_s)
@@ -283,9 +320,10 @@ class _Job:
                 "of starting it: it did not start"
             )
         self.out.version_after = format_version(running)
-        if running != self.image.descriptor.firmware_version:
+        self.out.eui64_confirmed = eui
+        if running != self.target():
             return (
-                f"the hub runs {self.out.version_after}, not the image's {self.out.image_version}"
+                f"the hub runs {self.out.version_after}, not the target {self.out.target_version}"
             )
         if eui != self.out.eui64:
             return f"a different hub answered after boot (EUI-64 {eui}, expected {self.out.eui64})"
@@ -300,6 +338,7 @@ def flash_hub(
     policy: Policy | None = None,
     verify: str | None = None,
     on_progress: ProgressFn = no_progress,
+    checkpoint: Checkpoint = _no_checkpoint,
 ) -> FlashOutcome:
     """Re-flash the hub on ``port`` and say how it ended.
 
@@ -312,6 +351,12 @@ def flash_hub(
     Hub and link failures are reported in the outcome (result ``failed`` with the phase),
     never raised. ``on_progress`` may raise :class:`Cancelled` to stop the job at the next
     block or phase: it ends ``interrupted`` with that reason (never passed).
+
+    ``checkpoint`` is called with each state before the step it names (``identified`` once
+    the hub's identity and running version are read, ``planned`` once the image is chosen,
+    then ``erasing``, ``writing``, ``verifying``, ``booting``): the controller records it
+    durably there, and a refused record (the checkpoint raises a StationError) ends the job
+    failed before the hub is touched further.
 
     A fixed image is checked before the port is opened: a policy refusal
     (signature) comes back as ``refused`` with nothing sent to the hub.
@@ -334,25 +379,27 @@ def flash_hub(
             )
             out.signature = str(source.signature_status)
             return out
-    job = _Job(port, profile, source, policy, on_progress)
+    job = _Job(port, profile, source, policy, on_progress, checkpoint)
     session = job.session
     try:
         job.enter(Phase.CONNECT)
         session.connect(job.out)
         job.enter(Phase.IDENTIFY)
         session.identify(job.out)
+        job.checkpoint(JobState.IDENTIFIED, job.out)  # what was read, durable before a plan
         if job.plan() is Result.SKIPPED:
             return job.end(
                 Result.SKIPPED,
                 f"already running {job.out.version_before}; nothing written",
                 "" if job.chooser else "use --force to write it again",
             )
-        job.enter(Phase.ERASE)
+        job.checkpoint(JobState.PLANNED, job.out)  # the image chosen, durable before erasing
+        job.enter(Phase.ERASE, state=JobState.ERASING)
         session.erase(job.image, on_progress)
-        job.enter(Phase.WRITE)
+        job.enter(Phase.WRITE, state=JobState.WRITING)
         session.write(job.image, on_progress, job.out)
         job.out.bytes_written = len(job.image.data)
-        job.enter(Phase.VERIFY)
+        job.enter(Phase.VERIFY, state=JobState.VERIFYING)
         if not session.verify(job.image, verify or profile.verify, on_progress, job.out):
             return job.end(
                 Result.FAILED,

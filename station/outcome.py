@@ -25,13 +25,15 @@ class FlashOutcome:
     profile: str
     result: Result = Result.FAILED
     image: str = ""
-    image_version: str = ""
+    image_version: str = ""  # the version the image's signed payload states
+    target_version: str | None = None  # the release the catalogue chose (or the image's)
     image_sha256: str = ""
     eui64: str | None = None
     hw_version: int | None = None
     found_in: str | None = None  # "bootloader" or "application"
     version_before: str | None = None
     version_after: str | None = None
+    eui64_confirmed: str | None = None  # the EUI-64 the hub gave after boot
     verify_method: str | None = None
     verify_detail: str | None = None
     phase: str | None = None  # where it failed or was refused

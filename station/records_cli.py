@@ -22,11 +22,12 @@ from rich.table import Table
 
 from drivers.errors import ConfigError
 from station.images_cli import DATA
+from station.paths import keys_dir
+from station.records.keys import KeyRing
+from station.records.report_check import check_report
 from station.records.reports import (
     CATEGORIES,
     Reconciliation,
-    dsp_export,
-    dsp_rows,
     junit_xml,
     reconcile,
     summarise,
@@ -82,11 +83,24 @@ def _write_file(path: str, text: str) -> None:
 def cmd_report_dsp(args: argparse.Namespace, err: Console) -> int:
     with open_store(args.db) as store:
         batch_id = resolve_batch(store, args.batch)
-        text = dsp_export(store, batch_id, args.format)
-        rows = len(dsp_rows(store, batch_id))
+        text = store.dsp_text(batch_id, args.format)
+        export, rows, _ = store.dsp(batch_id)
+    if export is None:
+        err.print(
+            f"batch {batch_id} is still open: this is a preview of its DSP update, which is "
+            "made once, when the batch closes; do not send it",
+            highlight=False,
+            markup=False,
+        )
     if args.output:
         _write_file(args.output, text)
-        err.print(f"batch {batch_id}: {rows} passed hubs written to {args.output}", highlight=False)
+        what = "preview" if export is None else f"export {export.id}"
+        err.print(
+            f"batch {batch_id}: {len(rows)} hub(s) in its DSP update ({what}) written to "
+            f"{args.output}",
+            highlight=False,
+            markup=False,
+        )
     else:
         print(text, end="", flush=True)
     return 0
@@ -208,17 +222,36 @@ def cmd_report_summary(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace, err: Console) -> int:
+    ring = KeyRing.from_dir(args.keys or keys_dir())
     with open_store(args.db) as store:
-        check = store.verify_audit()
+        if args.report:
+            head, problems = check_report(store, Path(args.report), ring)
+            if args.json:
+                doc = {"ok": not problems, "report": args.report, "head": head.to_json()}
+                print(json.dumps({**doc, "problems": problems}), flush=True)
+            elif not problems:
+                print(
+                    f"report {args.report} matches the records: head {head.seq} {head.hash} "
+                    f"signed by station {head.station_id}"
+                )
+            else:
+                print(f"report {args.report} does NOT match the records:")
+                for problem in problems:
+                    print(f"  {problem}")
+            return 0 if not problems else 1
+        check = store.verify_audit(ring)
     if args.json:
-        print(json.dumps(check.__dict__), flush=True)
+        print(json.dumps(check.to_json()), flush=True)
     elif check.ok:
-        print(f"audit chain intact: {check.entries} entries, head {check.head}")
-    else:
         print(
-            f"audit chain BROKEN at entry {check.bad_seq}: {check.reason} "
-            f"({check.entries - 1} entries before it are intact, last good hash {check.head})"
+            f"audit chain intact: {check.entries} entries, {check.signed_heads} signed heads "
+            f"verified with the keys in {ring.source}, every record matches it; head "
+            f"{check.head_seq} {check.head}"
         )
+    else:
+        print(f"audit FAILED: {len(check.problems)} problem(s) ({check.entries} entries read)")
+        for problem in check.problems:
+            print(f"  {problem}")
     return 0 if check.ok else 1
 
 
@@ -305,7 +338,11 @@ def cmd_hub(args: argparse.Namespace, err: Console) -> int:
             "eui64": hub.eui64 if hub else args.eui64,
             "model": hub.model if hub else None,
             "hw_version": hub.hw_version if hub else None,
-            "firmware_version": hub.firmware_version if hub else None,
+            "running_version": hub.running_version if hub else None,
+            "baseline_version": hub.baseline_version if hub else None,
+            "exported_version": hub.exported_version if hub else None,
+            "export_id": hub.export_id if hub else None,
+            "pending_dsp": hub.pending if hub else False,
             "first_seen": utc_text(hub.first_seen) if hub else None,
             "last_seen": utc_text(hub.last_seen) if hub else None,
             "jobs": [_job_doc(job, events) for job, events in history],
@@ -316,7 +353,9 @@ def cmd_hub(args: argparse.Namespace, err: Console) -> int:
     if hub is not None:
         out.print(
             f"[bold]hub {hub.eui64}[/]  model {hub.model}  hardware {hub.hw_version}  "
-            f"firmware {hub.firmware_version or '?'}  first seen {utc_text(hub.first_seen)}  "
+            f"firmware {hub.running_version or 'unknown'}  DSP told "
+            f"{hub.exported_version or '-'}{' (update pending)' if hub.pending else ''}  "
+            f"first seen {utc_text(hub.first_seen)}  "
             f"last seen {utc_text(hub.last_seen)}"
         )
     for job, events in history:
@@ -366,10 +405,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     q = rsub.add_parser(
         "dsp",
-        help="firmware-version update for the DSP: one row per passed hub",
-        description="Every hub that passed in the batch (verified and its running version "
-        "read back): EUI-64, model, version before and after, image SHA-256, completion time "
-        "(UTC), station id and operator. CSV with a header row, or JSON.",
+        help="firmware-version update for the DSP: one row per hub whose version changed",
+        description="The DSP update the batch's close made: one row per hub whose running "
+        "version (read back after a verified write, or found already current) differs from "
+        "what the DSP was last told, each hub change in exactly one batch's update: EUI-64, "
+        "model, version before and after, image SHA-256, time (UTC), station id and operator, "
+        "and the export id and signed audit head. Printing it again gives the same rows. For "
+        "a batch still open it prints a preview (and says so). CSV with a header row, or JSON.",
     )
     _batch_arg(q)
     q.add_argument("--format", choices=["csv", "json"], default="csv")
@@ -407,10 +449,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "verify",
         help="recompute the audit chain: exit 0 intact, 1 with the first bad entry",
         description="Recompute every audit entry's hash from its contents and the previous "
-        "entry's hash. Exit 0 when the chain is intact (prints the head hash: keep a copy "
-        "elsewhere to detect truncation), 1 naming the first entry that breaks it.",
+        "entry's hash, check every signed head with the stations' public keys, and compare "
+        "every batch, job, hub and DSP export in the database with its audited record. With "
+        "--report FILE, check a report (DSP CSV/JSON, consignment, JUnit, summary) against "
+        "the records: its signed head, the chain at that head, and its content. Exit 0 when "
+        "everything agrees, 1 listing every problem. docs/records.md says what this does "
+        "and does not catch.",
     )
     q.add_argument("--json", action="store_true", help="the result as one JSON object")
+    q.add_argument("--report", help="a report file to check against the records")
+    q.add_argument(
+        "--keys",
+        help="folder of the stations' public keys (*.pub); default $STATION_KEYS, else "
+        "station-data/keys",
+    )
     _db_arg(q)
     q.set_defaults(func=cmd_audit_verify)
 

@@ -21,7 +21,7 @@ from types import FrameType
 
 from rich.console import Console
 
-from station.batch import BatchRun, with_overrides
+from station.batch import BatchRun, describe_recovery, with_overrides
 from station.events import Event
 from station.render import EventBoard
 
@@ -105,9 +105,8 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
         if extra:
             run.policy = with_overrides(run.policy, extra)
         batch = run.begin()
-        if run.stale:
-            stale = len(run.stale)
-            err.print(f"{stale} job(s) left in flight by an earlier run marked interrupted")
+        for line in describe_recovery(run.recovery):
+            err.print(line, highlight=False, markup=False)
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -122,8 +121,7 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
                 signal.signal(sig, handler)
         summ, recon = run.finish()
         counts = recon.counts()
-        bad = counts.get("failed", 0) + summ.counts.get("interrupted", 0)
-        missing = counts.get("missing", 0)
+        problems = run.problems(recon)
         if not args.json:
             rate = f", {summ.hubs_per_hour:.0f} hubs/hour" if summ.hubs_per_hour else ""
             Console(soft_wrap=True).print(
@@ -133,6 +131,8 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
                 f"--batch {batch}",
                 highlight=False,
             )
-        return 1 if bad or missing else 0
+            for line in problems:
+                err.print(f"exit status 1: {line}", highlight=False, markup=False)
+        return 1 if problems else 0
     finally:
         run.close()

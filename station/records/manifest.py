@@ -2,13 +2,15 @@
 
 A manifest has a header row and one hub per line::
 
-    Consignment ID, EUI-64, Model
-    CN-2024-0117, 00-DB-12-34-56-78-90-A0, demo-an3155
-    CN-2024-0117, 00DB1234567890A1,
+    Consignment ID, EUI-64, Model, Firmware version
+    CN-2024-0117, 00-DB-12-34-56-78-90-A0, demo-an3155, 0x01010000
+    CN-2024-0117, 00DB1234567890A1,,
 
 Header names are matched without regard to case, spaces, ``-`` or ``_`` (``consignment_id``,
-``Consignment ID``); the model column is optional and may be empty on any line; extra columns
-are ignored. EUI-64s are accepted as ``00-DB-12-34-56-78-90-A0``, ``00:DB:...`` or
+``Consignment ID``); the model and firmware version columns are optional and may be empty on
+any line; extra columns are ignored. The firmware version is what the DSP holds for the hub
+(``0x01010000`` or ``1.1.0.0``): when given, it is the version a change is reported against
+(see station.records.dsp). EUI-64s are accepted as ``00-DB-12-34-56-78-90-A0``, ``00:DB:...`` or
 ``00DB1234567890A0`` and kept in the DUIS form ``00-DB-12-34-56-78-90-A0``. A bad file is
 refused as a whole, naming the line and the reason: a manifest is reconciled against what
 the bench did, so half a manifest would report hubs as missing or unexpected that are not.
@@ -34,6 +36,7 @@ _COLUMNS: dict[str, frozenset[str]] = {
     "consignment_id": frozenset({"consignmentid", "consignment", "consignmentno"}),
     "eui64": frozenset({"eui64", "eui", "deviceid", "chfeui64", "chfdeviceid"}),
     "model": frozenset({"model", "expectedmodel", "hubmodel"}),
+    "version": frozenset({"firmwareversion", "version", "currentversion", "dspversion"}),
 }
 
 
@@ -61,12 +64,15 @@ class ManifestItem:
         eui64: its EUI-64, normalised.
         model: the model the manifest expects (None: not stated).
         line: the line of the file it came from (1 is the header).
+        version: the firmware version the DSP holds for it, ``0x01010000`` (None: not
+            stated).
     """
 
     consignment_id: str
     eui64: str
     model: str | None
     line: int
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,12 +164,32 @@ def _read_rows(text: str, where: str) -> list[ManifestItem]:
             )
         seen[eui] = line
         model = cells[header["model"]] if "model" in header else ""
-        items.append(ManifestItem(consignment, eui, model or None, line))
+        version = cells[header["version"]] if "version" in header else ""
+        items.append(
+            ManifestItem(consignment, eui, model or None, line, _version(version, where, line))
+        )
     if header is None:
         raise ConfigError(f"{where}: empty manifest (no header row)")
     if not items:
         raise ConfigError(f"{where}: the manifest lists no hubs")
     return items
+
+
+def _version(text: str, where: str, line: int) -> str | None:
+    """A firmware version cell as ``0x01020304`` (None when empty)."""
+    if not text:
+        return None
+    parts = text.split(".")
+    try:
+        if len(parts) == 4 and all(0 <= int(p) < 256 for p in parts):
+            value = int.from_bytes(bytes(int(p) for p in parts), "big")
+        else:
+            value = int(text, 16)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ConfigError(f"{where}:{line}: firmware version {text!r} is not 0x01020304 or 1.2.3.4")
+    return f"0x{value:08X}"
 
 
 def _parse_header(cells: list[str], where: str, line: int) -> dict[str, int]:
@@ -180,6 +206,6 @@ def _parse_header(cells: list[str], where: str, line: int) -> dict[str, int]:
             raise ConfigError(
                 f"{where}:{line}: no {column.replace('_', ' ')} column in the header "
                 f"(found: {', '.join(repr(c) for c in cells)}); the header row must name "
-                "'consignment id' and 'EUI-64' (and optionally 'model')"
+                "'consignment id' and 'EUI-64' (and optionally 'model', 'firmware version')"
             )
     return found

@@ -7,10 +7,14 @@ queued since its last pass and commits it in one transaction (:meth:`Store.group
 commit, one fsync), and only then publishes the events, in the order they were handed in.
 So the rule of ARCHITECTURE.md §7 still holds: nothing is shown before it is durable.
 
-Two calls wait for the database: :meth:`Recorder.start_job` (the job's id is needed for
-everything after) and :meth:`Recorder.finish_job` (a slot's next job, or a retry, starts only
-once the last one is recorded, and the store decides the final state). A record the store
-refuses (an illegal transition: a bug) is not published; a ``record-error`` event says so.
+Every record waits for the database before the slot goes on: :meth:`Recorder.start_job`
+(the job's id is needed for everything after), :meth:`Recorder.state` (a state is durable
+*before* the step it names: the identity read before the plan, ``erasing`` before the first
+erase command; ARCHITECTURE.md §10) and :meth:`Recorder.finish_job` (the store decides the
+final state). Only progress counters, notes and retries run ahead. Waiting costs a slot one
+group commit per state, shared with every other slot that recorded in the same pass. A
+record the store refuses raises in the slot that handed it in, and is not published; a
+``record-error`` event says so.
 
 The recorder starts no thread: the controller runs :meth:`Recorder.run` in one.
 """
@@ -95,8 +99,13 @@ class Recorder:
         return int(self._wait(record))
 
     def state(self, slot: int, job_id: int, state: JobState, detail: dict[str, Any]) -> None:
-        """Queue a job's move to ``state``: persisted, then published as a ``state`` event."""
-        self._queue.put(
+        """Record a job's move to ``state``; waits until it is durable (then it is published
+        as a ``state`` event).
+
+        Raises:
+            StoreError: the store refused it (nothing was recorded).
+        """
+        self._wait(
             _Record(
                 lambda store: store.record_state(job_id, state, detail),
                 lambda _: [Event("state", slot, job_id, str(state), detail)],

@@ -1,7 +1,11 @@
-"""Reports from the station's records: DSP export, consignment reconciliation, JUnit, summary.
+"""Reports from the station's records: consignment reconciliation, JUnit, summary, and the
+files of every report of a batch (the DSP update itself is :mod:`station.records.dsp`).
 
 Every report is computed from the store alone (never from a live run), so it can be made
-again at any time, on any machine that reaches the database, and says the same thing.
+again at any time, on any machine that reaches the database, and says the same thing byte
+for byte once its batch is closed: ``station audit verify --report FILE`` makes it again and
+compares. Each carries the audit head it was made under (:class:`~station.records.audit.Head`:
+signed by the station when its batch closed; for an open batch, the current head, unsigned).
 
 Which job speaks for a hub: a hub may be run more than once in a batch (re-seated after a
 failure). Its *latest* job decides its result, except that a hub that passed and was then
@@ -10,8 +14,6 @@ found already current (``SKIPPED``) still counts as passed: the skip confirms th
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -22,21 +24,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from station.events import JobState
+from station.records.audit import Head
 from station.records.manifest import ManifestItem
 from station.records.store import BatchRow, JobRow, Store
 
 __all__ = [
-    "DSP_COLUMNS",
-    "DSP_FORMAT",
+    "CONSIGNMENT_FORMAT",
+    "SUMMARY_FORMAT",
     "BatchSummary",
-    "DspRow",
     "HubEntry",
     "Reconciliation",
-    "dsp_export",
-    "dsp_rows",
     "junit_xml",
     "reason_class",
     "reconcile",
@@ -44,19 +44,9 @@ __all__ = [
     "write_reports",
 ]
 
-#: The DSP export's columns, in order (CSV header and JSON keys).
-DSP_COLUMNS: Final = (
-    "eui64",
-    "model",
-    "version_before",
-    "version_after",
-    "image_sha256",
-    "completed_at",
-    "station_id",
-    "operator",
-)
-#: Names the JSON document's shape, so a consumer can refuse one it does not know.
-DSP_FORMAT: Final = "chub-station/dsp-firmware-update/1"
+#: Name each JSON document's shape, so a consumer can refuse one it does not know.
+CONSIGNMENT_FORMAT: Final = "chub-station/consignment/1"
+SUMMARY_FORMAT: Final = "chub-station/batch-summary/1"
 
 
 def utc_text(at: datetime | None) -> str | None:
@@ -92,83 +82,6 @@ def _by_hub(jobs: Sequence[JobRow]) -> tuple[dict[str, _HubJobs], list[JobRow]]:
         else:
             unidentified.append(job)
     return {eui: _HubJobs(eui, tuple(js)) for eui, js in groups.items()}, unidentified
-
-
-# -- DSP export ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DspRow:
-    """One passed hub, as the CSP tells the DSP its new firmware version."""
-
-    eui64: str
-    model: str
-    version_before: str
-    version_after: str
-    image_sha256: str
-    completed_at: str
-    station_id: str
-    operator: str
-
-    def as_dict(self) -> dict[str, str]:
-        """The row as ``DSP_COLUMNS`` -> value."""
-        return {name: getattr(self, name) for name in DSP_COLUMNS}
-
-
-def dsp_rows(store: Store, batch_id: int) -> list[DspRow]:
-    """One row per hub that passed in the batch, in completion order."""
-    batch = store.batch(batch_id)
-    hubs, _ = _by_hub(store.jobs(batch_id))
-    rows = []
-    for group in hubs.values():
-        job = group.decisive
-        if job.state is not JobState.PASSED:
-            continue
-        rows.append(
-            (
-                job.finished_at or job.started_at,
-                DspRow(
-                    eui64=group.eui64,
-                    model=job.profile,
-                    version_before=job.version_before or "",
-                    version_after=job.version_after or "",
-                    image_sha256=job.image_sha256 or "",
-                    completed_at=utc_text(job.finished_at or job.started_at) or "",
-                    station_id=batch.station_id,
-                    operator=batch.operator,
-                ),
-            )
-        )
-    rows.sort(key=lambda r: (r[0], r[1].eui64))
-    return [row for _, row in rows]
-
-
-def dsp_export(store: Store, batch_id: int, fmt: Literal["csv", "json"]) -> str:
-    """The DSP firmware-version update for a batch, as CSV (RFC 4180) or JSON text.
-
-    The CSV has a header row of :data:`DSP_COLUMNS`; the JSON is one object with the batch
-    and a ``hubs`` list of objects with those keys (see docs/records.md).
-    """
-    rows = dsp_rows(store, batch_id)
-    if fmt == "csv":
-        buf = io.StringIO(newline="")
-        writer = csv.DictWriter(buf, fieldnames=DSP_COLUMNS, lineterminator="\r\n")
-        writer.writeheader()
-        writer.writerows(r.as_dict() for r in rows)
-        return buf.getvalue()
-    if fmt == "json":
-        batch = store.batch(batch_id)
-        doc = {
-            "format": DSP_FORMAT,
-            "batch": batch.id,
-            "station_id": batch.station_id,
-            "operator": batch.operator,
-            "generated_at": utc_text(datetime.now(UTC)),
-            "count": len(rows),
-            "hubs": [r.as_dict() for r in rows],
-        }
-        return json.dumps(doc, indent=2) + "\n"
-    raise ValueError(f"unknown DSP export format {fmt!r} (csv or json)")
 
 
 # -- reconciliation ------------------------------------------------------------------------
@@ -245,6 +158,7 @@ class Reconciliation:
     lists: dict[str, list[HubEntry]]
     unidentified_jobs: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    head: Head | None = None
 
     @property
     def complete(self) -> bool:
@@ -261,6 +175,7 @@ class Reconciliation:
     def to_json(self) -> dict[str, Any]:
         """The reconciliation as one JSON-ready object (see docs/records.md)."""
         doc: dict[str, Any] = {
+            "format": CONSIGNMENT_FORMAT,
             "batch": self.batch,
             "station_id": self.station_id,
             "manifest": self.manifest,
@@ -274,6 +189,7 @@ class Reconciliation:
             doc[c] = [e.to_json() for e in self.lists[c]]
         doc["unidentified_jobs"] = self.unidentified_jobs
         doc["warnings"] = self.warnings
+        doc["audit"] = None if self.head is None else self.head.to_json()
         return doc
 
 
@@ -353,6 +269,7 @@ def reconcile(store: Store, batch_id: int) -> Reconciliation:
             for j in unidentified
         ],
         warnings=warnings,
+        head=store.report_head(batch_id),
     )
 
 
@@ -416,6 +333,8 @@ def junit_xml(store: Store, batch_id: int) -> str:
         ("manifest", batch.manifest or ""),
     ):
         ET.SubElement(props, "property", {"name": name, "value": _x(value)})
+    for name, value in _head_properties(store.report_head(batch_id)):
+        ET.SubElement(props, "property", {"name": name, "value": value})
     for job in jobs:
         case = ET.SubElement(
             suite,
@@ -459,6 +378,17 @@ def junit_xml(store: Store, batch_id: int) -> str:
             )
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _head_properties(head: Head) -> list[tuple[str, str]]:
+    """The audit head as JUnit properties (``audit_*``)."""
+    return [
+        ("audit_seq", str(head.seq)),
+        ("audit_hash", head.hash),
+        ("audit_station", head.station_id or ""),
+        ("audit_key_id", head.key_id or ""),
+        ("audit_signature", head.signature or ""),
+    ]
 
 
 # -- summary -------------------------------------------------------------------------------
@@ -514,10 +444,13 @@ class BatchSummary:
     bytes_written: int
     failures: list[dict[str, Any]]
     refusals: list[dict[str, Any]]
+    head: Head | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The summary as one JSON-ready object (see docs/records.md)."""
-        return dict(self.__dict__)
+        out = {"format": SUMMARY_FORMAT, **{k: v for k, v in self.__dict__.items() if k != "head"}}
+        out["audit"] = None if self.head is None else self.head.to_json()
+        return out
 
 
 def _by_reason(jobs: Sequence[JobRow]) -> list[dict[str, Any]]:
@@ -568,6 +501,7 @@ def summarise(store: Store, batch_id: int) -> BatchSummary:
             [j for j in jobs if j.state in (JobState.FAILED, JobState.INTERRUPTED)]
         ),
         refusals=_by_reason([j for j in jobs if j.state is JobState.REFUSED]),
+        head=store.report_head(batch_id),
     )
 
 
@@ -606,8 +540,8 @@ def write_reports(store: Store, batch_id: int, folder: str | Path) -> dict[str, 
     """
     root = Path(folder)
     texts = {
-        "dsp-csv": ("dsp.csv", dsp_export(store, batch_id, "csv")),
-        "dsp-json": ("dsp.json", dsp_export(store, batch_id, "json")),
+        "dsp-csv": ("dsp.csv", store.dsp_text(batch_id, "csv")),
+        "dsp-json": ("dsp.json", store.dsp_text(batch_id, "json")),
         "consignment": (
             "consignment.json",
             json.dumps(reconcile(store, batch_id).to_json(), indent=2) + "\n",

@@ -1,32 +1,39 @@
-"""The station's durable records: batches, consignments, hubs, jobs, job events and audit.
+"""The station's durable records: batches, consignments, hubs, jobs, exports and audit.
 
 SQLAlchemy Core over SQLite by default (one file in the station's data folder, WAL journal,
 ``synchronous=FULL``, foreign keys on) or PostgreSQL by URL for a warehouse
-(``postgresql+psycopg://user@host/db``). Queries use only portable SQL.
+(``postgresql+psycopg://user@host/db``). Queries use only portable SQL; every value is held
+to its column's limit before it is written, the same on both (:func:`schema.checked`).
 
-Durability rule: every public write is one committed transaction. When a call returns, what
-it recorded survives a ``kill -9`` of the station, or (SQLite ``synchronous=FULL``, PostgreSQL
-``synchronous_commit=on``) a power cut. The controller records each transition *before* it
-publishes it, so nothing a user was shown can be lost. On start-up, :meth:`Store.mark_interrupted`
-turns every job that was still running into ``INTERRUPTED``.
+**Durable before acted on.** Every public write is one committed transaction: when a call
+returns, what it recorded survives a ``kill -9`` (and, with ``synchronous=FULL`` /
+PostgreSQL's synchronous commit, a power cut). The controller records each state *before*
+the step it names: the identity read from a hub (``identified``: EUI-64, hardware and
+running version) before anything is planned or written, the image chosen (``planned``)
+before the erase, ``erasing`` before the first erase command. A call that raises recorded
+nothing: its transaction rolled back whole.
+
+**Ownership.** A process writes only under its station's lease (:meth:`Store.acquire_lease`,
+:mod:`station.records.leases`): every batch and job names the lease it was opened under,
+and only that lease's holder may record their states and end them. Jobs and batches whose
+lease is gone (the process killed, or silent past its time to live on another host) are
+ended by whoever notices first, once (:meth:`Store.recover`).
+
+**Records match hubs.** The ``hubs`` table keeps each hub's running version as last read
+from it and the version last exported to the DSP; the DSP update is made from those, per
+hub, exactly once (:mod:`station.records.dsp`). A pass needs its evidence
+(:mod:`station.records.pass_rule`); an outcome without it is recorded failed and audited.
+
+**Audit.** Every write of a batch, a job's final record, a hub or an export appends a
+snapshot of the row to the hash chain, and a batch's close appends the chain's head signed
+with the station's key (:mod:`station.records.audit`).
 
 Thread safety: one :class:`Store` is shared by every slot thread; each call takes its own
 pooled connection, and writes are serialised within the process (SQLite allows one writer
 at a time anyway). :meth:`Store.group` lets one thread (the controller's recorder) commit
 many writes in one transaction, each in its own savepoint: one commit and one fsync for
-all, and the durability rule then holds when the group ends. Writers in other processes are
-serialised by the database: SQLite write transactions start with ``BEGIN IMMEDIATE``; on
-PostgreSQL a lost race for the next audit sequence number or a hub row is retried.
-
-The store never launders a false pass: a job ends ``PASSED`` only through
-:meth:`Store.finish_job` with an outcome that says passed *and* carries the evidence (the job
-walked the state machine to ``BOOTING``, a verify method, a running version read back equal to
-the image's, the hub's EUI-64 and the image's SHA-256). Otherwise it is recorded ``FAILED``
-with the reason, and the refusal is audited.
-
-The audit log is append-only and hash-chained: each entry's ``hash`` is SHA-256 over a
-canonical encoding of the entry and the previous entry's hash (see :func:`audit_hash`), so an
-edited, inserted or deleted entry breaks the chain at that point (:meth:`Store.verify_audit`).
+all. Writers in other processes are serialised by the database: SQLite write transactions
+start with ``BEGIN IMMEDIATE``; on PostgreSQL a lost race for a key is retried.
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -55,23 +63,30 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from drivers.errors import ConfigError, StationError
+from drivers.errors import ConfigError
 from station.events import CHAIN, JobState, legal
 from station.outcome import FlashOutcome, Result
-from station.records.audit import (
-    GENESIS_HASH,
-    AuditCheck,
-    AuditEntry,
-    audit_hash,
-    canonical_json,
+from station.records import audit as chain
+from station.records import dsp, leases
+from station.records.audit import AuditCheck, AuditEntry, Head
+from station.records.errors import (
+    BatchFinished,
+    IllegalTransition,
+    LeaseLost,
+    StoreError,
+    UnknownRecord,
 )
+from station.records.keys import KeyRing, StationKey
+from station.records.leases import Lease
 from station.records.manifest import Manifest, ManifestItem, normalise_eui64
 from station.records.pass_rule import pass_evidence_problem
 from station.records.schema import (
     SCHEMA_VERSION,
     audit,
     batches,
+    checked,
     consignment_items,
+    exports,
     hubs,
     job_events,
     jobs,
@@ -80,33 +95,21 @@ from station.records.schema import (
 )
 
 __all__ = [
-    "GENESIS_HASH",
-    "SCHEMA_VERSION",
-    "AuditCheck",
-    "AuditEntry",
-    "BatchFinished",
+    "BatchClosed",
     "BatchRow",
     "EventRow",
     "HubRow",
-    "IllegalTransition",
     "JobRow",
+    "Recovery",
     "Store",
-    "StoreError",
-    "UnknownRecord",
-    "audit_hash",
-    "canonical_json",
     "default_url",
-    "metadata",
-    "pass_evidence_problem",
 ]
 
 #: Attempts of one write when another process wins a race for a unique key (PostgreSQL).
 _WRITE_ATTEMPTS: Final = 5
 #: PostgreSQL SQLSTATEs of a transaction that lost a race: deadlock, serialisation failure.
 _RETRY_STATES: Final = frozenset({"40P01", "40001"})
-#: Rows of station_meta made with the schema. Every audit append first updates the
-#: ``audit_lock`` row: on PostgreSQL that row lock queues concurrent appenders from other
-#: processes, so each one reads the chain head only after the previous append committed.
+#: Rows of station_meta made with the schema (``audit_lock``: see audit.append).
 _META_ROWS: Final = {
     "schema_version": str(SCHEMA_VERSION),
     "audit_lock": "audit appends serialise on this row",
@@ -121,52 +124,34 @@ _PHASE_OF_STATE: Final = {
     JobState.VERIFYING: "verify",
     JobState.BOOTING: "boot",
 }
+#: What a state's detail may set on the job row (detail key -> column): what was read from
+#: the hub and what was decided about it, recorded with the state that follows the reading.
+_STATE_FIELDS: Final = {
+    "eui64": "eui64",
+    "hw_version": "hw_version",
+    "found_in": "found_in",
+    "version_before": "version_before",
+    "target_version": "target_version",
+    "image_version": "image_version",
+    "image": "image_path",
+    "image_sha256": "image_sha256",
+    "signature": "signature",
+    "signer": "signer",
+    "plan": "plan",
+    "behind": "behind",
+    "overrides": "overrides",
+}
+_LIVE: Final = [str(s) for s in CHAIN]
+_WRITTEN: Final = frozenset(CHAIN[CHAIN.index(JobState.ERASING) :])
 
 T = TypeVar("T")
 
 
-# -- errors --------------------------------------------------------------------------------
-
-
-class StoreError(StationError):
-    """The station database refused or failed a read or write."""
-
-    default_hint = (
-        "check that the station database is reachable and writable (--db URL, or the "
-        "station-data folder); nothing was recorded by the failed call"
-    )
-
-
-class UnknownRecord(StoreError):
-    """A batch or job id that the store does not hold."""
-
-    default_hint = "'station batches' lists the batches this database holds"
-
-
-class IllegalTransition(StoreError):
-    """A job state change the state machine does not allow (station.events.legal).
-
-    Attributes:
-        job_id: the job.
-        src: its recorded state.
-        dst: the state that was refused.
-    """
-
-    default_hint = "this is a bug in the caller: a job walks its states forward, one at a time"
-
-    def __init__(self, job_id: int, src: JobState, dst: JobState, why: str = "") -> None:
-        super().__init__(
-            f"job {job_id}: {src} -> {dst} is not a legal transition" + (f": {why}" if why else "")
-        )
-        self.job_id = job_id
-        self.src = src
-        self.dst = dst
-
-
-class BatchFinished(StoreError):
-    """A job was started in a batch that is already finished."""
-
-    default_hint = "start a new batch"
+def _software() -> str:
+    try:
+        return f"chub-station {package_metadata.version('chub-station')}"
+    except package_metadata.PackageNotFoundError:
+        return "chub-station (not installed)"
 
 
 # -- rows ----------------------------------------------------------------------------------
@@ -181,6 +166,7 @@ class BatchRow:
 
     id: int
     station_id: str
+    lease_id: str
     operator: str
     rig: str
     catalog: str
@@ -188,6 +174,7 @@ class BatchRow:
     manifest_sha256: str | None
     started_at: datetime
     finished_at: datetime | None
+    closed_reason: str | None = None
     counts: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -197,6 +184,7 @@ class JobRow:
 
     id: int
     batch_id: int
+    lease_id: str
     slot: int
     port: str
     profile: str
@@ -206,6 +194,7 @@ class JobRow:
     state: JobState
     version_before: str | None
     version_after: str | None
+    target_version: str | None
     image_version: str | None
     image_path: str | None
     image_sha256: str | None
@@ -240,15 +229,58 @@ class EventRow:
 
 @dataclass(frozen=True)
 class HubRow:
-    """What the station knows about one hub across batches."""
+    """What the station knows about one hub across batches (see station.records.dsp)."""
 
     eui64: str
     model: str
     hw_version: int | None
-    firmware_version: str | None
     first_seen: datetime
     last_seen: datetime
     last_job_id: int | None
+    baseline_version: str | None
+    running_version: str | None
+    running_sha256: str | None
+    running_job_id: int | None
+    running_at: datetime | None
+    exported_version: str | None
+    export_id: int | None
+
+    @property
+    def pending(self) -> bool:
+        """Whether the hub's running version is news to the DSP (its next export has it)."""
+        return dsp.is_pending(
+            self.running_version, self.exported_version, self.baseline_version, None
+        )
+
+
+@dataclass(frozen=True)
+class BatchClosed:
+    """What closing a batch did.
+
+    Attributes:
+        batch: the batch.
+        interrupted: its jobs that were still live (their outcome was never recorded).
+        export_id: the DSP export its close made.
+        exported: the hubs that export carried.
+        head: the audit head signed at the close (unsigned when no key was given).
+        reason: why it was closed by someone else than its owner (None: by its owner).
+    """
+
+    batch: int
+    interrupted: list[int]
+    export_id: int
+    exported: list[str]
+    head: Head
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What :meth:`Store.recover` found left behind by stations that are gone."""
+
+    noticed: list[Lease] = field(default_factory=list)
+    interrupted: list[int] = field(default_factory=list)
+    closed: list[BatchClosed] = field(default_factory=list)
 
 
 def _eui_or_raw(text: str | None) -> str | None:
@@ -258,6 +290,13 @@ def _eui_or_raw(text: str | None) -> str | None:
         return normalise_eui64(text)
     except ValueError:
         return text.strip()
+
+
+def _valid_eui(text: str | None) -> str | None:
+    try:
+        return None if text is None else normalise_eui64(text)
+    except ValueError:
+        return None
 
 
 def default_url(data_dir: Path) -> str:
@@ -272,6 +311,7 @@ class Store:
     """The station's durable records; thread-safe, one committed transaction per write.
 
     Open with :meth:`open`; close with :meth:`close` (or use it as a context manager).
+    Writing batches and jobs needs this station's lease (:meth:`acquire_lease`).
     """
 
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] | None = None) -> None:
@@ -283,6 +323,8 @@ class Store:
         self._sqlite = engine.dialect.name == "sqlite"
         # One shared connection (in-memory SQLite): reads must not interleave with writes.
         self._shared = isinstance(engine.pool, StaticPool)
+        #: This process's lease, once acquired.
+        self.lease: Lease | None = None
 
     # -- opening -------------------------------------------------------------------------
 
@@ -340,11 +382,24 @@ class Store:
 
         def initialise(conn: Connection) -> str | None:
             have = {str(k): str(v) for k, v in conn.execute(select(station_meta)).all()}
+            if have and "schema_version" not in have:
+                return "unknown"
             for key, value in _META_ROWS.items():
                 if key not in have:
                     conn.execute(insert(station_meta).values(key=key, value=value))
             return have.get("schema_version")
 
+        try:
+            version = self._read(read_version)
+        except StoreError:
+            version = None  # no schema yet (or not ours): made below when asked to
+        if version is not None and version != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.url} holds station records of schema version {version}; this "
+                f"station writes version {SCHEMA_VERSION}",
+                hint="give a new database (--db) for this release; the old records stay "
+                "readable by the release that wrote them",
+            )
         if create:
             for attempt in (1, 2):
                 try:
@@ -359,8 +414,6 @@ class Store:
                             f"cannot open the station database: {_db_error(exc)}"
                         ) from exc
             version = self._write(initialise)
-        else:
-            version = self._read(read_version)
         if version is None and not create:
             raise StoreError(
                 f"{self.url} holds no station database",
@@ -368,13 +421,13 @@ class Store:
             )
         if version is not None and version != str(SCHEMA_VERSION):
             raise StoreError(
-                f"the station database has schema version {version}; this station writes "
-                f"version {SCHEMA_VERSION}",
-                hint="use a station release that matches the database, or a new database",
+                f"{self.url} holds station records of schema version {version}; this "
+                f"station writes version {SCHEMA_VERSION}",
+                hint="give a new database (--db) for this release",
             )
 
     def close(self) -> None:
-        """Release every connection."""
+        """Release every connection (a held lease stays until :meth:`release_lease`)."""
         self._engine.dispose()
 
     def __enter__(self) -> Store:
@@ -395,9 +448,9 @@ class Store:
         """Commit every write this thread makes inside the block in one transaction.
 
         Each write runs in its own savepoint, so one that raises (an illegal transition, a
-        bad record) is undone alone and the others stand. Nothing is durable until the
+        value too long) is undone alone and the others stand. Nothing is durable until the
         block ends; a failing commit raises :class:`StoreError` and loses the whole group,
-        so callers publish what the group recorded only after it ends. Groups do not nest.
+        so callers act on what the group recorded only after it ends. Groups do not nest.
 
         Raises:
             StoreError: the transaction could not be begun or committed.
@@ -435,7 +488,7 @@ class Store:
                         with conn.begin():
                             return work(conn)
                 except (IntegrityError, OperationalError) as exc:
-                    # Another process won a race (a hub row inserted first, a deadlock or
+                    # Another process won a race (a row inserted first, a deadlock or a
                     # serialisation failure): the transaction rolled back whole, so run it
                     # again. SQLite writers are serialised (BEGIN IMMEDIATE): nothing to retry.
                     retry = isinstance(exc, IntegrityError) or _sqlstate(exc) in _RETRY_STATES
@@ -456,46 +509,96 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"station database: {_db_error(exc)}") from exc
 
-    # -- audit ---------------------------------------------------------------------------
+    # -- leases ----------------------------------------------------------------------------
 
-    def _append_audit(
-        self,
-        conn: Connection,
-        operator: str,
-        action: str,
-        detail: Mapping[str, Any],
-        at: datetime | None = None,
-    ) -> int:
-        conn.execute(
-            update(station_meta)
-            .where(station_meta.c.key == "audit_lock")
-            .values(value=station_meta.c.value)
-        )
-        last = conn.execute(
-            select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)
-        ).first()
-        seq = 1 if last is None else int(last.seq) + 1
-        prev = GENESIS_HASH if last is None else str(last.hash)
-        at = at or self._clock()
-        text = canonical_json(dict(detail))
-        conn.execute(
-            insert(audit).values(
-                seq=seq,
-                at=at,
-                operator=operator,
-                action=action,
-                detail=text,
-                prev_hash=prev,
-                hash=audit_hash(seq, at, operator, action, text, prev),
+    def acquire_lease(
+        self, station_id: str, *, rig: str = "", ttl_s: float = leases.DEFAULT_TTL_S
+    ) -> Lease:
+        """Take ``station_id`` for this process (audited); needed before any batch or job.
+
+        Raises:
+            StationBusy: a live process serves this station already.
+        """
+        if self.lease is not None:
+            raise StoreError(f"this store already holds station {self.lease.station_id}")
+
+        def work(conn: Connection) -> Lease:
+            now = self._clock()
+            lease, old = leases.acquire(
+                conn, station_id, now=now, rig=rig, software=_software(), ttl_s=ttl_s
             )
-        )
-        return seq
+            detail: dict[str, Any] = {
+                "station_id": station_id,
+                "lease": lease.lease_id,
+                "host": lease.host,
+                "pid": lease.pid,
+                "software": lease.software,
+            }
+            if old is not None and old.released_at is None:
+                detail["took_over"] = {
+                    "lease": old.lease_id,
+                    "host": old.host,
+                    "pid": old.pid,
+                    "last_heartbeat": chain.iso_utc(old.heartbeat_at),
+                }
+            chain.append(conn, "station", "lease-acquired", detail, now)
+            return lease
+
+        self.lease = self._write(work)
+        return self.lease
+
+    def heartbeat(self) -> None:
+        """Renew this process's lease.
+
+        Raises:
+            LeaseLost: another process holds the station now.
+        """
+        lease = self._held()
+        self._write(lambda conn: leases.heartbeat(conn, lease, self._clock()))
+
+    def release_lease(self) -> None:
+        """Give the station up (audited); nothing more may be written for it."""
+        lease = self.lease
+        if lease is None:
+            return
+
+        def work(conn: Connection) -> None:
+            now = self._clock()
+            if leases.release(conn, lease, now):
+                chain.append(
+                    conn,
+                    "station",
+                    "lease-released",
+                    {"station_id": lease.station_id, "lease": lease.lease_id},
+                    now,
+                )
+
+        try:
+            self._write(work)
+        finally:
+            self.lease = None
+
+    def leases(self) -> list[Lease]:
+        """Every station's recorded lease."""
+        return self._read(leases.all_leases)
+
+    def _held(self) -> Lease:
+        if self.lease is None:
+            raise StoreError("this store holds no station lease: acquire_lease() first")
+        return self.lease
+
+    def _owned(self, conn: Connection) -> Lease:
+        lease = self._held()
+        leases.check_held(conn, lease)
+        return lease
+
+    # -- audit ---------------------------------------------------------------------------
 
     def audit(self, operator: str, action: str, detail: dict[str, Any]) -> None:
         """Append an entry to the audit log (who did what, with which image or override)."""
         if not operator or not action:
             raise StoreError("an audit entry needs an operator and an action")
-        self._write(lambda conn: self._append_audit(conn, operator, action, detail))
+        self._write(lambda conn: chain.append(conn, operator, action, detail, self._clock()))
 
     def audit_log(self) -> list[AuditEntry]:
         """Every audit entry, in order."""
@@ -517,38 +620,36 @@ class Store:
 
         return self._read(read)
 
-    def verify_audit(self) -> AuditCheck:
-        """Recompute the audit chain from the first entry; name the first entry that breaks.
+    def verify_audit(self, ring: KeyRing | None = None) -> AuditCheck:
+        """Recompute the chain, check signed heads against ``ring`` and cross-check every
+        covered record (see :func:`station.records.audit.verify`)."""
+        return self._read(lambda conn: chain.verify(conn, ring or KeyRing()))
 
-        An entry breaks the chain when its sequence number is not the next one (an entry
-        was deleted or inserted), its ``prev_hash`` is not the previous entry's hash, or its
-        hash does not match its own contents (it was edited). Deleting the *last* entries
-        cannot be seen from inside the chain: compare ``head`` with a copy kept elsewhere.
-        """
+    def head(self) -> Head:
+        """The chain's last entry, unsigned."""
+        return self._read(chain.head)
 
-        def check(conn: Connection) -> AuditCheck:
-            prev, expected, count = GENESIS_HASH, 1, 0
-            for r in conn.execute(select(audit).order_by(audit.c.seq)):
-                count += 1
-                why = ""
-                if r.seq != expected:
-                    why = (
-                        f"entry {expected} is missing (the next entry is {r.seq})"
-                        if r.seq > expected
-                        else f"sequence number {r.seq} is out of order"
-                    )
-                elif r.prev_hash != prev:
-                    why = "its prev_hash is not the hash of the entry before it"
-                elif r.hash != audit_hash(r.seq, r.at, r.operator, r.action, r.detail, r.prev_hash):
-                    why = "its hash does not match its contents: the entry was altered"
-                if why:
-                    return AuditCheck(
-                        ok=False, entries=count, bad_seq=expected, reason=why, head=prev
-                    )
-                prev, expected = r.hash, expected + 1
-            return AuditCheck(ok=True, entries=count, head=prev)
+    def chain_hash(self, seq: int) -> str | None:
+        """The hash of audit entry ``seq`` as stored (None: there is no such entry)."""
+        return self._read(
+            lambda conn: conn.execute(
+                select(audit.c.hash).where(audit.c.seq == seq)
+            ).scalar_one_or_none()
+        )
 
-        return self._read(check)
+    def signed_heads(self) -> list[Head]:
+        """Every signed head in the audit log, oldest first (unverified: see verify_audit)."""
+        return self._read(chain.signed_heads)
+
+    def report_head(self, batch_id: int) -> Head:
+        """The head a batch's reports carry: the one signed when it closed, else (an open
+        batch's preview) the current head, unsigned."""
+
+        def read(conn: Connection) -> Head:
+            self._batch_row(conn, batch_id)
+            return chain.signed_head_of(conn, batch_id) or chain.head(conn)
+
+        return self._read(read)
 
     # -- batches -------------------------------------------------------------------------
 
@@ -561,21 +662,35 @@ class Store:
         catalog: str,
         manifest: Manifest | None = None,
     ) -> int:
-        """Record a new batch (and its consignment manifest); returns the batch id."""
+        """Record a new batch (and its consignment manifest); returns the batch id.
+
+        Raises:
+            StoreError: no lease for ``station_id``, or a value the records cannot hold.
+        """
         if not station_id or not operator:
             raise StoreError("a batch needs a station id and an operator")
 
         def work(conn: Connection) -> int:
+            lease = self._owned(conn)
+            if lease.station_id != station_id:
+                raise StoreError(f"this process holds station {lease.station_id}, not {station_id}")
+            at = self._clock()
             batch_id = _new_id(
                 conn.execute(
                     insert(batches).values(
-                        station_id=station_id,
-                        operator=operator,
-                        rig=rig,
-                        catalog=catalog,
-                        manifest=None if manifest is None else manifest.name,
-                        manifest_sha256=None if manifest is None else manifest.sha256,
-                        started_at=self._clock(),
+                        **checked(
+                            batches,
+                            {
+                                "station_id": station_id,
+                                "lease_id": lease.lease_id,
+                                "operator": operator,
+                                "rig": rig,
+                                "catalog": catalog,
+                                "manifest": None if manifest is None else manifest.name,
+                                "manifest_sha256": None if manifest is None else manifest.sha256,
+                                "started_at": at,
+                            },
+                        )
                     )
                 ).inserted_primary_key
             )
@@ -583,52 +698,79 @@ class Store:
                 conn.execute(
                     insert(consignment_items),
                     [
-                        {
-                            "batch_id": batch_id,
-                            "consignment_id": item.consignment_id,
-                            "eui64": item.eui64,
-                            "expected_model": item.model,
-                            "line": item.line,
-                        }
+                        checked(
+                            consignment_items,
+                            {
+                                "batch_id": batch_id,
+                                "consignment_id": item.consignment_id,
+                                "eui64": item.eui64,
+                                "expected_model": item.model,
+                                "expected_version": item.version,
+                                "line": item.line,
+                            },
+                        )
                         for item in manifest.items
                     ],
                 )
-            self._append_audit(
-                conn,
-                operator,
-                "batch-started",
-                {
-                    "batch": batch_id,
-                    "station_id": station_id,
-                    "rig": rig,
-                    "catalog": catalog,
-                    "manifest": None if manifest is None else manifest.name,
-                    "manifest_sha256": None if manifest is None else manifest.sha256,
-                    "listed": 0 if manifest is None else len(manifest.items),
-                },
-            )
+            chain.snapshot(conn, "batch", batch_id, operator, at)
             return batch_id
 
         return self._write(work)
 
-    def finish_batch(self, batch_id: int) -> None:
-        """Record that a batch ended (its counts go into the audit log)."""
+    def close_batch(
+        self, batch_id: int, key: StationKey | None, *, reason: str | None = None
+    ) -> BatchClosed:
+        """End this station's batch, in one transaction: any of its jobs still live become
+        interrupted, its DSP export is made (every hub change it read that the DSP has not
+        had), and the audit head is signed with ``key``.
 
-        def work(conn: Connection) -> None:
+        Raises:
+            BatchFinished: it is closed already.
+            LeaseLost: this process no longer holds the batch's station.
+        """
+
+        def work(conn: Connection) -> BatchClosed:
+            lease = self._owned(conn)
             batch = self._batch_row(conn, batch_id)
-            if batch.finished_at is not None:
-                raise BatchFinished(f"batch {batch_id} finished already")
-            conn.execute(
-                update(batches).where(batches.c.id == batch_id).values(finished_at=self._clock())
-            )
-            self._append_audit(
-                conn,
-                batch.operator,
-                "batch-finished",
-                {"batch": batch_id, "counts": dict(sorted(batch.counts.items()))},
-            )
+            if batch.lease_id != lease.lease_id:
+                raise StoreError(
+                    f"batch {batch_id} was opened by another run of station "
+                    f"{batch.station_id}; it is closed by the restart that notices it"
+                )
+            return self._close(conn, batch, key, reason)
 
-        self._write(work)
+        return self._write(work)
+
+    def _close(
+        self, conn: Connection, batch: BatchRow, key: StationKey | None, reason: str | None
+    ) -> BatchClosed:
+        if batch.finished_at is not None:
+            raise BatchFinished(f"batch {batch.id} finished already")
+        at = self._clock()
+        live = conn.execute(
+            select(jobs.c.id)
+            .where(jobs.c.batch_id == batch.id)
+            .where(jobs.c.state.in_(_LIVE))
+            .order_by(jobs.c.id)
+        ).scalars()
+        why = reason or "the station could not record how this job ended"
+        interrupted = [j for j in list(live) if self._interrupt(conn, j, why, at)]
+        conn.execute(
+            update(batches)
+            .where(batches.c.id == batch.id)
+            .values(**checked(batches, {"finished_at": at, "closed_reason": reason}))
+        )
+        export_id, exported = dsp.export_batch(
+            conn, batch.id, station_id=batch.station_id, operator=batch.operator, at=at
+        )
+        for eui in exported:
+            chain.snapshot(conn, "hub", eui, batch.operator, at)
+        chain.snapshot(conn, "export", export_id, batch.operator, at)
+        chain.snapshot(conn, "batch", batch.id, batch.operator, at)
+        head = (
+            chain.sign_head(conn, key, at, batch=batch.id) if key is not None else chain.head(conn)
+        )
+        return BatchClosed(batch.id, interrupted, export_id, exported, head, reason)
 
     def _batch_row(self, conn: Connection, batch_id: int) -> BatchRow:
         row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
@@ -682,9 +824,77 @@ class Store:
                 .where(consignment_items.c.batch_id == batch_id)
                 .order_by(consignment_items.c.line, consignment_items.c.id)
             )
-            return [ManifestItem(r.consignment_id, r.eui64, r.expected_model, r.line) for r in rows]
+            return [
+                ManifestItem(
+                    r.consignment_id, r.eui64, r.expected_model, r.line, r.expected_version
+                )
+                for r in rows
+            ]
 
         return self._read(read)
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def recover(self, key: StationKey | None) -> Recovery:
+        """End what stations that are gone left behind, once, in one transaction: notice
+        their leases (released), interrupt their live jobs (keeping what was read), and close
+        their open batches (with the DSP export and a head signed by ``key``).
+
+        Any station may call it; whoever calls it first does the work.
+        """
+
+        def work(conn: Connection) -> Recovery:
+            now = self._clock()
+            held, noticed = leases.expire(conn, now)
+            if self.lease is not None:
+                held.add(self.lease.lease_id)
+            for lease in noticed:
+                chain.append(
+                    conn,
+                    "station",
+                    "lease-expired",
+                    {
+                        "station_id": lease.station_id,
+                        "lease": lease.lease_id,
+                        "host": lease.host,
+                        "pid": lease.pid,
+                        "last_heartbeat": chain.iso_utc(lease.heartbeat_at),
+                    },
+                    now,
+                )
+            orphans = conn.execute(
+                select(jobs.c.id, jobs.c.state)
+                .where(jobs.c.state.in_(_LIVE))
+                .where(jobs.c.lease_id.not_in(held) if held else jobs.c.id.is_not(None))
+                .order_by(jobs.c.id)
+            ).all()
+            interrupted = []
+            for job_id, state in orphans:
+                why = (
+                    f"the station stopped while the job was {state}; the hub may hold a partly "
+                    "written image: run it again"
+                )
+                if self._interrupt(conn, int(job_id), why, now):
+                    interrupted.append(int(job_id))
+            if interrupted:
+                chain.append(conn, "station", "jobs-interrupted", {"jobs": interrupted}, now)
+            open_batches = conn.execute(
+                select(batches.c.id)
+                .where(batches.c.finished_at.is_(None))
+                .where(batches.c.lease_id.not_in(held) if held else batches.c.id.is_not(None))
+                .order_by(batches.c.id)
+            ).scalars()
+            closed = []
+            for batch_id in list(open_batches):
+                batch = self._batch_row(conn, int(batch_id))
+                reason = (
+                    f"closed after a restart: the run of station {batch.station_id} that "
+                    "opened it stopped without closing it"
+                )
+                closed.append(self._close(conn, batch, key, reason))
+            return Recovery(noticed, interrupted, closed)
+
+        return self._write(work)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -694,30 +904,39 @@ class Store:
         Raises:
             UnknownRecord: no such batch.
             BatchFinished: the batch has ended.
+            LeaseLost: this process no longer holds the station.
         """
 
         def work(conn: Connection) -> int:
-            # Only whether the batch has ended: its job counts would cost more than the job.
+            lease = self._owned(conn)
             found = conn.execute(
-                select(batches.c.finished_at).where(batches.c.id == batch_id)
+                select(batches.c.finished_at, batches.c.lease_id).where(batches.c.id == batch_id)
             ).first()
             if found is None:
                 raise UnknownRecord(f"no batch {batch_id} in the station database")
             if found.finished_at is not None:
                 raise BatchFinished(f"batch {batch_id} finished already: no new jobs in it")
+            if found.lease_id != lease.lease_id:
+                raise StoreError(f"batch {batch_id} belongs to another run of this station")
             at = self._clock()
             job_id = _new_id(
                 conn.execute(
                     insert(jobs).values(
-                        batch_id=batch_id,
-                        slot=slot,
-                        port=port,
-                        profile=profile,
-                        state=str(JobState.DETECTED),
-                        started_at=at,
-                        overrides="[]",
-                        notes="[]",
-                        bytes_written=0,
+                        **checked(
+                            jobs,
+                            {
+                                "batch_id": batch_id,
+                                "lease_id": lease.lease_id,
+                                "slot": slot,
+                                "port": port,
+                                "profile": profile,
+                                "state": str(JobState.DETECTED),
+                                "started_at": at,
+                                "overrides": "[]",
+                                "notes": "[]",
+                                "bytes_written": 0,
+                            },
+                        )
                     )
                 ).inserted_primary_key
             )
@@ -744,11 +963,16 @@ class Store:
     ) -> None:
         conn.execute(
             insert(job_events).values(
-                job_id=job_id,
-                seq=seq,
-                state=str(state),
-                at=at,
-                detail=canonical_json(dict(detail)),
+                **checked(
+                    job_events,
+                    {
+                        "job_id": job_id,
+                        "seq": seq,
+                        "state": str(state),
+                        "at": at,
+                        "detail": chain.canonical_json(dict(detail)),
+                    },
+                )
             )
         )
 
@@ -759,49 +983,57 @@ class Store:
         ).scalar_one_or_none()
         return 1 if last is None else int(last) + 1
 
-    @staticmethod
-    def _job_state(conn: Connection, job_id: int) -> JobState:
-        state = conn.execute(select(jobs.c.state).where(jobs.c.id == job_id)).scalar()
-        if state is None:
+    def _own_job(self, conn: Connection, job_id: int) -> Row[Any]:
+        lease = self._owned(conn)
+        job = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if job is None:
             raise UnknownRecord(f"no job {job_id} in the station database")
-        return JobState(state)
+        if job.lease_id != lease.lease_id:
+            raise LeaseLost(f"job {job_id} belongs to another run of station {lease.station_id}")
+        return job
 
     def record_state(
         self, job_id: int, state: JobState, detail: dict[str, Any] | None = None
     ) -> None:
-        """Record a job's move to ``state`` (before it is published).
+        """Record a job's move to the live ``state``, before the step it names is taken.
 
-        ``PASSED`` is never taken here: only :meth:`finish_job` may pass a job, with the
-        outcome's evidence. A ``detail`` with an ``eui64`` (the hub identified) fills in the
-        job's EUI-64 at once, so an interrupted job still names its hub.
+        ``detail`` goes into the job's event; its keys that name what was read from the hub
+        or decided about it (``eui64``, ``hw_version``, ``version_before``, ``found_in``,
+        ``target_version``, ``image``, ``image_version``, ``image_sha256``, ``signature``,
+        ``signer``, ``plan``, ``behind``, ``overrides``) are stored on the job at once, and
+        the hub's row follows: at ``identified`` its identity and running version, at
+        ``erasing`` its running version becomes unknown until one is read again.
 
         Raises:
-            IllegalTransition: the state machine does not allow it, or it is ``PASSED``.
-            UnknownRecord: no such job.
+            IllegalTransition: the state machine does not allow it, or it is a final state
+                (only :meth:`finish_job` ends a job).
+            LeaseLost: this process no longer holds the job's station.
+            ValueTooLong: a value the records cannot hold.
         """
         state = JobState(state)
         detail = dict(detail or {})
 
         def work(conn: Connection) -> None:
-            src = self._job_state(conn, job_id)
-            if state is JobState.PASSED:
-                raise IllegalTransition(
-                    job_id, src, state, "only finish_job, with a verified and confirmed outcome"
-                )
+            job = self._own_job(conn, job_id)
+            src = _state(job)
+            if state.final:
+                raise IllegalTransition(job_id, src, state, "only finish_job ends a job")
             if not legal(src, state):
                 raise IllegalTransition(job_id, src, state)
             at = self._clock()
             values: dict[str, Any] = {"state": str(state)}
-            if state.final:
-                values["finished_at"] = at
-                values["phase"] = _PHASE_OF_STATE.get(src)
-                if "reason" in detail:
-                    values["message"] = str(detail["reason"])
-            eui = detail.get("eui64")
-            if isinstance(eui, str):
-                values["eui64"] = _eui_or_raw(eui)
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            for key, column in _STATE_FIELDS.items():
+                if key in detail:
+                    value = detail[key]
+                    if column == "eui64":
+                        value = _eui_or_raw(value if isinstance(value, str) else None)
+                    elif column == "overrides":
+                        value = chain.canonical_json(list(value or []))
+                    values[column] = value
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**checked(jobs, values)))
             self._add_event(conn, job_id, self._next_seq(conn, job_id), state, at, detail)
+            if state is JobState.IDENTIFIED or state is JobState.ERASING:
+                self._touch_hub(conn, job_id, at)
 
         self._write(work)
 
@@ -809,27 +1041,27 @@ class Store:
         """Record how a job ended, with every field of its outcome; returns the final state.
 
         The final state follows ``outcome.result``, except that a pass without its evidence
-        (see :func:`pass_evidence_problem`) is recorded as ``FAILED`` with the reason and
-        audited. The hub's row is created or updated; every override used and every passed
-        hub (with its image hash) is written to the audit log, in the same transaction.
+        (:func:`station.records.pass_rule.pass_evidence_problem`) is recorded ``FAILED`` with
+        the reason and audited. The hub's row follows, every override used is audited, and
+        the job's final record and its hub's row are appended to the audit chain, all in the
+        same transaction.
 
         Raises:
             IllegalTransition: the job has already ended.
-            UnknownRecord: no such job.
+            LeaseLost: this process no longer holds the job's station.
+            ValueTooLong: a value the records cannot hold (nothing was recorded).
         """
 
         def work(conn: Connection) -> JobState:
-            job = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
-            if job is None:
-                raise UnknownRecord(f"no job {job_id} in the station database")
-            src = JobState(job.state)
+            job = self._own_job(conn, job_id)
+            src = _state(job)
             target = _final_state(outcome.result)
             if src.final:
                 raise IllegalTransition(job_id, src, target, "the job has already ended")
             phase, message = outcome.phase, outcome.message
             refused_pass = None
             if target is JobState.PASSED:
-                refused_pass = pass_evidence_problem(src, outcome)
+                refused_pass = pass_evidence_problem(job._mapping, outcome)
                 if refused_pass is not None:
                     target = JobState.FAILED
                     phase = phase or _PHASE_OF_STATE.get(src, "confirm")
@@ -839,37 +1071,37 @@ class Store:
             if not legal(src, target):
                 raise IllegalTransition(job_id, src, target)
             at = self._clock()
-            eui = _eui_or_raw(outcome.eui64) or job.eui64
-            conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(
-                    state=str(target),
-                    eui64=eui,
-                    hw_version=outcome.hw_version,
-                    found_in=outcome.found_in,
-                    version_before=outcome.version_before,
-                    version_after=outcome.version_after,
-                    image_version=outcome.image_version or None,
-                    image_path=outcome.image or None,
-                    image_sha256=outcome.image_sha256 or None,
-                    signature=outcome.signature,
-                    signer=outcome.signer,
-                    verify_method=outcome.verify_method,
-                    verify_detail=outcome.verify_detail,
-                    phase=phase,
-                    message=message,
-                    hint=outcome.hint,
-                    error=outcome.error,
-                    plan=outcome.plan,
-                    behind=outcome.behind,
-                    overrides=canonical_json(list(outcome.overrides)),
-                    notes=canonical_json(list(outcome.notes)),
-                    finished_at=at,
-                    seconds=float(outcome.seconds),
-                    bytes_written=int(outcome.bytes_written),
-                )
-            )
+            # What was read before writing was recorded then and stands: an outcome that
+            # says otherwise does not rewrite it (the pass rule has judged the difference).
+            eui = job.eui64 or _eui_or_raw(outcome.eui64)
+            values = {
+                "state": str(target),
+                "eui64": eui,
+                "hw_version": _first(job.hw_version, outcome.hw_version),
+                "found_in": job.found_in or outcome.found_in,
+                "version_before": job.version_before or outcome.version_before,
+                "version_after": outcome.version_after,
+                "target_version": job.target_version or outcome.target_version,
+                "image_version": outcome.image_version or None,
+                "image_path": outcome.image or None,
+                "image_sha256": outcome.image_sha256 or None,
+                "signature": outcome.signature,
+                "signer": outcome.signer,
+                "verify_method": outcome.verify_method,
+                "verify_detail": outcome.verify_detail,
+                "phase": phase,
+                "message": message,
+                "hint": outcome.hint,
+                "error": outcome.error,
+                "plan": outcome.plan,
+                "behind": outcome.behind,
+                "overrides": chain.canonical_json(list(outcome.overrides)),
+                "notes": chain.canonical_json(list(outcome.notes)),
+                "finished_at": at,
+                "seconds": float(outcome.seconds),
+                "bytes_written": int(outcome.bytes_written),
+            }
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**checked(jobs, values)))
             event_detail: dict[str, Any] = {"result": str(outcome.result)}
             if phase:
                 event_detail["phase"] = phase
@@ -881,133 +1113,127 @@ class Store:
                 # The last bytes on the wire before a failure: kept for the post-mortem.
                 event_detail["exchanges"] = list(outcome.exchanges)
             self._add_event(conn, job_id, self._next_seq(conn, job_id), target, at, event_detail)
-            self._upsert_hub(conn, eui, outcome, target, job_id, at)
-            operator = conn.execute(
-                select(batches.c.operator).where(batches.c.id == job.batch_id)
-            ).scalar_one()
-            self._audit_outcome(conn, operator, job, eui, outcome, target, refused_pass, at)
+            operator = self._operator(conn, job.batch_id)
+            base = {"batch": job.batch_id, "job": job_id, "slot": job.slot, "eui64": eui}
+            for override in outcome.overrides:
+                detail = {**base, "override": override, "image_sha256": outcome.image_sha256}
+                chain.append(conn, operator, "override", detail, at)
+            if refused_pass is not None:
+                chain.append(conn, operator, "pass-refused", {**base, "reason": refused_pass}, at)
+            hub = self._touch_hub(conn, job_id, at)
+            chain.snapshot(conn, "job", job_id, operator, at)
+            if hub is not None:
+                chain.snapshot(conn, "hub", hub, operator, at)
             return target
 
         return self._write(work)
 
-    def _upsert_hub(
-        self,
-        conn: Connection,
-        eui: str | None,
-        outcome: FlashOutcome,
-        state: JobState,
-        job_id: int,
-        at: datetime,
-    ) -> None:
-        if eui is None or eui != _eui_or_raw(eui) or len(eui) != 23:
-            return  # no hub row for a hub whose EUI-64 was not read, or not read right
-        running = outcome.version_after if state is JobState.PASSED else outcome.version_before
-        values: dict[str, Any] = {"model": outcome.profile, "last_seen": at, "last_job_id": job_id}
-        if outcome.hw_version is not None:
-            values["hw_version"] = outcome.hw_version
-        if running:
-            values["firmware_version"] = running
+    def _operator(self, conn: Connection, batch_id: int) -> str:
+        return str(
+            conn.execute(select(batches.c.operator).where(batches.c.id == batch_id)).scalar_one()
+        )
+
+    def _touch_hub(self, conn: Connection, job_id: int, at: datetime) -> str | None:
+        """Bring the job's hub row up to date with what the job knows now (see
+        station.records.dsp); returns the hub's EUI-64 (None: the job has no valid one)."""
+        job = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+        eui = _valid_eui(job.eui64)
+        if eui is None:
+            return None
+        state = _state(job)
+        values: dict[str, Any] = {
+            "model": job.profile,
+            "last_seen": at,
+            "last_job_id": job_id,
+            "running_job_id": job_id,
+            "running_at": at,
+        }
+        if job.hw_version is not None:
+            values["hw_version"] = job.hw_version
+        reached = {
+            JobState(s)
+            for s in conn.execute(
+                select(job_events.c.state).where(job_events.c.job_id == job_id)
+            ).scalars()
+            if s in _LIVE
+        }
+        if state is JobState.PASSED:
+            values["running_version"] = job.version_after
+            values["running_sha256"] = job.image_sha256
+        elif reached & _WRITTEN:
+            # A write began and no version was read back: what the hub runs is unknown.
+            values["running_version"] = None
+            values["running_sha256"] = None
+        else:
+            values["running_version"] = job.version_before
+            current = (
+                state is JobState.SKIPPED
+                and job.target_version is not None
+                and job.version_before is not None
+                and job.target_version.lower() == job.version_before.lower()
+            )
+            values["running_sha256"] = job.image_sha256 if current else None
+        values = checked(hubs, values)
         done = conn.execute(update(hubs).where(hubs.c.eui64 == eui).values(**values)).rowcount
         if not done:
-            conn.execute(insert(hubs).values(eui64=eui, first_seen=at, **values))
-
-    def _audit_outcome(
-        self,
-        conn: Connection,
-        operator: str,
-        job: Row[Any],
-        eui: str | None,
-        outcome: FlashOutcome,
-        state: JobState,
-        refused_pass: str | None,
-        at: datetime,
-    ) -> None:
-        base = {
-            "batch": job.batch_id,
-            "job": job.id,
-            "slot": job.slot,
-            "eui64": eui,
-            "image": outcome.image or None,
-            "image_sha256": outcome.image_sha256 or None,
-        }
-        for override in outcome.overrides:
-            detail = {**base, "override": override, "result": str(state)}
-            self._append_audit(conn, operator, "override", detail, at)
-        if refused_pass is not None:
-            detail = {**base, "reason": refused_pass}
-            self._append_audit(conn, operator, "pass-refused", detail, at)
-        if state is JobState.PASSED:
-            self._append_audit(
-                conn,
-                operator,
-                "hub-passed",
-                {
-                    **base,
-                    "model": outcome.profile,
-                    "version_before": outcome.version_before,
-                    "version_after": outcome.version_after,
-                    "verify_method": outcome.verify_method,
-                    "signature": outcome.signature,
-                    "signer": outcome.signer,
-                },
-                at,
+            listed = conn.execute(
+                select(consignment_items.c.expected_version)
+                .where(consignment_items.c.eui64 == eui)
+                .where(consignment_items.c.expected_version.is_not(None))
+                .order_by(consignment_items.c.batch_id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            conn.execute(
+                insert(hubs).values(
+                    eui64=eui,
+                    first_seen=at,
+                    baseline_version=listed or job.version_before,
+                    **values,
+                )
             )
+        if state is JobState.IDENTIFIED or state is JobState.ERASING:
+            chain.snapshot(conn, "hub", eui, self._operator(conn, job.batch_id), at)
+        return eui
 
-    def mark_interrupted(self, *, station_id: str | None = None) -> list[int]:
-        """On start-up: every job not in a final state becomes ``INTERRUPTED``.
+    def _interrupt(self, conn: Connection, job_id: int, reason: str, at: datetime) -> bool:
+        """End a live job as interrupted, keeping what it had read; False if it had ended
+        already (someone else noticed first)."""
+        job = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+        src = _state(job)
+        done = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id)
+            .where(jobs.c.state.in_(_LIVE))
+            .values(
+                **checked(
+                    jobs,
+                    {
+                        "state": str(JobState.INTERRUPTED),
+                        "finished_at": at,
+                        "phase": _PHASE_OF_STATE.get(src),
+                        "message": reason,
+                    },
+                )
+            )
+        ).rowcount
+        if not done:
+            return False
+        self._add_event(
+            conn,
+            job_id,
+            self._next_seq(conn, job_id),
+            JobState.INTERRUPTED,
+            at,
+            {"from": str(src), "reason": reason},
+        )
+        operator = self._operator(conn, job.batch_id)
+        hub = self._touch_hub(conn, job_id, at)
+        chain.snapshot(conn, "job", job_id, operator, at)
+        if hub is not None:
+            chain.snapshot(conn, "hub", hub, operator, at)
+        return True
 
-        Args:
-            station_id: only this station's jobs (for a database shared by several rigs,
-                so one rig's restart never interrupts another's live jobs). None: all.
-
-        Returns:
-            the ids of the jobs it interrupted, in order.
-        """
-        live = [str(s) for s in CHAIN]
-
-        def work(conn: Connection) -> list[int]:
-            query = select(jobs.c.id, jobs.c.state).where(jobs.c.state.in_(live))
-            if station_id is not None:
-                query = query.join(batches, batches.c.id == jobs.c.batch_id).where(
-                    batches.c.station_id == station_id
-                )
-            found = [
-                (int(r.id), JobState(r.state)) for r in conn.execute(query.order_by(jobs.c.id))
-            ]
-            at = self._clock()
-            for job_id, src in found:
-                reason = (
-                    f"the station stopped while the job was {src}; the hub may hold a partly "
-                    "written image: run it again"
-                )
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id)
-                    .values(
-                        state=str(JobState.INTERRUPTED),
-                        finished_at=at,
-                        phase=_PHASE_OF_STATE[src],
-                        message=reason,
-                    )
-                )
-                self._add_event(
-                    conn,
-                    job_id,
-                    self._next_seq(conn, job_id),
-                    JobState.INTERRUPTED,
-                    at,
-                    {"from": str(src), "reason": reason},
-                )
-            if found:
-                self._append_audit(
-                    conn,
-                    "station",
-                    "jobs-interrupted",
-                    {"jobs": [j for j, _ in found], "station_id": station_id},
-                )
-            return [j for j, _ in found]
-
-        return self._write(work)
+    # -- reading jobs and hubs -------------------------------------------------------------
 
     def job(self, job_id: int) -> JobRow:
         """One job.
@@ -1048,12 +1274,14 @@ class Store:
         """Every recorded transition of a job, in order."""
 
         def read(conn: Connection) -> list[EventRow]:
-            self._job_state(conn, job_id)
+            if conn.execute(select(jobs.c.id).where(jobs.c.id == job_id)).first() is None:
+                raise UnknownRecord(f"no job {job_id} in the station database")
             rows = conn.execute(
                 select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.seq)
             )
             return [
-                EventRow(r.job_id, r.seq, JobState(r.state), r.at, _loads(r.detail)) for r in rows
+                EventRow(r.job_id, r.seq, _state_of(r.state, job_id), r.at, _loads(r.detail))
+                for r in rows
             ]
 
         return self._read(read)
@@ -1064,19 +1292,48 @@ class Store:
 
         def read(conn: Connection) -> HubRow | None:
             r = conn.execute(select(hubs).where(hubs.c.eui64 == key)).first()
-            if r is None:
-                return None
-            return HubRow(
-                r.eui64,
-                r.model,
-                r.hw_version,
-                r.firmware_version,
-                r.first_seen,
-                r.last_seen,
-                r.last_job_id,
-            )
+            return None if r is None else _hub(r)
 
         return self._read(read)
+
+    # -- the DSP update ----------------------------------------------------------------------
+
+    def dsp(self, batch_id: int) -> tuple[dsp.ExportRow | None, list[dsp.DspRow], Head]:
+        """A batch's DSP update: its export and rows once closed (the same every time), or,
+        while it is open, a preview of what its close would export (export None); with the
+        audit head its reports carry."""
+
+        def read(conn: Connection) -> tuple[dsp.ExportRow | None, list[dsp.DspRow], Head]:
+            self._batch_row(conn, batch_id)
+            made = dsp.export_of(conn, batch_id)
+            head = chain.signed_head_of(conn, batch_id) or chain.head(conn)
+            if made is not None:
+                return made[0], made[1], head
+            return None, [p.row for p in dsp.pending_rows(conn, batch_id)], head
+
+        return self._read(read)
+
+    def export_batch(self, export_id: int) -> int | None:
+        """The batch whose close made export ``export_id`` (None: no such export)."""
+        return self._read(
+            lambda conn: conn.execute(
+                select(exports.c.batch_id).where(exports.c.id == export_id)
+            ).scalar_one_or_none()
+        )
+
+    def dsp_text(self, batch_id: int, fmt: Literal["csv", "json"]) -> str:
+        """The batch's DSP update as CSV or JSON text (see :func:`station.records.dsp.render`)."""
+        batch = self.batch(batch_id)
+        export, rows, head = self.dsp(batch_id)
+        return dsp.render(
+            fmt,
+            rows,
+            batch=batch.id,
+            station_id=batch.station_id,
+            operator=batch.operator,
+            export=export,
+            head=head,
+        )
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -1093,6 +1350,24 @@ def _final_state(result: Result) -> JobState:
     return state
 
 
+def _first(recorded: Any, given: Any) -> Any:
+    return recorded if recorded is not None else given
+
+
+def _state_of(text: Any, job_id: Any) -> JobState:
+    try:
+        return JobState(str(text))
+    except ValueError:
+        raise StoreError(
+            f"job {job_id} holds state {str(text)[:40]!r}, which is not a job state",
+            hint="the records were changed outside the station: run 'station audit verify'",
+        ) from None
+
+
+def _state(job: Row[Any]) -> JobState:
+    return _state_of(job.state, job.id)
+
+
 def _new_id(key: Any) -> int:
     if key is None or key[0] is None:
         raise StoreError("the database did not return the new row's id")
@@ -1100,14 +1375,26 @@ def _new_id(key: Any) -> int:
 
 
 def _loads(text: str) -> dict[str, Any]:
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {"unreadable": str(text)[:200]}
     return value if isinstance(value, dict) else {"value": value}
+
+
+def _strings(text: str | None) -> tuple[str, ...]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return (str(text),)
+    return tuple(str(v) for v in value) if isinstance(value, list) else (str(value),)
 
 
 def _batch(r: Row[Any], counts: Mapping[str, int]) -> BatchRow:
     return BatchRow(
         id=r.id,
         station_id=r.station_id,
+        lease_id=r.lease_id,
         operator=r.operator,
         rig=r.rig,
         catalog=r.catalog,
@@ -1115,6 +1402,7 @@ def _batch(r: Row[Any], counts: Mapping[str, int]) -> BatchRow:
         manifest_sha256=r.manifest_sha256,
         started_at=r.started_at,
         finished_at=r.finished_at,
+        closed_reason=r.closed_reason,
         counts=dict(counts),
     )
 
@@ -1123,15 +1411,17 @@ def _job(r: Row[Any]) -> JobRow:
     return JobRow(
         id=r.id,
         batch_id=r.batch_id,
+        lease_id=r.lease_id,
         slot=r.slot,
         port=r.port,
         profile=r.profile,
         eui64=r.eui64,
         hw_version=r.hw_version,
         found_in=r.found_in,
-        state=JobState(r.state),
+        state=_state(r),
         version_before=r.version_before,
         version_after=r.version_after,
+        target_version=r.target_version,
         image_version=r.image_version,
         image_path=r.image_path,
         image_sha256=r.image_sha256,
@@ -1145,12 +1435,30 @@ def _job(r: Row[Any]) -> JobRow:
         error=r.error,
         plan=r.plan,
         behind=r.behind,
-        overrides=tuple(json.loads(r.overrides or "[]")),
-        notes=tuple(json.loads(r.notes or "[]")),
+        overrides=_strings(r.overrides),
+        notes=_strings(r.notes),
         started_at=r.started_at,
         finished_at=r.finished_at,
         seconds=r.seconds,
         bytes_written=r.bytes_written or 0,
+    )
+
+
+def _hub(r: Row[Any]) -> HubRow:
+    return HubRow(
+        eui64=r.eui64,
+        model=r.model,
+        hw_version=r.hw_version,
+        first_seen=r.first_seen,
+        last_seen=r.last_seen,
+        last_job_id=r.last_job_id,
+        baseline_version=r.baseline_version,
+        running_version=r.running_version,
+        running_sha256=r.running_sha256,
+        running_job_id=r.running_job_id,
+        running_at=r.running_at,
+        exported_version=r.exported_version,
+        export_id=r.export_id,
     )
 
 

@@ -25,7 +25,7 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from drivers.errors import StationError
-from station.batch import OVERRIDES, BatchRun, PlanRow, preflight
+from station.batch import OVERRIDES, BatchRun, PlanRow, describe_recovery, preflight
 from station.events import Event
 from station.tui.model import BatchView, SlotView
 from station.tui.screens import (
@@ -230,8 +230,8 @@ class StationApp(App[int]):
         if self._start_screen() is not None:
             self.pop_screen()
         self.sub_title = f"batch {batch_id}, operator {operator}"
-        if self.batch.stale:
-            self.say(f"{len(self.batch.stale)} job(s) left in flight earlier marked interrupted")
+        for line in describe_recovery(self.batch.recovery):
+            self.say(line)
         self.grid.tiles[0].focus()
         self.action_start_all()
 
@@ -491,14 +491,13 @@ class StationApp(App[int]):
             time.sleep(0.05)
         summ, recon = self.batch.finish()
         counts = recon.counts()
-        bad = counts.get("failed", 0) + summ.counts.get("interrupted", 0)
-        missing = counts.get("missing", 0)
+        problems = self.batch.problems(recon)
         self.final_message += (
             f"batch {summ.batch}: "
             + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no hubs")
             + f". Reports: station report dsp|consignment|junit|summary --batch {summ.batch}"
         )
-        code = 1 if bad or missing else 0
+        code = 1 if problems else 0
         self.call_from_thread(functools.partial(self.exit, code, return_code=code))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

@@ -43,7 +43,12 @@ def slot(store: Store, batch_id: int, number: int, seed: int) -> None:
         say(f"job {job} {number}")
         reach = rng.randrange(len(CHAIN))
         for state in CHAIN[1 : reach + 1]:
-            store.record_state(job, state, {"eui64": hub} if state is JobState.IDENTIFIED else {})
+            detail: dict[str, object] = {}
+            if state is JobState.IDENTIFIED:
+                detail = {"eui64": hub, "hw_version": 2, "version_before": "0x01010000"}
+            elif state is JobState.PLANNED:
+                detail = {"target_version": "0x01050000", "image_sha256": "ab" * 32}
+            store.record_state(job, state, detail)
             say(f"state {job} {state}")
         if rng.random() < 0.15:
             continue  # left live: as if the slot thread had died (the restart must end it)
@@ -53,8 +58,11 @@ def slot(store: Store, batch_id: int, number: int, seed: int) -> None:
                 profile="demo-an3155",
                 result=Result.PASSED,
                 image_version="0x01050000",
+                target_version="0x01050000",
                 image_sha256="ab" * 32,
                 eui64=hub,
+                eui64_confirmed=hub,
+                hw_version=2,
                 version_before="0x01010000",
                 version_after="0x01050000",
                 verify_method="crc",
@@ -77,6 +85,7 @@ def slot(store: Store, batch_id: int, number: int, seed: int) -> None:
 def main() -> None:
     url, seed, slots = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     store = Store.open(url)
+    store.acquire_lease("bench-kill")
     batch_id = store.start_batch(
         station_id="bench-kill", operator="durability", rig="rig.toml", catalog="catalog"
     )

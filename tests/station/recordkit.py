@@ -20,6 +20,7 @@ PG_URL = os.environ.get("STATION_TEST_PG_URL")
 OLD = "0x01010000"
 NEW = "0x01050000"
 SHA = "5e" * 32
+STATION = "bench-07"
 
 
 def eui(n: int) -> str:
@@ -54,10 +55,46 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-def walk(store: Store, job_id: int, to: JobState, eui64: str | None = None) -> None:
-    """Record the live states after DETECTED up to and including ``to``."""
+def open_store(url: str, *, station: str = STATION, clock: FakeClock | None = None) -> Store:
+    """A store on ``url`` holding ``station``'s lease (what a running station has)."""
+    store = Store.open(url, clock=clock)
+    store.acquire_lease(station)
+    return store
+
+
+def identity(eui64: str | None, version_before: str | None = OLD) -> dict[str, object]:
+    """The detail of ``identified``: what a job read from its hub."""
+    return {"eui64": eui64, "hw_version": 2, "version_before": version_before, "found_in": "app"}
+
+
+def plan(target: str = NEW, sha: str = SHA) -> dict[str, object]:
+    """The detail of ``planned``: the image and target the catalogue chose."""
+    return {
+        "target_version": target,
+        "image": "releases/1234-0401-01050000.zigbee",
+        "image_version": target,
+        "image_sha256": sha,
+        "signature": "valid",
+    }
+
+
+def walk(
+    store: Store,
+    job_id: int,
+    to: JobState,
+    eui64: str | None = None,
+    *,
+    version_before: str | None = OLD,
+    target: str = NEW,
+) -> None:
+    """Record the live states after DETECTED up to and including ``to``, with the identity
+    read at ``identified`` (when ``eui64`` is given) and the plan at ``planned``."""
     for state in CHAIN[1 : CHAIN.index(to) + 1]:
-        detail = {"eui64": eui64} if state is JobState.IDENTIFIED and eui64 else None
+        detail: dict[str, object] | None = None
+        if state is JobState.IDENTIFIED and eui64:
+            detail = identity(eui64, version_before)
+        elif state is JobState.PLANNED:
+            detail = plan(target)
         store.record_state(job_id, state, detail)
 
 
@@ -69,10 +106,12 @@ def passed(hub: str, **kw: object) -> FlashOutcome:
         result=Result.PASSED,
         image="releases/1234-0401-01050000.zigbee",
         image_version=NEW,
+        target_version=NEW,
         image_sha256=SHA,
         eui64=hub,
+        eui64_confirmed=hub,
         hw_version=2,
-        found_in="application",
+        found_in="app",
         version_before=OLD,
         version_after=NEW,
         verify_method="crc",

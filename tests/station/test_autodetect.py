@@ -57,6 +57,7 @@ def test_a_hub_no_candidate_recognises_fails_in_identify(tmp_path: Path) -> None
     )
     seen: list[Event] = []
     with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        store.acquire_lease("t")
         batch = store.start_batch(station_id="t", operator="o", rig="r", catalog="c")
         ctl = Controller(
             rig,

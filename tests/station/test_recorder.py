@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import pytest
 
 from station.events import CHAIN, Event, JobState
 from station.outcome import Result
+from station.records.errors import IllegalTransition
 from station.records.recorder import Recorder
 from station.records.store import Store, StoreError
-from tests.station.recordkit import ended, eui, passed
+from tests.station.recordkit import ended, eui, identity, passed, plan
 
 
 class CountingStore(Store):
@@ -32,6 +35,7 @@ class CountingStore(Store):
 def store(tmp_path: Path) -> Iterator[Store]:
     CountingStore.groups = 0
     with CountingStore.open(f"sqlite:///{tmp_path / 'station.db'}") as s:
+        s.acquire_lease("bench")
         yield s
 
 
@@ -59,7 +63,14 @@ def test_many_slots_every_event_is_durable_when_published_and_in_order(store: St
     def slot(n: int) -> None:
         job = rec.start_job(batch, n, f"/dev/pts/{n}", "demo-an3155")
         for state in CHAIN[1:]:
-            rec.state(n, job, state, {"eui64": eui(n)} if state is JobState.IDENTIFIED else {})
+            detail = (
+                identity(eui(n))
+                if state is JobState.IDENTIFIED
+                else plan()
+                if state is JobState.PLANNED
+                else {}
+            )
+            rec.state(n, job, state, detail)
             rec.event(Event("progress", n, job, data={"done": CHAIN.index(state)}))
         outcome = passed(eui(n)) if n % 2 else ended(eui(n), Result.FAILED, "write", "NACK")
         finals[n] = rec.finish_job(n, job, outcome)
@@ -85,17 +96,42 @@ def test_many_slots_every_event_is_durable_when_published_and_in_order(store: St
     assert CountingStore.groups < 16 * 8
 
 
+def _queued(rec: Recorder, calls: list[Callable[[], object]]) -> list[BaseException | None]:
+    """Run each call in its own slot thread and wait until all are queued, before the
+    recorder's first pass; then run the recorder to the end. Returns each call's error."""
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def slot(i: int) -> None:
+        try:
+            calls[i]()
+        except BaseException as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=slot, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while rec._queue.qsize() < len(calls):
+        assert time.monotonic() < deadline, "the slots never handed their records in"
+        threading.Event().wait(0.005)
+    rec.close()
+    rec.run()  # everything was queued before this first pass
+    for t in threads:
+        t.join()
+    return errors
+
+
 def test_records_queued_together_share_one_transaction(store: Store) -> None:
     batch = _batch(store)
     rec = Recorder(store, lambda e: None)
     jobs = [store.start_job(batch, n, "p", "demo-an3155") for n in range(1, 6)]
-    for n, job in enumerate(jobs, 1):
-        for state in CHAIN[1:4]:
-            rec.state(n, job, state, {})
-    rec.close()
-    rec.run()  # everything was queued before the first pass: one transaction
+    calls: list[Callable[[], object]] = [
+        functools.partial(rec.state, n, job, JobState.IDENTIFIED, identity(eui(n)))
+        for n, job in enumerate(jobs, 1)
+    ]
+    assert _queued(rec, calls) == [None] * 5
     assert CountingStore.groups == 1
-    assert {store.job(j).state for j in jobs} == {CHAIN[3]}
+    assert {store.job(j).state for j in jobs} == {JobState.IDENTIFIED}
 
 
 def test_a_refused_record_is_not_published_and_spares_the_others(store: Store) -> None:
@@ -103,12 +139,17 @@ def test_a_refused_record_is_not_published_and_spares_the_others(store: Store) -
     a, b = (store.start_job(batch, n, "p", "demo-an3155") for n in (1, 2))
     seen: list[Event] = []
     rec = Recorder(store, seen.append)
-    rec.state(1, a, JobState.PASSED, {})  # only finish_job may pass a job
-    rec.state(2, b, JobState.IDENTIFIED, {})
-    rec.close()
-    rec.run()
-    assert [(e.kind, e.slot) for e in seen] == [("record-error", 1), ("state", 2)]
-    assert "only finish_job" in seen[0].data["error"]
+    errors = _queued(
+        rec,
+        [
+            lambda: rec.state(1, a, JobState.PASSED, {}),  # only finish_job may pass a job
+            lambda: rec.state(2, b, JobState.IDENTIFIED, {}),
+        ],
+    )
+    assert isinstance(errors[0], IllegalTransition) and errors[1] is None
+    assert sorted((e.kind, e.slot) for e in seen) == [("record-error", 1), ("state", 2)]
+    refused = next(e for e in seen if e.kind == "record-error")
+    assert "only finish_job" in refused.data["error"]
     assert store.job(a).state is JobState.DETECTED
     assert store.job(b).state is JobState.IDENTIFIED
 
@@ -130,7 +171,8 @@ def test_a_failed_commit_publishes_nothing_and_fails_the_waiting_slot(store: Sto
     rec = Recorder(BrokenDisk(), seen.append)  # type: ignore[arg-type]
     runner = threading.Thread(target=rec.run)
     runner.start()
-    rec.state(1, job, JobState.IDENTIFIED, {})
+    with pytest.raises(StoreError, match="disk I/O"):
+        rec.state(1, job, JobState.IDENTIFIED, {})
     with pytest.raises(StoreError, match="disk I/O"):
         rec.finish_job(1, job, ended(eui(1), Result.FAILED, "identify", "x"))
     rec.close()

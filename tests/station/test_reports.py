@@ -18,19 +18,19 @@ from drivers.errors import ConfigError
 from station import records_cli
 from station.events import JobState
 from station.outcome import Result
+from station.records.dsp import DSP_COLUMNS, DSP_FORMAT, HEAD_COLUMNS
+from station.records.errors import UnknownRecord
+from station.records.keys import StationKey
 from station.records.manifest import Manifest, normalise_eui64
 from station.records.reports import (
-    DSP_COLUMNS,
-    DSP_FORMAT,
-    dsp_export,
     junit_xml,
     reason_class,
     reconcile,
     summarise,
 )
-from station.records.store import Store, UnknownRecord
+from station.records.store import Store
 
-from .recordkit import NEW, OLD, SHA, FakeClock, ended, eui, passed, walk
+from .recordkit import NEW, OLD, SHA, STATION, FakeClock, ended, eui, open_store, passed, walk
 
 # -- manifests -----------------------------------------------------------------------------
 
@@ -120,10 +120,10 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def batch(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Store, int]]:
-    """A finished batch: one hub of each kind; each job takes 60 s of the clock."""
-    store = Store.open(f"sqlite:///{tmp_path / 'station.db'}", clock=clock)
+    """A closed batch: one hub of each kind; each job takes 60 s of the clock."""
+    store = open_store(f"sqlite:///{tmp_path / 'station.db'}", clock=clock)
     b = store.start_batch(
-        station_id="bench-07",
+        station_id=STATION,
         operator="alice",
         rig="rigs/bench-07.toml",
         catalog="station-data/catalog",
@@ -156,7 +156,7 @@ def batch(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Store, int]]:
     job(6, JobState.BOOTING, eui(7), passed(eui(7), seconds=45.0))
     job(7, JobState.ERASING, eui(8), ended(eui(8), Result.INTERRUPTED, "erase", "hub taken out"))
     job(8, JobState.DETECTED, None, ended(None, Result.FAILED, "connect", "no answer \x07 to sync"))
-    store.finish_batch(b)
+    store.close_batch(b, StationKey.load_or_create(tmp_path / "keys", STATION))
     yield store, b
     store.close()
 
@@ -203,8 +203,8 @@ def test_reconciliation_puts_every_hub_in_its_category(batch: tuple[Store, int])
 
 
 def test_reconciliation_without_a_manifest_classes_hubs_by_result(tmp_path: Path) -> None:
-    with Store.open("sqlite://") as store:
-        b = store.start_batch(station_id="s", operator="o", rig="r", catalog="c")
+    with open_store("sqlite://") as store:
+        b = store.start_batch(station_id=STATION, operator="o", rig="r", catalog="c")
         j = store.start_job(b, 1, "p", "demo-an3155")
         walk(store, j, JobState.BOOTING, eui(1))
         store.finish_job(j, passed(eui(1)))
@@ -218,25 +218,27 @@ def test_reconciliation_without_a_manifest_classes_hubs_by_result(tmp_path: Path
 
 
 def test_a_pass_then_a_skip_still_counts_as_passed(tmp_path: Path) -> None:
-    with Store.open("sqlite://") as store:
-        b = store.start_batch(station_id="s", operator="o", rig="r", catalog="c")
+    with open_store("sqlite://") as store:
+        b = store.start_batch(station_id=STATION, operator="o", rig="r", catalog="c")
         j = store.start_job(b, 1, "p", "demo-an3155")
         walk(store, j, JobState.BOOTING, eui(1))
         store.finish_job(j, passed(eui(1)))
         j2 = store.start_job(b, 1, "p", "demo-an3155")
-        walk(store, j2, JobState.IDENTIFIED, eui(1))
-        store.finish_job(j2, ended(eui(1), Result.SKIPPED, "plan", "already running"))
+        walk(store, j2, JobState.IDENTIFIED, eui(1), version_before=NEW)
+        store.finish_job(
+            j2, ended(eui(1), Result.SKIPPED, "plan", "already running", version_before=NEW)
+        )
         assert [e.job for e in reconcile(store, b).lists["passed"]] == [j]
-        assert len(dsp_export(store, b, "csv").splitlines()) == 2
+        assert len(store.dsp_text(b, "csv").splitlines()) == 2
 
 
 # -- DSP export ----------------------------------------------------------------------------
 
 
-def test_dsp_export_csv_has_one_row_per_passed_hub(batch: tuple[Store, int]) -> None:
+def test_dsp_export_csv_has_one_row_per_hub_that_changed(batch: tuple[Store, int]) -> None:
     store, b = batch
-    text = dsp_export(store, b, "csv")
-    assert text.startswith(",".join(DSP_COLUMNS) + "\r\n")
+    text = store.dsp_text(b, "csv")
+    assert text.startswith(",".join((*DSP_COLUMNS, *HEAD_COLUMNS)) + "\r\n")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert [r["eui64"] for r in rows] == [eui(1), eui(6), eui(7)]
     for r in rows:
@@ -244,6 +246,9 @@ def test_dsp_export_csv_has_one_row_per_passed_hub(batch: tuple[Store, int]) -> 
         assert r["image_sha256"] == SHA
         assert (r["station_id"], r["operator"]) == ("bench-07", "alice")
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["completed_at"])
+        head = store.report_head(b)
+        assert (r["audit_seq"], r["audit_hash"]) == (str(head.seq), head.hash)
+        assert r["audit_signature"] == head.signature and r["export_id"] == "1"
     job1 = store.jobs(b)[0]
     assert job1.finished_at is not None
     assert rows[0]["completed_at"] == job1.finished_at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -252,19 +257,21 @@ def test_dsp_export_csv_has_one_row_per_passed_hub(batch: tuple[Store, int]) -> 
 
 def test_dsp_export_json_matches_the_csv(batch: tuple[Store, int]) -> None:
     store, b = batch
-    doc = json.loads(dsp_export(store, b, "json"))
-    assert doc["format"] == DSP_FORMAT
+    doc = json.loads(store.dsp_text(b, "json"))
+    assert doc["format"] == DSP_FORMAT and doc["final"] is True and doc["export_id"] == 1
+    assert doc["audit"]["signed"] is True
     assert (doc["batch"], doc["station_id"], doc["operator"], doc["count"]) == (
         b,
         "bench-07",
         "alice",
         3,
     )
-    rows = list(csv.DictReader(io.StringIO(dsp_export(store, b, "csv"), newline="")))
-    assert doc["hubs"] == rows
+    rows = list(csv.DictReader(io.StringIO(store.dsp_text(b, "csv"), newline="")))
+    assert doc["hubs"] == [{k: r[k] for k in DSP_COLUMNS} for r in rows]
     assert all(list(h) == list(DSP_COLUMNS) for h in doc["hubs"])
+    assert store.dsp_text(b, "json") == store.dsp_text(b, "json")  # the same every time
     with pytest.raises(ValueError):
-        dsp_export(store, b, "xml")  # type: ignore[arg-type]
+        store.dsp_text(b, "xml")  # type: ignore[arg-type]
 
 
 # -- JUnit ---------------------------------------------------------------------------------
@@ -281,6 +288,7 @@ def test_junit_xml_is_well_formed_with_one_testcase_per_job(batch: tuple[Store, 
     assert suite.get("skipped") == "1"
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["operator"] == "alice" and props["manifest"] == "cn-2025-03.csv"
+    assert props["audit_signature"] == store.report_head(b).signature
     failures = [c.find("failure") for c in cases if c.find("failure") is not None]
     write = failures[0]
     assert write is not None
@@ -355,8 +363,8 @@ def test_report_commands_write_what_the_functions_compute(
     db = ["--db", f"sqlite:///{tmp_path / 'station.db'}"]
     out = tmp_path / "out" / "dsp.csv"
     assert _run(["report", "dsp", "--batch", "latest", "--format", "csv", "-o", str(out), *db]) == 0
-    assert out.read_bytes().decode() == dsp_export(store, b, "csv")
-    assert "3 passed hubs" in capsys.readouterr().err
+    assert out.read_bytes().decode() == store.dsp_text(b, "csv")
+    assert "3 hub(s) in its DSP update (export 1)" in capsys.readouterr().err
 
     assert _run(["report", "dsp", "--batch", str(b), "--format", "json", *db]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 3
@@ -387,14 +395,14 @@ def test_audit_verify_exit_status_follows_the_chain(
     batch: tuple[Store, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store, _ = batch
-    db = ["--db", f"sqlite:///{tmp_path / 'station.db'}"]
+    db = ["--db", f"sqlite:///{tmp_path / 'station.db'}", "--keys", str(tmp_path / "keys")]
     assert _run(["audit", "verify", *db]) == 0
     assert "audit chain intact" in capsys.readouterr().out
-    seq = next(e.seq for e in store.audit_log() if e.action == "hub-passed")
+    seq = next(e.seq for e in store.audit_log() if e.action == "job")
     with store._engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE audit SET operator = 'mallory' WHERE seq = {seq}")
     assert _run(["audit", "verify", *db]) == 1
-    assert f"BROKEN at entry {seq}" in capsys.readouterr().out
+    assert f"the chain breaks at entry {seq}" in capsys.readouterr().out
     assert _run(["audit", "verify", "--json", *db]) == 1
     assert json.loads(capsys.readouterr().out)["bad_seq"] == seq
 
