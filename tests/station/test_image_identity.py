@@ -274,3 +274,20 @@ def test_every_command_refuses_disagreement_and_accepts_agreement(
             code, _, err = run("flash", "--port", "/dev/null", "--profile", "demo-an3155",
                                str(path), *trust, *lax)  # fmt: skip
             assert code == Exit.BAD_INPUT and "disagrees with" in err
+
+
+def test_check_image_refuses_any_loaded_image_whose_copies_disagree() -> None:
+    """However a LoadedImage was made, the one that reaches a hub has an agreeing identity."""
+    from dataclasses import replace
+
+    from drivers.errors import ImageError
+    from firmware_images.loader import flashable, parse_bytes
+    from station.flash import Policy, check_image
+
+    from ..images.identitykit import DEMO, gbcs
+
+    good = flashable(parse_bytes(gbcs(DEMO), "good.zigbee"), 0x0800_0000)
+    edited = parse_bytes(gbcs(DEMO, replace(DEMO, version=V16)), "good.zigbee")
+    assert edited.sha256 == good.sha256  # the same signed bytes, another header
+    with pytest.raises(ImageError, match="file version 0x01060000 in the OTA header"):
+        check_image(replace(good, parsed=edited), load_profile("demo-an3155"), Policy())
