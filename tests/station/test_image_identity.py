@@ -291,3 +291,69 @@ def test_check_image_refuses_any_loaded_image_whose_copies_disagree() -> None:
     assert edited.sha256 == good.sha256  # the same signed bytes, another header
     with pytest.raises(ImageError, match="file version 0x01060000 in the OTA header"):
         check_image(replace(good, parsed=edited), load_profile("demo-an3155"), Policy())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(("gbcs", "gbl-in-gbcs")),
+    version=st.integers(2, 0xFFFF_FFFF),
+    data=st.data(),
+)
+def test_the_catalogue_chooser_refuses_disagreement_before_any_hub_is_written(
+    kind: str, version: int, data: st.DataObject
+) -> None:
+    """A catalogue listing an image under its header's word (as `catalog add` once did)."""
+    from dataclasses import replace
+
+    from firmware_images.trust import TrustStore
+    from station.flash import Policy, Refusal, catalog_chooser
+    from station.outcome import FlashOutcome
+
+    from ..images.identitykit import DEMO
+
+    profile = load_profile("demo-gecko" if kind == "gbl-in-gbcs" else "demo-an3155")
+    desc = replace(DEMO, version=version, image_type=profile.image_type)
+    fields = data.draw(st.sets(st.sampled_from(FIELDS)), "fields edited in the header")
+    header = data.draw(changed(desc, fields), "header")
+    raw, _ = build(kind, desc, header)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        trust = TrustStore.from_dir(write_trust(root / "trust"))
+        cat = Catalog(root / "catalog")
+        cat.root.mkdir()
+        (cat.root / "r.zigbee").write_bytes(raw)
+        cat.models[profile.name] = replace(model_of(desc, profile.name), max_image_size=1 << 20)
+        sha = parse_file(cat.root / "r.zigbee").sha256
+        old = 1 if header.version == 0 else 0  # the release the hub runs (file not needed)
+        cat.releases[profile.name] = [
+            Release(profile.name, old, "old.zigbee", "00" * 32),
+            Release(profile.name, header.version, "r.zigbee", sha),
+        ]
+        choose = catalog_chooser(cat, profile, Policy(trust=trust))
+        hub = FlashOutcome(port="-", profile=profile.name, hw_version=desc.hw_range[0])
+        hub.version_before = f"0x{old:08X}"
+        if fields:
+            with pytest.raises(Refusal, match="disagrees with"):
+                choose(hub)
+        else:
+            image = choose(hub)
+            assert image.trusted_identity.version == version == header.version
+
+
+def test_verify_refuses_an_image_nothing_signed_identifies(bench: Bench, tmp_path: Path) -> None:
+    """Signed, but its Manufacturer Image carries no descriptor: only the header says what
+    it is, and the header is not signed."""
+    from firmware_images.zigbee import build_gbcs_image, ecdsa_p256_sign
+
+    from ..images.identitykit import KEY
+
+    path = tmp_path / "foreign.zigbee"
+    path.write_bytes(
+        build_gbcs_image(
+            b"\x20" * 2048, manufacturer_code=0x1234, image_type=0x0401, file_version=V16,
+            hw_min=1, hw_max=3, sign=ecdsa_p256_sign(KEY),
+        )
+    )  # fmt: skip
+    code, out, _ = run("image", "verify", str(path), "--trust", str(write_trust(tmp_path / "t")))
+    assert code == Exit.REFUSED
+    assert "no application descriptor in the Manufacturer Image" in " ".join(out.split())
