@@ -317,7 +317,8 @@ def claims(
     Args:
         release, model: the catalogue entry the image is meant to be.
         file_name: a name the file goes by besides the one in ``image.path`` (e.g. the
-            name a catalogue stores it under); read only when it follows the GBCS pattern.
+            name a catalogue stores it under). A name is read only when it starts
+            ``MMMM-TTTT-VVVVVVVV`` (hex), optionally followed by ``-<SHA-256>``.
     """
     inner, _ = _wrapped_gbl(image)
     out: list[Identity] = []
