@@ -28,7 +28,6 @@ from __future__ import annotations
 import shutil
 import tomllib
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +35,12 @@ from typing import Any
 
 from drivers.errors import ConfigError, ImageError
 from firmware_images.descriptor import format_version
+from firmware_images.identity import (
+    IdentityError,
+    disagreements,
+    require_trusted_identity,
+    why_untrusted,
+)
 from firmware_images.model import ParsedImage
 
 INDEX = "catalog.toml"
@@ -343,35 +348,25 @@ class Catalog:
         return Plan(decision, model_name, reason, hop, newest, behind, tuple(path))
 
     def image_refusals(self, image: ParsedImage, release: Release) -> list[str]:
-        """Why ``image`` is not the approved file of ``release``; empty when it is."""
+        """Why ``image`` is not the approved file of ``release``; empty when it is.
+
+        Every copy of the image's identity must agree with the others and with this entry
+        (the model's manufacturer code, image type and hardware range; the release's version
+        and SHA-256; the name the file is stored under), the trusted one being the signed
+        application descriptor (:mod:`firmware_images.identity`). Each reason names both
+        values and where each came from.
+        """
         model = self.models[release.model]
         out = []
-        checks: Iterable[tuple[str, int | None, int]] = (
-            ("manufacturer code", image.manufacturer_code, model.manufacturer_code),
-            ("image type", image.image_type, model.image_type),
-            ("file version", image.file_version, release.version),
-        )
-        for what, have, want in checks:
-            if have != want:
-                shown = "absent" if have is None else f"0x{have:X}"
-                out.append(f"{what} is {shown}, the catalogue says 0x{want:X}")
-        if image.sha256 != release.sha256:
-            out.append(
-                f"Manufacturer Image hash is {image.sha256}, the catalogue says {release.sha256}"
-            )
+        missing = why_untrusted(image)
+        if missing is not None:
+            out.append(missing)
+        found = disagreements(image, release=release, model=model, file_name=release.file)
+        out += [d.reason for d in found]
         if len(image.payload) > model.max_image_size:
             out.append(
                 f"payload is {len(image.payload)} bytes, {model.name} has room for "
                 f"{model.max_image_size}"
-            )
-        if (
-            image.hw_min is not None
-            and image.hw_max is not None
-            and (image.hw_min > model.hw_max or image.hw_max < model.hw_min)
-        ):
-            out.append(
-                f"hardware range {image.hw_min}..{image.hw_max} does not meet {model.name}'s "
-                f"{model.hw_min}..{model.hw_max}"
             )
         return out
 
@@ -388,26 +383,32 @@ class Catalog:
     ) -> Release:
         """Copy an image into the catalogue as the model's newest release and save.
 
+        The release's version is the signed application descriptor's (the trusted identity),
+        never the OTA header's alone: the header is outside the GBCS signature, and every
+        copy of the identity (header, file names, this model) must agree with it.
+
         Raises:
-            ImageError: the image does not belong to the model, or is not newer.
+            ImageError: no trusted identity, copies of it disagree (:class:`IdentityError`),
+                the image does not fit the model, or it is not newer than the newest release.
         """
-        self.model(model_name)  # raises for an unknown model
-        if image.file_version is None:
-            raise ImageError(f"{source}: the image states no file version")
+        model = self.model(model_name)  # raises for an unknown model
+        version = require_trusted_identity(image).version
+        assert version is not None  # a descriptor always states one
+        found = disagreements(image, model=model, file_name=file_name)
+        if found:
+            raise IdentityError(str(source), found)
         rels = self.releases[model_name]
-        if any(r.version == image.file_version for r in rels):
+        if any(r.version == version for r in rels):
+            raise ImageError(f"{model_name} already has release {format_version(version)}")
+        if rels and version < rels[-1].version:
             raise ImageError(
-                f"{model_name} already has release {format_version(image.file_version)}"
-            )
-        if rels and image.file_version < rels[-1].version:
-            raise ImageError(
-                f"{format_version(image.file_version)} is older than {model_name}'s newest "
+                f"{format_version(version)} is older than {model_name}'s newest "
                 f"release {rels[-1].version_text}; releases are added in order"
             )
-        rel = Release(model_name, image.file_version, file_name, image.sha256, predecessors)
+        rel = Release(model_name, version, file_name, image.sha256, predecessors)
         problems = self.image_refusals(image, rel)
         if problems:
-            raise ImageError(f"{source} is not a {model_name} image: " + "; ".join(problems))
+            raise ImageError(f"{source} cannot be a {model_name} release: " + "; ".join(problems))
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, self.root / file_name)
         rels.append(rel)

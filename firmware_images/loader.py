@@ -17,6 +17,7 @@ import bincopy
 from drivers.crc import crc32
 from drivers.errors import ImageError
 from firmware_images.descriptor import AppDescriptor, check_payload
+from firmware_images.identity import Identity, check_identity, descriptor_identity
 from firmware_images.model import ImageFormatError, ParsedImage, Segment, SigStatus
 
 _HEX_SUFFIXES = {".hex", ".ihex", ".ihx"}
@@ -147,7 +148,8 @@ class LoadedImage:
         kind: the container it came in (``gbcs-ota``, ``ihex``, ``raw``...).
         address: load address of the first byte.
         data: the payload bytes.
-        descriptor: the payload's application descriptor (CRC already checked).
+        descriptor: the payload's application descriptor (CRC already checked): the
+            trusted identity, the one the station writes, expects back and records.
         sha256: hex SHA-256 of ``data`` (for GBCS images, the Manufacturer Image Hash).
             For a wrapped bootloader file, of that whole file (still the GBCS hash).
         crc32: CRC-32 of ``data``.
@@ -181,9 +183,21 @@ class LoadedImage:
         """The container's signature status (as checked so far)."""
         return self.parsed.signature_status
 
+    @property
+    def trusted_identity(self) -> Identity:
+        """What this image is, as the station acts on it: :attr:`descriptor`'s identity,
+        inside the signed Manufacturer Image for GBCS images. ``parsed``'s header fields are
+        outside the signature; :func:`flashable` proved they agree with this."""
+        in_gbl = self.inner is not None or self.parsed.container == "gbl"
+        return descriptor_identity(self.descriptor, self.parsed, in_gbl=in_gbl)
+
 
 def flashable(image: ParsedImage, address: int | None = None) -> LoadedImage:
     """The one application payload of ``image``, placed and checked.
+
+    Every copy of the image's identity (OTA header, application descriptor, GBL APP_INFO,
+    file name) must agree first: the header is outside the GBCS signature, so a header
+    that says anything other than the signed descriptor means an edited or misbuilt file.
 
     Args:
         address: load address for a raw binary (required), and for containers that carry
@@ -191,8 +205,16 @@ def flashable(image: ParsedImage, address: int | None = None) -> LoadedImage:
             agree with a HEX/S-record/DfuSe file's own address.
 
     Raises:
+        IdentityError: copies of its identity disagree (an :class:`ImageError`).
         ImageError: no address, several payloads, or no valid application descriptor.
     """
+    check_identity(image)
+    return _place(image, address)
+
+
+def _place(image: ParsedImage, address: int | None) -> LoadedImage:
+    """:func:`flashable` once the identity is checked (a wrapped GBL is checked with its
+    container, whose file name and header are the ones that must agree)."""
     where = image.path or "image"
     if len(image.segments) != 1:
         raise ImageError(
@@ -234,13 +256,14 @@ def flashable(image: ParsedImage, address: int | None = None) -> LoadedImage:
 
 
 def _unwrap_gbl(image: ParsedImage, payload: bytes, address: int | None) -> LoadedImage:
-    """A GBL carried as an OTA image's payload: the signature and identity stay the OTA
-    container's; the application (for the descriptor checks) and the file to send are the
-    GBL's."""
+    """A GBL carried as an OTA image's payload: the signature stays the OTA container's;
+    the application, whose descriptor is the trusted identity (inside the signed
+    Manufacturer Image), and the file to send are the GBL's. The OTA header and the GBL's
+    APP_INFO version were checked against that descriptor by :func:`flashable`."""
     where = image.path or "image"
     try:
         inner = parse_bytes(payload, f"{where} (its GBL payload)")
-        loaded = flashable(inner, address)
+        loaded = _place(inner, address)
     except ImageError as exc:
         if not exc.message.startswith(where):
             exc.message = f"{where} (its GBL payload): {exc.message}"

@@ -14,11 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.crc import crc32
 from drivers.errors import ImageError
 from firmware_images.descriptor import AppDescriptor, check_payload
+
+if TYPE_CHECKING:
+    from firmware_images.identity import Identity
 
 
 class ImageFormatError(ImageError):
@@ -82,7 +85,10 @@ class ParsedImage:
             ``srec`` or ``raw``.
         fields: every header field by name (ints, strings or bytes), for inspect/JSON.
         manufacturer_code, image_type, file_version, hw_min, hw_max: the identity of the
-            image as its container states it (None when the container has no such field).
+            image as its container's header states it (None when it has no such field).
+            **Untrusted input**: an OTA header is outside the GBCS signature, so these can be
+            edited without breaking it. Never act on them; act on :attr:`trusted_identity`,
+            which they are cross-checked against (:mod:`firmware_images.identity`).
         segments: the payload(s); ``segments[0]`` is the application payload.
         sha256: hex SHA-256 of the application payload (GBCS: the Manufacturer Image Hash).
         crc32: CRC-32 of the application payload.
@@ -131,6 +137,18 @@ class ParsedImage:
     def signature_status(self) -> SigStatus:
         """The signature's status, UNSIGNED when there is none."""
         return SigStatus.UNSIGNED if self.signature is None else self.signature.status
+
+    @property
+    def trusted_identity(self) -> Identity | None:
+        """The identity the station acts on: the payload's application descriptor.
+
+        For a GBCS image it is inside the signed Manufacturer Image (for a wrapped GBL, in
+        the GBL's application), unlike the header fields above. None when the payload
+        carries no descriptor. See :func:`firmware_images.identity.trusted_identity`.
+        """
+        from firmware_images.identity import trusted_identity
+
+        return trusted_identity(self)
 
     def with_signature_status(self, status: SigStatus, signer: str | None = None) -> ParsedImage:
         """A copy whose signature carries a checked status."""

@@ -19,6 +19,7 @@ from firmware_images.catalog import Catalog, Decision, Plan
 from firmware_images.descriptor import (
     format_version,
 )
+from firmware_images.identity import check_identity
 from firmware_images.loader import LoadedImage, flashable, parse_file
 from firmware_images.trust import TrustStore, signature_refusal
 from station.events import JobState
@@ -97,9 +98,12 @@ def check_image(image: LoadedImage, profile: Profile, policy: Policy) -> LoadedI
     Returns the image with its signature checked against the trust store.
 
     Raises:
-        ImageError: it cannot be right for this hub model (see :func:`precheck`).
+        ImageError: it cannot be right for this hub model (see :func:`precheck`), or the
+            copies of its identity disagree (an edited OTA header: see
+            :mod:`firmware_images.identity`).
         Refusal: its signature is missing or bad and no override allows it.
     """
+    check_identity(image.parsed)  # flashable() did; this holds for any LoadedImage too
     precheck(image, profile)
     parsed = image.parsed if policy.trust is None else policy.trust.check(image.parsed)
     image = replace(image, parsed=parsed)
@@ -181,6 +185,8 @@ def _pathway_override(
 
 def precheck(image: LoadedImage, profile: Profile) -> None:
     """Refuse an image that cannot be right for this hub model, before any port is opened.
+
+    Compares the trusted identity (the signed descriptor), never the OTA header's fields.
 
     Raises:
         ImageError: wrong manufacturer or image type, outside flash, misaligned, too big.

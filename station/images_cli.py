@@ -23,6 +23,15 @@ from firmware_images import build as demo
 from firmware_images.catalog import Catalog, Decision, parse_version_text
 from firmware_images.descriptor import format_version
 from firmware_images.gbl import build_gbl
+from firmware_images.identity import (
+    Identity,
+    check_identity,
+    claims,
+    disagreements,
+    signature_coverage,
+    trusted_identity,
+    why_untrusted,
+)
 from firmware_images.loader import parse_file
 from firmware_images.model import ParsedImage, SigStatus
 from firmware_images.trust import TrustStore, signature_refusal
@@ -67,10 +76,44 @@ def _jsonable(value: object) -> object:
     return value if isinstance(value, (str, float, bool, type(None))) else str(value)
 
 
+def identity_json(identity: Identity) -> dict[str, Any]:
+    """One copy of an image's identity, JSON-ready (absent fields are None)."""
+    v, hw = identity.version, identity.hw_range
+    return {
+        "source": identity.source,
+        "signed": identity.signed,
+        "manufacturer_code": identity.manufacturer_code,
+        "image_type": identity.image_type,
+        "version": None if v is None else format_version(v),
+        "hw_range": None if hw is None else list(hw),
+        "sha256": identity.sha256,
+    }
+
+
 def image_report(image: ParsedImage) -> dict[str, Any]:
-    """Everything about an image, JSON-ready."""
+    """Everything about an image, JSON-ready.
+
+    ``manufacturer_code`` .. ``hw_range`` are what the container's header says (outside
+    any signature); ``trusted_identity`` is what the station acts on, ``identity_copies``
+    every place the identity is stated, and ``disagreements`` (also among ``problems``)
+    where they differ. ``signature_covers`` / ``outside_signature`` say which parts the
+    signature protects.
+    """
     sig = image.signature
-    d = image.descriptor
+    trusted = trusted_identity(image)
+    found = [d.reason for d in disagreements(image)]
+    cover = signature_coverage(image)
+    if trusted is None:
+        payload = f"foreign payload ({why_untrusted(image)})"
+    else:
+        hw = trusted.hw_range or (0, 0)
+        holder = (
+            "GBL file whose application carries" if "GBL" in trusted.source else "application with"
+        )
+        payload = (
+            f"{holder} a descriptor (version {format_version(trusted.version or 0)}, "
+            f"hw {hw[0]}..{hw[1]})"
+        )
     return {
         "path": image.path,
         "container": image.container,
@@ -78,6 +121,12 @@ def image_report(image: ParsedImage) -> dict[str, Any]:
         "image_type": image.image_type,
         "file_version": None if image.file_version is None else format_version(image.file_version),
         "hw_range": None if image.hw_min is None else [image.hw_min, image.hw_max],
+        "trusted_identity": None if trusted is None else identity_json(trusted),
+        "identity_copies": [identity_json(c) for c in claims(image)],
+        "disagreements": found,
+        "signature_covers": list(cover.covered),
+        "outside_signature": list(cover.outside),
+        "signature_note": cover.note,
         "fields": {k: _jsonable(v) for k, v in image.fields.items()},
         "segments": [
             {"name": s.name, "address": s.address, "size": len(s.data)} for s in image.segments
@@ -89,28 +138,49 @@ def image_report(image: ParsedImage) -> dict[str, Any]:
             "scheme": sig.scheme if sig else None,
             "signer": sig.signer if sig else None,
         },
-        "payload": (
-            "application with descriptor "
-            f"(version {format_version(d.firmware_version)}, hw {d.hw_min}..{d.hw_max})"
-            if d
-            else "foreign payload (no application descriptor)"
-        ),
-        "problems": list(image.problems),
+        "payload": payload,
+        "problems": [*image.problems, *found],
     }
+
+
+def _identity_text(i: dict[str, Any]) -> str:
+    parts = []
+    if i["manufacturer_code"] is not None:
+        parts.append(f"manufacturer 0x{i['manufacturer_code']:04X}")
+    if i["image_type"] is not None:
+        parts.append(f"image type 0x{i['image_type']:04X}")
+    if i["version"] is not None:
+        parts.append(f"version {i['version']}")
+    if i["hw_range"] is not None:
+        parts.append(f"hw {i['hw_range'][0]}..{i['hw_range'][1]}")
+    if i["sha256"] is not None:
+        parts.append(f"sha256 {i['sha256']}")
+    return ", ".join(parts) + f"  ({i['source']})"
 
 
 def _print_report(report: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None)
     for key in ("path", "container", "payload", "sha256", "crc32"):
         table.add_row(key, str(report[key]))
+    trusted = report["trusted_identity"]
+    table.add_row("identity", "none trusted" if trusted is None else _identity_text(trusted))
+    for copy in report["identity_copies"]:
+        if copy != trusted:
+            table.add_row("  also stated", _identity_text(copy))
+    table.add_row("header says", "untrusted input: only cross-checked against the identity")
     for key in ("manufacturer_code", "image_type"):
         v = report[key]
-        table.add_row(key, "-" if v is None else f"0x{v:04X}")
-    table.add_row("file_version", str(report["file_version"]))
-    table.add_row("hw_range", str(report["hw_range"]))
+        table.add_row(f"  {key}", "-" if v is None else f"0x{v:04X}")
+    table.add_row("  file_version", str(report["file_version"]))
+    table.add_row("  hw_range", str(report["hw_range"]))
     sig = report["signature"]
     text = sig["status"] + (f" ({sig['scheme']})" if sig["scheme"] else "")
     table.add_row("signature", text + (f", signed by {sig['signer']}" if sig["signer"] else ""))
+    table.add_row("", report["signature_note"])
+    for part in report["signature_covers"]:
+        table.add_row("signature covers", part)
+    for part in report["outside_signature"]:
+        table.add_row("outside signature", part)
     for seg in report["segments"]:
         at = "profile address" if seg["address"] is None else f"0x{seg['address']:08X}"
         table.add_row("segment", f"{seg['name']}: {seg['size']} bytes at {at}")
@@ -140,7 +210,11 @@ def cmd_inspect(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, err: Console) -> int:
-    """Signature (and, with --for-model, catalogue policy) for one file; exit 0/3."""
+    """Signature, identity (and, with --for-model, catalogue policy) for one file; exit 0/3.
+
+    The identity checked and reported is the trusted one (the signed descriptor); every
+    other copy (OTA header, file name, catalogue entry) must agree with it.
+    """
     image = parse_file(args.file)
     trust = trust_store(args.trust)
     if trust is None:
@@ -153,7 +227,18 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
     why = signature_refusal(image, allow_unsigned=args.allow_unsigned)
     if why:
         reasons.append(why)
-    verdict: dict[str, Any] = {"signature": str(image.signature_status)}
+    trusted = trusted_identity(image)
+    missing = why_untrusted(image)
+    if missing:
+        reasons.append(missing)
+    found = [d.reason for d in disagreements(image)]
+    reasons += found
+    verdict: dict[str, Any] = {
+        "signature": str(image.signature_status),
+        "identity": None if trusted is None else identity_json(trusted),
+        "disagreements": found,
+    }
+    version = None if trusted is None else trusted.version
     if args.for_model:
         cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
         model = cat.model(args.for_model)
@@ -167,23 +252,35 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
             order = [r.version for r in cat.releases[model.name]]
             if (
                 args.running in order
-                and image.file_version in order
-                and order.index(image.file_version) < order.index(args.running)
+                and version in order
+                and order.index(version) < order.index(args.running)
             ):
                 reasons.append(
-                    f"downgrade: image {format_version(image.file_version or 0)} is older than "
+                    f"downgrade: image {format_version(version or 0)} is older than "
                     f"the running {format_version(args.running)}"
                 )
-            elif image.file_version != plan.release.version:
-                have = "none" if image.file_version is None else format_version(image.file_version)
+            elif version != plan.release.version:
+                have = "none" if version is None else format_version(version)
                 reasons.append(
-                    f"file version {have} is not the approved next step "
+                    f"version {have} is not the approved next step "
                     f"{plan.release.version_text} ({plan.reason})"
                 )
-            reasons += cat.image_refusals(image, plan.release)
-        hw, lo, hi = args.hardware, image.hw_min, image.hw_max
-        if hw is not None and lo is not None and hi is not None and not lo <= hw <= hi:
-            reasons.append(f"hardware version {hw} is outside the image's range {lo}..{hi}")
+        # The image must be the catalogued file of the release it says it is.
+        own = None if version is None else cat.release(model.name, version)
+        if own is not None:
+            reasons += cat.image_refusals(image, own)
+        else:
+            reasons += [d.reason for d in disagreements(image, model=model)]
+            if version is not None:
+                reasons.append(
+                    f"version {format_version(version)} is not a catalogued release of {model.name}"
+                )
+        hw, lo_hi = args.hardware, None if trusted is None else trusted.hw_range
+        if hw is not None and lo_hi is not None and not lo_hi[0] <= hw <= lo_hi[1]:
+            reasons.append(
+                f"hardware version {hw} is outside the image's range {lo_hi[0]}..{lo_hi[1]}"
+            )
+    reasons = list(dict.fromkeys(reasons))  # the same finding from two checks, once
     verdict["ok"] = not reasons
     verdict["reasons"] = reasons
     if args.json:
@@ -193,6 +290,8 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
         sig = image.signature
         signer = f" by {sig.signer}" if sig and sig.signer else ""
         out.print(f"signature: {image.signature_status}{signer}", highlight=False)
+        if trusted is not None:
+            out.print(f"identity: {_identity_text(identity_json(trusted))}", highlight=False)
         if "plan" in verdict:
             behind = verdict["behind"]
             note = f" (n-{behind})" if behind is not None else ""
@@ -374,24 +473,29 @@ def cmd_catalog_list(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_catalog_add(args: argparse.Namespace, err: Console) -> int:
+    """Add a file as a model's newest release: its identity is the signed descriptor's, and
+    every other copy (OTA header, file name) must agree before anything is written."""
     cat = Catalog.load(args.catalog or DEFAULT_CATALOG, create=True)
     image = parse_file(args.file)
+    check_identity(image)  # before the header's fields name a model or the stored file
     if args.model not in cat.models:
-        if image.manufacturer_code is None or image.image_type is None:
-            raise ImageError(f"{args.file} states no manufacturer code or image type")
-        if args.hw_min is None or args.hw_max is None or args.max_image_size is None:
-            raise ConfigError(
-                f"model {args.model!r} is new: give --hw-min, --hw-max and --max-image-size"
-            )
+        trusted = trusted_identity(image)
+        if trusted is None or trusted.manufacturer_code is None or trusted.image_type is None:
+            raise ImageError(f"{args.file}: {why_untrusted(image)}")
+        hw = trusted.hw_range or (0, 0)
+        hw_min = hw[0] if args.hw_min is None else args.hw_min
+        hw_max = hw[1] if args.hw_max is None else args.hw_max
+        if args.max_image_size is None:
+            raise ConfigError(f"model {args.model!r} is new: give --max-image-size")
         from firmware_images.catalog import HubModel
 
         cat.models[args.model] = HubModel(
             args.model,
             args.profile or args.model,
-            image.manufacturer_code,
-            image.image_type,
-            args.hw_min,
-            args.hw_max,
+            trusted.manufacturer_code,
+            trusted.image_type,
+            hw_min,
+            hw_max,
             args.max_image_size,
         )
         cat.releases[args.model] = []
@@ -412,7 +516,8 @@ def cmd_catalog_add(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_catalog_check(args: argparse.Namespace, err: Console) -> int:
-    """Every release: file present, parses, hash/model/version right, signature valid."""
+    """Every release: file present, parses, signature valid, and every copy of its identity
+    (descriptor, OTA header, file name, catalogue entry) agreeing; exit 1 if any is BAD."""
     cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
     trust = trust_store(args.trust)
     bad = 0
@@ -525,9 +630,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q.add_argument("--trust", help="trust store to check the signature against")
     q.add_argument("--allow-unsigned", action="store_true")
     q.add_argument("--profile", help="hub profile of a new model (default: the model name)")
-    q.add_argument("--hw-min", type=_int)
-    q.add_argument("--hw-max", type=_int)
-    q.add_argument("--max-image-size", type=_int)
+    q.add_argument("--hw-min", type=_int, help="of a new model (default: the image's)")
+    q.add_argument("--hw-max", type=_int, help="of a new model (default: the image's)")
+    q.add_argument("--max-image-size", type=_int, help="bytes of flash of a new model")
     q.set_defaults(func=cmd_catalog_add)
     q = csub.add_parser("check", help="check every release file against the catalogue")
     q.add_argument("--catalog", help=f"catalogue folder (default {DEFAULT_CATALOG})")

@@ -109,25 +109,58 @@ def test_bad_index_names_the_entry(tmp_path: Path) -> None:
 
 
 def test_image_refusals_name_field_and_values(tmp_path: Path) -> None:
-    from firmware_images.model import ParsedImage, Segment
+    from firmware_images.build import demo_payload
+    from firmware_images.loader import parse_bytes
+    from firmware_images.zigbee import build_gbcs_image
 
     cat = catalog(tmp_path)
     cat.models["m"] = HubModel("m", "m", 0x1234, 0x0401, 1, 3, 1024)  # room for 1 KiB only
+    rel = Release("m", V[-1], "f", "ab" * 32)
+    payload = demo_payload(V[-2], size=2048, manufacturer_code=0x9999, hw_min=5, hw_max=6)
+    image = parse_bytes(
+        build_gbcs_image(
+            payload,
+            manufacturer_code=0x9999,
+            image_type=0x0401,
+            file_version=V[-2],
+            hw_min=5,
+            hw_max=6,
+        ),
+        "x",
+    )
+    reasons = cat.image_refusals(image, rel)
+    assert reasons == [
+        "manufacturer code 0x1234 in the catalogue's model m disagrees with 0x9999 in the "
+        "payload's descriptor",
+        "release version 0x01050000 in the catalogue's m release disagrees with 0x01040000 in "
+        "the payload's descriptor",
+        "hardware range 1..3 in the catalogue's model m disagrees with 5..6 in the payload's "
+        "descriptor",
+        f"Manufacturer Image hash {'ab' * 32} in the catalogue's m release disagrees with "
+        f"{image.sha256} in the Manufacturer Image as read",
+        "payload is 2048 bytes, m has room for 1024",
+    ]
+
+
+def test_image_refusals_without_a_descriptor(tmp_path: Path) -> None:
+    from firmware_images.model import ParsedImage, Segment
+
+    cat = catalog(tmp_path)
     rel = Release("m", V[-1], "f", "ab" * 32)
     image = ParsedImage(
         path="x",
         container="gbcs-ota",
         fields={},
         segments=(Segment(None, b"\0" * 2048),),
-        manufacturer_code=0x9999,
+        manufacturer_code=0x1234,
         image_type=0x0401,
-        file_version=V[-2],
-        hw_min=5,
-        hw_max=6,
+        file_version=V[-1],
+        hw_min=1,
+        hw_max=3,
     )
     reasons = cat.image_refusals(image, rel)
-    assert "manufacturer code is 0x9999, the catalogue says 0x1234" in reasons
-    assert "file version is 0x1040000, the catalogue says 0x1050000" in reasons
-    assert any(r.startswith("Manufacturer Image hash is ") for r in reasons)
-    assert "payload is 2048 bytes, m has room for 1024" in reasons
-    assert "hardware range 5..6 does not meet m's 1..3" in reasons
+    # Nothing signed says which image this is: the header agreeing does not make it one.
+    assert reasons[0] == (
+        "no application descriptor in the Manufacturer Image: nothing the station trusts says "
+        "which image it is (the OTA header is not signed)"
+    )
