@@ -11,7 +11,8 @@ from sqlalchemy import create_engine
 
 from station.events import CHAIN, JobState
 from station.outcome import FlashOutcome, Result
-from station.records.store import Store, metadata
+from station.records.schema import metadata
+from station.records.store import Store
 
 #: Set to a PostgreSQL URL (postgresql+psycopg://user@host/db) to run the store tests on it
 #: as well; every table of the station schema in that database is dropped first.
