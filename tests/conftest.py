@@ -25,6 +25,15 @@ OLD = 0x0101_0000
 NEW = 0x0105_0000
 
 
+@pytest.fixture(autouse=True)
+def _station_keys(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's stations sign with keys of their own (``$STATION_KEYS``, inherited by the
+    ``station`` commands a test starts), never with a developer's station-data/keys."""
+    monkeypatch.setenv("STATION_KEYS", str(tmp_path_factory.mktemp("keys")))
+
+
 @pytest.fixture
 def start_hub() -> Iterator[Callable[..., SimHub]]:
     """Start simulated hubs (unpaced unless asked); all are stopped after the test."""
