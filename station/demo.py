@@ -52,6 +52,7 @@ from sim.dfu_rig import DfuBus
 from sim.pty import HubSpec, SimHub, derive_eui64
 from sim.usb_dfu import DfuHubSpec
 from station.events import JobState
+from station.render import console, error_line, literal, styled
 from station.reports import reconcile, write_reports
 from station.run import run_station
 from station.store import JobRow, Store
@@ -363,7 +364,7 @@ def _table(demo: DemoRig, jobs: dict[int, JobRow]) -> Table:
             job.version_before or "-",
             job.version_after or "-",
             str(job.state),
-            why if len(why) <= 70 else why[:67] + "...",
+            literal(why if len(why) <= 70 else why[:67] + "..."),
             "yes" if ok else f"NO (expected {hub.expect})",
         )
     return table
@@ -404,7 +405,7 @@ def run_demo(
     hub that never came listed as missing), 1 otherwise, 2 for bad options.
     """
     if hubs < 1:
-        err.print("[red]error:[/] --hubs must be at least 1")
+        err.print(error_line("--hubs must be at least 1"))
         return 2
     root = root or DATA_DIR / "demo"
     err.print(
@@ -463,11 +464,11 @@ def run_demo(
             flush=True,
         )
         return 0 if planned and audit.ok else 1
-    out = Console(soft_wrap=True, width=None if err.is_terminal else 160)
+    out = console(width=None if err.is_terminal else 160)
     out.print(_table(demo, jobs))
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in recon.counts().items() if n)
     out.print(f"consignment DEMO-C1: {counts}", highlight=False)
-    out.print(f"audit log: {'chain intact' if audit.ok else 'BROKEN: ' + audit.reason}")
+    out.print(styled(f"audit log: {'chain intact' if audit.ok else 'BROKEN: ' + audit.reason}"))
     out.print("files written:", highlight=False)
     for label, path in (
         ("rig", demo.rig),
@@ -492,5 +493,5 @@ def run_demo(
     if planned and audit.ok:
         out.print("every hub ended as the demo scenario expects", highlight=False)
         return 0
-    out.print("[red]some hubs did not end as the demo scenario expects[/]")
+    out.print(styled(("some hubs did not end as the demo scenario expects", "red")))
     return 1

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from station.batch import BatchRun, with_overrides
 from station.events import Event
-from station.render import EventBoard
+from station.render import EventBoard, console, styled
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,12 +77,13 @@ class _Sink:
                     else ""
                 )
                 self.err.print(
-                    f"slot {event.slot}: {event.state} {d.get('eui64') or '(hub unknown)'} "
-                    f"{versions}{message}",
-                    highlight=False,
+                    styled(
+                        f"slot {event.slot}: {event.state} {d.get('eui64') or '(hub unknown)'} "
+                        f"{versions}{message}"
+                    )
                 )
             elif event.kind in ("slot-fault", "slot-empty", "retry", "slot-error", "record-error"):
-                self.err.print(f"slot {event.slot}: {event.kind} {event.data}", highlight=False)
+                self.err.print(styled(f"slot {event.slot}: {event.kind} {event.data}"))
 
 
 def run_station(args: argparse.Namespace, err: Console) -> int:
@@ -126,7 +127,7 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
         missing = counts.get("missing", 0)
         if not args.json:
             rate = f", {summ.hubs_per_hour:.0f} hubs/hour" if summ.hubs_per_hour else ""
-            Console(soft_wrap=True).print(
+            console().print(
                 f"batch {batch}: "
                 + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
                 + f"{rate}. Reports: station report dsp|consignment|junit|summary "
