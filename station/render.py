@@ -9,7 +9,7 @@ they cannot move the cursor or recolour the terminal. Three habits keep it so:
 
 - Print through a console from :func:`console` (never ``rich.console.Console(...)``): it
   has markup, emoji codes and highlighting off and escapes control characters (other than
-  newline and tab) in every plain ``str`` it renders, table cells included.
+  newline) in every plain ``str`` it renders, table cells included.
 - Style only with :class:`rich.text.Text`, never with markup strings: :func:`styled` builds
   a line from our own words with a style, ``("FAILED", "bold red")``, and external text
   given as a plain ``str``, which :func:`literal` keeps on one line and shows as is.
@@ -102,7 +102,7 @@ class _LiteralConsole(Console):
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         kwargs.update(markup=False, emoji=False)
-        return super().render_str(literal(text, keep="\n\t"), **kwargs)
+        return super().render_str(literal(text, keep="\n"), **kwargs)
 
 
 def console(
