@@ -100,7 +100,9 @@ class TomlLines:
         table: TablePath = ()
         depth = 0  # brackets and braces open in a value
         closing: str | None = None  # the delimiter of an open multi-line string
-        for number, line in enumerate(text.splitlines(), 1):
+        # Only \n ends a line in TOML (str.splitlines would split at \x85, \u2028 too).
+        for number, raw in enumerate(text.split("\n"), 1):
+            line = raw.removesuffix("\r")
             pos = 0
             if closing is None and depth == 0:
                 stripped = line.lstrip()

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from drivers.errors import ConfigError
-from station.config import Spec, Table, TomlLines
+from station.config import Spec, Table, TomlLines, shown
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,13 @@ def load_profile(name_or_path: str) -> Profile:
         ConfigError: unknown name, unreadable file or invalid content, or a user file
             whose ``name`` is not its file name.
     """
+    try:
+        return _load(name_or_path)
+    except OSError as exc:  # a name the file system cannot even look up (too long...)
+        raise ConfigError(f"cannot look up profile {shown(name_or_path)}: {exc.strerror}") from exc
+
+
+def _load(name_or_path: str) -> Profile:
     path = Path(name_or_path)
     res = resources.files(__package__) / f"{name_or_path}.toml"
     user = None
