@@ -208,8 +208,9 @@ class Spec:
 
     ``kind`` is ``str``, ``int``, ``float`` (integers accepted), ``bool``, ``list`` (of
     ``items``) or ``dict`` (a table, checked by its reader). ``lo``/``hi`` bound numbers
-    (a list's items too), ``min_len``/``max_len`` the length of strings and lists;
-    strings must be printable (no control characters). ``choices`` lists the allowed
+    (a list's items too), ``min_len``/``max_len`` the length of strings and lists (a
+    list's strings are 1..1024 characters); strings must be printable (no control
+    characters). ``choices`` lists the allowed
     strings; ``what`` replaces the generated description in messages.
     """
 
@@ -252,10 +253,11 @@ class Spec:
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` (as tomllib gives it) is allowed."""
         if self.kind is list:
+            item = Spec(self.items or str, self.lo, self.hi)  # strings: 1..1024 characters
             return (
                 isinstance(value, list)
                 and self.min_len <= len(value) <= self.max_len
-                and all(_accepts(self.items or str, v, self) for v in value)
+                and all(_accepts(item.kind, v, item) for v in value)
             )
         return _accepts(self.kind, value, self)
 

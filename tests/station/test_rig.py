@@ -232,3 +232,15 @@ def test_resolve_explicit_paths(tmp_path: Path) -> None:
     assert resolve(Slot(1, "demo-an3155", port=str(tmp_path / "gone"))) is None
     assert resolve(Slot(1, "demo-an3155", port="rfc2217://bench:4001")) == "rfc2217://bench:4001"
     assert resolve(Slot(1, "demo-dfu", usb_serial="NOPE")) == "usb:NOPE"
+
+
+def test_candidates_may_be_long_profile_paths(tmp_path: Path) -> None:
+    """The 64-entry bound of 'candidates' is on the list, not on each name or path."""
+    builtin = Path(__file__).parents[2] / "station" / "profiles" / "demo-an3155.toml"
+    long = tmp_path / ("a-profile-file-with-a-long-name-" * 3 + ".toml")
+    long.write_text(builtin.read_text())
+    text = (
+        'station_id = "b"\n[[slot]]\nnumber = 1\nport = "/dev/ttyUSB0"\nprofile = "auto"\n'
+        f'candidates = ["{long}"]\n'
+    )
+    assert parse_rig(text, "bench.toml").slots[0].candidates == (str(long),)
