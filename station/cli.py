@@ -30,7 +30,7 @@ from station.images_cli import add_commands as add_image_commands
 from station.images_cli import trust_store
 from station.profiles import builtin_names, load_profile
 from station.records_cli import add_commands as add_record_commands
-from station.render import ProgressBoard, outcome_line
+from station.render import ProgressBoard, console, error_line, literal, outcome_line, styled
 
 
 class Exit(IntEnum):
@@ -114,8 +114,8 @@ def _print_outcome(out: FlashOutcome, as_json: bool, err: Console) -> None:
         print(json.dumps(out.to_json()), flush=True)
         return
     for note in out.notes:
-        err.print(f"  note: {note}", highlight=False)
-    Console(soft_wrap=True).print(outcome_line(out), highlight=False)
+        err.print(styled("  note: ", note))
+    console().print(outcome_line(out))
 
 
 def cmd_image_demo(args: argparse.Namespace, err: Console) -> int:
@@ -124,7 +124,7 @@ def cmd_image_demo(args: argparse.Namespace, err: Console) -> int:
     path = write_demo_image(Path(args.output), args.version, size=args.size)
     img = load_image(path)
     print(
-        f"{path}: demo application {args.version:#010x}, {len(img.data)} bytes at "
+        f"{literal(path)}: demo application {args.version:#010x}, {len(img.data)} bytes at "
         f"0x{img.address:08X}, sha256 {img.sha256}"
     )
     return 0
@@ -135,20 +135,20 @@ def cmd_profiles(args: argparse.Namespace, err: Console) -> int:
 
     for name in builtin_names():
         p = load_profile(name)
-        print(f"{p.name:<16} {p.protocol:<8} built-in  {p.description}")
+        print(f"{p.name:<16} {p.protocol:<8} built-in  {literal(p.description)}")
     status = 0
     for name, path in user_profiles().items():
         if name in builtin_names():
-            err.print(f"{path}: ignored, the built-in profile {name!r} has this name")
+            err.print(styled(str(path), f": ignored, the built-in profile {name!r} has this name"))
             continue
         try:
             p = load_profile(name)
         except ConfigError as exc:
-            err.print(f"[red]error:[/] {exc.message}", highlight=False)
+            err.print(error_line(exc.message))
             status = int(Exit.BAD_INPUT)
             continue
-        print(f"{p.name:<16} {p.protocol:<8} {path}  {p.description}")
-    err.print(f"user profile folders: {', '.join(str(d) for d in user_dirs())}", highlight=False)
+        print(literal(f"{p.name:<16} {p.protocol:<8} {path}  {p.description}"))
+    err.print(styled("user profile folders: ", ", ".join(str(d) for d in user_dirs())))
     return status
 
 
@@ -170,15 +170,19 @@ def cmd_ports(args: argparse.Namespace, err: Console) -> int:
         err.print("no serial ports found (simulated hubs: see 'station sim')")
     for r in rows:
         print(
-            f"{r['device']:<16} location {r['location'] or '-':<12} serial "
-            f"{r['serial_number'] or '-':<14} {r['vid:pid'] or '-':<10} {r['description']}"
+            literal(
+                f"{r['device']:<16} location {r['location'] or '-':<12} serial "
+                f"{r['serial_number'] or '-':<14} {r['vid:pid'] or '-':<10} {r['description']}"
+            )
         )
     if usb_problem:
-        err.print(f"USB devices not listed: {usb_problem}", highlight=False)
+        err.print(styled("USB devices not listed: ", usb_problem))
     for u in usb:
         print(
-            f"{u['port']:<16} {u['vid:pid']:<10} serial {u['serial_number'] or '-':<14} "
-            f"{u['looks_like'] or ''}"
+            literal(
+                f"{u['port']:<16} {u['vid:pid']:<10} serial {u['serial_number'] or '-':<14} "
+                f"{u['looks_like'] or ''}"
+            )
         )
     return 0
 
@@ -193,7 +197,7 @@ def cmd_demo(args: argparse.Namespace, err: Console) -> int:
     from station.demo import run_demo
 
     if args.tui and args.json:
-        err.print("[red]error:[/] --tui and --json do not go together")
+        err.print(error_line("--tui and --json do not go together"))
         return int(Exit.BAD_INPUT)
     return run_demo(
         hubs=args.hubs,
@@ -376,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``station`` console script."""
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True, soft_wrap=True)
+    err = console(stderr=True)
     # Ports named sim://... reach a simulated hub inside this process (docs/sim-gecko.md).
     from sim.urlhandler import register
 
@@ -384,10 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, err))
     except StationError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(error_line(exc))
         return Exit.BAD_INPUT
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
+        err.print(styled(("interrupted", "yellow")))
         return Exit.INTERRUPTED
 
 

@@ -56,6 +56,7 @@ from station.paths import keys_dir
 from station.records.keys import KeyRing
 from station.records.reports import reconcile, write_reports
 from station.records.store import JobRow, Store
+from station.render import console, error_line, literal, styled
 from station.run import run_station
 
 DEMO_RELEASES = (0x0101_0000, 0x0101_0200, 0x0102_0000, 0x0103_0000, 0x0104_0000, 0x0105_0000)
@@ -365,7 +366,7 @@ def _table(demo: DemoRig, jobs: dict[int, JobRow]) -> Table:
             job.version_before or "-",
             job.version_after or "-",
             str(job.state),
-            why if len(why) <= 70 else why[:67] + "...",
+            literal(why if len(why) <= 70 else why[:67] + "..."),
             "yes" if ok else f"NO (expected {hub.expect})",
         )
     return table
@@ -406,7 +407,7 @@ def run_demo(
     hub that never came listed as missing), 1 otherwise, 2 for bad options.
     """
     if hubs < 1:
-        err.print("[red]error:[/] --hubs must be at least 1")
+        err.print(error_line("--hubs must be at least 1"))
         return 2
     root = root or DATA_DIR / "demo"
     err.print(
@@ -465,19 +466,19 @@ def run_demo(
             flush=True,
         )
         return 0 if planned and audit.ok else 1
-    out = Console(soft_wrap=True, width=None if err.is_terminal else 160)
+    out = console(width=None if err.is_terminal else 160)
     out.print(_table(demo, jobs))
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in recon.counts().items() if n)
     out.print(f"consignment DEMO-C1: {counts}", highlight=False)
     out.print(
-        "audit log: "
-        + (
-            f"chain intact, {audit.signed_heads} signed head(s) verified, records match it"
-            if audit.ok
-            else "FAILED: " + "; ".join(audit.problems)
-        ),
-        highlight=False,
-        markup=False,
+        styled(
+            "audit log: "
+            + (
+                f"chain intact, {audit.signed_heads} signed head(s) verified, records match it"
+                if audit.ok
+                else "FAILED: " + "; ".join(audit.problems)
+            )
+        )
     )
     out.print("files written:", highlight=False)
     for label, path in (
@@ -503,5 +504,5 @@ def run_demo(
     if planned and audit.ok:
         out.print("every hub ended as the demo scenario expects", highlight=False)
         return 0
-    out.print("[red]some hubs did not end as the demo scenario expects[/]")
+    out.print(styled(("some hubs did not end as the demo scenario expects", "red")))
     return 1

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from drivers.errors import ConfigError, ImageError
 from firmware_images import build as demo
@@ -41,6 +42,7 @@ from firmware_images.zigbee import (
     ecdsa_p256_sign,
     gbcs_file_name,
 )
+from station.render import Part, console, literal, styled
 
 DATA = Path(os.environ.get("STATION_DATA", "station-data"))
 DEFAULT_TRUST = DATA / "trust"
@@ -160,37 +162,40 @@ def _identity_text(i: dict[str, Any]) -> str:
 
 def _print_report(report: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None)
+    rows: list[tuple[str | Text, str]] = []
     for key in ("path", "container", "payload", "sha256", "crc32"):
-        table.add_row(key, str(report[key]))
+        rows.append((key, str(report[key])))
     trusted = report["trusted_identity"]
-    table.add_row("identity", "none trusted" if trusted is None else _identity_text(trusted))
+    rows.append(("identity", "none trusted" if trusted is None else _identity_text(trusted)))
     for copy in report["identity_copies"]:
         if copy != trusted:
-            table.add_row("  also stated", _identity_text(copy))
-    table.add_row("header says", "untrusted input: only cross-checked against the identity")
+            rows.append(("  also stated", _identity_text(copy)))
+    rows.append(("header says", "untrusted input: only cross-checked against the identity"))
     for key in ("manufacturer_code", "image_type"):
         v = report[key]
-        table.add_row(f"  {key}", "-" if v is None else f"0x{v:04X}")
-    table.add_row("  file_version", str(report["file_version"]))
-    table.add_row("  hw_range", str(report["hw_range"]))
+        rows.append((f"  {key}", "-" if v is None else f"0x{v:04X}"))
+    rows.append(("  file_version", str(report["file_version"])))
+    rows.append(("  hw_range", str(report["hw_range"])))
     sig = report["signature"]
     text = sig["status"] + (f" ({sig['scheme']})" if sig["scheme"] else "")
-    table.add_row("signature", text + (f", signed by {sig['signer']}" if sig["signer"] else ""))
-    table.add_row("", report["signature_note"])
+    rows.append(("signature", text + (f", signed by {sig['signer']}" if sig["signer"] else "")))
+    rows.append(("", report["signature_note"]))
     for part in report["signature_covers"]:
-        table.add_row("signature covers", part)
+        rows.append(("signature covers", part))
     for part in report["outside_signature"]:
-        table.add_row("outside signature", part)
+        rows.append(("outside signature", part))
     for seg in report["segments"]:
         at = "profile address" if seg["address"] is None else f"0x{seg['address']:08X}"
-        table.add_row("segment", f"{seg['name']}: {seg['size']} bytes at {at}")
+        rows.append(("segment", f"{seg['name']}: {seg['size']} bytes at {at}"))
     for k, v in report["fields"].items():
         shown = f"{v} (0x{v:X})" if isinstance(v, int) and not isinstance(v, bool) else str(v)
-        table.add_row(f"  {k}", shown)
+        rows.append((f"  {k}", shown))
     for p in report["problems"]:
-        table.add_row("[yellow]problem[/]", p)
+        rows.append((Text("problem", style="yellow"), p))
+    for name, value in rows:  # values come from the file: shown as they are
+        table.add_row(name, literal(value))
     # Full hashes and field values matter more than fitting 80 columns in a log.
-    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(table)
+    console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 # -- image -----------------------------------------------------------------------------------
@@ -286,20 +291,20 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
     if args.json:
         print(json.dumps(verdict))
     else:
-        out = Console(soft_wrap=True)
+        out = console()
         sig = image.signature
         signer = f" by {sig.signer}" if sig and sig.signer else ""
-        out.print(f"signature: {image.signature_status}{signer}", highlight=False)
+        out.print(styled(f"signature: {image.signature_status}{signer}"))
         if trusted is not None:
-            out.print(f"identity: {_identity_text(identity_json(trusted))}", highlight=False)
+            out.print(styled(f"identity: {_identity_text(identity_json(trusted))}"))
         if "plan" in verdict:
             behind = verdict["behind"]
             note = f" (n-{behind})" if behind is not None else ""
-            out.print(f"catalogue: {verdict['decision']}{note}: {verdict['plan']}", highlight=False)
+            out.print(styled(f"catalogue: {verdict['decision']}{note}: {verdict['plan']}"))
         for r in reasons:
-            out.print(f"[bold yellow]REFUSED[/] {r}", highlight=False)
+            out.print(styled(("REFUSED", "bold yellow"), " ", r))
         if not reasons:
-            out.print(f"[bold green]OK[/] {args.file}", highlight=False)
+            out.print(styled(("OK", "bold green"), " ", args.file))
     return 0 if not reasons else 3
 
 
@@ -332,7 +337,7 @@ def cmd_keygen(args: argparse.Namespace, err: Console) -> int:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    print(f"private key {private} (keep it off the bench), public key {public}")
+    print(literal(f"private key {private} (keep it off the bench), public key {public}"))
     return 0
 
 
@@ -410,7 +415,7 @@ def cmd_build(args: argparse.Namespace, err: Console) -> int:
     out.write_bytes(data)
     image = parse_file(out)
     print(
-        f"{out}: {image.container}, version {format_version(image.file_version or 0)}, "
+        f"{literal(out)}: {image.container}, version {format_version(image.file_version or 0)}, "
         f"{len(image.payload)} bytes payload, sha256 {image.sha256}, "
         f"signature {'present' if image.signature else 'none (unsigned)'}"
     )
@@ -451,12 +456,14 @@ def cmd_catalog_list(args: argparse.Namespace, err: Console) -> int:
             )
         )
         return 0
-    out = Console(soft_wrap=True)
+    out = console()
     for m in cat.models.values():
         out.print(
-            f"[bold]{m.name}[/] (profile {m.profile}): manufacturer 0x{m.manufacturer_code:04X}, "
-            f"image type 0x{m.image_type:04X}, hardware {m.hw_min}..{m.hw_max}",
-            highlight=False,
+            styled(
+                (literal(m.name), "bold"),
+                f" (profile {m.profile}): manufacturer 0x{m.manufacturer_code:04X}, "
+                f"image type 0x{m.image_type:04X}, hardware {m.hw_min}..{m.hw_max}",
+            )
         )
         rels = cat.releases[m.name]
         for i, r in enumerate(rels):
@@ -466,9 +473,7 @@ def cmd_catalog_list(args: argparse.Namespace, err: Console) -> int:
                 if r.predecessors is None
                 else ", ".join(format_version(v) for v in r.predecessors)
             )
-            out.print(
-                f"  {r.version_text}  n-{behind:<2} from: {came:<24} {r.file}", highlight=False
-            )
+            out.print(styled(f"  {r.version_text}  n-{behind:<2} from: {came:<24} {r.file}"))
     return 0
 
 
@@ -511,7 +516,7 @@ def cmd_catalog_add(args: argparse.Namespace, err: Console) -> int:
     preds = None if args.from_versions is None else tuple(args.from_versions)
     name = gbcs_file_name(image) if image.container == "gbcs-ota" else Path(args.file).name
     rel = cat.add(image, Path(args.file), model_name=args.model, predecessors=preds, file_name=name)
-    print(f"added {rel.model} {rel.version_text} as {cat.root / rel.file}")
+    print(literal(f"added {rel.model} {rel.version_text} as {cat.root / rel.file}"))
     return 0
 
 
@@ -521,7 +526,7 @@ def cmd_catalog_check(args: argparse.Namespace, err: Console) -> int:
     cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
     trust = trust_store(args.trust)
     bad = 0
-    out = Console(soft_wrap=True)
+    out = console()
     for rels in cat.releases.values():
         for r in rels:
             problems: list[str] = []
@@ -538,8 +543,10 @@ def cmd_catalog_check(args: argparse.Namespace, err: Console) -> int:
             except ImageError as exc:
                 problems.append(str(exc))
             bad += bool(problems)
-            status = "[green]ok[/]" if not problems else "[red]BAD[/] " + "; ".join(problems)
-            out.print(f"{r.model} {r.version_text} {r.file}: {status}", highlight=False)
+            status: tuple[Part, ...] = (
+                (("ok", "green"),) if not problems else (("BAD", "red"), " ", "; ".join(problems))
+            )
+            out.print(styled(f"{r.model} {r.version_text} {r.file}: ", *status))
     return 0 if bad == 0 else 1
 
 

@@ -35,6 +35,7 @@ from station.records.reports import (
     write_text_atomic,
 )
 from station.records.store import EventRow, JobRow, Store
+from station.render import console, error_line, literal, styled
 
 __all__ = ["add_commands", "open_store", "resolve_batch"]
 
@@ -87,19 +88,19 @@ def cmd_report_dsp(args: argparse.Namespace, err: Console) -> int:
         export, rows, _ = store.dsp(batch_id)
     if export is None:
         err.print(
-            f"batch {batch_id} is still open: this is a preview of its DSP update, which is "
-            "made once, when the batch closes; do not send it",
-            highlight=False,
-            markup=False,
+            styled(
+                f"batch {batch_id} is still open: this is a preview of its DSP update, which "
+                "is made once, when the batch closes; do not send it"
+            )
         )
     if args.output:
         _write_file(args.output, text)
         what = "preview" if export is None else f"export {export.id}"
         err.print(
-            f"batch {batch_id}: {len(rows)} hub(s) in its DSP update ({what}) written to "
-            f"{args.output}",
-            highlight=False,
-            markup=False,
+            styled(
+                f"batch {batch_id}: {len(rows)} hub(s) in its DSP update ({what}) written to "
+                f"{args.output}"
+            )
         )
     else:
         print(text, end="", flush=True)
@@ -107,10 +108,10 @@ def cmd_report_dsp(args: argparse.Namespace, err: Console) -> int:
 
 
 def _print_reconciliation(rec: Reconciliation) -> None:
-    out = Console(soft_wrap=True)
+    out = console()
     manifest = rec.manifest or "no manifest"
     out.print(
-        f"batch {rec.batch} (station {rec.station_id}), {manifest}: "
+        f"batch {rec.batch} (station {literal(rec.station_id)}), {literal(manifest)}: "
         f"{rec.listed} listed, {rec.seen} seen",
         highlight=False,
     )
@@ -145,17 +146,20 @@ def _print_reconciliation(rec: Reconciliation) -> None:
                 what = f"{e.version_before or 'blank'} -> {e.version_after or e.version_before}"
             tries = f" ({e.attempts} attempts)" if e.attempts > 1 else ""
             out.print(
-                f"[{style[category]}]{label:<16}[/] {e.eui64}  {where}  {what}{tries}",
+                styled((f"{label:<16}", style[category]), f" {e.eui64}  {where}  {what}{tries}"),
                 highlight=False,
             )
     for job in rec.unidentified_jobs:
         out.print(
-            f"[red]{'NO EUI-64':<16}[/] job {job['job']} slot {job['slot']} {job['port']}: "
-            f"{job['result']} in {job['phase'] or '?'}: {job['reason'] or ''}",
+            styled(
+                (f"{'NO EUI-64':<16}", "red"),
+                f" job {job['job']} slot {job['slot']} "
+                f"{job['port']}: {job['result']} in {job['phase'] or '?'}: {job['reason'] or ''}",
+            ),
             highlight=False,
         )
     for warning in rec.warnings:
-        out.print(f"[yellow]warning[/] {warning}", highlight=False)
+        out.print(styled(("warning", "yellow"), " ", warning), highlight=False)
 
 
 def cmd_report_consignment(args: argparse.Namespace, err: Console) -> int:
@@ -173,7 +177,7 @@ def cmd_report_junit(args: argparse.Namespace, err: Console) -> int:
         batch_id = resolve_batch(store, args.batch)
         text = junit_xml(store, batch_id)
     _write_file(args.output, text)
-    err.print(f"batch {batch_id}: JUnit XML written to {args.output}", highlight=False)
+    err.print(styled(f"batch {batch_id}: JUnit XML written to {args.output}"))
     return 0
 
 
@@ -191,10 +195,10 @@ def cmd_report_summary(args: argparse.Namespace, err: Console) -> int:
     if args.json:
         print(json.dumps(summary.to_json()), flush=True)
         return 0
-    out = Console(soft_wrap=True)
+    out = console()
     s = summary
     out.print(
-        f"batch {s.batch} (station {s.station_id}, operator {s.operator}): "
+        f"batch {s.batch} (station {literal(s.station_id)}, operator {literal(s.operator)}): "
         f"{s.started_at} .. {s.finished_at or 'open'}",
         highlight=False,
     )
@@ -214,7 +218,7 @@ def cmd_report_summary(args: argparse.Namespace, err: Console) -> int:
         if groups:
             out.print(f"{title} by reason:", highlight=False)
             for g in groups:
-                out.print(f"  {g['count']:>4}  {g['reason']}", highlight=False)
+                out.print(styled(f"  {g['count']:>4}  {g['reason']}"))
     return 0
 
 
@@ -231,13 +235,13 @@ def cmd_audit_verify(args: argparse.Namespace, err: Console) -> int:
                 print(json.dumps({**doc, "problems": problems}), flush=True)
             elif not problems:
                 print(
-                    f"report {args.report} matches the records: head {head.seq} {head.hash} "
-                    f"signed by station {head.station_id}"
+                    f"report {literal(args.report)} matches the records: head {head.seq} "
+                    f"{head.hash} signed by station {literal(head.station_id or '?')}"
                 )
             else:
-                print(f"report {args.report} does NOT match the records:")
+                print(f"report {literal(args.report)} does NOT match the records:")
                 for problem in problems:
-                    print(f"  {problem}")
+                    print(f"  {literal(problem)}")
             return 0 if not problems else 1
         check = store.verify_audit(ring)
     if args.json:
@@ -245,13 +249,13 @@ def cmd_audit_verify(args: argparse.Namespace, err: Console) -> int:
     elif check.ok:
         print(
             f"audit chain intact: {check.entries} entries, {check.signed_heads} signed heads "
-            f"verified with the keys in {ring.source}, every record matches it; head "
+            f"verified with the keys in {literal(ring.source)}, every record matches it; head "
             f"{check.head_seq} {check.head}"
         )
     else:
         print(f"audit FAILED: {len(check.problems)} problem(s) ({check.entries} entries read)")
         for problem in check.problems:
-            print(f"  {problem}")
+            print(f"  {literal(problem)}")
     return 0 if check.ok else 1
 
 
@@ -286,13 +290,13 @@ def cmd_batches(args: argparse.Namespace, err: Console) -> int:
             str(b.id),
             utc_text(b.started_at) or "",
             utc_text(b.finished_at) or "open",
-            b.station_id,
-            b.operator,
-            b.manifest or "-",
+            literal(b.station_id),
+            literal(b.operator),
+            literal(b.manifest or "-"),
             ", ".join(f"{k} {v}" for k, v in sorted(b.counts.items())) or "none",
         )
     # Whole ids and times matter more than fitting 80 columns in a log.
-    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(table)
+    console(width=None if sys.stdout.isatty() else 200).print(table)
     return 0
 
 
@@ -331,7 +335,7 @@ def cmd_hub(args: argparse.Namespace, err: Console) -> int:
         hub = store.hub(args.eui64)
         history = [(job, store.job_events(job.id)) for job in store.jobs_of_hub(args.eui64)]
     if hub is None and not history:
-        err.print(f"[bold red]error:[/] no hub {args.eui64} in {store.url}", highlight=False)
+        err.print(error_line(f"no hub {args.eui64} in {store.url}"))
         return 2
     if args.json:
         doc = {
@@ -349,37 +353,43 @@ def cmd_hub(args: argparse.Namespace, err: Console) -> int:
         }
         print(json.dumps(doc), flush=True)
         return 0
-    out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 200)
+    out = console(width=None if sys.stdout.isatty() else 200)
     if hub is not None:
         out.print(
-            f"[bold]hub {hub.eui64}[/]  model {hub.model}  hardware {hub.hw_version}  "
-            f"firmware {hub.running_version or 'unknown'}  DSP told "
-            f"{hub.exported_version or '-'}{' (update pending)' if hub.pending else ''}  "
-            f"first seen {utc_text(hub.first_seen)}  "
-            f"last seen {utc_text(hub.last_seen)}"
+            styled(
+                (f"hub {literal(hub.eui64)}", "bold"),
+                f"  model {hub.model}  hardware {hub.hw_version}  "
+                f"firmware {hub.running_version or 'unknown'}  DSP told "
+                f"{hub.exported_version or '-'}{' (update pending)' if hub.pending else ''}  "
+                f"first seen {utc_text(hub.first_seen)}  last seen {utc_text(hub.last_seen)}",
+            )
         )
     for job, events in history:
         change = f"{job.version_before or '?'} -> {job.version_after or '-'}"
         where = f" in {job.phase}" if job.phase and str(job.state) != "passed" else ""
         out.print(
-            f"\njob {job.id}  batch {job.batch_id} slot {job.slot}  {utc_text(job.started_at)}  "
-            f"[bold]{job.state}{where}[/]  {change}  ({job.profile}, {job.port})"
+            styled(
+                ("\n", ""),
+                f"job {job.id}  batch {job.batch_id} slot {job.slot}  {utc_text(job.started_at)}  ",
+                (literal(f"{job.state}{where}"), "bold"),
+                f"  {change}  ({job.profile}, {job.port})",
+            )
         )
         if job.message:
-            out.print(f"  {job.message}")
+            out.print(styled(f"  {job.message}"))
         if job.hint:
-            out.print(f"  what to do: {job.hint}")
+            out.print(styled(f"  what to do: {job.hint}"))
         for note in job.notes:
-            out.print(f"  note: {note}")
+            out.print(styled(f"  note: {note}"))
         if args.events or str(job.state) not in ("passed", "current"):
             for e in events:
                 said = e.detail.get("message") or e.detail.get("note") or ""
-                out.print(f"  {utc_text(e.at)}  {e.state}" + (f"  {said}" if said else ""))
+                out.print(styled(f"  {utc_text(e.at)}  {e.state}" + (f"  {said}" if said else "")))
                 exchanges = e.detail.get("exchanges") or []
                 if exchanges:
                     out.print("  last exchanges before the failure (-> to the hub, <- from it):")
                     for line in exchanges:
-                        out.print(f"    {line}")
+                        out.print(styled(f"    {line}"))
     return 0
 
 

@@ -1,4 +1,22 @@
-"""Terminal output for headless runs: progress per slot and result lines (rich, stderr).
+"""Console output of the command line: progress per slot, result lines, and the one rule
+for showing text.
+
+**Text from outside is never markup.** Arguments, operator names, station ids, hub answers,
+messages kept in the database, file names and exception messages are shown exactly as they
+are: ``[bold]boss`` shows as ``[bold]boss`` (not a bold "boss"), ``[/]`` cannot crash a
+command, ``:thumbs_up:`` stays words, and control characters show as escapes (``\\x1b``) so
+they cannot move the cursor or recolour the terminal. Three habits keep it so:
+
+- Print through a console from :func:`console` (never ``rich.console.Console(...)``): it
+  has markup, emoji codes and highlighting off and escapes control characters (other than
+  newline) in every plain ``str`` it renders, table cells included.
+- Style only with :class:`rich.text.Text`, never with markup strings: :func:`styled` builds
+  a line from our own words with a style, ``("FAILED", "bold red")``, and external text
+  given as a plain ``str``, which :func:`literal` keeps on one line and shows as is.
+  :func:`error_line` is the ``error: ...`` line.
+- Textual (``station.tui``) reads markup in a plain ``str`` too: give its widgets ``Text``
+  (:func:`styled`, or ``Text(literal(x))``), or create them with ``markup=False``, and
+  notify with ``markup=False``.
 
 Thread-safe: the controller's slot threads all report through one :class:`ProgressBoard`.
 """
@@ -7,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -19,10 +38,90 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from drivers.types import Phase, ProgressFn
 from station.events import Event
 from station.flash import FlashOutcome, Result
+
+# -- showing external text -------------------------------------------------------------------
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Bidirectional overrides and isolates: they reorder what the eye reads ("Trojan source").
+_BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _hidden(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code < 0xA0 or char in _BIDI or char in "\u2028\u2029"
+
+
+def literal(value: object, *, keep: str = "") -> str:
+    """``value`` as text to show as is: control characters (newlines too, so one field
+    stays on one line) and bidirectional overrides become escapes such as ``\\x1b``;
+    characters in ``keep`` are left alone. Markup is not touched: show the result as a
+    ``Text`` or on a :func:`console`, where markup is off."""
+    text = str(value)
+    if text.isprintable():  # the common case, and fast
+        return text
+    return "".join(_escape(c) if _hidden(c) and c not in keep else c for c in text)
+
+
+Part = str | tuple[str, str] | Text
+
+
+def styled(*parts: Part) -> Text:
+    """A line of output: ``(words, style)`` for our own words (kept as they are, newlines
+    included), a plain ``str`` for external text (shown as is, on one line: see
+    :func:`literal`), or a ``Text`` already built."""
+    line = Text()
+    for part in parts:
+        if isinstance(part, Text):
+            line.append_text(part)
+        elif isinstance(part, tuple):
+            line.append(part[0], style=part[1])
+        else:
+            line.append(literal(part))
+    return line
+
+
+def error_line(message: object) -> Text:
+    """The ``error: ...`` line of a command that refused its input."""
+    return styled(("error:", "bold red"), " ", str(message))
+
+
+class _LiteralConsole(Console):
+    """A console that shows every ``str`` as is (see the module docstring)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs.update(markup=False, emoji=False)
+        return super().render_str(literal(text, keep="\n"), **kwargs)
+
+
+def console(
+    *, stderr: bool = False, width: int | None = None, file: IO[str] | None = None
+) -> Console:
+    """A console for the station's output: no markup, no emoji codes, no highlighting,
+    control characters escaped; soft-wrapped, so long lines stay whole in logs."""
+    return _LiteralConsole(
+        stderr=stderr,
+        file=file,
+        width=width,
+        soft_wrap=True,
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
+
+
+# -- progress and results --------------------------------------------------------------------
 
 _STYLE = {
     Result.PASSED: "bold green",
@@ -34,15 +133,18 @@ _STYLE = {
 
 
 def _slot_progress(console: Console, enabled: bool, label: str, phase_width: int) -> Progress:
-    """One line per slot: label, phase, bar, bytes, rate, time left, last note."""
+    """One line per slot: label, phase, bar, bytes, rate, time left, last note.
+
+    The fields are shown as they are (no markup): callers pass them through :func:`literal`.
+    """
     return Progress(
-        TextColumn(label),
-        TextColumn(f"{{task.fields[phase]:<{phase_width}}}"),
+        TextColumn(label, markup=False),
+        TextColumn(f"{{task.fields[phase]:<{phase_width}}}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"),
+        TextColumn("{task.fields[note]}", markup=False),
         console=console,
         disable=not enabled,
     )
@@ -69,7 +171,7 @@ class ProgressBoard:
         """A progress callback for one slot."""
         with self._lock:
             task: TaskID = self._progress.add_task(
-                "", total=None, slot=label, phase="connect", note=""
+                "", total=None, slot=literal(label), phase="connect", note=""
             )
             self._tasks[label] = task
         phase_seen: list[Phase] = []
@@ -81,7 +183,7 @@ class ProgressBoard:
                     self._progress.reset(task, total=None)
                     self._progress.update(task, note="")
                 if note:
-                    self._progress.update(task, note=note[:60])
+                    self._progress.update(task, note=literal(note)[:60])
                 if total:
                     self._progress.update(task, completed=done, total=total, phase=str(phase))
                 else:
@@ -99,7 +201,7 @@ class ProgressBoard:
                     completed=out.bytes_written,
                     total=max(out.bytes_written, 1),
                     phase=str(out.result),
-                    note=out.version_after or out.phase or "",
+                    note=literal(out.version_after or out.phase or ""),
                 )
 
 
@@ -137,19 +239,19 @@ class EventBoard:
         data = event.data
         if event.kind == "state":
             self._progress.reset(task, total=None)
-            self._progress.update(task, phase=event.state, note="")
+            self._progress.update(task, phase=literal(event.state), note="")
         elif event.kind == "progress":
             self._progress.update(task, completed=data["done"], total=data["total"])
         elif event.kind == "note":
-            self._progress.update(task, note=str(data.get("note", ""))[:60])
+            self._progress.update(task, note=literal(data.get("note", ""))[:60])
         elif event.kind == "job-finished":
             after = data.get("version_after")
             note = f"-> {after}" if event.state == "passed" and after else data.get("message", "")
             written = int(data.get("bytes_written") or 0)
             self._progress.update(
                 task,
-                phase=event.state,
-                note=str(note)[:60],
+                phase=literal(event.state),
+                note=literal(note)[:60],
                 completed=written,
                 total=max(written, 1),
             )
@@ -157,24 +259,21 @@ class EventBoard:
             self._progress.update(task, note=event.kind)
 
 
-def outcome_line(out: FlashOutcome) -> str:
-    """One rich-markup line saying how a hub's job ended."""
-    style = _STYLE[out.result]
-    head = f"[{style}]{out.result.upper():<7}[/] {out.port}"
-    who = f" EUI-64 {out.eui64}" if out.eui64 else ""
+def outcome_line(out: FlashOutcome) -> Text:
+    """How a hub's job ended, as a styled line (two with a hint)."""
+    head = styled((f"{out.result.upper():<7}", _STYLE[out.result]), " ", out.port)
+    if out.eui64:
+        head.append_text(styled(" EUI-64 ", out.eui64))
     if out.result is Result.PASSED:
-        return (
-            f"{head}{who} HW {out.hw_version}: {out.version_before or 'blank'} -> "
-            f"{out.version_after}, verified by {out.verify_method} ({out.verify_detail}), "
-            f"{out.seconds:.1f} s"
+        return styled(
+            head,
+            f" HW {out.hw_version}: {out.version_before or 'blank'} -> {out.version_after}, "
+            f"verified by {out.verify_method} ({out.verify_detail}), {out.seconds:.1f} s",
         )
-    text = f"{head}{who}"
-    if out.phase:
-        text += f" in {out.phase}"
-    text += f": {out.message}"
+    line = styled(head, *((" in ", out.phase) if out.phase else ()), ": ", out.message)
     if out.hint:
-        text += f"\n        what to do: {out.hint}"
-    return text
+        line.append_text(styled(("\n        what to do: ", ""), out.hint))
+    return line
 
 
 def summary_table(rows: Sequence[tuple[int, FlashOutcome]]) -> Table:
@@ -195,18 +294,23 @@ def summary_table(rows: Sequence[tuple[int, FlashOutcome]]) -> Table:
     ):
         table.add_column(col)
     for slot, out in rows:
+        failure = () if out.result is Result.PASSED else (f" ({out.phase}: {out.message})",)
         table.add_row(
-            str(slot),
-            out.port,
-            out.eui64 or "?",
-            "?" if out.hw_version is None else str(out.hw_version),
-            out.version_before or "blank",
-            "?" if out.behind is None else f"n-{out.behind}",
-            out.version_after or "-",
-            out.signature or "-",
-            out.verify_method or "-",
-            f"[{_STYLE[out.result]}]{out.result}[/]"
-            + (f" ({out.phase}: {out.message})" if out.result is not Result.PASSED else ""),
+            *(
+                Text(literal(cell))
+                for cell in (
+                    str(slot),
+                    out.port,
+                    out.eui64 or "?",
+                    "?" if out.hw_version is None else str(out.hw_version),
+                    out.version_before or "blank",
+                    "?" if out.behind is None else f"n-{out.behind}",
+                    out.version_after or "-",
+                    out.signature or "-",
+                    out.verify_method or "-",
+                )
+            ),
+            styled((str(out.result), _STYLE[out.result]), *failure),
             f"{out.seconds:.1f} s",
         )
     return table

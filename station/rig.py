@@ -37,18 +37,21 @@ job starts, so a hub re-plugged under a new device name still lands in its slot.
 ``profile = "auto"`` each hub is identified (read-only) with each candidate in turn and
 flashed with the first that recognises it; a hub none recognises fails in ``identify``
 with every candidate's answer.
+
+Every key is checked (:func:`parse_rig`): a misspelt key or table, a value of the wrong
+type and an absurd value (``job_retries`` 0..10, ``slot_fault_after`` 0..1000, slot numbers
+1..1024, a ``station_id`` of 1..64 printable characters, other strings printable and
+bounded) are refused, naming the file, the line and the key.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from drivers.errors import ConfigError
+from station.config import Spec, Table
 from station.profiles import load_profile
 
 _BINDINGS = ("port", "usb_location", "usb_serial")
@@ -91,69 +94,76 @@ class Rig:
     source: str = ""
 
 
-def _slot_lines(text: str) -> list[int]:
-    return [i for i, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[slot\]\]", line)]
+#: Sane bounds: a slot number is a physical place on a bench; retries and fault counts are
+#: for people to reason about; the station id goes into every record and report.
+MAX_SLOTS = 1024
+_ID = Spec(str, max_len=64)
+_PATH = Spec(str, max_len=1024)
+RIG_KEYS = {
+    "station_id": Spec(str, max_len=64, required=True),
+    "storage": _PATH,
+    "catalog": _PATH,
+    "policy": Spec(dict),
+    "slot": Spec(
+        list, items=dict, min_len=0, max_len=MAX_SLOTS, what="an array of tables ([[slot]])"
+    ),
+}
+POLICY_KEYS = {
+    "job_retries": Spec(int, 0, 10),
+    "slot_fault_after": Spec(int, 0, 1000),
+}
+SLOT_KEYS = {
+    "number": Spec(int, 1, MAX_SLOTS, required=True),
+    "profile": Spec(str, required=True, what='a hub profile name, a .toml path or "auto"'),
+    "port": _PATH,
+    "usb_location": _ID,
+    "usb_serial": Spec(str, max_len=126),  # a USB string descriptor holds 126 characters
+    "candidates": Spec(list, items=str, max_len=64),
+}
 
 
 def parse_rig(text: str, source: str = "rig") -> Rig:
-    """Parse rig TOML; every problem names the file, the line and the reason.
+    """Parse rig TOML; every problem names the file, the line, the key and the reason.
+
+    Unknown keys are refused at every level (a misspelt setting would silently not
+    apply), as are values of the wrong type and values out of bounds (:data:`RIG_KEYS`,
+    :data:`POLICY_KEYS`, :data:`SLOT_KEYS`).
 
     Raises:
-        ConfigError: invalid TOML, unknown profile, duplicate slot, missing or double binding.
+        ConfigError: invalid TOML, unknown key, wrong type or absurd value, unknown
+            profile, duplicate slot, missing or double binding.
     """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    lines = _slot_lines(text)
-
-    def where(i: int | None = None) -> str:
-        if i is None:
-            return source
-        line = lines[i] if i < len(lines) else "?"
-        return f"{source} line {line} ([[slot]] #{i + 1})"
-
-    station_id = data.get("station_id")
-    if not isinstance(station_id, str) or not station_id:
-        raise ConfigError(f"{source}: station_id (a non-empty string) is required")
-    policy: dict[str, Any] = data.get("policy", {})
+    root = Table.parse(text, source)
+    root.check(RIG_KEYS)
+    policy = root.table("policy")
+    policy.check(POLICY_KEYS)
+    entries = list(root.tables("slot"))
+    for entry in entries:
+        entry.check(SLOT_KEYS)
     slots = []
     seen: dict[int, int] = {}
-    for i, raw in enumerate(data.get("slot", [])):
-        number = raw.get("number")
-        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
-            raise ConfigError(f"{where(i)}: 'number' must be a positive integer")
+    for i, entry in enumerate(entries):
+        raw = entry.data
+        number = raw["number"]
         if number in seen:
-            raise ConfigError(
-                f"{where(i)}: slot {number} is already defined at #{seen[number] + 1}"
-            )
+            raise entry.error("number", f"slot {number} is already defined at #{seen[number] + 1}")
         seen[number] = i
-        unknown = set(raw) - {"number", "profile", "candidates", *_BINDINGS}
-        if unknown:
-            raise ConfigError(f"{where(i)}: unknown key(s) {', '.join(sorted(unknown))}")
-        bound = [k for k in _BINDINGS if raw.get(k)]
+        bound = [k for k in _BINDINGS if k in raw]
         if len(bound) != 1:
-            raise ConfigError(
-                f"{where(i)}: a slot needs exactly one of port, usb_location, usb_serial "
-                f"(found {', '.join(bound) or 'none'})"
+            raise entry.error(
+                None,
+                "a slot needs exactly one of port, usb_location, usb_serial "
+                f"(found {', '.join(bound) or 'none'})",
             )
-        profile = raw.get("profile")
-        if not isinstance(profile, str):
-            raise ConfigError(
-                f"{where(i)}: 'profile' (a hub profile name, a .toml path or \"auto\") is required"
-            )
+        profile = raw["profile"]
         names = raw.get("candidates")
-        if names is not None and (
-            profile != AUTO
-            or not isinstance(names, list)
-            or not names
-            or not all(isinstance(n, str) for n in names)
-        ):
-            raise ConfigError(
-                f"{where(i)}: 'candidates' is a non-empty list of profile names, and only "
-                'for profile = "auto"'
+        if names is not None and profile != AUTO:
+            raise entry.error(
+                "candidates",
+                "'candidates' is a non-empty list of profile names, and only for "
+                'profile = "auto"',
             )
-        bindings = {k: str(raw[k]) for k in bound}
+        bindings = {k: raw[k] for k in bound}
         if profile == AUTO:
             candidates = (
                 tuple(names) if names else default_candidates(usb_capable="usb_serial" in bindings)
@@ -164,24 +174,20 @@ def parse_rig(text: str, source: str = "rig") -> Rig:
             try:
                 load_profile(name)
             except ConfigError as exc:
-                raise ConfigError(f"{where(i)}: {exc.message}", hint=exc.hint) from exc
+                key = "candidates" if names else "profile"
+                raise entry.error(key, exc.message, hint=exc.hint) from exc
         slots.append(
             Slot(number, profile, candidates=candidates if profile == AUTO else (), **bindings)
         )
     if not slots:
         raise ConfigError(f"{source}: the rig has no [[slot]] entries")
-    retries = policy.get("job_retries", 1)
-    fault_after = policy.get("slot_fault_after", 3)
-    for key, value in (("job_retries", retries), ("slot_fault_after", fault_after)):
-        if not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{source} [policy]: {key} must be a non-negative integer")
     return Rig(
-        station_id=station_id,
+        station_id=root.data["station_id"],
         slots=tuple(sorted(slots, key=lambda s: s.number)),
-        storage=data.get("storage"),
-        catalog=data.get("catalog"),
-        job_retries=retries,
-        slot_fault_after=fault_after,
+        storage=root.data.get("storage"),
+        catalog=root.data.get("catalog"),
+        job_retries=policy.data.get("job_retries", 1),
+        slot_fault_after=policy.data.get("slot_fault_after", 3),
         source=source,
     )
 

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from station.batch import BatchRun, describe_recovery, with_overrides
 from station.events import Event
-from station.render import EventBoard
+from station.render import EventBoard, console, styled
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,12 +77,13 @@ class _Sink:
                     else ""
                 )
                 self.err.print(
-                    f"slot {event.slot}: {event.state} {d.get('eui64') or '(hub unknown)'} "
-                    f"{versions}{message}",
-                    highlight=False,
+                    styled(
+                        f"slot {event.slot}: {event.state} {d.get('eui64') or '(hub unknown)'} "
+                        f"{versions}{message}"
+                    )
                 )
             elif event.kind in ("slot-fault", "slot-empty", "retry", "slot-error", "record-error"):
-                self.err.print(f"slot {event.slot}: {event.kind} {event.data}", highlight=False)
+                self.err.print(styled(f"slot {event.slot}: {event.kind} {event.data}"))
 
 
 def run_station(args: argparse.Namespace, err: Console) -> int:
@@ -106,7 +107,7 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
             run.policy = with_overrides(run.policy, extra)
         batch = run.begin()
         for line in describe_recovery(run.recovery):
-            err.print(line, highlight=False, markup=False)
+            err.print(styled(line))
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -124,7 +125,7 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
         problems = run.problems(recon)
         if not args.json:
             rate = f", {summ.hubs_per_hour:.0f} hubs/hour" if summ.hubs_per_hour else ""
-            Console(soft_wrap=True).print(
+            console().print(
                 f"batch {batch}: "
                 + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
                 + f"{rate}. Reports: station report dsp|consignment|junit|summary "
@@ -132,7 +133,7 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
                 highlight=False,
             )
             for line in problems:
-                err.print(f"exit status 1: {line}", highlight=False, markup=False)
+                err.print(styled("exit status 1: ", line))
         return 1 if problems else 0
     finally:
         run.close()

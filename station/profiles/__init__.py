@@ -20,9 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from drivers.errors import ConfigError
-
-_VERIFY = {"auto", "crc", "readback"}
-_ENTRY = {"console", "strapped", "detach"}
+from station.config import Spec, Table, TomlLines, shown
 
 
 @dataclass(frozen=True)
@@ -68,41 +66,86 @@ class Profile:
         return address - (address - self.flash_start) % self.page_size
 
 
-def _get(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    if key not in table:
-        raise ConfigError(f"{where}: missing key {key!r}")
-    value = table[key]
-    if kind is float and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: {key!r} must be {kind.__name__}, not {value!r}")
-    return value
+_ADDRESS = Spec(int, 0, 0xFFFF_FFFF)
+_CODE = Spec(int, 0, 0xFFFF)
+#: The common sections of every profile: unknown keys, wrong types and values out of these
+#: bounds are refused. A protocol's own section (``[gecko]``, ``[dfu]``) is checked against
+#: ``station.sessions.SECTIONS``.
+PROFILE_KEYS = {
+    "name": Spec(str, max_len=64, required=True),
+    "description": Spec(str, max_len=200),
+    "link": Spec(dict, required=True),
+    "memory": Spec(dict, required=True),
+    "model": Spec(dict, required=True),
+    "bootloader": Spec(dict),
+}
+LINK_KEYS = {
+    "baud": Spec(int, 50, 12_000_000, required=True),
+    "parity": Spec(str, choices=("none", "even", "odd"), required=True),
+}
+MEMORY_KEYS = {
+    "flash_start": Spec(int, 0, 0xFFFF_FFFF, required=True),
+    "flash_size": Spec(int, 1, 1 << 32, required=True),
+    "page_size": Spec(int, 1, 1 << 24, required=True),
+    "app_address": Spec(int, 0, 0xFFFF_FFFF, required=True),
+    "identity_address": _ADDRESS,
+}
+MODEL_KEYS = {
+    "product_id": _CODE,
+    "manufacturer_code": Spec(int, 0, 0xFFFF, required=True),
+    "image_type": Spec(int, 0, 0xFFFF, required=True),
+}
+BOOTLOADER_KEYS = {
+    "entry": Spec(str, choices=("console", "strapped", "detach")),
+    "pipeline_writes": Spec(bool),
+    "retries": Spec(int, 0, 100),
+    "verify": Spec(str, choices=("auto", "crc", "readback")),
+    "boot_timeout_s": Spec(float, 0, 600),
+    "resync_timeout_s": Spec(float, 0, 600),
+    "ack_timeout_s": Spec(float, 0.001, 60),
+}
 
 
-def _optional(table: dict[str, Any], key: str, where: str) -> int | None:
-    return _get(table, key, int, where) if key in table else None
+def parse_profile(data: dict[str, Any], where: str, text: str | None = None) -> Profile:
+    """Build a profile from parsed TOML, naming the file, the line (when ``text``, the
+    file's content, is given) and the key of any problem.
 
+    Raises:
+        ConfigError: an unknown key or section, a value of the wrong type or out of
+            bounds, a missing key, or settings that contradict each other.
+    """
+    from station.sessions import SECTIONS
 
-def parse_profile(data: dict[str, Any], where: str) -> Profile:
-    """Build a profile from parsed TOML, naming the file and key of any problem."""
-    link = data.get("link", {})
-    mem = data.get("memory", {})
-    model = data.get("model", {})
-    boot = data.get("bootloader", {})
+    root = Table(data, (), where, TomlLines(text or ""))
+    protocol = root.value("protocol", Spec(str, choices=tuple(SECTIONS), required=True))
+    own = {protocol: Spec(dict)} if SECTIONS[protocol] else {}
+    root.check({**PROFILE_KEYS, "protocol": Spec(str), **own})
+    sections = [
+        ("link", LINK_KEYS),
+        ("memory", MEMORY_KEYS),
+        ("model", MODEL_KEYS),
+        ("bootloader", BOOTLOADER_KEYS),
+    ]
+    if own:
+        sections.append((protocol, SECTIONS[protocol]))
+    tables = {key: root.table(key) for key, _ in sections}
+    for key, schema in sections:
+        tables[key].check(schema)
+    link, mem, model, boot = (tables[k].data for k in ("link", "memory", "model", "bootloader"))
     profile = Profile(
-        name=_get(data, "name", str, where),
+        name=data["name"],
         description=data.get("description", ""),
-        protocol=_get(data, "protocol", str, where),
-        baud=_get(link, "baud", int, f"{where} [link]"),
-        parity=_get(link, "parity", str, f"{where} [link]"),
-        flash_start=_get(mem, "flash_start", int, f"{where} [memory]"),
-        flash_size=_get(mem, "flash_size", int, f"{where} [memory]"),
-        page_size=_get(mem, "page_size", int, f"{where} [memory]"),
-        app_address=_get(mem, "app_address", int, f"{where} [memory]"),
-        identity_address=_optional(mem, "identity_address", f"{where} [memory]"),
-        product_id=_optional(model, "product_id", f"{where} [model]"),
-        manufacturer_code=_get(model, "manufacturer_code", int, f"{where} [model]"),
-        image_type=_get(model, "image_type", int, f"{where} [model]"),
+        protocol=protocol,
+        baud=link["baud"],
+        parity=link["parity"],
+        flash_start=mem["flash_start"],
+        flash_size=mem["flash_size"],
+        page_size=mem["page_size"],
+        app_address=mem["app_address"],
+        identity_address=mem.get("identity_address"),
+        product_id=model.get("product_id"),
+        manufacturer_code=model["manufacturer_code"],
+        image_type=model["image_type"],
         entry=boot.get("entry", "console"),
         pipeline_writes=boot.get("pipeline_writes", True),
         retries=boot.get("retries", 3),
@@ -112,22 +155,21 @@ def parse_profile(data: dict[str, Any], where: str) -> Profile:
         ack_timeout_s=float(boot.get("ack_timeout_s", 1.0)),
         options=MappingProxyType(data),
     )
-    from station.sessions import SESSIONS
-
-    if profile.protocol not in SESSIONS:
-        raise ConfigError(
-            f"{where}: protocol {profile.protocol!r} is not one of {', '.join(SESSIONS)}"
+    memory = tables["memory"]
+    if profile.protocol == "an3155" and profile.identity_address is None:
+        raise memory.error(None, "an3155 profiles need identity_address")
+    if profile.protocol == "an3155" and profile.product_id is None:
+        raise tables["model"].error(None, "an3155 profiles need product_id")
+    if profile.flash_size % profile.page_size:
+        raise memory.error("flash_size", "flash_size must be a multiple of page_size")
+    if profile.flash_end > 1 << 32:
+        raise memory.error("flash_size", "the flash would end beyond 0xFFFFFFFF")
+    if not profile.flash_start <= profile.app_address < profile.flash_end:
+        raise memory.error(
+            "app_address",
+            f"'app_address' 0x{profile.app_address:08X} is outside the flash "
+            f"0x{profile.flash_start:08X}..0x{profile.flash_end - 1:08X}",
         )
-    if profile.protocol == "an3155" and (
-        profile.identity_address is None or profile.product_id is None
-    ):
-        raise ConfigError(f"{where}: an3155 profiles need identity_address and product_id")
-    if profile.verify not in _VERIFY:
-        raise ConfigError(f"{where} [bootloader]: verify must be one of {sorted(_VERIFY)}")
-    if profile.entry not in _ENTRY:
-        raise ConfigError(f"{where} [bootloader]: entry must be one of {sorted(_ENTRY)}")
-    if profile.page_size <= 0 or profile.flash_size % profile.page_size:
-        raise ConfigError(f"{where} [memory]: flash_size must be a multiple of page_size")
     return profile
 
 
@@ -170,6 +212,13 @@ def load_profile(name_or_path: str) -> Profile:
         ConfigError: unknown name, unreadable file or invalid content, or a user file
             whose ``name`` is not its file name.
     """
+    try:
+        return _load(name_or_path)
+    except OSError as exc:  # a name the file system cannot even look up (too long...)
+        raise ConfigError(f"cannot look up profile {shown(name_or_path)}: {exc.strerror}") from exc
+
+
+def _load(name_or_path: str) -> Profile:
     path = Path(name_or_path)
     res = resources.files(__package__) / f"{name_or_path}.toml"
     user = None
@@ -196,7 +245,7 @@ def load_profile(name_or_path: str) -> Profile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    profile = parse_profile(data, where)
+    profile = parse_profile(data, where, text)
     if user is not None and user.parent in user_dirs() and profile.name != user.stem:
         raise ConfigError(
             f"{where}: name = {profile.name!r}, but a profile in a user folder must be named "

@@ -2,7 +2,8 @@
 
 ``station.flash`` runs the phases, the policy and the record for every hub; a session does
 the protocol's part of each phase on one connected hub. A new bootloader protocol is a new
-module here with a class following :class:`HubSession`, named in ``SESSIONS``.
+module here with a class following :class:`HubSession`, named in ``SESSIONS``, and the keys
+of its profile section in ``SECTIONS``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 from drivers.errors import ConfigError
 from drivers.types import ProgressFn
 from firmware_images.loader import LoadedImage
+from station.config import Spec
 from station.outcome import FlashOutcome
 from station.profiles import Profile
 
@@ -22,6 +24,35 @@ SESSIONS = {
     "an3155": "station.sessions.an3155:An3155Session",
     "gecko": "station.sessions.gecko:GeckoSession",
     "dfu": "station.sessions.dfu:DfuSession",
+}
+
+_USB_ID = Spec(list, items=int, min_len=2, max_len=2, lo=0, hi=0xFFFF)
+_STRING_INDEX = Spec(int, 0, 255)
+#: protocol name -> the keys of its own profile section (``[gecko]``, ``[dfu]``), which its
+#: session reads from ``profile.options``; ``parse_profile`` refuses other keys there and
+#: the section in another protocol's profile. Whether a key is required is the session's
+#: to say.
+SECTIONS: dict[str, dict[str, Spec]] = {
+    "an3155": {},
+    "gecko": {
+        "upload_attempts": Spec(int, 1, 100),
+        "menu_timeout_s": Spec(float, 0.01, 60),
+        "start_timeout_s": Spec(float, 0.01, 600),
+        "identify_via_application": Spec(bool),
+    },
+    "dfu": {
+        "runtime_id": _USB_ID,
+        "dfu_id": _USB_ID,
+        "flash_alt": Spec(int, 0, 255),
+        "identity_alt": Spec(int, 0, 255),
+        "version_from": Spec(str, choices=("string", "bcdDevice")),
+        "version_string": _STRING_INDEX,
+        "eui64_string": _STRING_INDEX,
+        "transfer_size": Spec(int, 0, 0xFFFF),
+        "request_timeout_ms": Spec(int, 1, 600_000),
+        "reenumerate_timeout_s": Spec(float, 0.1, 600),
+        "same_serial": Spec(bool),
+    },
 }
 
 

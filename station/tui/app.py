@@ -27,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from drivers.errors import StationError
 from station.batch import OVERRIDES, BatchRun, PlanRow, describe_recovery, preflight
 from station.events import Event
+from station.render import literal
 from station.tui.model import BatchView, SlotView
 from station.tui.screens import (
     ConfirmScreen,
@@ -133,8 +134,8 @@ class StationApp(App[int]):
     def say(self, text: str, severity: SeverityLevel = "information") -> None:
         """Show a message in the status line (kept) and as a notification."""
         style = "bold red" if severity == "error" else ""
-        self.status.update(Text(text, style=style))
-        self.notify(text, severity=severity)
+        self.status.update(Text(literal(text), style=style))
+        self.notify(literal(text), severity=severity, markup=False)
 
     # -- events from the controller -----------------------------------------------------
 
@@ -229,7 +230,7 @@ class StationApp(App[int]):
         self.view.listed = self._listed()
         if self._start_screen() is not None:
             self.pop_screen()
-        self.sub_title = f"batch {batch_id}, operator {operator}"
+        self.sub_title = literal(f"batch {batch_id}, operator {operator}")
         for line in describe_recovery(self.batch.recovery):
             self.say(line)
         self.grid.tiles[0].focus()
@@ -400,7 +401,7 @@ class StationApp(App[int]):
             question = (
                 "Apply these overrides to every job from now on?\n\n"
                 + "\n".join(lines)
-                + f"\n\nRecorded in the audit log as {operator or 'unknown'}."
+                + f"\n\nRecorded in the audit log as {literal(operator or 'unknown')}."
             )
             self.push_screen(
                 ConfirmScreen(question, "Apply overrides", "Cancel"),

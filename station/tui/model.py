@@ -14,6 +14,7 @@ from rich.text import Text
 
 from station.events import CHAIN, Event, JobState
 from station.records.manifest import normalise_eui64
+from station.render import literal
 
 #: How each state is shown: (symbol, word, style). Never colour alone: symbol and word too.
 LOOK: Final[dict[str, tuple[str, str, str]]] = {
@@ -279,7 +280,8 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
 
     Line by line, as room allows: slot, symbol and state word (and the EUI-64 when it
     fits); the EUI-64 or model and versions; progress (bar, %, bytes/s, ETA) or the result
-    with its reason; then whatever did not fit before.
+    with its reason; then whatever did not fit before. What the hub and the rig say is shown
+    as it is (:func:`station.render.literal`).
     """
     symbol, word, style = LOOK.get(v.state, ("?", v.state, ""))
     if v.fault:
@@ -303,6 +305,7 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
         return Text(_bar(pct, avail - len(info) - 1), style=style) + Text(" " + info)
 
     before, after = v.version_before, v.version_after or v.target
+    eui64 = None if v.eui64 is None else literal(v.eui64)
     versions = "" if not (before or after) else f"{short_version(before)}→{short_version(after)}"
     outcome = ""
     if v.state in ("failed", "refused", "interrupted"):
@@ -313,6 +316,7 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
         outcome = f"runs {short_version(before)}"
     elif v.state in ("idle", "empty"):
         outcome = v.binding
+    outcome, versions = literal(outcome), literal(versions)
     indent = "   "
 
     if height <= 1:
@@ -323,21 +327,21 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
             line.append_text(progress(rest))
         elif outcome and v.state not in ("idle", "empty") and rest > 3:
             line.append(" " + outcome)
-        elif v.eui64 and rest >= 8:
-            line.append(" …" + v.eui64[-(rest - 2) :])
+        elif eui64 and rest >= 8:
+            line.append(" …" + eui64[-(rest - 2) :])
         line.truncate(width, overflow="ellipsis")
         return line
 
     lines = [head.copy()]
-    eui_in_head = bool(v.eui64) and width - head.cell_len >= 25
-    if eui_in_head:
-        lines[0].append(f"  {v.eui64}")
+    eui_in_head = bool(eui64) and width - head.cell_len >= 25
+    if eui64 and eui_in_head:
+        lines[0].append(f"  {eui64}")
     extra: list[str] = []
-    if v.eui64 and not eui_in_head:
+    if eui64 and not eui_in_head:
         room = width - len(indent)
         # When it must be cut, keep the end: the last octets tell hubs apart.
-        extra.append(v.eui64 if len(v.eui64) <= room else "…" + v.eui64[-(room - 1) :])
-    ident = " ".join(x for x in (v.profile, versions) if x)
+        extra.append(eui64 if len(eui64) <= room else "…" + eui64[-(room - 1) :])
+    ident = " ".join(x for x in (literal(v.profile), versions) if x)
     if v.tries:
         ident += f" try {v.tries + 1}"
     extra.append(ident)

@@ -1,4 +1,9 @@
-"""Screens: start (operator and pre-flight plan), slot detail, and the small dialogs."""
+"""Screens: start (operator and pre-flight plan), slot detail, and the small dialogs.
+
+Text from outside (operator, station id, profile names, hub answers, error messages) is
+shown as it is: as ``Text`` through :func:`station.render.literal`, or in a widget made
+with ``markup=False`` (see :mod:`station.render`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, S
 
 from station.batch import OVERRIDES, PlanRow
 from station.records.store import EventRow, JobRow
+from station.render import literal, styled
 from station.tui.model import LOOK, SlotView, clock_text, short_version
 
 if TYPE_CHECKING:
@@ -86,19 +92,20 @@ class StartScreen(Screen[None]):
         manifest = (
             f"{d['manifest']} ({d['listed']} hubs listed)" if d["manifest"] else "none (m to load)"
         )
-        text = Text()
-        text.append("Rig       ", style="bold")
-        text.append(f"{d['rig']}: station {d['station']}, {d['slots']} slots\n")
-        text.append("Catalogue ", style="bold")
-        text.append(f"{d['catalog']}: {models}\n")
-        text.append("Trust     ", style="bold")
-        text.append(f"{d['trust'] or 'none: only overridden unsigned images could be written'}\n")
-        text.append("Manifest  ", style="bold")
-        text.append(manifest)
+        trust = d["trust"] or "none: only overridden unsigned images could be written"
+        text = styled(
+            ("Rig       ", "bold"),
+            f"{d['rig']}: station {d['station']}, {d['slots']} slots",
+            ("\nCatalogue ", "bold"),
+            f"{d['catalog']}: {models}",
+            ("\nTrust     ", "bold"),
+            trust,
+            ("\nManifest  ", "bold"),
+            manifest,
+        )
         overrides = self.station.overrides_text()
         if overrides:
-            text.append("\nOverrides ", style="bold")
-            text.append(overrides, style="bold yellow")
+            text.append_text(styled(("\nOverrides ", "bold"), (overrides, "bold yellow")))
         self.query_one("#summary", Static).update(text)
 
     def show_plan(self, rows: list[PlanRow], probing: bool = False) -> None:
@@ -109,13 +116,13 @@ class StartScreen(Screen[None]):
         table.clear()
         for r in rows:
             if r.port is None:
-                hub = Text(f"○ no hub at {r.binding}", style="dim")
+                hub = Text(literal(f"○ no hub at {r.binding}"), style="dim")
             elif probing:
                 hub = Text("… probing")
             elif r.problem:
-                hub = Text(f"✗ {r.problem}", style="red")
+                hub = Text(literal(f"✗ {r.problem}"), style="red")
             elif r.eui64:
-                hub = Text(f"✓ {r.eui64}")
+                hub = Text(literal(f"✓ {r.eui64}"))
             else:
                 hub = Text("● present (probed at start)")
             running = (
@@ -124,20 +131,17 @@ class StartScreen(Screen[None]):
                 else ("-" if r.port is None else "at start")
             )
             est = "-" if r.estimate_s is None else f"~{clock_text(r.estimate_s)}"
+            target = short_version(r.target) if r.target and r.target.startswith("0x") else r.target
             table.add_row(
-                str(r.slot),
+                Text(str(r.slot)),
                 hub,
-                running,
-                short_version(r.target) if r.target and r.target.startswith("0x") else r.target,
-                est,
-                r.plan,
-                r.profile,
+                *(Text(literal(cell)) for cell in (running, target, est, r.plan, r.profile)),
                 key=str(r.slot),
             )
 
     def set_status(self, text: str) -> None:
         for status in self.query("#start-status").results(Static):
-            status.update(text)
+            status.update(Text(literal(text)))
 
     @on(Input.Submitted, "#operator")
     def _operator_entered(self) -> None:
@@ -189,7 +193,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="question")
+            yield Static(self.question, classes="question", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button(f"{self.yes} (y)", id="yes", variant="warning")
                 yield Button(f"{self.no} (n)", id="no", variant="primary")
@@ -229,7 +233,7 @@ class QuitScreen(ModalScreen[str]):
             "n  don't quit: keep running"
         )
         with Vertical(classes="dialog"):
-            yield Static(text, classes="question")
+            yield Static(text, classes="question", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Wait (w)", id="wait", variant="primary")
                 yield Button("Abort (a)", id="abort", variant="error")
@@ -257,7 +261,7 @@ class PromptScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="question")
+            yield Static(self.question, classes="question", markup=False)
             yield Input(self.value, placeholder=self.placeholder, id="answer")
 
     def on_mount(self) -> None:
@@ -284,9 +288,10 @@ class OverrideScreen(ModalScreen[dict[str, bool] | None]):
         with Vertical(classes="dialog"):
             yield Static(
                 "Overrides let the station write images its policy refuses. Each one is "
-                f"recorded in the audit log as {self.operator or 'the operator'} and with "
-                "every job that uses it.",
+                f"recorded in the audit log as {literal(self.operator or 'the operator')} and "
+                "with every job that uses it.",
                 classes="question",
+                markup=False,
             )
             for name, what in OVERRIDES.items():
                 label = f"{name.replace('_', '-')}: {what}"
@@ -332,9 +337,9 @@ def _event_line(e: EventRow) -> Text:
     extra = ", ".join(f"{k}={v}" for k, v in detail.items())
     line = Text(f"  {e.at.strftime('%H:%M:%S')}  ")
     symbol, _, style = LOOK.get(str(e.state), ("·", str(e.state), ""))
-    line.append(f"{symbol} {e.state}", style=style)
+    line.append(literal(f"{symbol} {e.state}"), style=style)
     if extra:
-        line.append(f"  {extra}")
+        line.append(literal(f"  {extra}"))
     return line
 
 
@@ -356,7 +361,7 @@ class DetailScreen(ModalScreen[None]):
         symbol, word, style = LOOK.get(v.state, ("?", v.state, ""))
         text = Text()
         text.append(f"Slot {v.number}  ", style="bold")
-        text.append(f"{symbol} {word}\n", style=style)
+        text.append(f"{literal(f'{symbol} {word}')}\n", style=style)
         rows: list[tuple[str, Any]] = [
             ("binding", v.binding),
             ("port", v.port),
@@ -378,15 +383,15 @@ class DetailScreen(ModalScreen[None]):
         for name, value in rows:
             if value not in (None, ""):
                 text.append(f"{name:>10}  ", style="bold")
-                text.append_text(value if isinstance(value, Text) else Text(str(value)))
+                text.append_text(value if isinstance(value, Text) else Text(literal(value)))
                 text.append("\n")
         if v.final and v.state not in ("passed", "skipped"):
             text.append("\nFailed in phase ", style="bold")
-            text.append(f"{v.fail_phase or '?'}: ", style=style)
-            text.append(f"{v.reason}\n")
+            text.append(f"{literal(v.fail_phase or '?')}: ", style=style)
+            text.append(f"{literal(v.reason)}\n")
             if v.hint:
                 text.append("What to do: ", style="bold")
-                text.append(f"{v.hint}\n")
+                text.append(f"{literal(v.hint)}\n")
         if self.events:
             text.append("\nTimeline (recorded)\n", style="bold")
             for e in self.events:
@@ -396,11 +401,11 @@ class DetailScreen(ModalScreen[None]):
             title = "Last events before the failure" if v.state == "failed" else "Last events"
             text.append(f"\n{title} (protocol notes, retries)\n", style="bold")
             for line in v.trace:
-                text.append(f"  {line}\n")
+                text.append(f"  {literal(line)}\n")
         if v.exchanges:
             text.append("\nLast bytes on the wire (-> to the hub, <- from it)\n", style="bold")
             for line in v.exchanges:
-                text.append(f"  {line}\n")
+                text.append(f"  {literal(line)}\n")
         text.append("\nr retry   a abort   Esc close", style="dim")
         with VerticalScroll(classes="dialog wide"):
             yield Static(text, id="detail")
@@ -421,7 +426,9 @@ def _label_text(v: SlotView) -> Text | None:
     if v.label is None:
         return None
     if v.label_check is None:
-        return Text(f"{v.label} (not yet compared: no EUI-64 read)")
+        return Text(literal(f"{v.label} (not yet compared: no EUI-64 read)"))
     if v.label_check:
-        return Text(f"✓ {v.label} matches", style="green")
-    return Text(f"✗ MISMATCH: label {v.label}, hub says {v.eui64}", style="bold reverse red")
+        return Text(literal(f"✓ {v.label} matches"), style="green")
+    return Text(
+        literal(f"✗ MISMATCH: label {v.label}, hub says {v.eui64}"), style="bold reverse red"
+    )
