@@ -23,6 +23,7 @@ model (never its records) says what it really runs. Then, for every hub ever on 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware_images.build import demo_payload
 from sim.pty import HubSpec, SimHub, derive_eui64
 from station.demo import DEMO_TARGET, prepare_demo_catalog
 from station.events import JobState
@@ -139,6 +141,8 @@ class Run:
             text=True,
             env=env,
         )
+        self.stderr: list[str] = []
+        threading.Thread(target=self._errors, daemon=True).start()
         self.events: list[dict[str, Any]] = []
         self.batch: int | None = None
         self.changed = threading.Condition()
@@ -160,6 +164,10 @@ class Run:
         with self.changed:
             self.ended = True
             self.changed.notify_all()
+
+    def _errors(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr.extend(self.proc.stderr)
 
     def wait_for(self, moment: str, timeout_s: float = 60) -> bool:
         """Until the run reports ``moment`` (True) or ends first (False)."""
@@ -184,9 +192,18 @@ class Run:
         self.reader.join(10)
 
     def finish(self, timeout_s: float = 120) -> int:
-        code = self.proc.wait(timeout_s)
+        """Wait for the run to end on its own; a run that does not is killed (and says so:
+        exit status -9)."""
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return -signal.SIGKILL
         self.reader.join(10)
         return code
+
+    def tail(self) -> str:
+        return "".join(self.stderr[-5:]).strip()
 
 
 def run_campaign(
@@ -207,10 +224,10 @@ def run_campaign(
     try:
         while result.kills < kills:
             _rig(rig, bench, station)
-            run = Run(args, env)
             moment = rng.choice(MOMENTS)
             if rng.random() < 0.15:  # a second run of the same station, meanwhile
-                if run.wait_for("writing"):
+                run = Run([*args, "--continuous"], env)  # stays until told, as a bench does
+                if run.wait_for("identified"):
                     second = subprocess.run(
                         [*STATION, *args], capture_output=True, text=True, env=env, timeout=120
                     )
@@ -221,10 +238,16 @@ def run_campaign(
                             f"a second run was not refused: exit {second.returncode}: "
                             f"{second.stderr.strip()[-300:]}"
                         )
-                run.finish()
+                run.proc.send_signal(signal.SIGINT)  # its running jobs finish, then it ends
+                code = run.finish()
+                if code != 0:
+                    result.problems.append(
+                        f"after Ctrl-C the first run exited {code}: {run.tail()}"
+                    )
                 if run.batch is not None:
                     spared_batches.add(run.batch)
             else:
+                run = Run(args, env)
                 if moment == "random":
                     run.wait_for("batch-started")
                     time.sleep(rng.uniform(0.0, 2.5))
@@ -241,7 +264,7 @@ def run_campaign(
         last = Run(args, env)
         code = last.finish()
         if code != 0:
-            result.problems.append(f"the last run exited {code}")
+            result.problems.append(f"the last run exited {code}: {last.tail()}")
         _check(db, bench, root / "keys", killed_batches, spared_batches, result)
     finally:
         bench.stop()
@@ -267,7 +290,11 @@ def _check(
     result: Result,
 ) -> None:
     problems = result.problems
-    truth = {h.spec.eui64: h.ground_truth(SIZE)["running"] for h in bench.every}
+    # What each hub's flash holds (it may sit in its bootloader, running nothing): the
+    # target's whole image, byte for byte, or not.
+    target_sha = hashlib.sha256(demo_payload(DEMO_TARGET, size=SIZE)).hexdigest()
+    holds = {h.spec.eui64: h.ground_truth(SIZE)["sha256"] == target_sha for h in bench.every}
+    truth = {eui: DEMO_TARGET if ok else None for eui, ok in holds.items()}
     result.hubs = len(truth)
     with Store.open(db) as store:
         batches = store.batches()
@@ -290,7 +317,7 @@ def _check(
                 if carried != {(eui, old, target): 1}:
                     problems.append(f"{eui} runs the target but its DSP rows are {carried}")
             elif carried:
-                problems.append(f"{eui} runs {running} but the DSP was told {carried}")
+                problems.append(f"{eui} does not hold the target but the DSP was told {carried}")
         for batch in batches:
             for job in store.jobs(batch.id):
                 result.jobs += 1
