@@ -17,6 +17,7 @@ import bincopy
 from drivers.crc import crc32
 from drivers.errors import ImageError
 from firmware_images.descriptor import AppDescriptor, check_payload
+from firmware_images.files import IMAGE_FILE_LIMIT, read_regular_file
 from firmware_images.model import ImageFormatError, ParsedImage, Segment, SigStatus
 
 _HEX_SUFFIXES = {".hex", ".ihex", ".ihx"}
@@ -128,14 +129,12 @@ def parse_file(path: str | Path, address: int | None = None) -> ParsedImage:
         address: load address of a raw binary (other containers carry their own or none).
 
     Raises:
-        ImageError: unreadable, or malformed for the container it claims to be.
+        ImageError: unreadable, not a regular file (a FIFO, a device, a directory), larger
+            than :data:`~firmware_images.files.IMAGE_FILE_LIMIT`, or malformed for the
+            container it claims to be.
     """
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"cannot read image file {p}: {exc.strerror}") from exc
-    return parse_bytes(data, str(p), address)
+    data = read_regular_file(path, limit=IMAGE_FILE_LIMIT, what="image file")
+    return parse_bytes(data, str(path), address)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,147 @@
+"""Hostile input files end in a one-line refusal, within a memory ceiling and a deadline.
+
+Each case runs the parse in a child process whose address space is capped with
+``RLIMIT_AS`` (:data:`CEILING`; the interpreter with cryptography, bincopy and the station's
+CLI imported takes under 80 MiB of it), so a parser that allocates in proportion to what a
+file *claims* rather than what it *holds* dies with MemoryError instead of passing. The
+deadline is the subprocess timeout: a parse that hangs (a FIFO) or runs quadratic fails.
+The same cases go through the ``station`` command: ``error: ...`` on one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import bincopy
+import pytest
+
+from firmware_images.build import demo_payload
+from station.cli import Exit, main
+
+CEILING = 512 << 20
+DEADLINE_S = 60.0
+ADDR = 0x0800_0000
+
+_PARSE = """
+import sys
+from drivers.errors import StationError
+from firmware_images.loader import parse_file
+try:
+    image = parse_file(sys.argv[1])
+except StationError as exc:
+    print(f"refused: {exc}")
+    raise SystemExit(3)
+print(f"parsed: {image.container}, {len(image.segments)} segment(s)")
+"""
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CEILING, CEILING))
+
+
+def run_limited(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code args`` under the memory ceiling and the deadline."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        preexec_fn=_limit_memory,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+def station_limited(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``station`` command under the memory ceiling and the deadline."""
+    return run_limited("import sys; from station.cli import main; sys.exit(main())", *args)
+
+
+def refusal(result: subprocess.CompletedProcess[str], code: int = 3) -> str:
+    """The child's one line of output, after checking it refused cleanly."""
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run ``station args`` in this process; return its one-line error after checking exit 2."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    assert code == Exit.BAD_INPUT, captured.out + captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    return lines[0]
+
+
+@pytest.fixture
+def good_hex(tmp_path: Path) -> Path:
+    bf = bincopy.BinFile()
+    bf.add_binary(demo_payload(0x01050000, size=8192), address=ADDR)
+    path = tmp_path / "app.hex"
+    path.write_text(bf.as_ihex())
+    return path
+
+
+# -- special files and sizes ------------------------------------------------------------------
+
+
+def test_link_to_dev_zero_as_an_image(tmp_path: Path) -> None:
+    path = tmp_path / "app.hex"
+    path.symlink_to("/dev/zero")
+    line = refusal(run_limited(_PARSE, str(path)))
+    assert "app.hex (a link to /dev/zero) is a character device" in line
+
+
+def test_fifo_as_an_image_does_not_hang(tmp_path: Path) -> None:
+    path = tmp_path / "app.zigbee"
+    os.mkfifo(path)
+    line = refusal(run_limited(_PARSE, str(path)))
+    assert "app.zigbee is a FIFO" in line
+
+
+def test_a_file_far_over_the_cap_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.bin"
+    with path.open("wb") as f:
+        f.truncate(3 << 30)  # sparse: 3 GiB claimed, nothing on disk
+    line = refusal(run_limited(_PARSE, str(path)))
+    assert f"huge.bin is {3 << 30} bytes, more than the {32 << 20} accepted" in line
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_special_image_files_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    (tmp_path / "trust").mkdir()
+    trust = ["--trust", str(tmp_path / "trust")] if command == "verify" else []
+    args = ["image", command, *trust]
+    (tmp_path / "zero.hex").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "pipe.hex")
+    (tmp_path / "dir.hex").mkdir()
+    assert "character device" in cli_error(capsys, *args, str(tmp_path / "zero.hex"))
+    assert "is a FIFO" in cli_error(capsys, *args, str(tmp_path / "pipe.hex"))
+    assert "is a directory" in cli_error(capsys, *args, str(tmp_path / "dir.hex"))
+
+
+def test_special_image_file_through_station_flash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "zero.hex").symlink_to("/dev/zero")
+    line = cli_error(
+        capsys,
+        *("flash", "--port", "/dev/null", "--profile", "demo-an3155", "--allow-unsigned"),
+        str(tmp_path / "zero.hex"),
+    )
+    assert "zero.hex (a link to /dev/zero) is a character device" in line
+
+
+def test_cli_refuses_under_the_memory_ceiling(tmp_path: Path) -> None:
+    path = tmp_path / "app.hex"
+    path.symlink_to("/dev/zero")
+    line = refusal(station_limited("image", "inspect", str(path)), code=Exit.BAD_INPUT)
+    assert line.startswith("error: image file") and "character device" in line
