@@ -10,6 +10,7 @@ The same cases go through the ``station`` command: ``error: ...`` on one line, e
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -36,6 +37,18 @@ except StationError as exc:
     print(f"refused: {exc}")
     raise SystemExit(3)
 print(f"parsed: {image.container}, {len(image.segments)} segment(s)")
+"""
+#: ``station flash``'s load for a demo-an3155 hub (flash 0x08000000..0x08080000).
+_LOAD_FOR_HUB = """
+import sys
+from drivers.errors import StationError
+from firmware_images.loader import load_image
+try:
+    load_image(sys.argv[1], default_address=0x08000000, flash=(0x08000000, 0x08080000))
+except StationError as exc:
+    print(f"refused: {exc}")
+    raise SystemExit(3)
+print("loaded")
 """
 
 
@@ -145,3 +158,49 @@ def test_cli_refuses_under_the_memory_ceiling(tmp_path: Path) -> None:
     path.symlink_to("/dev/zero")
     line = refusal(station_limited("image", "inspect", str(path)), code=Exit.BAD_INPUT)
     assert line.startswith("error: image file") and "character device" in line
+
+
+# -- Intel HEX / S-record: one stray record far from the rest -----------------------------------
+
+
+def _with_stray(good_hex: Path, stray: int) -> Path:
+    bf = bincopy.BinFile(str(good_hex))
+    bf.add_binary(b"\x5a" * 16, address=stray)
+    path = good_hex.with_name(f"stray-{stray:08x}.hex")
+    path.write_text(bf.as_ihex())
+    return path
+
+
+@pytest.mark.parametrize("stray", [0x1FFF_7800, 0xFFFF_FFF0])
+def test_hex_stray_record_is_refused_for_a_hub(good_hex: Path, stray: int) -> None:
+    path = _with_stray(good_hex, stray)
+    assert path.stat().st_size < 24 << 10
+    line = refusal(run_limited(_LOAD_FOR_HUB, str(path)))
+    assert line == (
+        f"refused: {path}: data at 0x{stray:08X}..0x{stray + 16:08X} is outside the hub's "
+        "flash 0x08000000..0x08080000 (the file holds data for another memory area (option "
+        "bytes, OTP, another chip): use a file made for this hub model's flash)"
+    )
+
+
+@pytest.mark.parametrize("stray", [0x1FFF_7800, 0xFFFF_FFF0])
+def test_hex_stray_record_is_inspected_without_filling(good_hex: Path, stray: int) -> None:
+    result = run_limited(_PARSE, str(_with_stray(good_hex, stray)))
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "parsed: ihex, 2 segment(s)\n",
+        "",
+    )
+
+
+def test_hex_stray_record_through_the_cli(
+    good_hex: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_stray(good_hex, 0x1FFF_7800)
+    flash = ["flash", "--port", "/dev/null", "--profile", "demo-an3155", "--allow-unsigned"]
+    line = cli_error(capsys, *flash, str(path))
+    assert "data at 0x1FFF7800..0x1FFF7810 is outside the hub's flash" in line
+    assert main(["image", "inspect", "--json", str(path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["address"] for s in report["segments"]] == [ADDR, 0x1FFF_7800]
+    assert "kept apart" in report["problems"][0]
