@@ -37,7 +37,13 @@ from typing import Any
 
 from drivers.errors import ConfigError, ImageError
 from firmware_images.descriptor import format_version
-from firmware_images.files import CONFIG_FILE_LIMIT, read_regular_file
+from firmware_images.files import (
+    CONFIG_FILE_LIMIT,
+    IMAGE_FILE_LIMIT,
+    not_regular,
+    read_regular_file,
+)
+from firmware_images.loader import parse_bytes
 from firmware_images.model import ParsedImage
 from firmware_images.tomlfile import TomlLines
 
@@ -147,6 +153,20 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 def _toml_type(value: object) -> str:
     return next((name for t, name in _TOML_TYPES.items() if isinstance(value, t)), "a date/time")
+
+
+#: Room a container takes beside its payload: headers, signatures, certificates, tags.
+CONTAINER_ROOM = 64 << 10
+#: Payload bytes to file bytes in the most verbose container, Intel HEX (2.75 with the
+#: usual 16-byte records), which a catalogue may hold as well as GBCS images.
+TEXT_EXPANSION = 3
+
+
+def release_file_limit(model: HubModel) -> int:
+    """The most bytes a release file of ``model`` may have: what its payload may take in the
+    most verbose container, and never more than any image file
+    (:data:`~firmware_images.files.IMAGE_FILE_LIMIT`)."""
+    return min(IMAGE_FILE_LIMIT, TEXT_EXPANSION * model.max_image_size + CONTAINER_ROOM)
 
 
 def file_value_refusal(value: str) -> str | None:
@@ -403,8 +423,49 @@ class Catalog:
         return None
 
     def path_of(self, release: Release) -> Path:
-        """Where a release's image file is."""
-        return self.root / release.file
+        """Where a release's image file is: inside the catalogue folder, links resolved.
+
+        A catalogue only ever names its own files. Its ``file`` entries are checked when
+        it is loaded (no absolute path, no ``..``); a symbolic link can still lead out (to
+        ``/dev/zero``, ``/etc/passwd``), so the resolved path must be inside the resolved
+        folder, and what is there must be a regular file if it exists.
+
+        Raises:
+            ConfigError: the file is outside the folder, or is a directory, FIFO, device.
+        """
+        where = f"catalogue {self.root}: {release.model} {release.version_text}"
+        why = file_value_refusal(release.file)
+        if why is not None:
+            raise ConfigError(f"{where}: file {release.file!r} {why}")
+        root = self.root.resolve()
+        path = (root / release.file).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise ConfigError(
+                f"{where}: file {release.file!r} resolves to {path}, outside the catalogue folder",
+                hint="a catalogue holds its own files; copy the image into the folder",
+            )
+        kind = not_regular(path)
+        if kind is not None:
+            raise ConfigError(f"catalogue file {self.root / release.file} {kind}")
+        return path
+
+    def load_release(self, release: Release) -> ParsedImage:
+        """Read and parse a release's file: confined (:meth:`path_of`) and size-capped.
+
+        The file is read only if it is at most :func:`release_file_limit` bytes, so a
+        file swapped for something huge costs nothing. Whether it is *the* approved file
+        is :meth:`image_refusals`' question.
+
+        Raises:
+            ConfigError: the file is outside the folder or not a regular file.
+            ImageError: missing, unreadable, too large for the model, or malformed.
+        """
+        path = self.path_of(release)
+        limit = release_file_limit(self.model(release.model))
+        data = read_regular_file(
+            path, limit=limit, what=f"{release.model} catalogue file", error=ImageError
+        )
+        return parse_bytes(data, str(self.root / release.file))
 
     def release(self, model: str, version: int) -> Release | None:
         """The release of ``model`` with ``version``, if catalogued."""

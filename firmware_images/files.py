@@ -38,6 +38,20 @@ def _kind(mode: int) -> str:
     return next((text for test, text in _KINDS if test(mode)), "not a regular file")
 
 
+def not_regular(path: str | Path) -> str | None:
+    """Why ``path`` is not a regular file (``"is a FIFO (named pipe), ..."``), or None.
+
+    None too when it does not exist or cannot be looked at: reading it will say why. For
+    callers that must tell a file of the wrong kind (a broken installation) from one that
+    is missing or bad (see :func:`read_regular_file`'s ``error``).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else f"is {_kind(mode)}"
+
+
 def read_regular_file(
     path: str | Path,
     *,

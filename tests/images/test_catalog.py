@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.errors import ConfigError
-from firmware_images.catalog import Catalog, Decision, HubModel, Release
+from drivers.errors import ConfigError, ImageError
+from firmware_images.catalog import Catalog, Decision, HubModel, Release, release_file_limit
 
 V = [0x0100_0000, 0x0101_0000, 0x0102_0000, 0x0103_0000, 0x0104_0000, 0x0105_0000]
 
@@ -327,3 +327,103 @@ def test_generated_bad_catalogues_are_refused_naming_the_key(
     message = info.value.message
     assert f"'{key}'" in message, message
     assert message.startswith(f"{folder / 'catalog.toml'}:{line}: "), (message, text)
+
+
+# -- release files stay inside the catalogue folder and are read capped ----------------------
+
+
+def _signed_catalogue(tmp_path: Path) -> Catalog:
+    from station.demo import prepare_demo_catalog
+
+    cat, _trust = prepare_demo_catalog(tmp_path / "demo", size=4096)
+    return cat
+
+
+@pytest.fixture(scope="module")
+def demo_cat(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    return _signed_catalogue(tmp_path_factory.mktemp("demo"))
+
+
+def _copy(demo_cat: Catalog, folder: Path) -> tuple[Catalog, Release]:
+    """A copy of the demo catalogue in ``folder``, and its newest release."""
+    folder.mkdir(exist_ok=True)
+    for f in demo_cat.root.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    cat = Catalog.load(folder)
+    return cat, cat.releases["demo-an3155"][-1]
+
+
+def test_load_release_parses_the_file(demo_cat: Catalog) -> None:
+    rel = demo_cat.releases["demo-an3155"][-1]
+    image = demo_cat.load_release(rel)
+    assert image.path == str(demo_cat.root / rel.file)
+    assert image.file_version == rel.version and image.sha256 == rel.sha256
+    assert demo_cat.image_refusals(image, rel) == []
+
+
+def test_a_link_inside_the_folder_is_followed(demo_cat: Catalog, tmp_path: Path) -> None:
+    cat, rel = _copy(demo_cat, tmp_path / "cat")
+    (cat.root / "store").mkdir()
+    (cat.root / rel.file).rename(cat.root / "store" / rel.file)
+    (cat.root / rel.file).symlink_to(Path("store") / rel.file)
+    assert cat.load_release(rel).sha256 == rel.sha256
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "/etc/passwd", "../outside.zigbee"])
+def test_a_link_out_of_the_folder_is_refused(
+    demo_cat: Catalog, tmp_path: Path, target: str
+) -> None:
+    cat, rel = _copy(demo_cat, tmp_path / "cat")
+    (tmp_path / "outside.zigbee").write_bytes((cat.root / rel.file).read_bytes())
+    (cat.root / rel.file).unlink()
+    (cat.root / rel.file).symlink_to(target)
+    resolved = (cat.root / rel.file).resolve()
+    for call in (cat.path_of, cat.load_release):
+        with pytest.raises(ConfigError) as info:
+            call(rel)
+        assert info.value.message == (
+            f"catalogue {cat.root}: demo-an3155 0x01050000: file {rel.file!r} resolves to "
+            f"{resolved}, outside the catalogue folder"
+        )
+
+
+def test_a_release_built_in_code_is_confined_too(demo_cat: Catalog) -> None:
+    rel = Release("demo-an3155", 0x0106_0000, "../../etc/passwd", "00" * 32)
+    with pytest.raises(ConfigError, match=r"file '\.\./\.\./etc/passwd' steps out with '\.\.'"):
+        demo_cat.path_of(rel)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_special_release_files_are_refused(demo_cat: Catalog, tmp_path: Path, kind: str) -> None:
+    import os
+
+    cat, rel = _copy(demo_cat, tmp_path / "cat")
+    (cat.root / rel.file).unlink()
+    if kind == "fifo":
+        os.mkfifo(cat.root / rel.file)
+    else:
+        (cat.root / rel.file).mkdir()
+    shown = "FIFO" if kind == "fifo" else kind
+    with pytest.raises(ConfigError, match=rf"catalogue file .*{rel.file} is a {shown}"):
+        cat.load_release(rel)
+
+
+def test_release_files_are_capped_by_the_model(demo_cat: Catalog, tmp_path: Path) -> None:
+    cat, rel = _copy(demo_cat, tmp_path / "cat")
+    model = cat.models["demo-an3155"]
+    limit = release_file_limit(model)
+    assert limit == 3 * model.max_image_size + 64 * 1024
+    with (cat.root / rel.file).open("r+b") as f:
+        f.truncate(limit + 1)
+    with pytest.raises(ImageError, match=rf"is {limit + 1} bytes, more than the {limit} accepted"):
+        cat.load_release(rel)
+    huge = HubModel("h", "h", 1, 1, 1, 1, 0xFFFF_FFFF)
+    assert release_file_limit(huge) == 32 << 20
+
+
+def test_a_missing_release_file_is_an_image_error(demo_cat: Catalog, tmp_path: Path) -> None:
+    cat, rel = _copy(demo_cat, tmp_path / "cat")
+    (cat.root / rel.file).unlink()
+    with pytest.raises(ImageError, match=r"cannot read demo-an3155 catalogue file .*No such"):
+        cat.load_release(rel)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,9 @@ import bincopy
 import pytest
 
 from firmware_images.build import demo_payload
+from firmware_images.catalog import Catalog
 from station.cli import Exit, main
+from station.demo import prepare_demo_catalog
 
 CEILING = 512 << 20
 DEADLINE_S = 60.0
@@ -73,12 +76,23 @@ def station_limited(*args: str) -> subprocess.CompletedProcess[str]:
     return run_limited("import sys; from station.cli import main; sys.exit(main())", *args)
 
 
-def refusal(result: subprocess.CompletedProcess[str], code: int = 3) -> str:
-    """The child's one line of output, after checking it refused cleanly."""
-    assert result.returncode == code, result.stdout + result.stderr
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The child's one line of output, after checking it refused cleanly (exit 3)."""
+    assert result.returncode == 3, result.stdout + result.stderr
     assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1, lines
+    return lines[0]
+
+
+def station_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The ``station`` child's one-line error, after checking it exited 2 cleanly.
+
+    Its standard output may hold what it did before (``catalog check``: the good releases).
+    """
+    assert result.returncode == Exit.BAD_INPUT, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
 
 
@@ -156,7 +170,7 @@ def test_special_image_file_through_station_flash(
 def test_cli_refuses_under_the_memory_ceiling(tmp_path: Path) -> None:
     path = tmp_path / "app.hex"
     path.symlink_to("/dev/zero")
-    line = refusal(station_limited("image", "inspect", str(path)), code=Exit.BAD_INPUT)
+    line = station_error(station_limited("image", "inspect", str(path)))
     assert line.startswith("error: image file") and "character device" in line
 
 
@@ -204,3 +218,75 @@ def test_hex_stray_record_through_the_cli(
     report = json.loads(capsys.readouterr().out)
     assert [s["address"] for s in report["segments"]] == [ADDR, 0x1FFF_7800]
     assert "kept apart" in report["problems"][0]
+
+
+# -- catalogue files -------------------------------------------------------------------------
+
+_LOAD_RELEASE = """
+import sys
+from drivers.errors import StationError
+from firmware_images.catalog import Catalog
+catalog = Catalog.load(sys.argv[1])
+try:
+    catalog.load_release(catalog.releases["demo-an3155"][-1])
+except StationError as exc:
+    print(f"refused: {exc}")
+    raise SystemExit(3)
+print("loaded")
+"""
+
+
+@pytest.fixture(scope="module")
+def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(catalogue folder, trust store folder) of signed demo releases."""
+    cat, trust = prepare_demo_catalog(tmp_path_factory.mktemp("demo"), size=4096)
+    return cat.root, Path(trust.source)
+
+
+def _hostile_catalogue(demo_catalog: tuple[Path, Path], folder: Path, kind: str) -> Path:
+    """A copy of the demo catalogue whose newest release file is a link to /dev/zero or a FIFO."""
+    shutil.copytree(demo_catalog[0], folder)
+    newest = Catalog.load(folder).releases["demo-an3155"][-1]
+    (folder / newest.file).unlink()
+    if kind == "zero":
+        (folder / newest.file).symlink_to("/dev/zero")
+    else:
+        os.mkfifo(folder / newest.file)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("kind", "want"),
+    [("zero", "resolves to /dev/zero, outside the catalogue folder"), ("fifo", "is a FIFO")],
+)
+def test_hostile_catalogue_file(
+    demo_catalog: tuple[Path, Path], tmp_path: Path, kind: str, want: str
+) -> None:
+    folder = _hostile_catalogue(demo_catalog, tmp_path / "cat", kind)
+    line = refusal(run_limited(_LOAD_RELEASE, str(folder)))
+    assert line.startswith("refused: catalogue") and want in line
+
+
+@pytest.mark.parametrize("kind", ["zero", "fifo"])
+def test_hostile_catalogue_file_through_catalog_check(
+    demo_catalog: tuple[Path, Path], tmp_path: Path, kind: str
+) -> None:
+    folder = _hostile_catalogue(demo_catalog, tmp_path / "cat", kind)
+    args = ("catalog", "check", "--catalog", str(folder), "--trust", str(demo_catalog[1]))
+    assert station_error(station_limited(*args)).startswith("error: catalogue")
+
+
+@pytest.mark.parametrize("value", ["/etc/passwd", "../../etc/passwd"])
+def test_catalogue_naming_a_file_outside_it(
+    demo_catalog: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    folder = tmp_path / "cat"
+    shutil.copytree(demo_catalog[0], folder)
+    index = folder / "catalog.toml"
+    newest = Catalog.load(folder).releases["demo-an3155"][-1]
+    index.write_text(index.read_text().replace(newest.file, value))
+    line = cli_error(capsys, "catalog", "check", "--catalog", str(folder))
+    assert f"'file' {value!r}" in line and "must be inside the catalogue folder" in line
+    assert line.startswith(f"error: {index}:")
+    flash = ("flash", "--port", "/dev/null", "--profile", "demo-an3155", "--catalog", str(folder))
+    assert cli_error(capsys, *flash) == line
