@@ -290,3 +290,55 @@ def test_catalogue_naming_a_file_outside_it(
     assert line.startswith(f"error: {index}:")
     flash = ("flash", "--port", "/dev/null", "--profile", "demo-an3155", "--catalog", str(folder))
     assert cli_error(capsys, *flash) == line
+
+
+# -- trust store keys ------------------------------------------------------------------------
+
+_LOAD_TRUST = """
+import sys
+from drivers.errors import StationError
+from firmware_images.trust import TrustStore
+try:
+    TrustStore.from_dir(sys.argv[1])
+except StationError as exc:
+    print(f"refused: {exc}")
+    raise SystemExit(3)
+print("loaded")
+"""
+
+
+def _hostile_trust(demo_catalog: tuple[Path, Path], folder: Path, kind: str) -> Path:
+    shutil.copytree(demo_catalog[1], folder)
+    if kind == "zero":
+        (folder / "extra.pem").symlink_to("/dev/zero")
+    else:
+        os.mkfifo(folder / "extra.pem")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("kind", "want"), [("zero", "(a link to /dev/zero) is a character device"), ("fifo", "FIFO")]
+)
+def test_hostile_trust_key(
+    demo_catalog: tuple[Path, Path], tmp_path: Path, kind: str, want: str
+) -> None:
+    folder = _hostile_trust(demo_catalog, tmp_path / "trust", kind)
+    line = refusal(run_limited(_LOAD_TRUST, str(folder)))
+    assert line.startswith(f"refused: trust store file {folder / 'extra.pem'}") and want in line
+
+
+@pytest.mark.parametrize("kind", ["zero", "fifo"])
+def test_hostile_trust_key_through_the_cli(
+    demo_catalog: tuple[Path, Path], tmp_path: Path, kind: str
+) -> None:
+    folder = _hostile_trust(demo_catalog, tmp_path / "trust", kind)
+    image = next(demo_catalog[0].glob("*.zigbee"))
+    for command in ("inspect", "verify"):
+        line = station_error(station_limited("image", command, str(image), "--trust", str(folder)))
+        assert line.startswith("error: trust store file")
+    line = station_error(
+        station_limited(
+            "catalog", "check", "--catalog", str(demo_catalog[0]), "--trust", str(folder)
+        )
+    )
+    assert line.startswith("error: trust store file")
