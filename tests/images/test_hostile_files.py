@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 
 from firmware_images.build import demo_payload
 from firmware_images.catalog import Catalog
+from firmware_images.zigbee import build_zigbee_ota
 from station.cli import Exit, main
 from station.demo import prepare_demo_catalog
 
@@ -226,6 +228,7 @@ _LOAD_RELEASE = """
 import sys
 from drivers.errors import StationError
 from firmware_images.catalog import Catalog
+from firmware_images.zigbee import build_zigbee_ota
 catalog = Catalog.load(sys.argv[1])
 try:
     catalog.load_release(catalog.releases["demo-an3155"][-1])
@@ -342,3 +345,53 @@ def test_hostile_trust_key_through_the_cli(
         )
     )
     assert line.startswith("error: trust store file")
+
+
+# -- Zigbee OTA sub-element bomb ---------------------------------------------------------------
+
+
+def _ota_bomb(path: Path, size: int) -> Path:
+    """A Zigbee OTA file of ``size`` bytes: one upgrade image, then empty sub-elements."""
+    head = build_zigbee_ota(
+        [(0, b"firmware")], manufacturer_code=0x1234, image_type=1, file_version=1
+    )
+    count = (size - len(head)) // 6
+    data = bytearray(head + struct.pack("<HI", 0x0000, 0) * count)
+    data[52:56] = struct.pack("<I", len(data))
+    path.write_bytes(data)
+    return path
+
+
+_PARSE_BYTES = """
+import sys
+from pathlib import Path
+from drivers.errors import StationError
+from firmware_images.loader import parse_bytes
+data = Path(sys.argv[1]).read_bytes()  # past the file cap on purpose: the parser's own limits
+try:
+    parse_bytes(data, sys.argv[1])
+except StationError as exc:
+    print(f"refused: {exc}")
+    raise SystemExit(3)
+print("parsed")
+"""
+
+
+def test_ota_bomb_of_48_mb_is_refused_by_the_parser(tmp_path: Path) -> None:
+    path = _ota_bomb(tmp_path / "bomb.zigbee", 48_000_000)  # 8 million sub-elements
+    line = refusal(run_limited(_PARSE_BYTES, str(path)))
+    assert line.startswith(f"refused: {path}: zigbee-ota: more than 1024 sub-elements")
+
+
+def test_ota_bomb_under_the_file_cap_through_the_cli(tmp_path: Path) -> None:
+    path = _ota_bomb(tmp_path / "bomb.zigbee", 30 << 20)
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    for command in (["image", "inspect"], ["image", "verify", "--trust", str(trust)]):
+        line = station_error(station_limited(*command, str(path)))
+        assert line.startswith(f"error: {path}: zigbee-ota: more than 1024 sub-elements")
+    big = _ota_bomb(tmp_path / "big.zigbee", 48_000_000)
+    line = station_error(station_limited("image", "inspect", str(big)))
+    size = big.stat().st_size
+    assert line == f"error: image file {big} is {size} bytes, more than the 33554432 accepted"
+
