@@ -24,6 +24,10 @@ import pytest
 
 from firmware_images.build import demo_payload
 from firmware_images.catalog import Catalog
+from firmware_images.dfu import MAX_ELEMENTS as DFU_MAX_ELEMENTS
+from firmware_images.dfu import dfu_suffix_crc
+from firmware_images.gbl import MAX_TAGS as GBL_MAX_TAGS
+from firmware_images.gbl import TAG_METADATA, build_gbl
 from firmware_images.zigbee import build_zigbee_ota
 from station.cli import Exit, main
 from station.demo import prepare_demo_catalog
@@ -228,6 +232,10 @@ _LOAD_RELEASE = """
 import sys
 from drivers.errors import StationError
 from firmware_images.catalog import Catalog
+from firmware_images.dfu import MAX_ELEMENTS as DFU_MAX_ELEMENTS
+from firmware_images.dfu import dfu_suffix_crc
+from firmware_images.gbl import MAX_TAGS as GBL_MAX_TAGS
+from firmware_images.gbl import TAG_METADATA, build_gbl
 from firmware_images.zigbee import build_zigbee_ota
 catalog = Catalog.load(sys.argv[1])
 try:
@@ -395,3 +403,37 @@ def test_ota_bomb_under_the_file_cap_through_the_cli(tmp_path: Path) -> None:
     size = big.stat().st_size
     assert line == f"error: image file {big} is {size} bytes, more than the 33554432 accepted"
 
+
+# -- GBL tags and DfuSe elements ---------------------------------------------------------------
+
+
+def test_gbl_tag_bomb(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.gbl"
+    head = build_gbl([(0x4000, b"app")])[:-12]  # without END
+    path.write_bytes(head + struct.pack("<II", TAG_METADATA, 0) * ((30 << 20) // 8))
+    line = refusal(run_limited(_PARSE, str(path)))
+    assert line.startswith(f"refused: GBL file has more than {GBL_MAX_TAGS} tags")
+
+
+def test_large_gbl_parses_under_the_ceiling(tmp_path: Path) -> None:
+    # 24 MiB in 6144 program data tags, merged back into one segment (joined once).
+    path = tmp_path / "big.gbl"
+    path.write_bytes(build_gbl([(0, bytes(range(256)) * (24 << 12))]))
+    result = run_limited(_PARSE, str(path))
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "parsed: gbl, 1 segment(s)\n",
+        "",
+    )
+
+
+def test_dfuse_element_bomb(tmp_path: Path) -> None:
+    count = (30 << 20) // 8
+    target = struct.pack("<6sBI255sII", b"Target", 0, 0, b"", 8 * count, count)
+    body = target + struct.pack("<II", 0x0800_0000, 0) * count
+    body = struct.pack("<5sBIB", b"DfuSe", 1, 11 + len(body), 1) + body
+    head = body + struct.pack("<HHHH3sB", 0xFFFF, 0xDF11, 0x0483, 0x011A, b"UFD", 16)
+    path = tmp_path / "bomb.dfu"
+    path.write_bytes(head + struct.pack("<I", dfu_suffix_crc(head)))
+    line = refusal(run_limited(_PARSE, str(path)))
+    assert line.startswith(f"refused: DfuSe file has more than {DFU_MAX_ELEMENTS} elements")
