@@ -146,31 +146,54 @@ def test_a_file_far_over_the_cap_is_refused_unread(tmp_path: Path) -> None:
     assert f"huge.bin is {3 << 30} bytes, more than the {32 << 20} accepted" in line
 
 
-@pytest.mark.parametrize("command", ["inspect", "verify"])
-def test_special_image_files_through_the_cli(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+def _hostile_image(folder: Path, kind: str, good_hex: Path) -> tuple[Path, str]:
+    """A hostile image file of ``kind`` in ``folder``, and what its refusal says."""
+    path = folder / f"{kind}.zigbee"
+    if kind == "zero":
+        path.symlink_to("/dev/zero")
+        return path, "(a link to /dev/zero) is a character device"
+    if kind == "fifo":
+        os.mkfifo(path)
+        return path, "is a FIFO"
+    if kind == "directory":
+        path.mkdir()
+        return path, "is a directory"
+    if kind == "sparse":
+        with path.open("wb") as f:
+            f.truncate(1 << 40)
+        return path, "more than the 33554432 accepted"
+    if kind == "ota-bomb":
+        return _ota_bomb(path, 4 << 20), "more than 1024 sub-elements"
+    return _with_stray(good_hex, 0xFFFF_FFF0), "data at 0xFFFFFFF0..0x100000000 is outside"
+
+
+_IMAGE_KINDS = ["zero", "fifo", "directory", "sparse", "ota-bomb", "hex-stray"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["inspect", "verify", "flash"])
+@pytest.mark.parametrize("kind", _IMAGE_KINDS)
+def test_hostile_image_files_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], good_hex: Path, command: str, kind: str
 ) -> None:
+    """``error: ...`` on one line, exit 2, for every hostile image and command.
+
+    Except a HEX file with a stray record under ``inspect``: it is listed, not refused
+    (see ``firmware_images.loader._parse_text``), and without a hub its span is all there is.
+    """
+    path, want = _hostile_image(tmp_path, kind, good_hex)
     (tmp_path / "trust").mkdir()
-    trust = ["--trust", str(tmp_path / "trust")] if command == "verify" else []
-    args = ["image", command, *trust]
-    (tmp_path / "zero.hex").symlink_to("/dev/zero")
-    os.mkfifo(tmp_path / "pipe.hex")
-    (tmp_path / "dir.hex").mkdir()
-    assert "character device" in cli_error(capsys, *args, str(tmp_path / "zero.hex"))
-    assert "is a FIFO" in cli_error(capsys, *args, str(tmp_path / "pipe.hex"))
-    assert "is a directory" in cli_error(capsys, *args, str(tmp_path / "dir.hex"))
-
-
-def test_special_image_file_through_station_flash(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / "zero.hex").symlink_to("/dev/zero")
-    line = cli_error(
-        capsys,
-        *("flash", "--port", "/dev/null", "--profile", "demo-an3155", "--allow-unsigned"),
-        str(tmp_path / "zero.hex"),
-    )
-    assert "zero.hex (a link to /dev/zero) is a character device" in line
+    args = {
+        "inspect": ["image", "inspect"],
+        "verify": ["image", "verify", "--trust", str(tmp_path / "trust")],
+        "flash": ["flash", "--port", "/dev/null", "--profile", "demo-an3155", "--allow-unsigned"],
+    }[command]
+    if kind == "hex-stray" and command != "flash":
+        assert main([*args, str(path)]) in (Exit.PASSED, Exit.REFUSED)  # unsigned: refused
+        assert "kept apart" in capsys.readouterr().out or command == "verify"
+        return
+    line = cli_error(capsys, *args, str(path))
+    assert str(path) in line and want in line
 
 
 def test_cli_refuses_under_the_memory_ceiling(tmp_path: Path) -> None:
