@@ -302,6 +302,16 @@ def parse_dfu(data: bytes, path: str = "") -> ParsedImage:
         ImageFormatError: no suffix, CRC mismatch, bad lengths or sizes that do not add
             up, truncation, unknown bcdDFU. The message gives the offset.
     """
+    try:
+        return _parse_dfu_data(data, path)
+    except ImageFormatError as exc:
+        if path:  # name the file, as every user-facing error does
+            exc.message = f"{path}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
+
+
+def _parse_dfu_data(data: bytes, path: str) -> ParsedImage:
     data = bytes(data)
     fields, body, problems = _parse_suffix(data)
     bcd_dfu = fields["bcdDFU"]

@@ -548,6 +548,16 @@ def parse_gbl(data: bytes, path: str = "") -> ParsedImage:
         ImageFormatError: not a GBL, truncated, bad tag lengths, tags out of order, END not
             last or its CRC wrong, no payload. The message gives the offset.
     """
+    try:
+        return _parse_gbl_data(data, path)
+    except ImageFormatError as exc:
+        if path:  # name the file, as every user-facing error does
+            exc.message = f"{path}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
+
+
+def _parse_gbl_data(data: bytes, path: str) -> ParsedImage:
     data = bytes(data)
     _check_magic(data)
     tags, pos = _walk(data)

@@ -385,3 +385,10 @@ def test_overlaps_within_one_target_and_many_are_summed_up() -> None:
         "the later overwrites the earlier"
     )
     assert len(problems) == 9 and problems[-1] == "3 more DfuSe element overlaps"
+
+
+def test_errors_name_the_file() -> None:
+    with pytest.raises(ImageFormatError) as info:
+        parse_dfu(b"\x00" * 32, "app.dfu")
+    assert info.value.message.startswith("app.dfu: no DFU suffix")
+    assert refused(b"\x00" * 32).message.startswith("no DFU suffix")

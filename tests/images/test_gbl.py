@@ -466,3 +466,10 @@ def test_merge_keeps_tag_order_and_breaks_on_other_tags() -> None:
         (0x104, b"efgh"),
         (0x200, b"ij"),
     ]
+
+
+def test_errors_name_the_file() -> None:
+    with pytest.raises(ImageFormatError) as info:
+        parse_gbl(b"\x00" * 16, "radio.gbl")
+    assert info.value.message.startswith("radio.gbl: not a GBL file")
+    assert refused(b"\x00" * 16).message.startswith("not a GBL file")  # no path, no prefix

@@ -435,7 +435,7 @@ def test_gbl_tag_bomb(tmp_path: Path) -> None:
     head = build_gbl([(0x4000, b"app")])[:-12]  # without END
     path.write_bytes(head + struct.pack("<II", TAG_METADATA, 0) * ((30 << 20) // 8))
     line = refusal(run_limited(_PARSE, str(path)))
-    assert line.startswith(f"refused: GBL file has more than {GBL_MAX_TAGS} tags")
+    assert line.startswith(f"refused: {path}: GBL file has more than {GBL_MAX_TAGS} tags")
 
 
 def test_large_gbl_parses_under_the_ceiling(tmp_path: Path) -> None:
@@ -459,4 +459,4 @@ def test_dfuse_element_bomb(tmp_path: Path) -> None:
     path = tmp_path / "bomb.dfu"
     path.write_bytes(head + struct.pack("<I", dfu_suffix_crc(head)))
     line = refusal(run_limited(_PARSE, str(path)))
-    assert line.startswith(f"refused: DfuSe file has more than {DFU_MAX_ELEMENTS} elements")
+    assert line.startswith(f"refused: {path}: DfuSe file has more than {DFU_MAX_ELEMENTS} elements")
