@@ -202,10 +202,14 @@ class _Entry:
     def line(self, key: str | None) -> int | None:
         return self.lines.key_line(self.path, key)
 
-    def fail(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
+    def where(self, key: str | None) -> str:
+        """``catalog.toml:12: [[release]] #1: ``, the line being ``key``'s."""
         line = self.line(key)
         at = f"{self.index}:{line}" if line is not None else str(self.index)
-        return ConfigError(f"{at}: {self.label}{message}", hint=hint)
+        return f"{at}: {self.label}"
+
+    def fail(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(self.where(key) + message, hint=hint)
 
     def only(self, allowed: Iterable[str], what: str) -> None:
         for key in self.table:
@@ -240,8 +244,7 @@ class _Entry:
         return value
 
     def version(self, key: str, value: object) -> int:
-        where = self.fail(key, repr(key)).message
-        return parse_version_text(value, where)
+        return parse_version_text(value, f"{self.where(key)}{key!r}")
 
 
 @dataclass
@@ -439,7 +442,7 @@ class Catalog:
             raise ConfigError(f"{where}: file {release.file!r} {why}")
         root = self.root.resolve()
         path = (root / release.file).resolve()
-        if not path.is_relative_to(root) or path == root:
+        if not path.is_relative_to(root):
             raise ConfigError(
                 f"{where}: file {release.file!r} resolves to {path}, outside the catalogue folder",
                 hint="a catalogue holds its own files; copy the image into the folder",
