@@ -160,7 +160,7 @@ def _hostile_image(folder: Path, kind: str, good_hex: Path) -> tuple[Path, str]:
         return path, "is a directory"
     if kind == "sparse":
         with path.open("wb") as f:
-            f.truncate(1 << 40)
+            f.truncate(1 << 33)
         return path, "more than the 33554432 accepted"
     if kind == "ota-bomb":
         return _ota_bomb(path, 4 << 20), "more than 1024 sub-elements"
