@@ -25,23 +25,33 @@ intermediate releases.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tomllib
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from drivers.errors import ConfigError, ImageError
 from firmware_images.descriptor import format_version
+from firmware_images.files import (
+    CONFIG_FILE_LIMIT,
+    IMAGE_FILE_LIMIT,
+    not_regular,
+    read_regular_file,
+)
 from firmware_images.identity import (
     IdentityError,
     disagreements,
     require_trusted_identity,
     why_untrusted,
 )
+from firmware_images.loader import parse_bytes
 from firmware_images.model import ParsedImage
+from firmware_images.tomlfile import TomlLines
 
 INDEX = "catalog.toml"
 
@@ -126,13 +136,121 @@ class Plan:
     path: tuple[int, ...] = ()
 
 
-def _require(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
-    if key not in table:
-        raise ConfigError(f"{where}: missing key {key!r}")
-    value = table[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: {key!r} must be {kind.__name__}, not {value!r}")
-    return value
+_MODEL_KEYS = (
+    "name",
+    "profile",
+    "manufacturer_code",
+    "image_type",
+    "hw_min",
+    "hw_max",
+    "max_image_size",
+)
+_RELEASE_KEYS = ("model", "version", "file", "sha256", "from")
+_TOML_TYPES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    str: "a string",
+    list: "an array",
+    dict: "a table",
+}
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _toml_type(value: object) -> str:
+    return next((name for t, name in _TOML_TYPES.items() if isinstance(value, t)), "a date/time")
+
+
+#: Room a container takes beside its payload: headers, signatures, certificates, tags.
+CONTAINER_ROOM = 64 << 10
+#: Payload bytes to file bytes in the most verbose container, Intel HEX (2.75 with the
+#: usual 16-byte records), which a catalogue may hold as well as GBCS images.
+TEXT_EXPANSION = 3
+
+
+def release_file_limit(model: HubModel) -> int:
+    """The most bytes a release file of ``model`` may have: what its payload may take in the
+    most verbose container, and never more than any image file
+    (:data:`~firmware_images.files.IMAGE_FILE_LIMIT`)."""
+    return min(IMAGE_FILE_LIMIT, TEXT_EXPANSION * model.max_image_size + CONTAINER_ROOM)
+
+
+def file_value_refusal(value: str) -> str | None:
+    """Why ``value`` may not be a catalogue ``file`` entry, or None if it may.
+
+    A catalogue names its files relative to its folder: an absolute path or a ``..`` step
+    could make the station read (and report on, or flash) any file of the machine.
+    """
+    parts = PurePosixPath(value).parts
+    if not value or "\0" in value or not parts:
+        return "names no file"
+    if value.startswith("/"):
+        return "is an absolute path"
+    if ".." in parts:
+        return "steps out with '..'"
+    return None
+
+
+class _Entry:
+    """One table of ``catalog.toml`` being read: every error names file, line and key."""
+
+    def __init__(
+        self,
+        index: Path,
+        lines: TomlLines,
+        table: dict[str, Any],
+        path: tuple[str | int, ...],
+        label: str,
+    ) -> None:
+        self.index, self.lines, self.table, self.path = index, lines, table, path
+        self.label = f"{label}: " if label else ""
+
+    def line(self, key: str | None) -> int | None:
+        return self.lines.key_line(self.path, key)
+
+    def where(self, key: str | None) -> str:
+        """``catalog.toml:12: [[release]] #1: ``, the line being ``key``'s."""
+        line = self.line(key)
+        at = f"{self.index}:{line}" if line is not None else str(self.index)
+        return f"{at}: {self.label}"
+
+    def fail(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(self.where(key) + message, hint=hint)
+
+    def only(self, allowed: Iterable[str], what: str) -> None:
+        for key in self.table:
+            if key not in allowed:
+                raise self.fail(
+                    key, f"unknown key {key!r} ({what} holds {', '.join(sorted(allowed))})"
+                )
+
+    def get(self, key: str, kind: type, default: Any = None) -> Any:
+        if key not in self.table:
+            if default is not None:
+                return default
+            raise self.fail(key, f"missing key {key!r}")
+        value = self.table[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(
+                key,
+                f"{key!r} must be {_TOML_TYPES[kind]}, not {_toml_type(value)} ({value!r})",
+            )
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value: str = self.get(key, str, default)
+        if not value.strip():
+            raise self.fail(key, f"{key!r} must not be empty")
+        return value
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value: int = self.get(key, int)
+        if not low <= value <= high:
+            raise self.fail(key, f"{key!r} must be {low}..0x{high:X}, not {value}")
+        return value
+
+    def version(self, key: str, value: object) -> int:
+        return parse_version_text(value, f"{self.where(key)}{key!r}")
 
 
 @dataclass
@@ -149,8 +267,16 @@ class Catalog:
     def load(cls, root: str | Path, *, create: bool = False) -> Catalog:
         """Read ``root/catalog.toml``; with ``create``, an absent catalogue is empty.
 
+        The index is strict, because a catalogue decides what is flashed: an unknown key
+        (a typo such as ``sha265`` would otherwise silently drop a check), a wrong type or
+        an absurd value (a negative size, ``hw_min`` above ``hw_max``, a version past 32
+        bits, a ``file`` outside the folder) is refused. So are releases of a model whose
+        versions do not increase in file order: the order decides what is newer, and an
+        order that disagrees with the numbers is a crafted or broken catalogue.
+
         Raises:
-            ConfigError: unreadable TOML (with its line), or an invalid entry (named).
+            ConfigError: an unreadable index (not a regular file, too large, not UTF-8),
+                bad TOML (with its line), or an invalid entry: ``file:line: table: key``.
         """
         folder = Path(root)
         index = folder / INDEX
@@ -161,47 +287,97 @@ class Catalog:
                 f"no catalogue at {folder} ({INDEX} missing)",
                 hint="create one with 'station catalog add', or give --catalog",
             )
+        raw = read_regular_file(
+            index, limit=CONFIG_FILE_LIMIT, what="catalogue index", error=ConfigError
+        )
         try:
-            data = tomllib.loads(index.read_text())
+            text = raw.decode("utf-8")
+            data = tomllib.loads(text)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{index}: not UTF-8 text ({exc})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{index}: {exc}") from exc
+        lines = TomlLines(text)
+        top = _Entry(index, lines, data, (), "")
+        top.only(("model", "release"), "a catalogue")
         cat = cls(folder)
-        for i, m in enumerate(data.get("model", []), 1):
-            where = f"{index} [[model]] #{i}"
-            name = _require(m, "name", str, where)
+        for i, m in enumerate(cls._tables(top, "model")):
+            e = _Entry(index, lines, m, ("model", i), f"[[model]] #{i + 1}")
+            e.only(_MODEL_KEYS, "[[model]]")
+            name = e.text("name")
             if name in cat.models:
-                raise ConfigError(f"{where}: model {name!r} is defined twice")
-            cat.models[name] = HubModel(
+                raise e.fail("name", f"model {name!r} is defined twice")
+            hub = HubModel(
                 name=name,
-                profile=m.get("profile", name),
-                manufacturer_code=_require(m, "manufacturer_code", int, where),
-                image_type=_require(m, "image_type", int, where),
-                hw_min=_require(m, "hw_min", int, where),
-                hw_max=_require(m, "hw_max", int, where),
-                max_image_size=_require(m, "max_image_size", int, where),
+                profile=e.text("profile", name),
+                manufacturer_code=e.integer("manufacturer_code", 0, 0xFFFF),
+                image_type=e.integer("image_type", 0, 0xFFFF),
+                hw_min=e.integer("hw_min", 0, 0xFFFF),
+                hw_max=e.integer("hw_max", 0, 0xFFFF),
+                max_image_size=e.integer("max_image_size", 1, 0xFFFFFFFF),
             )
+            if hub.hw_min > hub.hw_max:
+                raise e.fail("hw_min", f"'hw_min' {hub.hw_min} is above 'hw_max' {hub.hw_max}")
+            cat.models[name] = hub
             cat.releases[name] = []
-        for i, r in enumerate(data.get("release", []), 1):
-            where = f"{index} [[release]] #{i}"
-            model = _require(r, "model", str, where)
+        placed: dict[tuple[str, int], tuple[int, int | None]] = {}  # release -> (#, line)
+        for i, r in enumerate(cls._tables(top, "release")):
+            e = _Entry(index, lines, r, ("release", i), f"[[release]] #{i + 1}")
+            e.only(_RELEASE_KEYS, "[[release]]")
+            model = e.text("model")
             if model not in cat.models:
-                raise ConfigError(f"{where}: unknown model {model!r}")
-            preds = r.get("from")
-            if preds is not None and not isinstance(preds, list):
-                raise ConfigError(f"{where}: 'from' must be a list of versions")
+                raise e.fail("model", f"'model' {model!r} is not a [[model]] of this catalogue")
+            file: str = e.get("file", str)
+            why = file_value_refusal(file)
+            if why is not None:
+                raise e.fail(
+                    "file",
+                    f"'file' {file!r} {why}: a release file must be inside the catalogue folder",
+                )
+            sha256 = e.get("sha256", str)
+            if not _SHA256.fullmatch(sha256):
+                raise e.fail("sha256", f"'sha256' must be 64 hex digits, not {sha256!r}")
+            preds = e.get("from", list) if "from" in r else None
             rel = Release(
                 model=model,
-                version=parse_version_text(_require(r, "version", object, where), where),
-                file=_require(r, "file", str, where),
-                sha256=_require(r, "sha256", str, where).lower(),
-                predecessors=None
-                if preds is None
-                else tuple(parse_version_text(v, where) for v in preds),
+                version=e.version("version", e.get("version", object)),
+                file=file,
+                sha256=sha256.lower(),
+                predecessors=None if preds is None else tuple(e.version("from", v) for v in preds),
             )
-            if any(x.version == rel.version for x in cat.releases[model]):
-                raise ConfigError(f"{where}: {model} {rel.version_text} is listed twice")
+            cls._check_order(cat.releases[model], rel, e, placed)
+            placed[model, rel.version] = (i + 1, e.line("version"))
             cat.releases[model].append(rel)
         return cat
+
+    @staticmethod
+    def _tables(top: _Entry, key: str) -> list[dict[str, Any]]:
+        """``[[key]]`` tables of the index (none when absent); any other shape refused."""
+        value = top.table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+            raise top.fail(key, f"{key!r} must be an array of tables ([[{key}]])")
+        return value
+
+    @staticmethod
+    def _check_order(
+        earlier: list[Release],
+        rel: Release,
+        e: _Entry,
+        placed: dict[tuple[str, int], tuple[int, int | None]],
+    ) -> None:
+        """Refuse a release that is not newer than the model's release listed before it."""
+        if not earlier or rel.version > earlier[-1].version:
+            return
+        clash = next((x for x in earlier if x.version == rel.version), earlier[-1])
+        number, line = placed[rel.model, clash.version]
+        there = f"[[release]] #{number}, line {line}"
+        if clash.version == rel.version:
+            raise e.fail("version", f"{rel.model} {rel.version_text} is listed twice ({there})")
+        raise e.fail(
+            "version",
+            f"{rel.model} {rel.version_text} is listed after {rel.model} {clash.version_text} "
+            f"({there}): a model's releases go oldest first, in increasing versions",
+        )
 
     def save(self) -> None:
         """Write ``catalog.toml`` (atomically: a crash leaves the old one intact)."""
@@ -256,8 +432,49 @@ class Catalog:
         return None
 
     def path_of(self, release: Release) -> Path:
-        """Where a release's image file is."""
-        return self.root / release.file
+        """Where a release's image file is: inside the catalogue folder, links resolved.
+
+        A catalogue only ever names its own files. Its ``file`` entries are checked when
+        it is loaded (no absolute path, no ``..``); a symbolic link can still lead out (to
+        ``/dev/zero``, ``/etc/passwd``), so the resolved path must be inside the resolved
+        folder, and what is there must be a regular file if it exists.
+
+        Raises:
+            ConfigError: the file is outside the folder, or is a directory, FIFO, device.
+        """
+        where = f"catalogue {self.root}: {release.model} {release.version_text}"
+        why = file_value_refusal(release.file)
+        if why is not None:
+            raise ConfigError(f"{where}: file {release.file!r} {why}")
+        root = self.root.resolve()
+        path = (root / release.file).resolve()
+        if not path.is_relative_to(root):
+            raise ConfigError(
+                f"{where}: file {release.file!r} resolves to {path}, outside the catalogue folder",
+                hint="a catalogue holds its own files; copy the image into the folder",
+            )
+        kind = not_regular(path)
+        if kind is not None:
+            raise ConfigError(f"catalogue file {self.root / release.file} {kind}")
+        return path
+
+    def load_release(self, release: Release) -> ParsedImage:
+        """Read and parse a release's file: confined (:meth:`path_of`) and size-capped.
+
+        The file is read only if it is at most :func:`release_file_limit` bytes, so a
+        file swapped for something huge costs nothing. Whether it is *the* approved file
+        is :meth:`image_refusals`' question.
+
+        Raises:
+            ConfigError: the file is outside the folder or not a regular file.
+            ImageError: missing, unreadable, too large for the model, or malformed.
+        """
+        path = self.path_of(release)
+        limit = release_file_limit(self.model(release.model))
+        data = read_regular_file(
+            path, limit=limit, what=f"{release.model} catalogue file", error=ImageError
+        )
+        return parse_bytes(data, str(self.root / release.file))
 
     def release(self, model: str, version: int) -> Release | None:
         """The release of ``model`` with ``version``, if catalogued."""

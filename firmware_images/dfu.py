@@ -25,6 +25,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from firmware_images.model import ImageFormatError, ParsedImage, Segment
@@ -44,6 +45,11 @@ _TARGET = struct.Struct("<6sBI255sII")
 _ELEMENT = struct.Struct("<II")
 _ADDRESS_SPACE = 1 << 32
 _HINT_CORRUPT = "the file is truncated or corrupt; fetch a fresh copy"
+#: Most elements a DfuSe file may hold (all targets together), counted while walking.
+#: A file has one per contiguous flash area, a handful; millions of empty 8-byte ones
+#: would cost their bookkeeping many times the file.
+MAX_ELEMENTS = 1024
+_OVERLAPS_SHOWN = 8
 
 assert _SUFFIX.size == SUFFIX_LENGTH and _PREFIX.size == 11 and _TARGET.size == 274
 
@@ -80,7 +86,7 @@ def _parse_suffix(data: bytes) -> tuple[dict[str, Any], bytes, list[str]]:
             hint="a .dfu file ends with a 16-byte DFU suffix; for a raw binary use the raw, "
             "HEX or S-record loader, or add a suffix with dfu-suffix",
         )
-    computed = dfu_suffix_crc(data[:-4])
+    computed = dfu_suffix_crc(memoryview(data)[:-4])
     if stored != computed:
         raise ImageFormatError(
             f"DFU suffix CRC mismatch: dwCRC stores 0x{stored:08X}, but bytes "
@@ -114,10 +120,46 @@ def _parse_suffix(data: bytes) -> tuple[dict[str, Any], bytes, list[str]]:
     return fields, data[: size - length], problems
 
 
-def _parse_targets(body: bytes, count: int) -> tuple[list[Segment], list[str]]:
-    """Walk the targets of a DfuSe body; return one segment per element and a summary."""
+@dataclass(frozen=True)
+class _Placed:
+    """Where one element loads, and which it is, for the overlap check."""
+
+    alt: int
+    start: int
+    end: int
+    label: str
+
+
+def _overlaps(placed: list[_Placed]) -> list[str]:
+    """A problem sentence per element that lands on another of the same alternate setting.
+
+    Each alternate setting is its own memory (internal flash, option bytes, external
+    flash), so only elements of the same one can overlap. Elements are taken in address
+    order; each is paired with the one reaching furthest before it.
+    """
+    found: list[tuple[_Placed, _Placed]] = []
+    reach: _Placed | None = None  # the element reaching furthest so far, in this alt
+    for p in sorted((p for p in placed if p.end > p.start), key=lambda p: (p.alt, p.start)):
+        if reach is not None and reach.alt == p.alt and p.start < reach.end:
+            found.append((reach, p))
+        if reach is None or reach.alt != p.alt or p.end > reach.end:
+            reach = p
+    problems = [
+        f"DfuSe elements overlap: {a.label} at 0x{a.start:08X}..0x{a.end:08X} and {b.label} at "
+        f"0x{b.start:08X}..0x{b.end:08X}; flashing the file in order, the later overwrites "
+        "the earlier"
+        for a, b in found[:_OVERLAPS_SHOWN]
+    ]
+    if len(found) > _OVERLAPS_SHOWN:
+        problems.append(f"{len(found) - _OVERLAPS_SHOWN} more DfuSe element overlaps")
+    return problems
+
+
+def _parse_targets(body: bytes, count: int) -> tuple[list[Segment], list[str], list[_Placed]]:
+    """Walk the targets of a DfuSe body: one segment per element, a summary, the places."""
     segments: list[Segment] = []
     summary: list[str] = []
+    placed: list[_Placed] = []
     pos = _PREFIX.size
     for index in range(count):
         if len(body) - pos < _TARGET.size:
@@ -147,6 +189,13 @@ def _parse_targets(body: bytes, count: int) -> tuple[list[Segment], list[str]]:
         label = f"target {alt} {name}" if name else f"target {alt}"
         at = start
         for element in range(elements):
+            if len(segments) == MAX_ELEMENTS:
+                raise ImageFormatError(
+                    f"DfuSe file has more than {MAX_ELEMENTS} elements; a file holds one per "
+                    "flash area, so this one was not read further",
+                    offset=at,
+                    hint="the file is corrupt or crafted; get it again from the hub maker",
+                )
             if end - at < _ELEMENT.size:
                 raise ImageFormatError(
                     f"DfuSe target {index} (alt {alt}): element {element} of {elements} "
@@ -172,6 +221,8 @@ def _parse_targets(body: bytes, count: int) -> tuple[list[Segment], list[str]]:
                 )
             data_at = at + _ELEMENT.size
             segments.append(Segment(address, body[data_at : data_at + size], label))
+            which = f"target {index} (alt {alt}) element {element}"
+            placed.append(_Placed(alt, address, address + size, which))
             at = data_at + size
         if at != end:
             raise ImageFormatError(
@@ -189,10 +240,10 @@ def _parse_targets(body: bytes, count: int) -> tuple[list[Segment], list[str]]:
             offset=pos,
             hint="bTargets is too small or the file is corrupt",
         )
-    return segments, summary
+    return segments, summary, placed
 
 
-def _parse_dfuse(body: bytes, fields: dict[str, Any]) -> list[Segment]:
+def _parse_dfuse(body: bytes, fields: dict[str, Any], problems: list[str]) -> list[Segment]:
     if len(body) < _PREFIX.size:
         raise ImageFormatError(
             f"DfuSe file has {len(body)} bytes before its suffix, too few for the "
@@ -221,7 +272,8 @@ def _parse_dfuse(body: bytes, fields: dict[str, Any]) -> list[Segment]:
             offset=6,
             hint=_HINT_CORRUPT,
         )
-    segments, summary = _parse_targets(body, count)
+    segments, summary, placed = _parse_targets(body, count)
+    problems += _overlaps(placed)
     if not segments:
         raise ImageFormatError(
             f"DfuSe file has {count} target(s) but no element",
@@ -250,12 +302,22 @@ def parse_dfu(data: bytes, path: str = "") -> ParsedImage:
         ImageFormatError: no suffix, CRC mismatch, bad lengths or sizes that do not add
             up, truncation, unknown bcdDFU. The message gives the offset.
     """
+    try:
+        return _parse_dfu_data(data, path)
+    except ImageFormatError as exc:
+        if path:  # name the file, as every user-facing error does
+            exc.message = f"{path}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
+
+
+def _parse_dfu_data(data: bytes, path: str) -> ParsedImage:
     data = bytes(data)
     fields, body, problems = _parse_suffix(data)
     bcd_dfu = fields["bcdDFU"]
     if bcd_dfu == BCD_DFU_DFUSE:
         container = "dfuse"
-        segments = _parse_dfuse(body, fields)
+        segments = _parse_dfuse(body, fields, problems)
     elif bcd_dfu == BCD_DFU_PLAIN:
         container = "dfu"
         if not body:

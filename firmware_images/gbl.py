@@ -86,6 +86,10 @@ APP_TYPES = {
 
 PROGRAM_CHUNK = 4096
 """Largest program data value (after the address) that :func:`build_gbl` writes."""
+MAX_TAGS = 16384
+"""Most tags a GBL file may hold, counted while walking. Program data comes in chunks
+(:data:`PROGRAM_CHUNK` here), so this is 64 MiB of flash, beyond any image file the station
+reads; a file of millions of empty tags is refused before it costs their bookkeeping."""
 
 TAG_NAMES = {
     TAG_HEADER: "HEADER",
@@ -187,6 +191,13 @@ def _walk(data: bytes) -> tuple[list[_Tag], int]:
     pos = 0
     size = len(data)
     while True:
+        if len(tags) == MAX_TAGS:
+            raise ImageFormatError(
+                f"GBL file has more than {MAX_TAGS} tags; a GBL holds a few per 4 KiB of "
+                "flash, so this one was not read further",
+                offset=pos,
+                hint="the file is corrupt or crafted; get it again from the hub maker",
+            )
         if size - pos < _TAG_HEAD.size:
             if pos == size:
                 raise ImageFormatError(
@@ -272,6 +283,10 @@ class _Decoder:
         self.problems: list[str] = []
         self.program: list[Segment] = []  # program data, plain and compressed, file order
         self.mergeable = False  # whether program[-1] may grow by the next plain tag
+        # The pieces program[-1] is made of while it grows: joined once in finish(), since
+        # joining at every tag copies the run again each time (quadratic in its length).
+        self.pieces: list[bytes | memoryview] = []
+        self.run_end = 0  # the address after those pieces
         self.others: list[Segment] = []  # bootloader, SE upgrade, delta, ciphertext
         self.signature: Signature | None = None
         self.metadata: list[bytes] = []
@@ -326,7 +341,7 @@ class _Decoder:
     def program_data(self, tag: _Tag) -> None:
         tag.need(4, "flash start address")
         (address,) = _U32.unpack_from(tag.value)
-        payload = tag.value[4:]
+        payload = memoryview(tag.value)[4:]
         if address + len(payload) > _ADDRESS_SPACE:
             raise ImageFormatError(
                 f"GBL {_describe(tag.tag_id)} tag: {len(payload)} bytes at 0x{address:08X} "
@@ -334,19 +349,24 @@ class _Decoder:
                 offset=tag.offset,
                 hint=_HINT_TRUNCATED,
             )
-        last = self.program[-1] if self.program else None
-        if (
-            self.mergeable
-            and last is not None
-            and last.address is not None
-            and last.address + len(last.data) == address
-        ):
-            self.program[-1] = Segment(last.address, last.data + payload, last.name)
+        if self.mergeable and self.pieces and self.run_end == address:
+            self.pieces.append(payload)
         else:
-            self.program.append(Segment(address, payload, "program data"))
+            self._close_run()
+            self.program.append(Segment(address, b"", "program data"))
+            self.pieces = [payload]
+        self.run_end = address + len(payload)
         self.mergeable = True
 
+    def _close_run(self) -> None:
+        """Give the growing program data segment its bytes, joined once."""
+        if self.pieces:
+            last = self.program[-1]
+            self.program[-1] = Segment(last.address, b"".join(self.pieces), last.name)
+            self.pieces = []
+
     def compressed_program_data(self, tag: _Tag, method: str) -> None:
+        self._close_run()
         tag.need(4, "flash start address")
         (address,) = _U32.unpack_from(tag.value)
         self.program.append(Segment(address, tag.value[4:], f"program data ({method}, compressed)"))
@@ -466,6 +486,7 @@ class _Decoder:
 
     def finish(self) -> None:
         """Problem sentences and fields that need every tag seen."""
+        self._close_run()
         for method, count in self.compressed.items():
             self.problems.append(
                 f"{count} {method.upper()}-compressed program data tag(s) are kept "
@@ -527,6 +548,16 @@ def parse_gbl(data: bytes, path: str = "") -> ParsedImage:
         ImageFormatError: not a GBL, truncated, bad tag lengths, tags out of order, END not
             last or its CRC wrong, no payload. The message gives the offset.
     """
+    try:
+        return _parse_gbl_data(data, path)
+    except ImageFormatError as exc:
+        if path:  # name the file, as every user-facing error does
+            exc.message = f"{path}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
+
+
+def _parse_gbl_data(data: bytes, path: str) -> ParsedImage:
     data = bytes(data)
     _check_magic(data)
     tags, pos = _walk(data)

@@ -9,6 +9,7 @@ placed at its load address, carrying a valid application descriptor.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import bincopy
 from drivers.crc import crc32
 from drivers.errors import ImageError
 from firmware_images.descriptor import AppDescriptor, check_payload
+from firmware_images.files import IMAGE_FILE_LIMIT, read_regular_file
 from firmware_images.identity import Identity, check_identity, descriptor_identity
 from firmware_images.model import ImageFormatError, ParsedImage, Segment, SigStatus
 
@@ -27,6 +29,12 @@ _GBL_MAGIC = b"\xeb\x17\xa6\x03"
 _OTA_CONTAINERS = ("gbcs-ota", "zigbee-ota")
 #: How far into a file a vendor prefix may push the Zigbee OTA magic.
 OTA_PREFIX_LIMIT = 1024
+#: Most runs of consecutive records a HEX/S-record file may hold (see :func:`_spans`).
+MAX_TEXT_RUNS = 1024
+#: Widest address span filled with 0xFF into one payload: as large as the largest file
+#: read, and far above any hub's flash.
+FILL_SPAN_LIMIT = IMAGE_FILE_LIMIT
+_SPANS_SHOWN = 8
 
 
 def detect(data: bytes, name: str = "") -> str:
@@ -45,28 +53,133 @@ def detect(data: bytes, name: str = "") -> str:
     return "raw"
 
 
-def _parse_text(kind: str, data: bytes, path: str) -> ParsedImage:
-    bf = bincopy.BinFile()
+def _spans(kind: str, text: str, where: str) -> list[tuple[int, int]]:
+    """The address spans the data records fill, sorted and merged: read before bincopy is.
+
+    bincopy keeps records as a list of runs and places each new run by a linear search, so
+    a file of scattered one-byte records costs time quadratic in their number; and a stray
+    record far away makes ``as_binary`` fill gigabytes. Reading the records once first (with
+    bincopy's own record decoders, following its address arithmetic) bounds both before any
+    of that work starts.
+    """
+    runs: list[list[int]] = []
+    extended = {bincopy.IHEX_EXTENDED_SEGMENT_ADDRESS: 0, bincopy.IHEX_EXTENDED_LINEAR_ADDRESS: 0}
+    for number, line in enumerate(io.StringIO(text), 1):
+        record = line.strip()
+        if not record:
+            continue
+        try:
+            if kind == "ihex":
+                rtype, address, size, data = bincopy.unpack_ihex(record)
+                if rtype == bincopy.IHEX_EXTENDED_SEGMENT_ADDRESS:
+                    extended[rtype] = int.from_bytes(data, "big") * 16
+                elif rtype == bincopy.IHEX_EXTENDED_LINEAR_ADDRESS:
+                    extended[rtype] = int.from_bytes(data, "big") << 16
+                if rtype != bincopy.IHEX_DATA:
+                    continue
+                address += sum(extended.values())
+            else:
+                srec_type, address, size, _data = bincopy.unpack_srec(record)
+                if srec_type not in ("1", "2", "3"):
+                    continue
+        except (bincopy.Error, ValueError) as exc:
+            message = f"{where} is not a valid {kind} file: line {number}: {exc}"
+            raise ImageFormatError(message) from exc
+        if not size:
+            continue
+        if runs and runs[-1][1] == address:
+            runs[-1][1] = address + size
+            continue
+        if len(runs) == MAX_TEXT_RUNS:
+            raise ImageFormatError(
+                f"{where}: more than {MAX_TEXT_RUNS} separate runs of records (line {number} "
+                f"starts another at 0x{address:08X}); a firmware image has a handful",
+                hint="the file is scattered or shuffled record by record; regenerate it with "
+                "the linker's objcopy or srec_cat",
+            )
+        runs.append([address, address + size])
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(runs):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _span_text(spans: list[tuple[int, int]]) -> str:
+    shown = ", ".join(f"0x{a:08X}..0x{b:08X}" for a, b in spans[:_SPANS_SHOWN])
+    return shown + (f" and {len(spans) - _SPANS_SHOWN} more" if len(spans) > _SPANS_SHOWN else "")
+
+
+def _check_flash(spans: list[tuple[int, int]], flash: tuple[int, int] | None, where: str) -> None:
+    """Refuse data outside the hub's flash ``[start, end)``, naming the first span."""
+    if flash is None:
+        return
+    low, high = flash
+    if not low < high:
+        raise ValueError(f"flash range 0x{low:X}..0x{high:X} is empty")
+    outside = [(a, b) for a, b in spans if a < low or b > high]
+    if outside:
+        a, b = outside[0]
+        more = f" (and {len(outside) - 1} more span(s))" if len(outside) > 1 else ""
+        raise ImageError(
+            f"{where}: data at 0x{a:08X}..0x{b:08X}{more} is outside the hub's flash "
+            f"0x{low:08X}..0x{high:08X}",
+            hint="the file holds data for another memory area (option bytes, OTP, another "
+            "chip): use a file made for this hub model's flash",
+        )
+
+
+def _parse_text(
+    kind: str, data: bytes, path: str, flash: tuple[int, int] | None = None
+) -> ParsedImage:
+    """An Intel HEX or S-record file: its data, filled into one payload when that is sane.
+
+    Data outside ``flash`` is refused before anything is allocated for it. Gaps between
+    segments are filled with 0xFF (erased flash) into one payload, as flashing tools do,
+    when the whole span is at most :data:`FILL_SPAN_LIMIT`. A wider span (a stray record
+    for option bytes or another chip, 400 MiB away) is not filled and not refused either:
+    inspecting such a file is how an operator finds out what is wrong with it, so its
+    segments are listed apart, as ``srec_info`` does, with a problem naming them; as
+    several payloads the image cannot be flashed (:func:`flashable` refuses it).
+    """
+    where = path or "data"
     try:
         text = data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ImageFormatError(f"{where} is not a valid {kind} file: {exc}") from exc
+    spans = _spans(kind, text, where)
+    _check_flash(spans, flash, where)
+    bf = bincopy.BinFile()
+    try:
         (bf.add_ihex if kind == "ihex" else bf.add_srec)(text)
-    except (UnicodeDecodeError, bincopy.Error, ValueError) as exc:
-        raise ImageFormatError(f"{path or 'data'} is not a valid {kind} file: {exc}") from exc
+    except (bincopy.Error, ValueError) as exc:
+        raise ImageFormatError(f"{where} is not a valid {kind} file: {exc}") from exc
     if bf.minimum_address is None:
-        raise ImageFormatError(f"{path or 'data'} holds no data records")
+        raise ImageFormatError(f"{where} holds no data records")
     address = int(bf.minimum_address)
-    payload = bytes(bf.as_binary(padding=b"\xff"))
+    count = len(bf.segments)
+    fields = {"load_address": address, "segments": count}
     problems: tuple[str, ...] = ()
-    if len(bf.segments) > 1:
-        problems = (f"{len(bf.segments)} segments with gaps, filled with 0xFF",)
-    return _with_descriptor_identity(
-        ParsedImage(
-            path=path,
-            container=kind,
-            fields={"load_address": address, "segments": len(bf.segments)},
-            segments=(Segment(address, payload),),
-            problems=problems,
+    span = int(bf.maximum_address) - address
+    segments: tuple[Segment, ...]
+    if span <= FILL_SPAN_LIMIT:
+        segments = (Segment(address, bytes(bf.as_binary(padding=b"\xff"))),)
+        if count > 1:
+            problems = (f"{count} segments with gaps, filled with 0xFF",)
+    else:
+        segments = tuple(
+            Segment(int(s.minimum_address), bytes(s.data), f"segment {i} of {count}")
+            for i, s in enumerate(bf.segments, 1)
         )
+        problems = (
+            f"data spans 0x{address:08X}..0x{address + span:08X} ({span} bytes), more than "
+            f"the {FILL_SPAN_LIMIT} bytes this tool fills with 0xFF: its {count} segments are "
+            f"kept apart ({_span_text(spans)}), so it cannot be flashed as one payload",
+        )
+    return _with_descriptor_identity(
+        ParsedImage(path=path, container=kind, fields=fields, segments=segments, problems=problems)
     )
 
 
@@ -85,15 +198,23 @@ def _with_descriptor_identity(image: ParsedImage) -> ParsedImage:
     )
 
 
-def parse_bytes(data: bytes, path: str = "", address: int | None = None) -> ParsedImage:
+def parse_bytes(
+    data: bytes,
+    path: str = "",
+    address: int | None = None,
+    *,
+    flash: tuple[int, int] | None = None,
+) -> ParsedImage:
     """Parse a firmware file's bytes (see :func:`parse_file`); the result keeps them."""
-    image = _parse_any(data, path, address)
+    image = _parse_any(data, path, address, flash)
     # Keep the file itself: some bootloaders (Gecko) are sent the container, not the payload.
     object.__setattr__(image, "raw", data)
     return image
 
 
-def _parse_any(data: bytes, path: str, address: int | None) -> ParsedImage:
+def _parse_any(
+    data: bytes, path: str, address: int | None, flash: tuple[int, int] | None
+) -> ParsedImage:
     if not data:
         raise ImageError(f"image file {path or ''} is empty".replace("  ", " "))
     kind = detect(data, path)
@@ -110,7 +231,7 @@ def _parse_any(data: bytes, path: str, address: int | None) -> ParsedImage:
 
         return parse_dfu(data, path)
     if kind in ("ihex", "srec"):
-        return _parse_text(kind, data, path)
+        return _parse_text(kind, data, path, flash)
     return _with_descriptor_identity(
         ParsedImage(
             path=path,
@@ -121,22 +242,29 @@ def _parse_any(data: bytes, path: str, address: int | None) -> ParsedImage:
     )
 
 
-def parse_file(path: str | Path, address: int | None = None) -> ParsedImage:
+def parse_file(
+    path: str | Path, address: int | None = None, *, flash: tuple[int, int] | None = None
+) -> ParsedImage:
     """Read and parse any supported firmware file.
 
     Args:
         path: the file.
         address: load address of a raw binary (other containers carry their own or none).
+        flash: the target's flash as ``(start, end)``, end exclusive (a hub profile's
+            ``flash_start``, ``flash_end``). HEX and S-record data anywhere else is refused
+            before any memory is set aside for it: those files are the ones whose size in
+            memory follows their addresses, not their length. Other containers hold only
+            what the file holds; where they load is checked against the whole hub profile
+            before flashing (``station.flash.precheck``). None (inspecting a file for no
+            particular hub): see :func:`_parse_text` for spans too wide to fill.
 
     Raises:
-        ImageError: unreadable, or malformed for the container it claims to be.
+        ImageError: unreadable, not a regular file (a FIFO, a device, a directory), larger
+            than :data:`~firmware_images.files.IMAGE_FILE_LIMIT`, data outside ``flash``,
+            or malformed for the container it claims to be.
     """
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise ImageError(f"cannot read image file {p}: {exc.strerror}") from exc
-    return parse_bytes(data, str(p), address)
+    data = read_regular_file(path, limit=IMAGE_FILE_LIMIT, what="image file")
+    return parse_bytes(data, str(path), address, flash=flash)
 
 
 @dataclass(frozen=True)
@@ -278,7 +406,11 @@ def _unwrap_gbl(image: ParsedImage, payload: bytes, address: int | None) -> Load
 
 
 def load_image(
-    path: str | Path, address: int | None = None, *, default_address: int | None = None
+    path: str | Path,
+    address: int | None = None,
+    *,
+    default_address: int | None = None,
+    flash: tuple[int, int] | None = None,
 ) -> LoadedImage:
     """Parse ``path`` and return its application payload ready to flash.
 
@@ -286,8 +418,10 @@ def load_image(
         address: the user's explicit load address (raw binaries need one).
         default_address: where address-less containers (GBCS/Zigbee OTA) load: the hub
             profile's application address.
+        flash: the hub's flash ``(start, end)``; data outside it is refused (see
+            :func:`parse_file`).
     """
-    image = parse_file(path, address)
+    image = parse_file(path, address, flash=flash)
     if image.container != "raw" and address is None:
         address = default_address if image.segments[0].address is None else None
     return flashable(image, address)

@@ -6,17 +6,45 @@ signing key can never end up on a bench by being dropped in the wrong folder.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from drivers.errors import ConfigError
+from firmware_images.files import KEY_FILE_LIMIT, read_regular_file
 from firmware_images.model import ParsedImage, SigStatus
 from firmware_images.zigbee import ecdsa_p256_verify
 
 _VERIFIABLE = {"ecdsa-p256-sha256"}
+#: Names of key and certificate files (compared in lower case): such an entry must be a
+#: readable regular file, even when it is not one the store loads.
+KEY_SUFFIXES = (".pem", ".key", ".der", ".crt", ".cer", ".pub", ".p8", ".pk8", ".p12", ".pfx")
+#: Text that only private keys carry: every PEM private key label ("PRIVATE KEY",
+#: "ENCRYPTED PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY"...) and PuTTY's.
+_PRIVATE_MARKERS = (b"PRIVATE KEY", b"PuTTY-User-Key-File")
+_PRIVATE_HINT = "remove it from the station and keep it with the signing service"
+
+
+def is_private_key(data: bytes) -> bool:
+    """Whether ``data`` holds a private key, in PEM (any label) or DER (PKCS#8 or
+    traditional, encrypted or not).
+
+    A DER private key is one that cryptography loads without a password, or refuses only
+    for want of one (TypeError), or recognises but cannot use (UnsupportedAlgorithm).
+    """
+    if any(marker in data for marker in _PRIVATE_MARKERS):
+        return True
+    try:
+        serialization.load_der_private_key(data, None)
+    except (TypeError, UnsupportedAlgorithm):
+        return True
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -28,32 +56,48 @@ class TrustStore:
 
     @classmethod
     def from_dir(cls, folder: str | Path) -> TrustStore:
-        """Load every ``*.pem`` in ``folder``.
+        """Load every ``*.pem`` in ``folder`` (any case) as a public key.
+
+        Every entry of the folder is looked at, hidden ones too, whatever its name: each
+        file is read (capped at :data:`~firmware_images.files.KEY_FILE_LIMIT`, so a link
+        to ``/dev/zero`` or a FIFO is refused, not read) and refused if it holds a private
+        key (:func:`is_private_key`). Other files (a README, a ``.der`` public key) may
+        stay and are not loaded. A directory named like a key (``x.pem``) is refused;
+        other directories are not looked into, since no key is loaded from them.
 
         Raises:
-            ConfigError: missing folder, unreadable or non-P-256 key, or a private key.
+            ConfigError: missing folder; a private key anywhere; an entry that is not a
+                regular file (FIFO, device, socket, dangling link, a directory named like
+                a key), or larger than the cap; a ``*.pem`` that is not a P-256 public key.
+                One line, naming the file.
         """
         root = Path(folder)
-        if not root.is_dir():
+        if not root.exists():
             raise ConfigError(
                 f"trust store {root} does not exist",
                 hint="create it and put the signers' public keys (PEM) in it",
             )
+        if not root.is_dir():
+            raise ConfigError(f"trust store {root} is not a folder")
+        try:
+            names = sorted(os.listdir(root))
+        except OSError as exc:
+            raise ConfigError(f"cannot list trust store {root}: {exc.strerror}") from exc
         keys = []
-        for pem in sorted(root.glob("*.pem")):
-            text = pem.read_bytes()
-            if b"PRIVATE KEY" in text:
+        for name in names:
+            path = root / name
+            if path.is_dir() and not name.lower().endswith(KEY_SUFFIXES):
+                continue
+            data = read_regular_file(
+                path, limit=KEY_FILE_LIMIT, what="trust store file", error=ConfigError
+            )
+            if is_private_key(data):
                 raise ConfigError(
-                    f"{pem} is a private key; a trust store holds public keys only",
-                    hint="remove it from the station and keep it with the signing service",
+                    f"{path} is a private key; a trust store holds public keys only",
+                    hint=_PRIVATE_HINT,
                 )
-            try:
-                key = serialization.load_pem_public_key(text)
-            except ValueError as exc:
-                raise ConfigError(f"{pem} is not a PEM public key: {exc}") from exc
-            if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-                raise ConfigError(f"{pem} is not an ECDSA P-256 public key")
-            keys.append((pem.name, key))
+            if name.lower().endswith(".pem"):
+                keys.append((name, _public_key(path, data)))
         return cls(tuple(keys), str(root))
 
     def check(self, image: ParsedImage) -> ParsedImage:
@@ -94,3 +138,13 @@ def signature_refusal(
         f"({image.signature.scheme if image.signature else '?'}) cannot be verified here",
     }
     return reasons[status]
+
+
+def _public_key(path: Path, data: bytes) -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"{path} is not a PEM public key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ConfigError(f"{path} is not an ECDSA P-256 public key")
+    return key

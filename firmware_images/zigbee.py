@@ -71,6 +71,7 @@ __all__ = [
     "FC_HW_VERSIONS",
     "FC_SECURITY_CREDENTIAL",
     "MAX_PREFIX",
+    "MAX_SUB_ELEMENTS",
     "OTA_MAGIC",
     "TAG_NAMES",
     "build_gbcs_image",
@@ -97,6 +98,10 @@ HEADER_STRING_SIZE = 32
 # Where the magic may sit after a vendor's own prefix. The prefixes seen in the wild are
 # 4 (Legrand) and 152 (Third Reality) bytes; 1 KiB leaves room without scanning payloads.
 MAX_PREFIX = 1024
+#: Most sub-elements a Zigbee OTA file may hold, counted while they are read. Real files
+#: have a handful (the corpus at most 5); 8 million empty ones (6 bytes each, 48 MB) took
+#: minutes and gigabytes of bookkeeping before this cap.
+MAX_SUB_ELEMENTS = 1024
 
 TAG_UPGRADE_IMAGE = 0x0000
 TAG_SIGNATURE_SUITE1 = 0x0001
@@ -343,7 +348,7 @@ def _parse_header(src: _Source, problems: list[str]) -> _Header:
 class _Element:
     tag: int
     offset: int  # of the tag, within the OTA file (header at 0)
-    data: bytes
+    data: bytes | memoryview  # a view of the file: copied only where it is kept
 
 
 @dataclass(frozen=True)
@@ -355,16 +360,33 @@ class _Overrun:
     length: int
 
 
-def _walk(data: bytes, start: int, end: int) -> tuple[list[_Element], int, _Overrun | None]:
-    """Sub-elements in ``data[start:end]``: those read, where reading stopped, any overrun."""
+class _TooMany(Exception):
+    """More than :data:`MAX_SUB_ELEMENTS`; ``offset`` is where the one too many starts."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
+def _walk(
+    data: bytes, start: int, end: int, room: int
+) -> tuple[list[_Element], int, _Overrun | None]:
+    """Sub-elements in ``data[start:end]``: those read, where reading stopped, any overrun.
+
+    Raises:
+        _TooMany: more than ``room`` sub-elements (counted as they are read).
+    """
     elements: list[_Element] = []
+    view = memoryview(data)
     at = start
     while end - at >= _ELEMENT_HEADER:
         tag, length = _ELEMENT.unpack_from(data, at)
         stop = at + _ELEMENT_HEADER + length
         if stop > end:
             return elements, at, _Overrun(at, tag, length)
-        elements.append(_Element(tag, at, bytes(data[at + _ELEMENT_HEADER : stop])))
+        if len(elements) == room:
+            raise _TooMany(at)
+        elements.append(_Element(tag, at, view[at + _ELEMENT_HEADER : stop]))
         at = stop
     return elements, at, None
 
@@ -386,7 +408,7 @@ def _crc_note(region: bytes) -> str:
     if len(region) < 8:
         return ""
     stored = int.from_bytes(region[-4:], "little")
-    crc = zlib.crc32(region[:-4]) & 0xFFFFFFFF
+    crc = zlib.crc32(memoryview(region)[:-4]) & 0xFFFFFFFF
     if stored == crc:
         return " Their last 4 bytes are a CRC-32 (zlib) of everything before them."
     if stored == crc ^ 0xFFFFFFFF:
@@ -530,7 +552,7 @@ def _read_zigbee(data: bytes, path: str) -> _ZigbeeReading:
             # IKEA files with one upgrade image are seen with a total size that stops
             # short of it; zigpy treats the rest as part of the image, and so do we.
             first = elements[0]
-            elements = [_Element(first.tag, first.offset, first.data + trailing)]
+            elements = [_Element(first.tag, first.offset, bytes(first.data) + trailing)]
             problems.append(
                 f"IKEA 'NGIS' container: {len(trailing)} bytes after the stated total image "
                 f"size ({total}) were taken as the end of the upgrade image."
@@ -555,7 +577,7 @@ def _read_zigbee(data: bytes, path: str) -> _ZigbeeReading:
             continue
         key = _TAG_FIELDS.get(e.tag, f"tag_0x{e.tag:04X}")
         seen[key] = seen.get(key, 0) + 1
-        fields[key if seen[key] == 1 else f"{key}_{seen[key]}"] = e.data
+        fields[key if seen[key] == 1 else f"{key}_{seen[key]}"] = bytes(e.data)
         expected = _EXPECTED_SIZES.get(e.tag)
         if expected is not None and len(e.data) != expected:
             odd_sizes.setdefault(e.tag, []).append(e)
@@ -570,11 +592,13 @@ def _read_zigbee(data: bytes, path: str) -> _ZigbeeReading:
     signatures = [e for e in elements if e.tag in _SIGNATURE_SCHEMES]
     if signatures:
         first = signatures[0]
-        signer = first.data[:_SIGNER_IEEE_SIZE] if len(first.data) > _SIGNER_IEEE_SIZE else b""
+        signer = (
+            bytes(first.data[:_SIGNER_IEEE_SIZE]) if len(first.data) > _SIGNER_IEEE_SIZE else b""
+        )
         fields["signer_ieee"] = signer or None
         signature = Signature(
             scheme=_SIGNATURE_SCHEMES[first.tag],
-            value=first.data[len(signer) :],
+            value=bytes(first.data[len(signer) :]),
             signed_data=buf[: first.offset],
             status=SigStatus.UNSUPPORTED,
         )
@@ -584,7 +608,7 @@ def _read_zigbee(data: bytes, path: str) -> _ZigbeeReading:
                 f"{base + first.offset}) is reported."
             )
 
-    images = [e.data for e in elements if e.tag == TAG_UPGRADE_IMAGE]
+    images = [bytes(e.data) for e in elements if e.tag == TAG_UPGRADE_IMAGE]
     if hue_image is not None:
         images = [hue_image]
     if images:
@@ -638,16 +662,24 @@ def _sub_elements(src: _Source, hdr: _Header) -> tuple[list[_Element], int, list
         end = n
     else:
         end = total
-    elements, at, over = _walk(data, hl, end)
-    if over is not None and end < n and over.offset + _ELEMENT_HEADER + over.length <= n:
-        problems.append(
-            f"{_tag_label(over.tag)} at offset {src.base + over.offset} runs past the total "
-            f"image size ({total} bytes), which is wrong; the sub-elements were read to the "
-            f"end of the data ({n} bytes)."
-        )
-        end = n
-        more, at, over = _walk(data, over.offset, end)
-        elements += more
+    try:
+        elements, at, over = _walk(data, hl, end, MAX_SUB_ELEMENTS)
+        if over is not None and end < n and over.offset + _ELEMENT_HEADER + over.length <= n:
+            problems.append(
+                f"{_tag_label(over.tag)} at offset {src.base + over.offset} runs past the "
+                f"total image size ({total} bytes), which is wrong; the sub-elements were read "
+                f"to the end of the data ({n} bytes)."
+            )
+            end = n
+            more, at, over = _walk(data, over.offset, end, MAX_SUB_ELEMENTS - len(elements))
+            elements += more
+    except _TooMany as exc:
+        raise src.fail(
+            f"more than {MAX_SUB_ELEMENTS} sub-elements; an OTA file holds a handful (an "
+            "upgrade image, a signature, a certificate), so this one was not read further",
+            exc.offset,
+            hint="the file is corrupt or crafted; get it again from the hub maker",
+        ) from None
     if over is not None:
         raise _truncated(src, over, total)
     leftover = end - at
@@ -665,8 +697,11 @@ def _sub_elements(src: _Source, hdr: _Header) -> tuple[list[_Element], int, list
         )
     elif end < n:
         # Bytes beyond the total size that are themselves whole sub-elements: the size
-        # field is the thing that is wrong.
-        more, stop, over = _walk(data, end, n)
+        # field is the thing that is wrong. (Too many of them: they are not, e.g. zeros.)
+        try:
+            more, stop, over = _walk(data, end, n, MAX_SUB_ELEMENTS - len(elements))
+        except _TooMany:
+            more, stop, over = [], end, None
         if more and over is None and stop == n:
             problems.append(
                 f"total image size field says {total} bytes, but {len(more)} more "

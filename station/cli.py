@@ -93,7 +93,12 @@ def cmd_flash(args: argparse.Namespace, err: Console) -> int:
     if args.file is not None:
         if args.catalog:
             raise ConfigError("give either an image file or --catalog, not both")
-        source = load_image(args.file, args.address, default_address=profile.app_address)
+        source = load_image(
+            args.file,
+            args.address,
+            default_address=profile.app_address,
+            flash=(profile.flash_start, profile.flash_end),
+        )
     elif args.catalog:
         source = catalog_chooser(Catalog.load(args.catalog), profile, policy)
     else:

@@ -20,7 +20,7 @@ from firmware_images.descriptor import (
     format_version,
 )
 from firmware_images.identity import check_identity
-from firmware_images.loader import LoadedImage, flashable, parse_file
+from firmware_images.loader import LoadedImage, flashable
 from firmware_images.trust import TrustStore, signature_refusal
 from station.events import JobState
 from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
@@ -139,7 +139,7 @@ def catalog_chooser(catalog: Catalog, profile: Profile, policy: Policy) -> Image
                 raise Refusal(plan.reason, "see 'station catalog list' for approved releases")
             release = plan.newest
         path = catalog.path_of(release)
-        parsed = parse_file(path)
+        parsed = catalog.load_release(release)
         problems = catalog.image_refusals(parsed, release)
         if problems:
             raise Refusal(f"{path}: " + "; ".join(problems), "the catalogue file was altered")

@@ -531,7 +531,7 @@ def cmd_catalog_check(args: argparse.Namespace, err: Console) -> int:
         for r in rels:
             problems: list[str] = []
             try:
-                image = parse_file(cat.path_of(r))
+                image = cat.load_release(r)
                 problems += cat.image_refusals(image, r)
                 if trust is None:
                     problems.append("no trust store to check the signature against")

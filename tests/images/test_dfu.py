@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 
@@ -14,6 +15,7 @@ from drivers.errors import ImageError
 from firmware_images.dfu import (
     BCD_DFU_DFUSE,
     BCD_DFU_PLAIN,
+    MAX_ELEMENTS,
     build_dfu,
     build_dfuse,
     dfu_suffix_crc,
@@ -139,7 +141,10 @@ def test_dfuse_round_trips(
     for (alt, name, elems), line in zip(targets, fields["targets"], strict=True):
         assert line.startswith(f"alt {alt}") and f"{len(elems)} element(s)" in line
         assert (repr(name) in line) == bool(name)
-    assert image.problems == ()
+    spans = sorted((alt, a, a + len(d)) for alt, _n, es in targets for a, d in es if d)
+    overlap = any(x[0] == y[0] and y[1] < x[2] for x, y in itertools.combinations(spans, 2))
+    assert bool(image.problems) == overlap
+    assert all(p.startswith("DfuSe elements overlap: target") for p in image.problems)
 
 
 def test_builders_refuse_bad_arguments() -> None:
@@ -334,3 +339,56 @@ def test_mutated_files_with_a_good_crc_raise_only_image_errors(data: bytes) -> N
 @given(st.sampled_from(BASES).flatmap(mutated).map(reseal))
 def test_mutated_files_given_a_fresh_crc_raise_only_image_errors(data: bytes) -> None:
     parse_or_refuse(data)
+
+
+# --- element counts and overlaps --------------------------------------------------------------
+
+
+def test_too_many_elements_are_refused_while_walking() -> None:
+    elements = [(0x0800_0000 + 2 * i, b"x") for i in range(MAX_ELEMENTS + 1)]
+    error = refused(build_dfuse([(0, "a", elements[:10]), (1, "b", elements[10:])], vid=1, pid=2))
+    assert error.message.startswith(f"DfuSe file has more than {MAX_ELEMENTS} elements")
+    assert error.offset == TARGET_AT + 274 * 2 + 9 * 10 + 9 * (MAX_ELEMENTS - 10)
+    ok = parse_dfu(build_dfuse([(0, "a", elements[:MAX_ELEMENTS])], vid=1, pid=2))
+    assert len(ok.segments) == MAX_ELEMENTS
+
+
+def test_overlapping_elements_are_a_problem_naming_both() -> None:
+    data = build_dfuse(
+        [
+            (0, "Internal Flash", [(0x0800_0000, b"a" * 0x1000), (0x0800_2000, b"b" * 16)]),
+            (1, "Option Bytes", [(0x0800_0800, b"o" * 16)]),  # alt 1: another memory
+            (0, "Again", [(0x0800_0800, b"c" * 0x100)]),
+        ],
+        vid=0x0483,
+        pid=0xDF11,
+    )
+    image = parse_dfu(data)
+    assert image.problems == (
+        "DfuSe elements overlap: target 0 (alt 0) element 0 at 0x08000000..0x08001000 and "
+        "target 2 (alt 0) element 0 at 0x08000800..0x08000900; flashing the file in order, "
+        "the later overwrites the earlier",
+    )
+
+
+def test_adjacent_elements_do_not_overlap() -> None:
+    image = parse_dfu(one_target((0x0800_0000, b"a" * 16), (0x0800_0010, b"b" * 16)))
+    assert image.problems == ()
+
+
+def test_overlaps_within_one_target_and_many_are_summed_up() -> None:
+    data = one_target(*[(0x0800_0000 + i, b"x" * 4) for i in range(12)])
+    problems = parse_dfu(data).problems
+    assert problems[0] == (
+        "DfuSe elements overlap: target 0 (alt 0) element 0 at 0x08000000..0x08000004 and "
+        "target 0 (alt 0) element 1 at 0x08000001..0x08000005; flashing the file in order, "
+        "the later overwrites the earlier"
+    )
+    assert len(problems) == 9 and problems[-1] == "3 more DfuSe element overlaps"
+
+
+def test_errors_name_the_file() -> None:
+    with pytest.raises(ImageFormatError) as info:
+        parse_dfu(b"\x00" * 32, "app.dfu")
+    assert info.value.message.startswith("app.dfu: no DFU suffix")
+    assert refused(b"\x00" * 32).message.startswith("no DFU suffix")

@@ -17,6 +17,7 @@ from firmware_images.gbl import (
     GBL_TYPE_ENCRYPTED,
     GBL_TYPE_SIGNED,
     GBL_VERSION_3,
+    MAX_TAGS,
     PROGRAM_CHUNK,
     TAG_APP_INFO,
     TAG_BOOTLOADER,
@@ -429,3 +430,46 @@ def test_mutated_files_with_a_good_crc_raise_only_image_errors(data: bytes) -> N
 @given(st.binary(max_size=200).map(lambda b: seal(header() + b)))
 def test_random_tags_raise_only_image_errors(data: bytes) -> None:
     parse_or_refuse(data)
+
+
+# --- tag counts: capped while walking; merging stays linear ---------------------------------
+
+
+def test_too_many_tags_are_refused_while_walking() -> None:
+    body = header() + app_info() + b"".join(prog(0x1000 + i, b"x") for i in range(MAX_TAGS))
+    error = refused(seal(body))
+    assert error.message.startswith(f"GBL file has more than {MAX_TAGS} tags")
+    assert error.offset == len(header() + app_info()) + 13 * (MAX_TAGS - 2)
+
+
+def test_up_to_the_cap_parses_and_merges() -> None:
+    count = MAX_TAGS - 3  # HEADER, APP_INFO and END are tags too
+    body = header() + app_info() + b"".join(prog(0x1000 + i, b"x") for i in range(count))
+    image = parse_gbl(seal(body))
+    assert [(s.address, s.data) for s in image.segments] == [(0x1000, b"x" * count)]
+    assert type(image.segments[0].data) is bytes
+
+
+def test_merge_keeps_tag_order_and_breaks_on_other_tags() -> None:
+    body = (
+        header()
+        + prog(0x100, b"ab")
+        + prog(0x102, b"cd")
+        + tag(TAG_METADATA, b"m")
+        + prog(0x104, b"ef")
+        + prog(0x106, b"gh")
+        + prog(0x200, b"ij")
+    )
+    image = parse_gbl(seal(body))
+    assert [(s.address, s.data) for s in image.segments] == [
+        (0x100, b"abcd"),
+        (0x104, b"efgh"),
+        (0x200, b"ij"),
+    ]
+
+
+def test_errors_name_the_file() -> None:
+    with pytest.raises(ImageFormatError) as info:
+        parse_gbl(b"\x00" * 16, "radio.gbl")
+    assert info.value.message.startswith("radio.gbl: not a GBL file")
+    assert refused(b"\x00" * 16).message.startswith("not a GBL file")  # no path, no prefix

@@ -23,6 +23,7 @@ from firmware_images.build import demo_payload
 from firmware_images.model import ImageFormatError, ParsedImage, SigStatus
 from firmware_images.zigbee import (
     MAX_PREFIX,
+    MAX_SUB_ELEMENTS,
     TAG_NAMES,
     build_gbcs_image,
     build_zigbee_ota,
@@ -951,3 +952,55 @@ def test_random_bytes(prefix: bytes, junk: bytes) -> None:
     for data in (junk, MAGIC + junk, prefix + MAGIC + junk, b"NGIS" + junk):
         for parse in (parse_ota_file, parse_zigbee_ota, parse_gbcs_image):
             parse_or_refuse(parse, data)
+
+
+# -- sub-element bombs: counted while walking, memory in proportion to the file --------------
+
+
+def _bomb(count: int, tag: int = 0xF000, total_fix: bool = True) -> bytes:
+    """A Zigbee OTA file of one upgrade image and ``count`` empty sub-elements."""
+    head = zig([(0, b"firmware" * 8)])
+    blob = head + struct.pack("<HI", tag, 0) * count
+    return set_total(blob, len(blob)) if total_fix else blob
+
+
+@pytest.mark.parametrize("tag", [0x0000, 0x0003, 0xF000])
+def test_too_many_sub_elements_are_refused_while_walking(tag: int) -> None:
+    data = _bomb(MAX_SUB_ELEMENTS, tag)
+    with pytest.raises(ImageFormatError) as info:
+        parse_ota_file(data, "bomb.zigbee")
+    assert info.value.message.startswith(
+        f"bomb.zigbee: zigbee-ota: more than {MAX_SUB_ELEMENTS} sub-elements"
+    )
+    first_extra = 56 + 6 + 64 + 6 * (MAX_SUB_ELEMENTS - 1)
+    assert info.value.offset == first_extra
+
+
+def test_past_the_total_size_too_many_elements_are_trailing_bytes() -> None:
+    # The size field covers the upgrade image only. A few whole sub-elements after it mean
+    # the field is wrong; more than the cap (zero padding reads as empty ones) do not.
+    few = _bomb(3, total_fix=False)
+    assert len(parse_ota_file(few).fields["sub_elements"]) == 4
+    data = _bomb(MAX_SUB_ELEMENTS, total_fix=False)
+    image = parse_ota_file(data)
+    assert len(image.fields["sub_elements"]) == 1
+    assert image.problems[0].startswith(f"{6 * MAX_SUB_ELEMENTS} bytes after the end of the image")
+
+
+def test_up_to_the_cap_parses() -> None:
+    image = parse_ota_file(_bomb(MAX_SUB_ELEMENTS - 1))
+    assert len(image.fields["sub_elements"]) == MAX_SUB_ELEMENTS
+    assert image.payload == b"firmware" * 8
+
+
+def test_a_bomb_of_millions_is_refused_quickly() -> None:
+    data = _bomb(2_000_000)  # 12 MB
+    with pytest.raises(ImageFormatError, match="more than 1024 sub-elements"):
+        parse_ota_file(data)
+
+
+def test_element_data_shares_the_file_until_kept() -> None:
+    # The upgrade image is the only copy of the payload the parse keeps.
+    image = parse_ota_file(zig([(0, b"a" * 4096), (0xF000, b"b" * 10)]))
+    assert type(image.payload) is bytes and image.payload == b"a" * 4096
+    assert type(image.fields["tag_0xF000"]) is bytes

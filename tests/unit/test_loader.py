@@ -13,7 +13,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from drivers.errors import ImageError
 from firmware_images.build import demo_payload
 from firmware_images.gbl import build_gbl
-from firmware_images.loader import flashable, load_image, parse_file
+from firmware_images.loader import (
+    FILL_SPAN_LIMIT,
+    MAX_TEXT_RUNS,
+    flashable,
+    load_image,
+    parse_file,
+)
 from firmware_images.model import SigStatus
 from firmware_images.trust import TrustStore
 from firmware_images.zigbee import build_gbcs_image, ecdsa_p256_sign
@@ -151,3 +157,96 @@ def test_gbcs_wrapped_gbl_for_another_address_is_refused(tmp_path: Path) -> None
     path, trust = _gbcs_wrapping_gbl(tmp_path, gbl_bytes)
     with pytest.raises(ImageError, match="loads at 0x00004000"):
         flashable(trust.check(parse_file(path)), 0x0800_0000)
+
+
+# -- HEX / S-record spans: data outside flash, gaps too wide to fill, scattered records -------
+
+FLASH = (0x0800_0000, 0x0808_0000)  # demo-an3155: 512 KiB
+
+
+def _text_image(tmp_path: Path, name: str, *parts: tuple[int, bytes]) -> Path:
+    bf = bincopy.BinFile()
+    for address, data in parts:
+        bf.add_binary(data, address=address)
+    path = tmp_path / name
+    path.write_text(bf.as_srec() if name.endswith(".s37") else bf.as_ihex())
+    return path
+
+
+@pytest.mark.parametrize("name", ["stray.hex", "stray.s37"])
+@pytest.mark.parametrize("stray", [0x1FFF_7800, 0xFFFF_FFF0])
+def test_data_outside_flash_is_refused_naming_the_address(
+    tmp_path: Path, payload: bytes, name: str, stray: int
+) -> None:
+    path = _text_image(tmp_path, name, (ADDR, payload), (stray, b"\x5a" * 16))
+    want = (
+        f"{path}: data at 0x{stray:08X}..0x{stray + 16:08X} is outside the hub's flash "
+        "0x08000000..0x08080000"
+    )
+    with pytest.raises(ImageError) as info:
+        parse_file(path, flash=FLASH)
+    assert info.value.message == want
+    with pytest.raises(ImageError) as info:
+        load_image(path, flash=FLASH)
+    assert info.value.message == want
+
+
+def test_every_span_outside_flash_is_counted(tmp_path: Path, payload: bytes) -> None:
+    low = (0x0000_1000, b"\1" * 4)
+    path = _text_image(tmp_path, "x.hex", low, (ADDR, payload), (0x1FFF_7800, b"\2" * 16))
+    with pytest.raises(ImageError, match=r"data at 0x00001000\.\.0x00001004 \(and 1 more span"):
+        parse_file(path, flash=FLASH)
+
+
+def test_data_inside_flash_loads(tmp_path: Path, payload: bytes) -> None:
+    path = _text_image(tmp_path, "app.hex", (ADDR, payload))
+    assert load_image(path, flash=FLASH).data == payload
+    # The last byte of flash is inside; one past it is not.
+    end = _text_image(tmp_path, "end.hex", (ADDR, payload), (FLASH[1] - 4, b"\0" * 4))
+    assert parse_file(end, flash=FLASH).segments[0].address == ADDR
+    over = _text_image(tmp_path, "over.hex", (ADDR, payload), (FLASH[1] - 4, b"\0" * 5))
+    with pytest.raises(ImageError, match=r"0x0807FFFC\.\.0x08080001 is outside"):
+        parse_file(over, flash=FLASH)
+
+
+def test_a_gap_within_the_fill_limit_is_filled(tmp_path: Path, payload: bytes) -> None:
+    path = _text_image(tmp_path, "gap.hex", (ADDR, payload), (ADDR + 0x10000, b"\1" * 16))
+    image = parse_file(path)
+    assert len(image.segments) == 1 and len(image.payload) == 0x10010
+    assert image.payload[len(payload) : 0x10000] == b"\xff" * (0x10000 - len(payload))
+    assert image.problems == ("2 segments with gaps, filled with 0xFF",)
+
+
+@pytest.mark.parametrize("stray", [0x1FFF_7800, 0xFFFF_FFF0])
+def test_a_span_too_wide_to_fill_lists_its_segments_apart(
+    tmp_path: Path, payload: bytes, stray: int
+) -> None:
+    path = _text_image(tmp_path, "stray.hex", (ADDR, payload), (stray, b"\x5a" * 16))
+    image = parse_file(path)  # no hub profile: `station image inspect`
+    assert [(s.address, len(s.data)) for s in image.segments] == [(ADDR, len(payload)), (stray, 16)]
+    assert image.segments[1].data == b"\x5a" * 16
+    (problem,) = image.problems
+    assert f"data spans 0x08000000..0x{stray + 16:08X}" in problem
+    assert f"more than the {FILL_SPAN_LIMIT} bytes" in problem
+    assert f"0x08000000..0x{ADDR + len(payload):08X}, 0x{stray:08X}..0x{stray + 16:08X}" in problem
+    with pytest.raises(ImageError, match="holds 2 payloads"):
+        load_image(path)
+
+
+def test_scattered_records_are_refused_before_bincopy_sorts_them(tmp_path: Path) -> None:
+    # One byte every other address: bincopy's linear insert would make this quadratic.
+    parts = [(ADDR + 2 * i, b"\0") for i in range(MAX_TEXT_RUNS + 1)]
+    path = _text_image(tmp_path, "sparse.hex", *parts)
+    with pytest.raises(ImageError, match=rf"more than {MAX_TEXT_RUNS} separate runs"):
+        parse_file(path)
+    ok = _text_image(tmp_path, "ok.hex", *parts[:MAX_TEXT_RUNS])
+    assert parse_file(ok).fields["segments"] == MAX_TEXT_RUNS
+
+
+def test_bad_records_name_the_line(tmp_path: Path, payload: bytes) -> None:
+    path = _text_image(tmp_path, "app.hex", (ADDR, payload))
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3][:-2] + ("00" if lines[3][-2:] != "00" else "01")
+    path.write_text("\n".join(lines))
+    with pytest.raises(ImageError, match=r"app\.hex is not a valid ihex file: line 4: "):
+        parse_file(path)
