@@ -165,6 +165,32 @@ class An3155Driver:
             phase=phase,
         )
 
+    def flush_command(self, max_bytes: int) -> bool:
+        """Bring a bootloader that another host left inside a command (the host stopped
+        between its bytes) back to waiting for one: send 0x7F until it NACKs, which it does
+        once that command has all its bytes (they are not a valid checksum, address or
+        page list) and then for every pair of 0x7F after it; at most ``max_bytes``.
+
+        The bytes go out no faster than the line carries them (at most a small window
+        ahead), so the bootloader is never left with a backlog of them once it answers: the
+        OS and a pseudo-terminal would take tens of KiB at once. An early ACK (the answer to
+        the unfinished command's opcode, late) is not the end. Returns True on the NACK.
+        """
+        byte_s = self.link.byte_time_s()
+        window = 512
+        run = bytes([SYNC]) * 128
+        start = time.monotonic()
+        sent = 0
+        while sent < max_bytes + window:
+            wait = start + (sent - window) * byte_s - time.monotonic()
+            got = self.link.read(64, wait) if wait > 0 else self.link.read_waiting(64)
+            if NACK in got:
+                self.link.drain(window * byte_s + self._short_wait_s(), limit_s=5.0)
+                return True
+            self.link.write(run)
+            sent += len(run)
+        return False
+
     def _recover(self, phase: Phase, address: int | None) -> bool:
         """Drain junk and re-synchronise after a failed exchange; True if the hub reset."""
         self.link.drain(self._short_wait_s())

@@ -22,6 +22,10 @@ from station.profiles import Profile
 from station.sessions.trace import TracedLink
 
 IDENTITY_MAGIC = b"HBID"
+#: The most bytes a bootloader left mid-command may still wait for once our sync bytes
+#: (0x7F) fill in what the host that stopped never sent: an Extended Erase whose page count
+#: reads 0x7F7F takes 2 x 0x7F80 page numbers and a checksum.
+_LONGEST_LEFTOVER = 2 * 0x7F80 + 1
 
 
 def _parse_identity(raw: bytes) -> tuple[str, int]:
@@ -68,18 +72,38 @@ class An3155Session:
             pass
         running = self.console.version()
         if running is None:
-            raise NoSync(
-                "the hub answers neither the bootloader sync (0x7F) nor the application "
-                "console (VER?)",
-                port=self.link.url,
-                phase=Phase.CONNECT,
-            )
+            self._flush_leftover_command(out)
+            return
         out.found_in = "application"
         out.version_before = f"0x{running:08X}"
         out.eui64 = self.console.eui64()
         out.hw_version = self.console.hw_version()
         self.console.enter_bootloader()
         self.drv.sync(timeout_s=2.0)
+
+    def _flush_leftover_command(self, out: FlashOutcome) -> None:
+        """Get through to a bootloader that a host which stopped mid-command (a station
+        killed, a cable pulled) left waiting for the rest of it: send it sync bytes until
+        that command ends (at most the longest one it could be), then synchronise.
+
+        Raises:
+            NoSync: it still does not answer (no hub, or not this protocol).
+        """
+        try:
+            self.drv.flush_command(_LONGEST_LEFTOVER + 512)
+            self.drv.sync(timeout_s=self.profile.resync_timeout_s)
+        except NoSync:
+            raise NoSync(
+                "the hub answers neither the bootloader sync (0x7F) nor the application "
+                "console (VER?)",
+                port=self.link.url,
+                phase=Phase.CONNECT,
+            ) from None
+        out.found_in = "bootloader"
+        self.notes.append(
+            "the bootloader was inside a command another host never finished; it was "
+            "flushed to its end and synchronised"
+        )
 
     def identify(self, out: FlashOutcome) -> None:
         info = self.drv.identify()

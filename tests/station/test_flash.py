@@ -160,3 +160,31 @@ def test_unsigned_image_refused_without_override(
     again = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
     assert again.result is Result.PASSED
     assert again.overrides == ["allow-unsigned (image signature: unsigned)"]
+
+
+@pytest.mark.parametrize(
+    "half_sent",
+    [
+        bytes([0x44, 0xBB]),  # Extended Erase, its page count never sent
+        bytes([0x44, 0xBB, 0x00]),  # half the page count
+        bytes([0x31, 0xCE, 0x08, 0x00]),  # Write Memory, half its address
+    ],
+    ids=["erase-no-count", "erase-half-count", "write-half-address"],
+)
+def test_a_hub_left_mid_command_by_a_killed_station_is_flashed(
+    start_hub: Callable[..., SimHub], new_image: LoadedImage, half_sent: bytes
+) -> None:
+    """A station killed between the bytes of a command leaves the bootloader waiting for
+    the rest; our own sync bytes then read as, say, an erase of 0x7F7F pages. The next
+    station must get through to it (it floods the command to its end), not fail it."""
+    hub = start_hub(paced=True)
+    profile = load_profile("demo-an3155")
+    link = SerialLink(hub.port, baudrate=profile.baud, parity=profile.parity)
+    link.open()
+    driver = An3155Driver(link)
+    driver.sync(timeout_s=2.0)
+    link.write(half_sent)  # and the station dies here
+    link.close()
+    out = flash_hub(hub.port, profile, new_image, policy=UNSIGNED_OK)
+    assert out.result is Result.PASSED, out.message
+    assert_honest(out, hub, new_image)
