@@ -132,8 +132,8 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
                 f"--batch {batch}",
                 highlight=False,
             )
-            for line in problems:
-                err.print(styled("exit status 1: ", line))
+        for line in problems:  # on stderr with --json too: stdout is the event stream
+            err.print(styled("exit status 1: ", line))
         return 1 if problems else 0
     finally:
         run.close()

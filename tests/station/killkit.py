@@ -203,7 +203,7 @@ class Run:
         return code
 
     def tail(self) -> str:
-        return "".join(self.stderr[-5:]).strip()
+        return "".join(self.stderr[-8:]).strip()
 
 
 def run_campaign(
