@@ -124,3 +124,24 @@ def read_regular_file(
     if total > limit:
         raise refuse(f"grew past the {limit} bytes accepted while it was read")
     return b"".join(parts)  # one part: the same object, no copy
+
+
+def read_regular_text(
+    path: str | Path,
+    *,
+    limit: int = CONFIG_FILE_LIMIT,
+    what: str,
+    error: type[StationError] = ImageError,
+) -> str:
+    """:func:`read_regular_file` for a UTF-8 text file (a rig, a profile, a manifest).
+
+    Raises:
+        StationError: (of type ``error``) as :func:`read_regular_file`, or text that is
+            not UTF-8 (naming the line).
+    """
+    data = read_regular_file(path, limit=limit, what=what, error=error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise error(f"{what} {path}:{line}: not UTF-8 text") from exc

@@ -23,6 +23,7 @@ from drivers.errors import ConfigError, ImageError
 from firmware_images import build as demo
 from firmware_images.catalog import Catalog, Decision, parse_version_text
 from firmware_images.descriptor import format_version
+from firmware_images.files import KEY_FILE_LIMIT, read_regular_file
 from firmware_images.gbl import build_gbl
 from firmware_images.identity import (
     Identity,
@@ -310,7 +311,8 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
 
 def _load_private_key(path: str) -> ec.EllipticCurvePrivateKey:
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        data = read_regular_file(path, limit=KEY_FILE_LIMIT, what="signing key", error=ConfigError)
+        key = serialization.load_pem_private_key(data, password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"cannot load signing key {path}: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.errors import ConfigError
+from firmware_images.files import read_regular_text
 from station.config import Spec, Table
 from station.profiles import load_profile
 
@@ -206,10 +207,7 @@ def default_candidates(*, usb_capable: bool) -> tuple[str, ...]:
 def load_rig(path: str | Path) -> Rig:
     """Read and parse a rig file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read rig file {p}: {exc.strerror}") from exc
+    text = read_regular_text(p, what="rig file", error=ConfigError)
     return parse_rig(text, str(p))
 
 

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from drivers.errors import ConfigError
+from firmware_images.files import read_regular_text
 from station.config import Spec, Table, TomlLines, shown
 
 
@@ -235,10 +236,8 @@ def _load(name_or_path: str) -> Profile:
                 f"${PROFILES_ENV}); or give a .toml path",
             )
     if user is not None:
-        try:
-            text, where = user.read_text(), str(user)
-        except OSError as exc:
-            raise ConfigError(f"cannot read profile {user}: {exc.strerror or exc}") from exc
+        text = read_regular_text(user, what="profile", error=ConfigError)
+        where = str(user)
     else:
         text, where = res.read_text(), f"profile {name_or_path}"
     try:

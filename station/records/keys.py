@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from drivers.errors import ConfigError
+from firmware_images.files import read_regular_file
 
 __all__ = ["KeyRing", "StationKey", "head_message", "key_stem"]
 
@@ -58,19 +58,7 @@ def _key_id(public: Ed25519PublicKey) -> str:
 
 def _read_small(path: Path, what: str) -> bytes:
     """A key file's bytes: a regular file of a sane size (never a device or a FIFO)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{what} {path} is not a regular file")
-        if info.st_size > _MAX_KEY_FILE:
-            raise ConfigError(f"{what} {path} is {info.st_size} bytes: not a key")
-        return os.read(fd, _MAX_KEY_FILE + 1)
-    finally:
-        os.close(fd)
+    return read_regular_file(path, limit=_MAX_KEY_FILE, what=what, error=ConfigError)
 
 
 @dataclass(frozen=True)

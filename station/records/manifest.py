@@ -26,10 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drivers.errors import ConfigError
+from firmware_images.files import read_regular_file
 
 __all__ = ["Manifest", "ManifestItem", "normalise_eui64"]
 
 _HEX16 = re.compile(r"[0-9A-F]{16}")
+#: Largest manifest read: a consignment of 500,000 hubs at 60 bytes a line fits.
+MANIFEST_LIMIT = 32 << 20
 
 #: Accepted header names (lower case, without spaces, ``-`` and ``_``) for each column.
 _COLUMNS: dict[str, frozenset[str]] = {
@@ -97,10 +100,7 @@ class Manifest:
             ConfigError: the file cannot be read, or a line is bad (named in the message).
         """
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read manifest {path}: {exc.strerror or exc}") from exc
+        data = read_regular_file(path, limit=MANIFEST_LIMIT, what="manifest", error=ConfigError)
         return cls.parse(data, name=path.name, where=str(path))
 
     @classmethod

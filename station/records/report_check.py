@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.errors import ConfigError
+from firmware_images.files import read_regular_text
 from station.records import dsp
 from station.records.audit import Head
 from station.records.errors import StoreError
@@ -43,13 +44,7 @@ _MAX_REPORT = 64 * 1024 * 1024
 
 
 def _read(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-        if not path.is_file() or size > _MAX_REPORT:
-            raise ConfigError(f"{path} is not a report file")
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read report {path}: {exc}") from exc
+    return read_regular_text(path, limit=_MAX_REPORT, what="report", error=ConfigError)
 
 
 def _head_of(fields: dict[str, Any]) -> Head:
