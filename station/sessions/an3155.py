@@ -13,7 +13,7 @@ import struct
 from drivers.an3155 import An3155Driver, NeedsErase, Timeouts
 from drivers.an3155_codes import MAX_BLOCK
 from drivers.console import AppConsole
-from drivers.errors import HubReset, ImageError, NoSync, StationError
+from drivers.errors import HubReset, ImageError, LinkTimeout, NoSync, StationError
 from drivers.types import Phase, ProgressFn
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
 from firmware_images.loader import LoadedImage
@@ -92,7 +92,7 @@ class An3155Session:
         try:
             self.drv.flush_command(_LONGEST_LEFTOVER + 512)
             self.drv.sync(timeout_s=self.profile.resync_timeout_s)
-        except NoSync:
+        except (NoSync, LinkTimeout):  # silent, or not even taking our bytes
             raise NoSync(
                 "the hub answers neither the bootloader sync (0x7F) nor the application "
                 "console (VER?)",
