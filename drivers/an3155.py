@@ -33,6 +33,11 @@ from drivers.errors import (
 from drivers.transport.serial import SerialLink
 from drivers.types import BootloaderInfo, Phase, ProgressFn, VerifyResult, no_progress
 
+#: The most bytes a bootloader left inside a command may still wait for once our sync
+#: bytes (0x7F) fill in what the host that stopped never sent: an Extended Erase whose page
+#: count reads 0x7F7F takes 2 x 0x7F80 page numbers and a checksum (6 s at 115200 8E1).
+LONGEST_LEFTOVER = 2 * 0x7F80 + 1
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -125,8 +130,17 @@ class An3155Driver:
 
     # -- synchronisation ---------------------------------------------------------------
 
-    def sync(self, timeout_s: float = 2.0, phase: Phase = Phase.CONNECT) -> bool:
+    def sync(
+        self, timeout_s: float = 2.0, phase: Phase = Phase.CONNECT, *, flush: bool = False
+    ) -> bool:
         """Synchronise with the bootloader.
+
+        A bootloader that stays silent is inside a command, reading our sync bytes as its
+        data. By default a burst of them finishes a short one (a block's data, an address);
+        with ``flush`` they are sent until it answers, however long the command it waits
+        to finish (:meth:`flush_command`; up to seconds, on top of ``timeout_s``): for a hub
+        known to be in its bootloader, never for a first look (an application ignores the
+        bytes, and would be sent 64 KiB of them).
 
         Returns:
             True when the bootloader answered ACK (it was waiting for its first 0x7F, i.e.
@@ -156,7 +170,10 @@ class An3155Driver:
                     break
             else:
                 # Silent twice: the bootloader is inside a command, reading our bytes as
-                # its data. A burst completes that command (NACKed for its checksum).
+                # its data. A burst completes a short command (NACKed for its checksum).
+                if flush and self.flush_command():
+                    deadline = max(deadline, time.monotonic() + 10 * self._short_wait_s())
+                    continue
                 self.link.write(bytes([SYNC]) * 300)
                 self.link.drain(self._short_wait_s())
         raise NoSync(
@@ -165,17 +182,19 @@ class An3155Driver:
             phase=phase,
         )
 
-    def flush_command(self, max_bytes: int) -> bool:
+    def flush_command(self, max_bytes: int = 0) -> bool:
         """Bring a bootloader that another host left inside a command (the host stopped
         between its bytes) back to waiting for one: send 0x7F until it NACKs, which it does
         once that command has all its bytes (they are not a valid checksum, address or
-        page list) and then for every pair of 0x7F after it; at most ``max_bytes``.
+        page list) and then for every pair of 0x7F after it; at most ``max_bytes``
+        (default :data:`LONGEST_LEFTOVER`).
 
         The bytes go out no faster than the line carries them (at most a small window
         ahead), so the bootloader is never left with a backlog of them once it answers: the
         OS and a pseudo-terminal would take tens of KiB at once. An early ACK (the answer to
         the unfinished command's opcode, late) is not the end. Returns True on the NACK.
         """
+        max_bytes = max_bytes or LONGEST_LEFTOVER
         byte_s = self.link.byte_time_s()
         window = 512
         run = bytes([SYNC]) * 128
@@ -195,7 +214,7 @@ class An3155Driver:
         """Drain junk and re-synchronise after a failed exchange; True if the hub reset."""
         self.link.drain(self._short_wait_s())
         try:
-            return self.sync(self.timeouts.resync_s, phase)
+            return self.sync(self.timeouts.resync_s, phase, flush=True)
         except NoSync as exc:
             raise DeviceTimeout(
                 f"hub stopped answering: no reply to re-sync for {self.timeouts.resync_s:g} s",

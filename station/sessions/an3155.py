@@ -22,10 +22,6 @@ from station.profiles import Profile
 from station.sessions.trace import TracedLink
 
 IDENTITY_MAGIC = b"HBID"
-#: The most bytes a bootloader left mid-command may still wait for once our sync bytes
-#: (0x7F) fill in what the host that stopped never sent: an Extended Erase whose page count
-#: reads 0x7F7F takes 2 x 0x7F80 page numbers and a checksum.
-_LONGEST_LEFTOVER = 2 * 0x7F80 + 1
 
 
 def _parse_identity(raw: bytes) -> tuple[str, int]:
@@ -90,8 +86,7 @@ class An3155Session:
             NoSync: it still does not answer (no hub, or not this protocol).
         """
         try:
-            self.drv.flush_command(_LONGEST_LEFTOVER + 512)
-            self.drv.sync(timeout_s=self.profile.resync_timeout_s)
+            self.drv.sync(timeout_s=self.profile.resync_timeout_s, flush=True)
         except (NoSync, LinkTimeout):  # silent, or not even taking our bytes
             raise NoSync(
                 "the hub answers neither the bootloader sync (0x7F) nor the application "
