@@ -52,6 +52,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    Table,
     create_engine,
     event,
     func,
@@ -675,24 +676,19 @@ class Store:
             if lease.station_id != station_id:
                 raise StoreError(f"this process holds station {lease.station_id}, not {station_id}")
             at = self._clock()
-            batch_id = _new_id(
-                conn.execute(
-                    insert(batches).values(
-                        **checked(
-                            batches,
-                            {
-                                "station_id": station_id,
-                                "lease_id": lease.lease_id,
-                                "operator": operator,
-                                "rig": rig,
-                                "catalog": catalog,
-                                "manifest": None if manifest is None else manifest.name,
-                                "manifest_sha256": None if manifest is None else manifest.sha256,
-                                "started_at": at,
-                            },
-                        )
-                    )
-                ).inserted_primary_key
+            batch_id = _insert(
+                conn,
+                batches,
+                {
+                    "station_id": station_id,
+                    "lease_id": lease.lease_id,
+                    "operator": operator,
+                    "rig": rig,
+                    "catalog": catalog,
+                    "manifest": None if manifest is None else manifest.name,
+                    "manifest_sha256": None if manifest is None else manifest.sha256,
+                    "started_at": at,
+                },
             )
             if manifest is not None and manifest.items:
                 conn.execute(
@@ -919,26 +915,21 @@ class Store:
             if found.lease_id != lease.lease_id:
                 raise StoreError(f"batch {batch_id} belongs to another run of this station")
             at = self._clock()
-            job_id = _new_id(
-                conn.execute(
-                    insert(jobs).values(
-                        **checked(
-                            jobs,
-                            {
-                                "batch_id": batch_id,
-                                "lease_id": lease.lease_id,
-                                "slot": slot,
-                                "port": port,
-                                "profile": profile,
-                                "state": str(JobState.DETECTED),
-                                "started_at": at,
-                                "overrides": "[]",
-                                "notes": "[]",
-                                "bytes_written": 0,
-                            },
-                        )
-                    )
-                ).inserted_primary_key
+            job_id = _insert(
+                conn,
+                jobs,
+                {
+                    "batch_id": batch_id,
+                    "lease_id": lease.lease_id,
+                    "slot": slot,
+                    "port": port,
+                    "profile": profile,
+                    "state": str(JobState.DETECTED),
+                    "started_at": at,
+                    "overrides": "[]",
+                    "notes": "[]",
+                    "bytes_written": 0,
+                },
             )
             self._add_event(
                 conn,
@@ -1368,7 +1359,9 @@ def _state(job: Row[Any]) -> JobState:
     return _state_of(job.state, job.id)
 
 
-def _new_id(key: Any) -> int:
+def _insert(conn: Connection, table: Table, values: Mapping[str, Any]) -> int:
+    """Insert one row, its values held to their limits; returns its new id."""
+    key = conn.execute(insert(table).values(**checked(table, values))).inserted_primary_key
     if key is None or key[0] is None:
         raise StoreError("the database did not return the new row's id")
     return int(key[0])
