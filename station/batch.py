@@ -22,8 +22,7 @@ from firmware_images.trust import TrustStore
 from station.controller import Controller, Heartbeat, probe_slots
 from station.events import Event
 from station.flash import HubIdentity, ImageChooser, Policy, catalog_chooser
-from station.images_cli import trust_store
-from station.paths import keys_dir
+from station.paths import keys_dir, trust_store
 from station.profiles import Profile, load_profile
 from station.records.keys import StationKey
 from station.records.leases import DEFAULT_TTL_S

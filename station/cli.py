@@ -27,7 +27,7 @@ from station.flash import (
     flash_hub,
 )
 from station.images_cli import add_commands as add_image_commands
-from station.images_cli import trust_store
+from station.paths import trust_store
 from station.profiles import builtin_names, load_profile
 from station.records_cli import add_commands as add_record_commands
 from station.render import ProgressBoard, console, error_line, literal, outcome_line, styled

@@ -52,7 +52,7 @@ from sim.dfu_rig import DfuBus
 from sim.pty import HubSpec, SimHub, derive_eui64
 from sim.usb_dfu import DfuHubSpec
 from station.events import JobState
-from station.paths import keys_dir
+from station.paths import DATA, keys_dir
 from station.records.keys import KeyRing
 from station.records.reports import reconcile, write_reports
 from station.records.store import JobRow, Store
@@ -61,7 +61,7 @@ from station.run import run_station
 
 DEMO_RELEASES = (0x0101_0000, 0x0101_0200, 0x0102_0000, 0x0103_0000, 0x0104_0000, 0x0105_0000)
 DEMO_TARGET = DEMO_RELEASES[-1]
-DATA_DIR = Path("station-data")
+DATA_DIR = DATA
 #: The three simulated hub models and the image type their applications carry.
 DEMO_MODELS = {
     "demo-an3155": DEMO_IMAGE_TYPE,

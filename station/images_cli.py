@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,25 +35,15 @@ from firmware_images.identity import (
 )
 from firmware_images.loader import parse_file
 from firmware_images.model import ParsedImage, SigStatus
-from firmware_images.trust import TrustStore, signature_refusal
+from firmware_images.trust import signature_refusal
 from firmware_images.zigbee import (
     build_gbcs_image,
     build_zigbee_ota,
     ecdsa_p256_sign,
     gbcs_file_name,
 )
+from station.paths import DEFAULT_CATALOG, DEFAULT_TRUST, trust_store
 from station.render import Part, console, literal, styled
-
-DATA = Path(os.environ.get("STATION_DATA", "station-data"))
-DEFAULT_TRUST = DATA / "trust"
-DEFAULT_CATALOG = DATA / "catalog"
-
-
-def trust_store(folder: str | None) -> TrustStore | None:
-    """The trust store named on the command line, or the default one if it exists."""
-    if folder is not None:
-        return TrustStore.from_dir(folder)
-    return TrustStore.from_dir(DEFAULT_TRUST) if DEFAULT_TRUST.is_dir() else None
 
 
 def _version(text: str) -> int:

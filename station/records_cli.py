@@ -21,8 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drivers.errors import ConfigError
-from station.images_cli import DATA
-from station.paths import keys_dir
+from station.paths import DATA, keys_dir
 from station.records.keys import KeyRing
 from station.records.report_check import check_report
 from station.records.reports import (
