@@ -84,20 +84,27 @@ class Result:
 
 
 class Bench:
-    """The slots (symlinks the rig binds to) and every hub that has been in them."""
+    """The slots (symlinks the rig binds to), the hubs in them, and what every hub taken
+    out of a slot held when it was taken out."""
 
     def __init__(self, root: Path, slots: int, seed: int) -> None:
         self.links = root / "links"
         self.links.mkdir(parents=True)
         self.seed = seed
         self.current: dict[int, SimHub] = {}
-        self.every: list[SimHub] = []
+        #: EUI-64 -> whether the hub's flash held the target's image when taken out.
+        self.retired: dict[str, bool] = {}
         self.fresh = 0
         for slot in range(1, slots + 1):
             self.insert(slot)
 
     def insert(self, slot: int) -> None:
-        """A new hub on the old release in ``slot`` (an operator swapping hubs)."""
+        """A new hub on the old release in ``slot`` (an operator swapping hubs); the one
+        there is asked what it holds, then stopped (its process and port freed)."""
+        old = self.current.get(slot)
+        if old is not None:
+            self.retired[old.spec.eui64] = holds_target(old)
+            old.stop()
         self.fresh += 1
         spec = HubSpec(
             slot=slot,
@@ -113,11 +120,23 @@ class Bench:
         tmp.symlink_to(hub.port)
         tmp.replace(link)
         self.current[slot] = hub
-        self.every.append(hub)
+
+    def truth(self) -> dict[str, bool]:
+        """EUI-64 -> whether its flash holds the target's image, for every hub ever here."""
+        return {**self.retired, **{h.spec.eui64: holds_target(h) for h in self.current.values()}}
 
     def stop(self) -> None:
-        for hub in self.every:
+        for hub in self.current.values():
             hub.stop()
+
+
+_TARGET_SHA = hashlib.sha256(demo_payload(DEMO_TARGET, size=SIZE)).hexdigest()
+
+
+def holds_target(hub: SimHub) -> bool:
+    """Whether the hub's flash holds the target's whole image, byte for byte, asked of its
+    model (it may sit in its bootloader, running nothing)."""
+    return bool(hub.ground_truth(SIZE)["sha256"] == _TARGET_SHA)
 
 
 def _rig(path: Path, bench: Bench, station: str) -> None:
@@ -290,11 +309,7 @@ def _check(
     result: Result,
 ) -> None:
     problems = result.problems
-    # What each hub's flash holds (it may sit in its bootloader, running nothing): the
-    # target's whole image, byte for byte, or not.
-    target_sha = hashlib.sha256(demo_payload(DEMO_TARGET, size=SIZE)).hexdigest()
-    holds = {h.spec.eui64: h.ground_truth(SIZE)["sha256"] == target_sha for h in bench.every}
-    truth = {eui: DEMO_TARGET if ok else None for eui, ok in holds.items()}
+    truth = {eui: DEMO_TARGET if ok else None for eui, ok in bench.truth().items()}
     result.hubs = len(truth)
     with Store.open(db) as store:
         batches = store.batches()
