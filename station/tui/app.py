@@ -430,7 +430,13 @@ class StationApp(App[int]):
             self.call_from_thread(self.say, f"export failed: {exc}", "error")
             return
         names = ", ".join(p.name for p in files)
-        self.call_from_thread(self.say, f"reports written to {folder}/: {names}")
+        preview = (
+            "; the batch is still open, so dsp.csv and dsp.json are a preview: the DSP "
+            "update is made when the batch ends"
+            if self.batch.closed is None
+            else ""
+        )
+        self.call_from_thread(self.say, f"reports written to {folder}/: {names}{preview}")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

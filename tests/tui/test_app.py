@@ -116,6 +116,10 @@ async def test_batch_failure_retry_export_through_the_ui(
         rows = list(csv.DictReader((folder / "dsp.csv").open()))
         assert sorted(r["eui64"] for r in rows) == sorted(h.spec.eui64 for h in hubs)
         assert {r["operator"] for r in rows} == {"alice"}
+        # Exported while the batch is open: a preview, said on screen, no export id.
+        assert {r["export_id"] for r in rows} == {""}
+        assert json.loads((folder / "dsp.json").read_text())["final"] is False
+        assert "preview" in app.status.render().plain
         recon = json.loads((folder / "consignment.json").read_text())
         assert [e["eui64"] for e in recon["missing"]] == [MISSING]
         cases = list(ET.parse(folder / "junit.xml").getroot().iter("testcase"))
