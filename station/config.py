@@ -5,198 +5,27 @@ station does not use, so every table is checked against a schema: unknown keys, 
 the wrong type and absurd values are refused, and each message names the file, the line
 and the key (``bench.toml line 4: unknown key 'stoarge' (known: catalog, ...)``).
 
-``tomllib`` gives no line numbers, so :class:`TomlLines` finds them by scanning the text
-(:func:`key_line`). It is the same idea as ``firmware_images/tomlfile.py``'s ``key_line``
-on another branch; the two are to be merged.
+``tomllib`` gives no line numbers, so :class:`firmware_images.tomlfile.TomlLines` finds
+them by scanning the text; the catalogue's index is read the same way.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from drivers.errors import ConfigError
-
-#: A table's place in the document: keys, and an index for an entry of an array of
-#: tables: ``("slot", 1)`` is the second ``[[slot]]``, ``()`` the root table.
-TablePath = tuple[str | int, ...]
-
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
+from firmware_images.tomlfile import TablePath, TomlLines
 
 
-def _dotted_key(line: str, pos: int) -> tuple[list[str], int] | None:
-    """Parse a (dotted) key at ``pos``; returns its parts and the position after it."""
-    parts: list[str] = []
-    while True:
-        while pos < len(line) and line[pos] in " \t":
-            pos += 1
-        if pos >= len(line):
-            return None
-        if line[pos] in "\"'":
-            end = _string_end(line, pos)
-            if end is None:
-                return None
-            try:
-                parts.append(tomllib.loads(f"k = {line[pos:end]}")["k"])
-            except tomllib.TOMLDecodeError:
-                return None
-            pos = end
-        else:
-            m = _BARE.match(line, pos)
-            if m is None:
-                return None
-            parts.append(m.group())
-            pos = m.end()
-        while pos < len(line) and line[pos] in " \t":
-            pos += 1
-        if pos < len(line) and line[pos] == ".":
-            pos += 1
-            continue
-        return parts, pos
-
-
-def _string_end(line: str, pos: int) -> int | None:
-    """The position after a one-line string starting at ``pos`` (None: not closed here)."""
-    quote = line[pos]
-    i = pos + 1
-    while i < len(line):
-        if quote == '"' and line[i] == "\\":
-            i += 2
-            continue
-        if line[i] == quote:
-            return i + 1
-        i += 1
-    return None
-
-
-class TomlLines:
-    """Where each table and key of a TOML document is (1-based lines).
-
-    The text is scanned line by line, skipping comments, strings (multi-line ones too) and
-    the insides of multi-line arrays and inline tables, so nothing that only looks like a
-    key or a header there counts.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.tables: dict[TablePath, int] = {}
-        self.keys: dict[tuple[TablePath, str], int] = {}
-        self._arrays: dict[TablePath, int] = {}  # array-of-tables path -> entries so far
-        self._scan(text)
-
-    def _resolve(self, parts: list[str]) -> TablePath:
-        """A header's dotted key as a path: arrays of tables resolve to their last entry."""
-        path: TablePath = ()
-        for part in parts:
-            path = (*path, part)
-            if path in self._arrays:
-                path = (*path, self._arrays[path] - 1)
-        return path
-
-    def _scan(self, text: str) -> None:
-        table: TablePath = ()
-        depth = 0  # brackets and braces open in a value
-        closing: str | None = None  # the delimiter of an open multi-line string
-        # Only \n ends a line in TOML (str.splitlines would split at \x85, \u2028 too).
-        for number, raw in enumerate(text.split("\n"), 1):
-            line = raw.removesuffix("\r")
-            pos = 0
-            if closing is None and depth == 0:
-                stripped = line.lstrip()
-                pos = len(line) - len(stripped)
-                if not stripped or stripped.startswith("#"):
-                    continue
-                if stripped.startswith("["):
-                    array = stripped.startswith("[[")
-                    parsed = _dotted_key(line, pos + (2 if array else 1))
-                    if parsed is None:
-                        continue
-                    parts, _ = parsed
-                    if array:
-                        base = (*self._resolve(parts[:-1]), parts[-1])
-                        index = self._arrays.get(base, 0)
-                        self._arrays[base] = index + 1
-                        table = (*base, index)
-                        self.tables.setdefault(base, number)
-                    else:
-                        table = self._resolve(parts)
-                    self.tables.setdefault(table, number)
-                    continue
-                parsed = _dotted_key(line, pos)
-                if parsed is None:
-                    continue
-                parts, pos = parsed
-                owner = table
-                for part in parts[:-1]:
-                    self.keys.setdefault((owner, part), number)
-                    owner = (*owner, part)
-                    self.tables.setdefault(owner, number)
-                self.keys.setdefault((owner, parts[-1]), number)
-                pos = line.find("=", pos) + 1
-            depth, closing = _skip_value(line, pos, depth, closing)
-
-    def line(self, path: Sequence[str | int], key: str | None = None) -> int | None:
-        """The line of ``key`` in the table at ``path`` (of the table itself when ``key``
-        is None); else of the nearest enclosing thing that is written down: the table's
-        header, or the key that holds it as an inline value. None when nothing is."""
-        where: TablePath = tuple(path)
-        if key is not None:
-            if (where, key) in self.keys:
-                return self.keys[(where, key)]
-            if (*where, key) in self.tables:
-                return self.tables[(*where, key)]
-        while True:
-            if where in self.tables:
-                return self.tables[where]
-            if not where:
-                return None
-            *parent, last = where
-            if isinstance(last, str) and (tuple(parent), last) in self.keys:
-                return self.keys[(tuple(parent), last)]
-            where = tuple(parent)
-
-
-def _skip_value(line: str, pos: int, depth: int, closing: str | None) -> tuple[int, str | None]:
-    """Scan the rest of a line of a value: track open brackets and multi-line strings."""
-    i = pos
-    while i < len(line):
-        if closing is not None:
-            end = line.find(closing, i)
-            if end < 0:
-                return depth, closing
-            i = end + 3
-            while i < len(line) and line[i] == closing[0]:  # up to two quotes may end it
-                i += 1
-            closing = None
-            continue
-        c = line[i]
-        if c == "#":
-            break
-        if line.startswith('"""', i) or line.startswith("'''", i):
-            closing = line[i : i + 3]
-            i += 3
-            continue
-        if c in "\"'":
-            after = _string_end(line, i)
-            if after is None:
-                break
-            i = after
-            continue
-        if c in "[{":
-            depth += 1
-        elif c in "]}":
-            depth = max(depth - 1, 0)
-        i += 1
-    return depth, closing
-
-
-def key_line(text: str, table_path: Sequence[str | int], key: str | None = None) -> int | None:
+def key_line(text: str, table_path: TablePath, key: str | None = None) -> int | None:
     """The 1-based line of ``key`` in the table at ``table_path`` of TOML ``text``, falling
-    back to the table's header line (see :meth:`TomlLines.line`); None when not found."""
-    return TomlLines(text).line(table_path, key)
+    back to the table's header line; None when not found (see
+    :meth:`firmware_images.tomlfile.TomlLines.key_line`)."""
+    return TomlLines(text).key_line(table_path, key)
 
 
 # -- schemas ---------------------------------------------------------------------------------
@@ -340,7 +169,7 @@ class Table:
 
     def where(self, key: str | None = None) -> str:
         """``bench.toml line 9 ([[slot]] #2)``: the file, the key's line and the table."""
-        line = self.lines.line(self.path, key)
+        line = self.lines.key_line(self.path, key)
         text = self.source if line is None else f"{self.source} line {line}"
         return f"{text} ({self.label})" if self.label else text
 
@@ -364,7 +193,7 @@ class Table:
                 message = _wrong(key, spec, value)
             else:
                 continue
-            problems.append((self.lines.line(self.path, key) or 0, key, message))
+            problems.append((self.lines.key_line(self.path, key) or 0, key, message))
         if problems:
             _, key, message = min(problems, key=lambda p: p[0])
             raise self.error(key, message)

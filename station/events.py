@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from drivers.types import Phase
-
 
 class JobState(StrEnum):
     """ARCHITECTURE.md §7: one hub in one slot."""
@@ -50,18 +48,6 @@ CHAIN = (
     JobState.VERIFYING,
     JobState.BOOTING,
 )
-
-#: The state a job has reached once flash_hub enters a phase.
-STATE_OF_PHASE = {
-    Phase.CONNECT: JobState.DETECTED,
-    Phase.IDENTIFY: JobState.DETECTED,
-    Phase.PLAN: JobState.IDENTIFIED,
-    Phase.ERASE: JobState.ERASING,
-    Phase.WRITE: JobState.WRITING,
-    Phase.VERIFY: JobState.VERIFYING,
-    Phase.BOOT: JobState.BOOTING,
-    Phase.CONFIRM: JobState.BOOTING,
-}
 
 #: Legal moves; anything else is a bug the controller refuses to record.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {

@@ -21,7 +21,8 @@ from typing import Any
 
 from drivers.errors import ConfigError
 from firmware_images.files import read_regular_text
-from station.config import Spec, Table, TomlLines, shown
+from firmware_images.tomlfile import TomlLines
+from station.config import Spec, Table, shown
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from station.records.audit import Head, digest
 from station.records.schema import batches, checked, export_items, exports, hubs, jobs
@@ -278,11 +278,6 @@ def export_of(conn: Connection, batch_id: int) -> tuple[ExportRow, list[DspRow]]
         for r in items
     ]
     return export, rows
-
-
-def exported_count(conn: Connection) -> int:
-    """How many hub changes every export so far carried."""
-    return int(conn.execute(select(func.count()).select_from(export_items)).scalar_one())
 
 
 def neutralise(cell: str) -> str:

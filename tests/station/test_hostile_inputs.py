@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.errors import ConfigError
-from station.config import Spec, TomlLines
+from firmware_images.tomlfile import TomlLines
+from station.config import Spec
 from station.profiles import (
     BOOTLOADER_KEYS,
     LINK_KEYS,
@@ -171,7 +172,7 @@ def test_key_line_finds_every_key(generated: tuple[Doc, dict[str, Any]]) -> None
     assert parsed.keys() == data.keys()
     lines = TomlLines(text)
     for (path, key), line in doc.at.items():
-        assert lines.line(path, key) == line, (path, key, text)
+        assert lines.key_line(path, key) == line, (path, key, text)
 
 
 # -- rig files -------------------------------------------------------------------------------
