@@ -45,6 +45,11 @@ def format_version(version: int) -> str:
     return f"0x{version:08X}"
 
 
+def dotted_version(version: int) -> str:
+    """The firmware version as a person reads it: ``1.2.3.4`` (one byte a part)."""
+    return ".".join(str(b) for b in (version & 0xFFFFFFFF).to_bytes(4, "big"))
+
+
 @dataclass(frozen=True)
 class AppDescriptor:
     """The decoded descriptor of one application payload."""

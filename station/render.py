@@ -41,6 +41,7 @@ from rich.table import Table
 from rich.text import Text
 
 from drivers.types import Phase, ProgressFn
+from firmware_images.descriptor import dotted_version
 from station.events import Event
 from station.flash import FlashOutcome, Result
 
@@ -61,6 +62,17 @@ def _escape(char: str) -> str:
 def _hidden(char: str) -> bool:
     code = ord(char)
     return code < 0x20 or 0x7F <= code < 0xA0 or char in _BIDI or char in "\u2028\u2029"
+
+
+def shown_version(text: str | None) -> str:
+    """A recorded version (``0x01050000``) as people read it everywhere but JSON and the
+    labelled detail views: ``1.5.0.0``; ``?`` when unknown, other text as it is."""
+    if not text:
+        return "?"
+    try:
+        return dotted_version(int(text, 16))
+    except ValueError:
+        return literal(text)
 
 
 def literal(value: object, *, keep: str = "") -> str:

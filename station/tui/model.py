@@ -14,7 +14,7 @@ from rich.text import Text
 
 from station.events import CHAIN, Event, JobState
 from station.records.manifest import normalise_eui64
-from station.render import literal
+from station.render import literal, shown_version
 
 #: How each state is shown: (symbol, word, style). Never colour alone: symbol and word too.
 LOOK: Final[dict[str, tuple[str, str, str]]] = {
@@ -38,14 +38,8 @@ _LIVE: Final = frozenset(str(s) for s in CHAIN)
 
 
 def short_version(text: str | None) -> str:
-    """``0x01050000`` as ``1.5.0.0`` (tiles are narrow); ``?`` when unknown."""
-    if not text:
-        return "?"
-    try:
-        value = int(text, 16)
-    except ValueError:
-        return text
-    return ".".join(str(b) for b in value.to_bytes(4, "big"))
+    """``0x01050000`` as ``1.5.0.0`` (see :func:`station.render.shown_version`)."""
+    return shown_version(text)
 
 
 def human_rate(bytes_per_s: float) -> str:
