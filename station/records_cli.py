@@ -202,8 +202,9 @@ def cmd_report_summary(args: argparse.Namespace, err: Console) -> int:
         highlight=False,
     )
     out.print(
-        f"{s.jobs} jobs on {s.hubs} hubs: "
-        + ", ".join(f"{k} {v}" for k, v in s.counts.items() if v),
+        f"{s.hubs} hubs: "
+        + (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.counts.items() if v) or "none")
+        + f"; {_tries(s.jobs, s.unidentified_jobs)}",
         highlight=False,
     )
     rate = "-" if s.hubs_per_hour is None else f"{s.hubs_per_hour:g}"
@@ -258,9 +259,16 @@ def cmd_audit_verify(args: argparse.Namespace, err: Console) -> int:
     return 0 if check.ok else 1
 
 
+def _tries(jobs: int, unidentified: int) -> str:
+    """The jobs figure, labelled: a hub may take several tries."""
+    text = f"{jobs} job{'s' if jobs != 1 else ''} (tries)"
+    return text + (f", {unidentified} never identified its hub" if unidentified else "")
+
+
 def cmd_batches(args: argparse.Namespace, err: Console) -> int:
     with open_store(args.db) as store:
         rows = store.batches()
+        summaries = {b.id: summarise(store, b.id) for b in rows}
     if args.json:
         doc: list[dict[str, Any]] = [
             {
@@ -272,7 +280,11 @@ def cmd_batches(args: argparse.Namespace, err: Console) -> int:
                 "manifest": b.manifest,
                 "started_at": utc_text(b.started_at),
                 "finished_at": utc_text(b.finished_at),
-                "counts": dict(b.counts),
+                "closed_reason": b.closed_reason,
+                "hubs": summaries[b.id].hubs,
+                "counts": summaries[b.id].counts,
+                "jobs": summaries[b.id].jobs,
+                "job_counts": dict(b.counts),
             }
             for b in rows
         ]
@@ -282,9 +294,11 @@ def cmd_batches(args: argparse.Namespace, err: Console) -> int:
         err.print("no batches recorded", highlight=False)
         return 0
     table = Table(box=None, header_style="bold")
-    for name in ("batch", "started (UTC)", "finished", "station", "operator", "manifest", "jobs"):
+    for name in ("batch", "started (UTC)", "finished", "station", "operator", "manifest", "hubs"):
         table.add_column(name)
     for b in rows:
+        s = summaries[b.id]
+        hubs = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.counts.items() if v)
         table.add_row(
             str(b.id),
             utc_text(b.started_at) or "",
@@ -292,7 +306,7 @@ def cmd_batches(args: argparse.Namespace, err: Console) -> int:
             literal(b.station_id),
             literal(b.operator),
             literal(b.manifest or "-"),
-            ", ".join(f"{k} {v}" for k, v in sorted(b.counts.items())) or "none",
+            f"{hubs or 'none'}; {_tries(s.jobs, s.unidentified_jobs)}",
         )
     # Whole ids and times matter more than fitting 80 columns in a log.
     console(width=None if sys.stdout.isatty() else 200).print(table)

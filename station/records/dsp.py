@@ -39,7 +39,15 @@ from typing import Any, Final, Literal
 from sqlalchemy import Connection, insert, or_, select, update
 
 from station.records.audit import Head, digest
-from station.records.schema import batches, checked, export_items, exports, hubs, jobs
+from station.records.schema import (
+    batches,
+    checked,
+    consignment_items,
+    export_items,
+    exports,
+    hubs,
+    jobs,
+)
 
 __all__ = [
     "DSP_COLUMNS",
@@ -60,13 +68,21 @@ __all__ = [
 DSP_COLUMNS: Final = (
     "eui64",
     "model",
+    "hw_version",
+    "consignment_id",
     "version_before",
     "version_after",
     "image_sha256",
+    "verify_method",
+    "evidence",
     "completed_at",
     "station_id",
     "operator",
 )
+#: How the running version was known: read back from the hub after a verified write and
+#: boot, or found running on it (already current) when a job identified it.
+READ_BACK: Final = "read-back-after-boot"
+FOUND_RUNNING: Final = "found-running"
 #: Columns the CSV adds to every row: the export and the audit head it was made under.
 HEAD_COLUMNS: Final = ("export_id", "audit_seq", "audit_hash", "audit_signature")
 #: Names the JSON document's shape, so a consumer can refuse one it does not know.
@@ -82,9 +98,13 @@ class DspRow:
 
     eui64: str
     model: str
+    hw_version: str
+    consignment_id: str
     version_before: str
     version_after: str
     image_sha256: str
+    verify_method: str
+    evidence: str
     completed_at: str
     station_id: str
     operator: str
@@ -147,10 +167,21 @@ class Pending:
 def pending_rows(conn: Connection, batch_id: int) -> list[Pending]:
     """The hub changes a close of ``batch_id`` would export now, in the order they were
     read."""
+    listed = (
+        select(consignment_items.c.consignment_id)
+        .where(consignment_items.c.eui64 == hubs.c.eui64)
+        .order_by((consignment_items.c.batch_id == batch_id).desc(), consignment_items.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     query = (
         select(
             hubs.c.eui64,
             hubs.c.model,
+            hubs.c.hw_version,
+            listed.label("consignment_id"),
+            jobs.c.state,
+            jobs.c.verify_method,
             hubs.c.baseline_version,
             hubs.c.running_version,
             hubs.c.running_sha256,
@@ -178,12 +209,17 @@ def pending_rows(conn: Connection, batch_id: int) -> list[Pending]:
         if not is_pending(r.running_version, r.exported_version, r.baseline_version, r.overrides):
             continue
         before = r.exported_version if r.exported_version is not None else r.baseline_version
+        read_back = r.state == "passed"
         row = DspRow(
             eui64=r.eui64,
             model=r.model,
+            hw_version="" if r.hw_version is None else str(r.hw_version),
+            consignment_id=r.consignment_id or "",
             version_before=before or "",
             version_after=r.running_version,
             image_sha256=r.running_sha256 or "",
+            verify_method=(r.verify_method or "") if read_back else "",
+            evidence=READ_BACK if read_back else FOUND_RUNNING,
             completed_at=_utc_text(r.running_at),
             station_id=r.station_id,
             operator=r.operator,
@@ -226,6 +262,10 @@ def export_batch(
                         "export_id": new_id,
                         "eui64": row.eui64,
                         "model": row.model,
+                        "hw_version": int(row.hw_version) if row.hw_version else None,
+                        "consignment_id": row.consignment_id or None,
+                        "verify_method": row.verify_method or None,
+                        "evidence": row.evidence,
                         "version_before": row.version_before or None,
                         "version_after": row.version_after,
                         "image_sha256": row.image_sha256 or None,
@@ -268,9 +308,13 @@ def export_of(conn: Connection, batch_id: int) -> tuple[ExportRow, list[DspRow]]
         DspRow(
             eui64=r.eui64,
             model=r.model,
+            hw_version="" if r.hw_version is None else str(r.hw_version),
+            consignment_id=r.consignment_id or "",
             version_before=r.version_before or "",
             version_after=r.version_after,
             image_sha256=r.image_sha256 or "",
+            verify_method=r.verify_method or "",
+            evidence=r.evidence,
             completed_at=_utc_text(r.completed_at),
             station_id=r.station_id,
             operator=r.operator,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import secrets
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +33,7 @@ from station.records.store import BatchRow, JobRow, Store
 
 __all__ = [
     "CONSIGNMENT_FORMAT",
+    "HUB_RESULTS",
     "SUMMARY_FORMAT",
     "BatchSummary",
     "HubEntry",
@@ -70,6 +71,28 @@ class _HubJobs:
             if passed:
                 return passed[-1]
         return latest
+
+    @property
+    def version_before(self) -> str | None:
+        """What the hub ran before the batch wrote to it: what its first try read (a later
+        try may find the flash its first try erased)."""
+        return self.jobs[0].version_before
+
+    @property
+    def outcome(self) -> str:
+        """How the hub ended, as the summary counts it (see :data:`HUB_RESULTS`)."""
+        return _HUB_RESULT.get(self.decisive.state, "in_progress")
+
+
+#: How a hub can end, in the order reports show them: its decisive job's state, named.
+HUB_RESULTS: Final = ("passed", "failed", "refused", "current", "interrupted", "in_progress")
+_HUB_RESULT: Final = {
+    JobState.PASSED: "passed",
+    JobState.FAILED: "failed",
+    JobState.REFUSED: "refused",
+    JobState.SKIPPED: "current",
+    JobState.INTERRUPTED: "interrupted",
+}
 
 
 def _by_hub(jobs: Sequence[JobRow]) -> tuple[dict[str, _HubJobs], list[JobRow]]:
@@ -216,7 +239,7 @@ def _entry(group: _HubJobs, item: ManifestItem | None) -> tuple[str, HubEntry]:
         attempts=len(group.jobs),
         phase=job.phase if failed else None,
         reason=(job.message or None) if failed else None,
-        version_before=job.version_before,
+        version_before=group.version_before,
         version_after=job.version_after,
         image_sha256=job.image_sha256 if job.state is JobState.PASSED else None,
     )
@@ -293,21 +316,28 @@ def _job_seconds(job: JobRow) -> float:
 
 
 def junit_xml(store: Store, batch_id: int) -> str:
-    """The batch as JUnit XML: one ``testcase`` per hub job.
+    """The batch as JUnit XML: one ``testcase`` per hub, and one per job that never
+    identified its hub (it cannot be matched to one).
 
-    Passed jobs pass; skipped (already current) jobs are ``skipped``; failed and refused
-    jobs carry a ``failure`` whose type is the phase and whose message is the reason;
-    interrupted or unfinished jobs carry an ``error``.
+    A hub's case is decided by its deciding job (see the module docstring): passed hubs pass;
+    hubs found already current are ``skipped``; failed and refused hubs carry a ``failure``
+    whose type is the phase and whose message is the reason; interrupted or unfinished hubs
+    carry an ``error``. Every try (job) of the hub is listed in its ``system-out``.
     """
     batch = store.batch(batch_id)
-    jobs = store.jobs(batch_id)
-    counts = Counter(j.state for j in jobs)
+    hubs, unidentified = _by_hub(store.jobs(batch_id))
+    cases: list[tuple[JobRow, str, _HubJobs | None]] = [
+        (g.decisive, g.eui64, g) for g in hubs.values()
+    ] + [(j, f"unidentified hub (job {j.id}, {j.port})", None) for j in unidentified]
+    cases.sort(key=lambda c: c[0].id if c[2] is None else c[2].jobs[0].id)
+    counts = Counter(job.state for job, _, _ in cases)
     failures = counts[JobState.FAILED] + counts[JobState.REFUSED]
     skipped = counts[JobState.SKIPPED]
-    errors = len(jobs) - failures - skipped - counts[JobState.PASSED]
-    total = sum(_job_seconds(j) for j in jobs)
+    errors = len(cases) - failures - skipped - counts[JobState.PASSED]
+    total = sum(_job_seconds(j) for g in hubs.values() for j in g.jobs)
+    total += sum(_job_seconds(j) for j in unidentified)
     attrs = {
-        "tests": str(len(jobs)),
+        "tests": str(len(cases)),
         "failures": str(failures),
         "errors": str(errors),
         "skipped": str(skipped),
@@ -335,16 +365,18 @@ def junit_xml(store: Store, batch_id: int) -> str:
         ET.SubElement(props, "property", {"name": name, "value": _x(value)})
     for name, value in _head_properties(store.report_head(batch_id)):
         ET.SubElement(props, "property", {"name": name, "value": value})
-    for job in jobs:
+    for job, name, group in cases:
+        tries = group.jobs if group is not None else (job,)
         case = ET.SubElement(
             suite,
             "testcase",
             {
                 "classname": f"batch{batch.id}.slot{job.slot:02d}",
-                "name": _x(f"{job.eui64 or 'unidentified hub'} (job {job.id}, {job.port})"),
-                "time": f"{_job_seconds(job):.3f}",
+                "name": _x(name),
+                "time": f"{sum(_job_seconds(j) for j in tries):.3f}",
             },
         )
+        before = group.version_before if group is not None else job.version_before
         phase = job.phase or "unknown"
         reason = job.message or str(job.state)
         body = "\n".join(
@@ -353,15 +385,14 @@ def junit_xml(store: Store, batch_id: int) -> str:
                 f"phase: {phase}",
                 f"reason: {reason}",
                 f"what to do: {job.hint}" if job.hint else "",
-                f"version before: {job.version_before}" if job.version_before else "",
+                f"version before: {before}" if before else "",
                 f"image: {job.image_path} sha256 {job.image_sha256}" if job.image_path else "",
             )
             if line
         )
         if job.state in (JobState.FAILED, JobState.REFUSED):
-            kind = "failure"
             el = ET.SubElement(
-                case, kind, {"type": _x(f"{job.state}:{phase}"), "message": _x(reason)}
+                case, "failure", {"type": _x(f"{job.state}:{phase}"), "message": _x(reason)}
             )
             el.text = _x(body)
         elif job.state is JobState.SKIPPED:
@@ -370,14 +401,25 @@ def junit_xml(store: Store, batch_id: int) -> str:
             why = reason if job.state is JobState.INTERRUPTED else f"not finished ({job.state})"
             el = ET.SubElement(case, "error", {"type": _x(str(job.state)), "message": _x(why)})
             el.text = _x(body)
-        else:
-            out = ET.SubElement(case, "system-out")
-            out.text = _x(
-                f"{job.version_before or 'blank'} -> {job.version_after}, verified by "
-                f"{job.verify_method}, image sha256 {job.image_sha256}"
+        lines = []
+        if job.state is JobState.PASSED:
+            lines.append(
+                f"{before or 'blank'} -> {job.version_after}, verified by {job.verify_method}, "
+                f"image sha256 {job.image_sha256}"
             )
+        if len(tries) > 1:
+            lines += [_try_line(n, len(tries), t) for n, t in enumerate(tries, 1)]
+        if lines:
+            ET.SubElement(case, "system-out").text = _x("\n".join(lines))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _try_line(n: int, of: int, job: JobRow) -> str:
+    """One try of a hub, for its testcase's output."""
+    where = f" in {job.phase}" if job.phase and job.state is not JobState.PASSED else ""
+    said = f": {job.message}" if job.message and job.state is not JobState.PASSED else ""
+    return f"try {n} of {of}: {job.state}{where} (job {job.id}, {job.port}){said}"
 
 
 def _head_properties(head: Head) -> list[tuple[str, str]]:
@@ -417,8 +459,12 @@ class BatchSummary:
     """Counts, throughput and failure reasons of a batch.
 
     Attributes:
-        counts: jobs by state name (``running`` for every live state).
         hubs: distinct hubs identified.
+        counts: hubs by how each ended (:data:`HUB_RESULTS`: its deciding job's state).
+        jobs: every job (try) the batch ran, a hub's retries and jobs that never
+            identified their hub included.
+        job_counts: jobs by state name (``running`` for every live state).
+        unidentified_jobs: jobs that ended before their hub's EUI-64 was read.
         wall_seconds: first job started to last job finished (None: none finished).
         hubs_per_hour: passed hubs per hour of ``wall_seconds``.
         total_seconds: the sum of every job's own time.
@@ -433,9 +479,11 @@ class BatchSummary:
     operator: str
     started_at: str | None
     finished_at: str | None
-    jobs: int
     hubs: int
     counts: dict[str, int]
+    jobs: int
+    job_counts: dict[str, int]
+    unidentified_jobs: int
     wall_seconds: float | None
     hubs_per_hour: float | None
     total_seconds: float
@@ -469,26 +517,33 @@ def summarise(store: Store, batch_id: int) -> BatchSummary:
     """Counts by result, hubs per hour, failures by reason, total and average time."""
     batch: BatchRow = store.batch(batch_id)
     jobs = store.jobs(batch_id)
-    counts = {s: 0 for s in ("passed", "failed", "refused", "skipped", "interrupted", "running")}
+    job_counts = {
+        s: 0 for s in ("passed", "failed", "refused", "skipped", "interrupted", "running")
+    }
     for job in jobs:
-        counts[str(job.state) if job.state.final else "running"] += 1
+        job_counts[str(job.state) if job.state.final else "running"] += 1
     finished = [j for j in jobs if j.state.final and j.finished_at is not None]
     wall = None
     if finished:
         start = min(j.started_at for j in jobs)
         end = max(j.finished_at for j in finished if j.finished_at is not None)
         wall = max((end - start).total_seconds(), 0.0)
-    hubs, _ = _by_hub(jobs)
-    passed_hubs = sum(1 for g in hubs.values() if g.decisive.state is JobState.PASSED)
+    hubs, unidentified = _by_hub(jobs)
+    counts = {name: 0 for name in HUB_RESULTS}
+    for group in hubs.values():
+        counts[group.outcome] += 1
+    passed_hubs = counts["passed"]
     return BatchSummary(
         batch=batch.id,
         station_id=batch.station_id,
         operator=batch.operator,
         started_at=utc_text(batch.started_at),
         finished_at=utc_text(batch.finished_at),
-        jobs=len(jobs),
         hubs=len(hubs),
         counts=counts,
+        jobs=len(jobs),
+        job_counts=job_counts,
+        unidentified_jobs=len(unidentified),
         wall_seconds=None if wall is None else round(wall, 3),
         hubs_per_hour=round(passed_hubs * 3600 / wall, 1) if wall else None,
         total_seconds=round(sum(_job_seconds(j) for j in jobs), 3),
@@ -516,7 +571,10 @@ def write_text_atomic(target: Path, text: str) -> None:
         OSError: the folder cannot be made or written.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    # Reports are meant to be shared: created 0666 less the user's umask (mkstemp's 0600
+    # would hide them from everyone else); the name is random, and never an existing file.
+    tmp = str(target.parent / f".{target.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)

@@ -153,7 +153,11 @@ def batch(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Store, int]]:
         eui(7),
         ended(eui(7), Result.FAILED, "write", "write block 12 at 0x08003000: NACK after 5 tries"),
     )
-    job(6, JobState.BOOTING, eui(7), passed(eui(7), seconds=45.0))
+    # The retry finds the flash its first try erased: no version; its own record says so.
+    retry = store.start_job(b, 6, "/dev/pts/6", "demo-an3155")
+    walk(store, retry, JobState.BOOTING, eui(7), version_before=None)
+    clock.advance(60)
+    store.finish_job(retry, passed(eui(7), seconds=45.0, version_before=None))
     job(7, JobState.ERASING, eui(8), ended(eui(8), Result.INTERRUPTED, "erase", "hub taken out"))
     job(8, JobState.DETECTED, None, ended(None, Result.FAILED, "connect", "no answer \x07 to sync"))
     store.close_batch(b, StationKey.load_or_create(tmp_path / "keys", STATION))
@@ -277,15 +281,21 @@ def test_dsp_export_json_matches_the_csv(batch: tuple[Store, int]) -> None:
 # -- JUnit ---------------------------------------------------------------------------------
 
 
-def test_junit_xml_is_well_formed_with_one_testcase_per_job(batch: tuple[Store, int]) -> None:
+def test_junit_xml_is_well_formed_with_one_testcase_per_hub(batch: tuple[Store, int]) -> None:
     store, b = batch
     root = ET.fromstring(junit_xml(store, b))
     assert root.tag == "testsuites"
     [suite] = root.findall("testsuite")
     cases = suite.findall("testcase")
-    assert len(cases) == len(store.jobs(b)) == 9
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("9", "4", "1")
+    # 7 hubs and 1 job that never identified its hub (it cannot be matched to one).
+    assert len(cases) == 8 and len(store.jobs(b)) == 9
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("8", "3", "1")
     assert suite.get("skipped") == "1"
+    retried = next(c for c in cases if eui(7) in c.get("name", ""))
+    assert retried.find("failure") is None  # its retry passed: the hub passed
+    out = retried.find("system-out")
+    assert out is not None and "try 1 of 2: failed in write" in (out.text or "")
+    assert "0x01010000 -> 0x01050000" in (out.text or "")  # the version it ran before any try
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["operator"] == "alice" and props["manifest"] == "cn-2025-03.csv"
     assert props["audit_signature"] == store.report_head(b).signature
@@ -312,7 +322,16 @@ def test_junit_xml_is_well_formed_with_one_testcase_per_job(batch: tuple[Store, 
 def test_summary_counts_rates_and_reasons(batch: tuple[Store, int]) -> None:
     store, b = batch
     s = summarise(store, b)
+    # Hubs are counted by how each ended; tries (jobs) are a separate, labelled figure.
     assert s.counts == {
+        "passed": 3,
+        "failed": 1,
+        "refused": 1,
+        "current": 1,
+        "interrupted": 1,
+        "in_progress": 0,
+    }
+    assert s.job_counts == {
         "passed": 3,
         "failed": 3,
         "refused": 1,
@@ -320,7 +339,7 @@ def test_summary_counts_rates_and_reasons(batch: tuple[Store, int]) -> None:
         "interrupted": 1,
         "running": 0,
     }
-    assert (s.jobs, s.hubs) == (9, 7)
+    assert (s.jobs, s.hubs, s.unidentified_jobs) == (9, 7, 1)
     assert s.wall_seconds == 9 * 60
     assert s.hubs_per_hour == 20.0  # 3 passed hubs in 9 minutes
     assert s.total_seconds == 55 + 50 + 45 + 6 * 3.0
@@ -387,6 +406,9 @@ def test_report_commands_write_what_the_functions_compute(
     assert _run(["batches", "--json", *db]) == 0
     [listed] = json.loads(capsys.readouterr().out)
     assert listed["id"] == b and listed["counts"]["passed"] == 3
+    # Hubs are counted, once each; their tries are a separate figure.
+    assert (listed["hubs"], listed["counts"]["failed"], listed["jobs"]) == (7, 1, 9)
+    assert listed["job_counts"]["failed"] == 3
     assert _run(["batches", *db]) == 0
     assert "bench-07" in capsys.readouterr().out
 
@@ -426,3 +448,46 @@ def test_latest_with_no_batches_is_an_error(tmp_path: Path) -> None:
         _run(
             ["report", "summary", "--batch", "latest", "--db", f"sqlite:///{tmp_path / 'empty.db'}"]
         )
+
+
+# -- what every report says of a hub -----------------------------------------------------------
+
+
+def test_a_hubs_version_before_is_what_it_ran_before_any_try(batch: tuple[Store, int]) -> None:
+    store, b = batch
+    retried = next(e for e in reconcile(store, b).lists["passed"] if e.eui64 == eui(7))
+    assert (retried.version_before, retried.version_after, retried.attempts) == (OLD, NEW, 2)
+    [row] = [r for r in _dsp_rows(store, b) if r["eui64"] == eui(7)]
+    assert row["version_before"] == OLD
+
+
+def _dsp_rows(store: Store, batch: int) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(store.dsp_text(batch, "csv"), newline="")))
+
+
+def test_the_dsp_update_says_how_each_version_was_known(batch: tuple[Store, int]) -> None:
+    store, b = batch
+    rows = {r["eui64"]: r for r in _dsp_rows(store, b)}
+    listed = rows[eui(1)]
+    assert (listed["hw_version"], listed["consignment_id"]) == ("2", "CN-1")
+    assert (listed["verify_method"], listed["evidence"]) == ("crc", "read-back-after-boot")
+    assert rows[eui(6)]["consignment_id"] == ""  # not listed: unexpected, still reported
+    doc = json.loads(store.dsp_text(b, "json"))
+    assert {h["evidence"] for h in doc["hubs"]} == {"read-back-after-boot"}
+
+
+def test_report_files_are_readable_by_others_as_the_umask_says(
+    batch: tuple[Store, int], tmp_path: Path
+) -> None:
+    import os
+
+    from station.records.reports import write_reports
+
+    store, b = batch
+    old = os.umask(0o022)
+    try:
+        files = write_reports(store, b, tmp_path / "out")
+    finally:
+        os.umask(old)
+    for path in files.values():
+        assert path.stat().st_mode & 0o777 == 0o644, path
