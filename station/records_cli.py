@@ -269,6 +269,7 @@ def cmd_batches(args: argparse.Namespace, err: Console) -> int:
     with open_store(args.db) as store:
         rows = store.batches()
         summaries = {b.id: summarise(store, b.id) for b in rows}
+        orphaned = {b.id for b in rows if store.orphaned(b)}
     if args.json:
         doc: list[dict[str, Any]] = [
             {
@@ -281,6 +282,7 @@ def cmd_batches(args: argparse.Namespace, err: Console) -> int:
                 "started_at": utc_text(b.started_at),
                 "finished_at": utc_text(b.finished_at),
                 "closed_reason": b.closed_reason,
+                "run_gone": b.id in orphaned,
                 "hubs": summaries[b.id].hubs,
                 "counts": summaries[b.id].counts,
                 "jobs": summaries[b.id].jobs,
@@ -302,7 +304,8 @@ def cmd_batches(args: argparse.Namespace, err: Console) -> int:
         table.add_row(
             str(b.id),
             utc_text(b.started_at) or "",
-            utc_text(b.finished_at) or "open",
+            utc_text(b.finished_at)
+            or ("open: its run stopped (the next start closes it)" if b.id in orphaned else "open"),
             literal(b.station_id),
             literal(b.operator),
             literal(b.manifest or "-"),

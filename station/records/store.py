@@ -583,6 +583,16 @@ class Store:
         """Every station's recorded lease."""
         return self._read(leases.all_leases)
 
+    def orphaned(self, batch: BatchRow) -> bool:
+        """Whether an open batch's run is gone (killed, or silent past its lease): the next
+        start of a station closes it (:meth:`recover`)."""
+        if batch.finished_at is not None:
+            return False
+        held = {
+            lease.lease_id for lease in self.leases() if not leases.is_gone(lease, self._clock())
+        }
+        return batch.lease_id not in held
+
     def _held(self) -> Lease:
         if self.lease is None:
             raise StoreError("this store holds no station lease: acquire_lease() first")

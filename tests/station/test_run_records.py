@@ -239,6 +239,10 @@ def test_the_restart_after_a_kill_closes_the_batch_and_says_so(
             break
     first.send_signal(signal.SIGKILL)
     first.wait()
+    # Before any restart, the records already say the open batch's run is gone.
+    [killed] = json.loads(_station("batches", "--json", "--db", db).stdout)
+    assert killed["finished_at"] is None and killed["run_gone"] is True
+    assert "its run stopped" in _station("batches", "--db", db).stdout
     again = _station(*args)
     assert again.returncode == 0, again.stderr
     assert "job(s) left in flight by a run that stopped were marked interrupted" in again.stderr
