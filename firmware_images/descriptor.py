@@ -50,6 +50,17 @@ def dotted_version(version: int) -> str:
     return ".".join(str(b) for b in (version & 0xFFFFFFFF).to_bytes(4, "big"))
 
 
+def dotted_text(text: str | None) -> str:
+    """A recorded version (``0x01050000``) as a person reads it (``1.5.0.0``); ``?`` when
+    unknown; text that is not a version is returned as it is (the caller escapes it)."""
+    if not text:
+        return "?"
+    try:
+        return dotted_version(int(text, 16))
+    except ValueError:
+        return text
+
+
 @dataclass(frozen=True)
 class AppDescriptor:
     """The decoded descriptor of one application payload."""

@@ -16,9 +16,7 @@ from dataclasses import dataclass, replace
 from drivers.errors import ImageError, StationError
 from drivers.types import Phase, ProgressFn, no_progress
 from firmware_images.catalog import Catalog, Decision, Plan
-from firmware_images.descriptor import (
-    format_version,
-)
+from firmware_images.descriptor import dotted_text, dotted_version, format_version
 from firmware_images.identity import check_identity
 from firmware_images.loader import LoadedImage, flashable
 from firmware_images.trust import TrustStore, signature_refusal
@@ -147,8 +145,8 @@ def catalog_chooser(catalog: Catalog, profile: Profile, policy: Policy) -> Image
         if image.descriptor.firmware_version != release.version:
             raise Refusal(
                 f"{path}: its signed payload is version "
-                f"{format_version(image.descriptor.firmware_version)}, the catalogue's release "
-                f"is {release.version_text}",
+                f"{dotted_version(image.descriptor.firmware_version)}, the catalogue's release "
+                f"is {dotted_version(release.version)}",
                 "the catalogue file was altered",
             )
         out.target_version = release.version_text
@@ -301,8 +299,8 @@ class _Job:
             return Result.SKIPPED
         if before > d.firmware_version:
             raise Refusal(
-                f"downgrade refused: hub runs {self.out.version_before}, image is "
-                f"{self.out.image_version}",
+                f"downgrade refused: hub runs {dotted_version(before)}, image is "
+                f"{dotted_version(d.firmware_version)}",
                 "use --force only if a downgrade is approved",
             )
         return None
@@ -329,7 +327,8 @@ class _Job:
         self.out.eui64_confirmed = eui
         if running != self.target():
             return (
-                f"the hub runs {self.out.version_after}, not the target {self.out.target_version}"
+                f"the hub runs {dotted_version(running)}, not the target "
+                f"{dotted_version(self.target())}"
             )
         if eui != self.out.eui64:
             return f"a different hub answered after boot (EUI-64 {eui}, expected {self.out.eui64})"
@@ -396,7 +395,7 @@ def flash_hub(
         if job.plan() is Result.SKIPPED:
             return job.end(
                 Result.SKIPPED,
-                f"already running {job.out.version_before}; nothing written",
+                f"already running {dotted_text(job.out.version_before)}; nothing written",
                 "" if job.chooser else "use --force to write it again",
             )
         job.checkpoint(JobState.PLANNED, job.out)  # the image chosen, durable before erasing
@@ -417,7 +416,8 @@ def flash_hub(
             return job.end(Result.FAILED, problem, "the hub is not confirmed; do not ship it")
         return job.end(
             Result.PASSED,
-            f"{job.out.version_before or 'blank'} -> {job.out.version_after}, verified by "
+            f"{dotted_text(job.out.version_before or 'blank')} -> "
+            f"{dotted_text(job.out.version_after)}, verified by "
             f"{job.out.verify_method}, running version read back",
         )
     except Refusal as exc:

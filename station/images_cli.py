@@ -21,7 +21,7 @@ from rich.text import Text
 from drivers.errors import ConfigError, ImageError
 from firmware_images import build as demo
 from firmware_images.catalog import Catalog, Decision, parse_version_text
-from firmware_images.descriptor import format_version
+from firmware_images.descriptor import dotted_text, dotted_version, format_version
 from firmware_images.files import KEY_FILE_LIMIT, read_regular_file
 from firmware_images.gbl import build_gbl
 from firmware_images.identity import (
@@ -103,7 +103,7 @@ def image_report(image: ParsedImage) -> dict[str, Any]:
             "GBL file whose application carries" if "GBL" in trusted.source else "application with"
         )
         payload = (
-            f"{holder} a descriptor (version {format_version(trusted.version or 0)}, "
+            f"{holder} a descriptor (version {dotted_version(trusted.version or 0)}, "
             f"hw {hw[0]}..{hw[1]})"
         )
     return {
@@ -142,7 +142,7 @@ def _identity_text(i: dict[str, Any]) -> str:
     if i["image_type"] is not None:
         parts.append(f"image type 0x{i['image_type']:04X}")
     if i["version"] is not None:
-        parts.append(f"version {i['version']}")
+        parts.append(f"version {dotted_text(i['version'])} ({i['version']})")
     if i["hw_range"] is not None:
         parts.append(f"hw {i['hw_range'][0]}..{i['hw_range'][1]}")
     if i["sha256"] is not None:
@@ -164,7 +164,8 @@ def _print_report(report: dict[str, Any]) -> None:
     for key in ("manufacturer_code", "image_type"):
         v = report[key]
         rows.append((f"  {key}", "-" if v is None else f"0x{v:04X}"))
-    rows.append(("  file_version", str(report["file_version"])))
+    fv = report["file_version"]
+    rows.append(("  file_version", "-" if fv is None else f"{dotted_text(fv)} ({fv})"))
     rows.append(("  hw_range", str(report["hw_range"])))
     sig = report["signature"]
     text = sig["status"] + (f" ({sig['scheme']})" if sig["scheme"] else "")
@@ -251,14 +252,14 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
                 and order.index(version) < order.index(args.running)
             ):
                 reasons.append(
-                    f"downgrade: image {format_version(version or 0)} is older than "
-                    f"the running {format_version(args.running)}"
+                    f"downgrade: image {dotted_version(version or 0)} is older than "
+                    f"the running {dotted_version(args.running)}"
                 )
             elif version != plan.release.version:
-                have = "none" if version is None else format_version(version)
+                have = "none" if version is None else dotted_version(version)
                 reasons.append(
                     f"version {have} is not the approved next step "
-                    f"{plan.release.version_text} ({plan.reason})"
+                    f"{dotted_version(plan.release.version)} ({plan.reason})"
                 )
         # The image must be the catalogued file of the release it says it is.
         own = None if version is None else cat.release(model.name, version)
@@ -268,7 +269,7 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
             reasons += [d.reason for d in disagreements(image, model=model)]
             if version is not None:
                 reasons.append(
-                    f"version {format_version(version)} is not a catalogued release of {model.name}"
+                    f"version {dotted_version(version)} is not a catalogued release of {model.name}"
                 )
         hw, lo_hi = args.hardware, None if trusted is None else trusted.hw_range
         if hw is not None and lo_hi is not None and not lo_hi[0] <= hw <= lo_hi[1]:
@@ -406,7 +407,7 @@ def cmd_build(args: argparse.Namespace, err: Console) -> int:
     out.write_bytes(data)
     image = parse_file(out)
     print(
-        f"{literal(out)}: {image.container}, version {format_version(image.file_version or 0)}, "
+        f"{literal(out)}: {image.container}, version {dotted_version(image.file_version or 0)}, "
         f"{len(image.payload)} bytes payload, sha256 {image.sha256}, "
         f"signature {'present' if image.signature else 'none (unsigned)'}"
     )
@@ -462,9 +463,11 @@ def cmd_catalog_list(args: argparse.Namespace, err: Console) -> int:
             came = (
                 "any earlier"
                 if r.predecessors is None
-                else ", ".join(format_version(v) for v in r.predecessors)
+                else ", ".join(dotted_version(v) for v in r.predecessors)
             )
-            out.print(styled(f"  {r.version_text}  n-{behind:<2} from: {came:<24} {r.file}"))
+            out.print(
+                styled(f"  {dotted_version(r.version):<11} n-{behind:<2} from: {came:<24} {r.file}")
+            )
     return 0
 
 
@@ -507,7 +510,7 @@ def cmd_catalog_add(args: argparse.Namespace, err: Console) -> int:
     preds = None if args.from_versions is None else tuple(args.from_versions)
     name = gbcs_file_name(image) if image.container == "gbcs-ota" else Path(args.file).name
     rel = cat.add(image, Path(args.file), model_name=args.model, predecessors=preds, file_name=name)
-    print(literal(f"added {rel.model} {rel.version_text} as {cat.root / rel.file}"))
+    print(literal(f"added {rel.model} {dotted_version(rel.version)} as {cat.root / rel.file}"))
     return 0
 
 
@@ -537,7 +540,7 @@ def cmd_catalog_check(args: argparse.Namespace, err: Console) -> int:
             status: tuple[Part, ...] = (
                 (("ok", "green"),) if not problems else (("BAD", "red"), " ", "; ".join(problems))
             )
-            out.print(styled(f"{r.model} {r.version_text} {r.file}: ", *status))
+            out.print(styled(f"{r.model} {dotted_version(r.version)} {r.file}: ", *status))
     return 0 if bad == 0 else 1
 
 

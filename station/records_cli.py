@@ -34,7 +34,7 @@ from station.records.reports import (
     write_text_atomic,
 )
 from station.records.store import EventRow, JobRow, Store
-from station.render import console, error_line, literal, styled
+from station.render import console, error_line, literal, shown_version, styled
 
 __all__ = ["add_commands", "open_store", "resolve_batch"]
 
@@ -140,9 +140,12 @@ def _print_reconciliation(rec: Reconciliation) -> None:
             elif category == "unexpected":
                 what = f"result {e.result}"
             elif category == "already_current":
-                what = f"runs {e.version_before or '?'}"
+                what = f"runs {shown_version(e.version_before)}"
             else:
-                what = f"{e.version_before or 'blank'} -> {e.version_after or e.version_before}"
+                what = (
+                    f"{shown_version(e.version_before or 'blank')} -> "
+                    f"{shown_version(e.version_after or e.version_before)}"
+                )
             tries = f" ({e.attempts} attempts)" if e.attempts > 1 else ""
             out.print(
                 styled((f"{label:<16}", style[category]), f" {e.eui64}  {where}  {what}{tries}"),
@@ -375,13 +378,14 @@ def cmd_hub(args: argparse.Namespace, err: Console) -> int:
             styled(
                 (f"hub {literal(hub.eui64)}", "bold"),
                 f"  model {hub.model}  hardware {hub.hw_version}  "
-                f"firmware {hub.running_version or 'unknown'}  DSP told "
-                f"{hub.exported_version or '-'}{' (update pending)' if hub.pending else ''}  "
+                f"firmware {shown_version(hub.running_version or 'unknown')}  DSP told "
+                f"{shown_version(hub.exported_version or '-')}"
+                f"{' (update pending)' if hub.pending else ''}  "
                 f"first seen {utc_text(hub.first_seen)}  last seen {utc_text(hub.last_seen)}",
             )
         )
     for job, events in history:
-        change = f"{job.version_before or '?'} -> {job.version_after or '-'}"
+        change = f"{shown_version(job.version_before)} -> {shown_version(job.version_after or '-')}"
         where = f" in {job.phase}" if job.phase and str(job.state) != "passed" else ""
         out.print(
             styled(

@@ -41,7 +41,7 @@ from rich.table import Table
 from rich.text import Text
 
 from drivers.types import Phase, ProgressFn
-from firmware_images.descriptor import dotted_version
+from firmware_images.descriptor import dotted_text
 from station.events import Event
 from station.flash import FlashOutcome, Result
 
@@ -67,12 +67,7 @@ def _hidden(char: str) -> bool:
 def shown_version(text: str | None) -> str:
     """A recorded version (``0x01050000``) as people read it everywhere but JSON and the
     labelled detail views: ``1.5.0.0``; ``?`` when unknown, other text as it is."""
-    if not text:
-        return "?"
-    try:
-        return dotted_version(int(text, 16))
-    except ValueError:
-        return literal(text)
+    return literal(dotted_text(text))
 
 
 def literal(value: object, *, keep: str = "") -> str:

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from station.batch import BatchRun, describe_recovery, with_overrides
 from station.events import Event
-from station.render import EventBoard, console, styled
+from station.render import EventBoard, console, shown_version, styled
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,10 +70,10 @@ class _Sink:
             elif event.kind == "job-finished":
                 d = event.data
                 message = str(d.get("message") or "")
-                before = d.get("version_before")
+                before = shown_version(d.get("version_before"))
                 versions = (
-                    f"{before or '?'} -> {d.get('version_after') or '-'}: "
-                    if not (before and message.startswith(before))  # a pass says them already
+                    f"{before} -> {shown_version(d.get('version_after') or '-')}: "
+                    if not message.startswith(before)  # a pass says them already
                     else ""
                 )
                 self.err.print(

@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from firmware_images.descriptor import dotted_text
 from station.events import JobState
 from station.outcome import FlashOutcome
 from station.records.manifest import normalise_eui64
@@ -55,13 +56,22 @@ def pass_evidence_problem(recorded: Mapping[str, Any] | Any, outcome: FlashOutco
     if not target:
         return "no target version was recorded before the hub was written"
     if _norm(outcome.target_version) != _norm(target):
-        return f"the outcome's target {outcome.target_version} is not the recorded {target}"
+        return (
+            f"the outcome's target {dotted_text(outcome.target_version)} is not the recorded "
+            f"{dotted_text(target)}"
+        )
     if _norm(outcome.image_version) != _norm(target):
-        return f"the image's own version {outcome.image_version} is not the target {target}"
+        return (
+            f"the image's own version {dotted_text(outcome.image_version)} is not the target "
+            f"{dotted_text(target)}"
+        )
     if not outcome.version_after:
         return "the running version was not read back after boot"
     if _norm(outcome.version_after) != _norm(target):
-        return f"the hub runs {outcome.version_after}, not the target {target}"
+        return (
+            f"the hub runs {dotted_text(outcome.version_after)}, not the target "
+            f"{dotted_text(target)}"
+        )
     sha = _norm(outcome.image_sha256)
     if not _SHA256.fullmatch(sha):
         return "the image's SHA-256 is not recorded"
@@ -89,7 +99,8 @@ def pass_evidence_problem(recorded: Mapping[str, Any] | Any, outcome: FlashOutco
     downgrade = any(o.startswith("allow-downgrade") for o in outcome.overrides)
     if before is not None and (after is None or after <= before) and not downgrade:
         return (
-            f"{outcome.version_after} is not newer than the {recorded.get('version_before')} "
+            f"{dotted_text(outcome.version_after)} is not newer than the "
+            f"{dotted_text(recorded.get('version_before'))} "
             "the hub ran before, and no downgrade override was recorded"
         )
     return None

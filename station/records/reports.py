@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from firmware_images.descriptor import dotted_text
 from station.events import JobState
 from station.records.audit import Head
 from station.records.manifest import ManifestItem
@@ -385,7 +386,7 @@ def junit_xml(store: Store, batch_id: int) -> str:
                 f"phase: {phase}",
                 f"reason: {reason}",
                 f"what to do: {job.hint}" if job.hint else "",
-                f"version before: {before}" if before else "",
+                f"version before: {dotted_text(before)}" if before else "",
                 f"image: {job.image_path} sha256 {job.image_sha256}" if job.image_path else "",
             )
             if line
@@ -404,7 +405,8 @@ def junit_xml(store: Store, batch_id: int) -> str:
         lines = []
         if job.state is JobState.PASSED:
             lines.append(
-                f"{before or 'blank'} -> {job.version_after}, verified by {job.verify_method}, "
+                f"{dotted_text(before or 'blank')} -> {dotted_text(job.version_after)}, "
+                f"verified by {job.verify_method}, "
                 f"image sha256 {job.image_sha256}"
             )
         if len(tries) > 1:

@@ -295,7 +295,7 @@ def test_junit_xml_is_well_formed_with_one_testcase_per_hub(batch: tuple[Store, 
     assert retried.find("failure") is None  # its retry passed: the hub passed
     out = retried.find("system-out")
     assert out is not None and "try 1 of 2: failed in write" in (out.text or "")
-    assert "0x01010000 -> 0x01050000" in (out.text or "")  # the version it ran before any try
+    assert "1.1.0.0 -> 1.5.0.0" in (out.text or "")  # the version it ran before any try
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["operator"] == "alice" and props["manifest"] == "cn-2025-03.csv"
     assert props["audit_signature"] == store.report_head(b).signature

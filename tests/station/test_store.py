@@ -248,7 +248,7 @@ def test_illegal_transitions_are_refused_and_leave_no_trace(store: Store) -> Non
         (JobState.BOOTING, {"verify_method": None}, "no verify method"),
         (JobState.BOOTING, {"verify_method": ""}, "no verify method"),
         (JobState.BOOTING, {"version_after": None}, "not read back"),
-        (JobState.BOOTING, {"version_after": "0x01040000"}, "runs 0x01040000"),
+        (JobState.BOOTING, {"version_after": "0x01040000"}, "runs 1.4.0.0"),
         # The crafted image: its header said one version, its signed payload another.
         (JobState.BOOTING, {"image_version": "0x01010000"}, "image's own version"),
         (JobState.BOOTING, {"target_version": "0x01060000"}, "not the recorded"),
