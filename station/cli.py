@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 from enum import IntEnum
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 from rich.console import Console
@@ -217,6 +219,15 @@ def cmd_demo(args: argparse.Namespace, err: Console) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
+def version_text() -> str:
+    """What ``station --version`` prints: the installed release (see CHANGELOG.md)."""
+    try:
+        release = installed_version("chub-station")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        release = "unknown (not installed)"
+    return f"station {release} (chub-station)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``station`` command."""
     from sim.cli import add_arguments as add_sim_arguments
@@ -227,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
