@@ -54,9 +54,21 @@ EXIT_FOR = {
     Result.INTERRUPTED: Exit.FAILED,
 }
 
-_EPILOG = """exit status: 0 every hub passed (verified and running version read back),
-1 a hub failed, 2 bad input (image, profile, arguments), 3 refused by policy,
-4 skipped (already current), 130 interrupted."""
+_EPILOG = """Each command's --help gives its exit statuses. Common to all: 0 success, 2 bad
+input (arguments, files, settings), 130 interrupted (Ctrl-C)."""
+
+#: ``station flash``: one hub, so its outcome is the status.
+_FLASH_EPILOG = """exit status: 0 the hub passed (verified and its running version read back),
+1 the hub failed (or was interrupted), 2 bad input (image, profile, arguments) or a station
+problem (no USB backend), 3 refused by policy, 4 skipped (already current), 130 interrupted
+before the hub was reached."""
+
+#: ``station run`` and ``station tui``: a batch, so no one hub's outcome is the status.
+_BATCH_EPILOG = """exit status: 0 every hub passed, was already current or was refused by policy,
+and no hub listed in the manifest is missing; 1 a hub failed or was interrupted, a job ended
+before its hub was identified, a record was refused, the lease was lost, or a listed hub is
+missing (each reason is printed on stderr); 2 bad input (rig, catalogue, manifest, arguments)
+or the station already running; 130 interrupted before the batch began."""
 
 
 def parse_int(text: str) -> int:
@@ -281,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         "opened; only the pages it covers are erased; the flash is verified (device CRC "
         "when the bootloader offers it, readback otherwise); the application is started and "
         "its running version read back. Exit 0 only when all of that succeeded.",
-        epilog=_EPILOG,
+        epilog=_FLASH_EPILOG,
     )
     p.add_argument(
         "--port",
@@ -298,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "file",
         nargs="?",
-        help="image to write: GBCS/Zigbee OTA, Intel HEX, S-record or raw binary "
+        help="image to write: GBCS OTA or Zigbee OTA (.zigbee, .ota), GBL (.gbl, Gecko hubs), "
+        "DFU or DfuSe (.dfu), Intel HEX, S-record, or a raw binary with --address "
         "(omit it with --catalog: the catalogue chooses per hub)",
     )
     p.add_argument(
@@ -340,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="start simulated hubs on pseudo-terminals until interrupted",
         description="Start N simulated hubs, each on its own pseudo-terminal that any "
         "program can open, and keep them running until Ctrl-C.",
+        epilog="exit status: 0 stopped by Ctrl-C (or SIGTERM), 1 a hub did not start, "
+        "2 bad settings.",
     )
     add_sim_arguments(p)
     p.set_defaults(func=cmd_sim)
@@ -364,8 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="headless rig run: every slot, catalogue-chosen images, durable records",
         description="Serve every slot of a rig: each hub found gets the catalogue's image, "
         "verified and confirmed; every job is recorded durably. --json prints one event "
-        "per line. Exit 0 when no hub failed and no expected hub is missing.",
-        epilog=_EPILOG,
+        "per line.",
+        epilog=_BATCH_EPILOG,
     )
     add_run_arguments(p)
     p.set_defaults(func=cmd_run)
@@ -376,19 +391,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "tui",
         help="the bench operator's terminal UI: pre-flight plan, slot grid, reports",
-        description="Run a batch on a rig from a terminal UI (keys: ? in the UI).",
-        epilog=_EPILOG,
+        description="Run a batch on a rig from a terminal UI (keys: ? in the UI). Leaving "
+        "the UI before the batch began records nothing and exits 0.",
+        epilog=_BATCH_EPILOG,
     )
     add_tui_arguments(p)
     p.set_defaults(func=cmd_tui)
 
-    p = sub.add_parser("ports", help="serial ports with their USB locations (for rig files)")
+    p = sub.add_parser(
+        "ports",
+        help="serial ports with their USB locations (for rig files)",
+        epilog="exit status: 0 (USB devices that cannot be listed are named on stderr).",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ports)
 
     p = sub.add_parser(
         "profiles",
         help="list the hub profiles: built-in and user (station-data/profiles, $STATION_PROFILES)",
+        epilog="exit status: 0 every profile loads, 2 a user profile is invalid (named on stderr).",
     )
     p.set_defaults(func=cmd_profiles)
     return parser

@@ -48,3 +48,59 @@ def test_changelog_has_the_running_release() -> None:
     newest = text.split("\n## ")[1]
     for words in ("lease", "DSP update", "audit", "docs/records.md"):
         assert words in newest
+
+
+def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse re-wraps: compare words
+
+
+def test_flash_help_names_every_image_format_it_takes(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys, "flash")
+    for kind in ("GBCS", "Zigbee OTA", "GBL", "DFU", "DfuSe", "Intel HEX", "S-record", "raw"):
+        assert kind in text, kind
+
+
+def test_flash_help_gives_flashs_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(capsys, "flash")
+    for status in ("0 the hub passed", "1 the hub failed", "2 bad input", "3 refused by policy"):
+        assert status in text, status
+    assert "4 skipped" in text and "130 interrupted" in text
+
+
+@pytest.mark.parametrize("command", ["run", "tui"])
+def test_batch_commands_give_a_batchs_exit_statuses(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = _help(capsys, command)
+    epilog = text[text.index("exit status:") :]
+    assert "0 every hub passed, was already current or was refused by policy" in epilog
+    for reason in (
+        "failed or was interrupted",
+        "ended before its hub was identified",
+        "a record was refused",
+        "the lease was lost",
+        "a listed hub is missing",
+        "already running",
+        "130 interrupted before the batch began",
+    ):
+        assert reason in epilog, reason
+    # A batch never exits 3 or 4: those are one hub's outcomes under 'station flash'.
+    assert "3 refused" not in epilog and "4 skipped" not in epilog
+
+
+def test_top_level_help_sends_each_command_to_its_own_exit_statuses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = _help(capsys)
+    assert "4 skipped" not in text
+    assert "Each command's --help gives its exit statuses" in text
+
+
+@pytest.mark.parametrize("command", ["demo", "flash", "sim", "run", "tui", "ports", "profiles"])
+def test_each_command_gives_its_own_exit_statuses(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "exit status: 0 " in _help(capsys, command)
