@@ -37,15 +37,64 @@ FILL_SPAN_LIMIT = IMAGE_FILE_LIMIT
 _SPANS_SHOWN = 8
 
 
-def detect(data: bytes, name: str = "") -> str:
-    """The container kind of ``data``: ota, gbl, dfu, ihex, srec or raw."""
-    suffix = Path(name).suffix.lower()
-    if _OTA_MAGIC in data[: OTA_PREFIX_LIMIT + 4] or data[:4] == b"NGIS":
-        return "ota"
+#: File name suffixes that say a container, for a file whose content does not.
+_NAMED_CONTAINERS = {".zigbee": "ota", ".ota": "ota", ".gbl": "gbl", ".dfu": "dfu"}
+#: How each container is named in an error that says what the file was read as.
+_CONTAINER_NAMES = {
+    "ota": "a Zigbee/GBCS OTA file",
+    "gbl": "a GBL file",
+    "dfu": "a DFU file",
+}
+#: The first bytes of files that are often given by mistake (a photo of the hub's label,
+#: a download that was an error page, the linker's ELF): named when such a file is refused.
+_LOOKALIKES = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"\x7fELF", "an ELF file (convert it with objcopy -O ihex)"),
+    (b"<!DOCTYPE html", "an HTML page (a failed download?)"),
+    (b"<html", "an HTML page (a failed download?)"),
+)
+
+
+def _content_kind(data: bytes) -> tuple[str, str] | None:
+    """The container ``data``'s own bytes mark (its magic), and which bytes say so."""
+    at = data.find(_OTA_MAGIC, 0, OTA_PREFIX_LIMIT + 4)
+    if at >= 0:
+        where = f" at offset {at}" if at else ""
+        return "ota", f"it holds the OTA file identifier 1E F1 EE 0B{where}"
+    if data[:4] == b"NGIS":
+        return "ota", "it starts with an OTA signing prefix (NGIS)"
     if data[:4] == _GBL_MAGIC:
-        return "gbl"
+        return "gbl", "it starts with the GBL HEADER tag EB 17 A6 03"
     if len(data) >= 16 and data[-8:-5] == b"UFD" and data[-5] == 16:
-        return "dfu"
+        return "dfu", "it ends with a DFU suffix ('UFD', 16 bytes)"
+    return None
+
+
+def looks_like(data: bytes) -> str | None:
+    """What a file that is no firmware container looks like, when it is a common mistake."""
+    head = data[:16]
+    return next((what for magic, what in _LOOKALIKES if head.startswith(magic)), None)
+
+
+def detect(data: bytes, name: str = "") -> str:
+    """The container kind of ``data``: ota, gbl, dfu, ihex, srec or raw.
+
+    The content decides (a GBL named ``.zigbee`` is a GBL); a file whose content marks no
+    container but whose name does (``.zigbee``, ``.ota``, ``.gbl``, ``.dfu``) is that
+    container, so that reading it says what is wrong with it instead of taking it for a
+    raw binary.
+    """
+    suffix = Path(name).suffix.lower()
+    marked = _content_kind(data)
+    if marked is not None:
+        return marked[0]
+    if suffix in _NAMED_CONTAINERS:
+        return _NAMED_CONTAINERS[suffix]
     if suffix in _HEX_SUFFIXES or data[:1] == b":":
         return "ihex"
     if suffix in _SREC_SUFFIXES or (data[:1] == b"S" and data[1:2].isdigit()):
@@ -218,18 +267,11 @@ def _parse_any(
     if not data:
         raise ImageError(f"image file {path or ''} is empty".replace("  ", " "))
     kind = detect(data, path)
-    if kind == "ota":
-        from firmware_images.zigbee import parse_ota_file
-
-        return parse_ota_file(data, path)
-    if kind == "gbl":
-        from firmware_images.gbl import parse_gbl
-
-        return parse_gbl(data, path)
-    if kind == "dfu":
-        from firmware_images.dfu import parse_dfu
-
-        return parse_dfu(data, path)
+    if kind in _CONTAINER_NAMES:
+        try:
+            return _parse_container(kind, data, path)
+        except ImageFormatError as exc:
+            raise _read_as(exc, kind, data, path) from exc
     if kind in ("ihex", "srec"):
         return _parse_text(kind, data, path, flash)
     return _with_descriptor_identity(
@@ -240,6 +282,38 @@ def _parse_any(
             segments=(Segment(address, data),),
         )
     )
+
+
+def _parse_container(kind: str, data: bytes, path: str) -> ParsedImage:
+    if kind == "ota":
+        from firmware_images.zigbee import parse_ota_file
+
+        return parse_ota_file(data, path)
+    if kind == "gbl":
+        from firmware_images.gbl import parse_gbl
+
+        return parse_gbl(data, path)
+    from firmware_images.dfu import parse_dfu
+
+    return parse_dfu(data, path)
+
+
+def _read_as(exc: ImageFormatError, kind: str, data: bytes, path: str) -> ImageFormatError:
+    """``exc`` saying which container the file was read as, and why it was read as that:
+    its name or its magic (a file with neither would have been a raw binary), and what it
+    looks like when that is a common mistake. The parser's words stay first."""
+    marked = _content_kind(data)
+    if marked is not None:
+        why = f"as its content says ({marked[1]})"
+    else:
+        why = f"as its name says ({Path(path).suffix})"
+    message = f"{exc.message}; read as {_CONTAINER_NAMES[kind]}, {why}"
+    lookalike = looks_like(data) if marked is None else None
+    if lookalike is not None:
+        message += f"; it looks like {lookalike}"
+    error = ImageFormatError(message, hint=exc.hint)
+    error.offset = exc.offset
+    return error
 
 
 def parse_file(

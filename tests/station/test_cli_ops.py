@@ -104,3 +104,19 @@ def test_each_command_gives_its_own_exit_statuses(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert "exit status: 0 " in _help(capsys, command)
+
+
+# -- errors that say what was really wrong ---------------------------------------------------
+
+
+def test_a_photo_named_zigbee_is_not_called_a_raw_binary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = tmp_path / "hub-label.zigbee"
+    photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(5000))
+    code = main(["flash", "--port", "/dev/null", "--profile", "demo-an3155", str(photo)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"error: {photo}: zigbee-ota: no Zigbee OTA file identifier"), err
+    assert "read as a Zigbee/GBCS OTA file, as its name says (.zigbee)" in err
+    assert "it looks like a JPEG image" in err and "raw binary" not in err

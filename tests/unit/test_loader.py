@@ -250,3 +250,92 @@ def test_bad_records_name_the_line(tmp_path: Path, payload: bytes) -> None:
     path.write_text("\n".join(lines))
     with pytest.raises(ImageError, match=r"app\.hex is not a valid ihex file: line 4: "):
         parse_file(path)
+
+
+# -- a file whose name or magic says what it is, that is not that -------------------------
+
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" + bytes(4000)
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(4000)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "tried", "looks"),
+    [
+        ("photo.zigbee", JPEG, "a Zigbee/GBCS OTA file", "a JPEG image"),
+        ("photo.ota", PNG, "a Zigbee/GBCS OTA file", "a PNG image"),
+        ("photo.gbl", JPEG, "a GBL file", "a JPEG image"),
+        ("photo.DFU", JPEG, "a DFU file", "a JPEG image"),
+    ],
+    ids=["zigbee", "ota", "gbl", "dfu"],
+)
+def test_a_file_named_as_a_container_is_read_as_one(
+    tmp_path: Path, name: str, content: bytes, tried: str, looks: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    suffix = Path(name).suffix
+    for load in (
+        lambda: load_image(path),
+        lambda: load_image(path, ADDR),
+        lambda: parse_file(path),
+    ):
+        with pytest.raises(ImageError) as info:
+            load()
+        text = str(info.value)
+        assert text.startswith(str(path)), text
+        assert f"; read as {tried}, as its name says ({suffix})" in text, text
+        assert f"it looks like {looks}" in text, text
+        assert "is a raw binary" not in text and "give --address" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "tried", "why", "says"),
+    [
+        (
+            "cut.bin",
+            b"\x1e\xf1\xee\x0b" + bytes(30),
+            "a Zigbee/GBCS OTA file",
+            "it holds the OTA file identifier 1E F1 EE 0B",
+            "truncated in the OTA header",
+        ),
+        (
+            "cut.bin",
+            b"\xeb\x17\xa6\x03" + bytes(30),
+            "a GBL file",
+            "it starts with the GBL HEADER tag EB 17 A6 03",
+            "ends inside a tag header",
+        ),
+    ],
+    ids=["ota", "gbl"],
+)
+def test_a_file_marked_as_a_container_says_what_it_was_read_as(
+    tmp_path: Path, name: str, content: bytes, tried: str, why: str, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageError) as info:
+        load_image(path, ADDR)
+    text = str(info.value)
+    assert f"; read as {tried}, as its content says ({why})" in text, text
+    assert says in text and text.startswith(str(path)), text
+
+
+def test_a_dfu_suffix_that_fails_its_crc_says_what_it_was_read_as(tmp_path: Path) -> None:
+    from firmware_images.dfu import build_dfu
+
+    data = bytearray(build_dfu(demo_payload(0x01050000, size=4096), vid=0x0483, pid=0xDF11))
+    data[-1] ^= 0xFF  # the suffix's CRC
+    path = tmp_path / "app.bin"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError) as info:
+        load_image(path, ADDR)
+    text = str(info.value)
+    assert "read as a DFU file, as its content says (it ends with a DFU suffix" in text, text
+    assert "CRC mismatch" in text, text
+
+
+def test_the_name_does_not_overrule_the_content(tmp_path: Path, payload: bytes) -> None:
+    """A real GBL named .zigbee is a GBL: the magic decides, the name is only a fallback."""
+    path = tmp_path / "radio.zigbee"
+    path.write_bytes(build_gbl([(0x4000, payload)], app_version=0x01050000))
+    assert parse_file(path).container == "gbl"
