@@ -220,11 +220,31 @@ def load_profile(name_or_path: str) -> Profile:
         raise ConfigError(f"cannot look up profile {shown(name_or_path)}: {exc.strerror}") from exc
 
 
+def _is_path(name_or_path: str) -> bool:
+    """Whether the user gave a file (``hub.toml``, ``profiles/hub``), not a profile name."""
+    separators = [s for s in (os.sep, os.altsep) if s]
+    return name_or_path.endswith(".toml") or any(s in name_or_path for s in separators)
+
+
+def _missing_file(given: str) -> ConfigError:
+    """A profile file that is not there: say so, and name the profile it may have meant."""
+    stem = Path(given).name.removesuffix(".toml")
+    if stem in builtin_names():
+        hint = f"the built-in profile is --profile {stem}, without .toml"
+    elif stem in user_profiles():
+        hint = f"the user profile {stem} ({user_profiles()[stem]}) is --profile {stem}"
+    else:
+        hint = f"check the path (relative to {Path.cwd()}); 'station profiles' lists the names"
+    return ConfigError(f"profile file {given} does not exist", hint=hint)
+
+
 def _load(name_or_path: str) -> Profile:
     path = Path(name_or_path)
     res = resources.files(__package__) / f"{name_or_path}.toml"
     user = None
-    if path.suffix == ".toml" and path.exists():
+    if _is_path(name_or_path):
+        if not path.exists():
+            raise _missing_file(name_or_path)
         user = path
     elif not res.is_file():
         user = user_profiles().get(name_or_path)
@@ -234,7 +254,7 @@ def _load(name_or_path: str) -> Profile:
                 f"unknown profile {name_or_path!r}",
                 hint=f"built-in profiles: {', '.join(builtin_names())}; user profiles: "
                 f"{', '.join(sorted(user_profiles())) or 'none'} (in {folders}, or "
-                f"${PROFILES_ENV}); or give a .toml path",
+                f"${PROFILES_ENV}); or give a profile file's path (.toml)",
             )
     if user is not None:
         text = read_regular_text(user, what="profile", error=ConfigError)

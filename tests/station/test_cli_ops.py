@@ -120,3 +120,14 @@ def test_a_photo_named_zigbee_is_not_called_a_raw_binary(
     assert err.startswith(f"error: {photo}: zigbee-ota: no Zigbee OTA file identifier"), err
     assert "read as a Zigbee/GBCS OTA file, as its name says (.zigbee)" in err
     assert "it looks like a JPEG image" in err and "raw binary" not in err
+
+
+def test_a_profile_file_that_is_not_there_is_called_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["flash", "--port", "/dev/null", "--profile", "nosuch.toml", "x.hex"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: profile file nosuch.toml does not exist"), err
+    assert "give a .toml path" not in err

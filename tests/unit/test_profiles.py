@@ -319,3 +319,31 @@ def test_user_profile_must_be_named_after_its_file(
     monkeypatch.setenv("STATION_PROFILES", str(tmp_path))
     with pytest.raises(ConfigError, match="named after its file"):
         load_profile("acme-chub")
+
+
+@pytest.mark.parametrize("given", ["nosuch.toml", "profiles/hub.toml", "./hub-v2"])
+def test_a_profile_path_that_does_not_exist_is_called_a_missing_file(
+    given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_profile(given)
+    text = str(info.value)
+    assert text.startswith(f"profile file {given} does not exist"), text
+    assert "give a .toml path" not in text and "unknown profile" not in text, text
+
+
+def test_a_builtin_name_given_as_a_file_name_is_pointed_at_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_profile("demo-gecko.toml")
+    assert "profile file demo-gecko.toml does not exist" in str(info.value)
+    assert "the built-in profile is --profile demo-gecko" in str(info.value)
+
+
+def test_a_name_is_still_looked_up_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="unknown profile 'no-such-hub'"):
+        load_profile("no-such-hub")
