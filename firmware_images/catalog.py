@@ -280,12 +280,25 @@ class Catalog:
         """
         folder = Path(root)
         index = folder / INDEX
+        if folder.exists() and not folder.is_dir():
+            hint = f"give its folder, {folder.parent}" if folder.name == INDEX else None
+            raise ConfigError(
+                f"{folder} is a file, not a folder: a catalogue is a folder with {INDEX}",
+                hint=hint or "give the catalogue's folder",
+            )
         if not index.exists():
             if create:
                 return cls(folder)
+            # Said of the folder given (--catalog, a rig's catalog, or the default one):
+            # pointing at --catalog helps nobody who gave one.
+            if not folder.exists():
+                raise ConfigError(
+                    f"no catalogue at {folder}: the folder does not exist",
+                    hint="check the path; 'station catalog add' makes a catalogue",
+                )
             raise ConfigError(
-                f"no catalogue at {folder} ({INDEX} missing)",
-                hint="create one with 'station catalog add', or give --catalog",
+                f"no catalogue at {folder}: the folder has no {INDEX}",
+                hint="is this the catalogue's folder? 'station catalog add' makes one",
             )
         raw = read_regular_file(
             index, limit=CONFIG_FILE_LIMIT, what="catalogue index", error=ConfigError

@@ -460,3 +460,27 @@ def test_a_missing_release_file_is_an_image_error(demo_cat: Catalog, tmp_path: P
     (cat.root / rel.file).unlink()
     with pytest.raises(ImageError, match=r"cannot read demo-an3155 catalogue file .*No such"):
         cat.load_release(rel)
+
+
+def test_a_catalogue_folder_that_does_not_exist_is_called_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Catalog.load(tmp_path / "cataloge")
+    text = str(info.value)
+    assert text.startswith(f"no catalogue at {tmp_path / 'cataloge'}: the folder does not exist")
+    assert "give --catalog" not in text
+
+
+def test_a_folder_without_an_index_says_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        Catalog.load(tmp_path)
+    text = str(info.value)
+    assert text.startswith(f"no catalogue at {tmp_path}: the folder has no catalog.toml"), text
+    assert "give --catalog" not in text and "station catalog add" in text
+
+
+def test_the_index_given_for_its_folder_points_at_the_folder(tmp_path: Path) -> None:
+    Catalog.load(tmp_path, create=True).save()
+    with pytest.raises(ConfigError) as info:
+        Catalog.load(tmp_path / "catalog.toml")
+    assert str(info.value).startswith(f"{tmp_path / 'catalog.toml'} is a file, not a folder")
+    assert f"give its folder, {tmp_path}" in str(info.value)

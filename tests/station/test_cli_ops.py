@@ -131,3 +131,16 @@ def test_a_profile_file_that_is_not_there_is_called_missing(
     assert code == 2
     assert err.startswith("error: profile file nosuch.toml does not exist"), err
     assert "give a .toml path" not in err
+
+
+def test_a_catalogue_folder_that_is_not_there_is_called_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "catalgoue"
+    code = main(
+        ["flash", "--port", "/dev/null", "--profile", "demo-an3155", "--catalog", str(folder)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"error: no catalogue at {folder}: the folder does not exist"), err
+    assert "give --catalog" not in err
