@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from drivers.errors import ImageError, StationError
+from drivers.errors import ConfigError, ImageError, StationError
 from drivers.types import Phase, ProgressFn, no_progress
 from firmware_images.catalog import Catalog, Decision, Plan
 from firmware_images.descriptor import dotted_text, dotted_version, format_version
@@ -368,6 +368,8 @@ def flash_hub(
 
     Raises:
         ImageError: a fixed image is not fit for this profile (see :func:`precheck`).
+        ConfigError: the station cannot do the job whatever the hub: no USB backend
+            (libusb), a port setting pyserial refuses, a profile the session cannot use.
     """
     policy = policy or Policy()
     started = time.monotonic()
@@ -426,6 +428,8 @@ def flash_hub(
         return job.end(Result.INTERRUPTED, exc.reason, exc.hint)
     except ImageError as exc:  # a catalogue file that will not parse: refuse, never guess
         return job.end(Result.REFUSED, exc.message, exc.hint)
+    except ConfigError:  # the station's set-up (no USB backend, a bad port setting): no
+        raise  # hub was at fault, so no hub's outcome may say it failed
     except StationError as exc:
         job.out.error = type(exc).__name__
         if exc.phase:

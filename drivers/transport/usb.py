@@ -87,6 +87,13 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
+class UsbBackendMissing(NoUsbBackend, ConfigError):
+    """There is no USB backend to talk through: no libusb, or ``STATION_USB_BACKEND``
+    names a simulated bus that is not there. The station's set-up is at fault, not a hub,
+    so it is a :class:`~drivers.errors.ConfigError` (``station`` exits 2 with the fix) and
+    never a hub's failure."""
+
+
 #: Backends registered by name (e.g. an in-process simulated bus in tests): the value of
 #: ``STATION_USB_BACKEND`` selects one, like pyserial's URL handlers.
 _REGISTERED: dict[str, Callable[[], Any]] = {}
@@ -104,8 +111,8 @@ def backend_from_env(environ: Mapping[str, str] | None = None) -> Any:
     """The pyusb backend ``STATION_USB_BACKEND`` names (system libusb when unset).
 
     Raises:
-        NoUsbBackend: libusb is not installed.
-        PortNotFound: the simulated bus's socket cannot be reached.
+        UsbBackendMissing: libusb is not installed, or the simulated bus's socket cannot
+            be reached (a :class:`~drivers.errors.ConfigError`).
         ConfigError: the setting is not understood.
     """
     env = os.environ if environ is None else environ
@@ -119,7 +126,7 @@ def backend_from_env(environ: Mapping[str, str] | None = None) -> Any:
         try:
             return RemoteUsbBackend(path)
         except OSError as exc:
-            raise PortNotFound(
+            raise UsbBackendMissing(
                 f"no simulated USB bus at {path} ({exc.strerror or exc})",
                 hint=f"is 'station sim --protocol dfu' running? it prints the {ENV_BACKEND} "
                 "setting to use",
@@ -130,7 +137,7 @@ def backend_from_env(environ: Mapping[str, str] | None = None) -> Any:
         module = importlib.import_module(f"usb.backend.{spec or 'libusb1'}")
         backend = module.get_backend()
         if backend is None:
-            raise NoUsbBackend(f"pyusb found no {spec or 'libusb1'} library on this machine")
+            raise UsbBackendMissing(f"pyusb found no {spec or 'libusb1'} library on this machine")
         return backend
     raise ConfigError(
         f"{ENV_BACKEND}={spec!r} is not understood",
@@ -316,13 +323,16 @@ class UsbLink:
         """Every attached device matching the selector (and the pinned hub, once found).
 
         Raises:
-            NoUsbBackend, TransportError: the bus cannot be listed.
+            UsbBackendMissing: there is no USB backend (a ConfigError).
+            TransportError: the bus cannot be listed.
         """
         sel, pin = self.selector, self.pinned
         try:
             devices = list(usb.core.find(find_all=True, backend=self.backend))
+        except UsbBackendMissing as exc:
+            raise exc.located(port=self.port) from None
         except usb.core.NoBackendError as exc:
-            raise NoUsbBackend(str(exc), port=self.port) from exc
+            raise UsbBackendMissing(str(exc), port=self.port) from exc
         except usb.core.USBError as exc:
             raise self._translate(exc, "list the USB devices") from exc
         out: list[tuple[UsbCandidate, Any]] = []

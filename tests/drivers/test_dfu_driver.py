@@ -17,6 +17,7 @@ from drivers.errors import (
     ConfigError,
     DfuStatusError,
     LinkTimeout,
+    NoUsbBackend,
     PortBusy,
     PortNotFound,
     PortVanished,
@@ -238,8 +239,10 @@ def test_selector_forms() -> None:
 def test_backend_from_env() -> None:
     with pytest.raises(ConfigError):
         backend_from_env({ENV_BACKEND: "bogus"})
-    with pytest.raises(PortNotFound, match="no simulated USB bus"):
+    # A setting that names no bus is the station's set-up, not a hub: a ConfigError.
+    with pytest.raises(ConfigError, match="no simulated USB bus") as info:
         backend_from_env({ENV_BACKEND: "sim:/nonexistent/bus.sock"})
+    assert isinstance(info.value, NoUsbBackend)
     marker = object()
     register_backend("unit-test", lambda: marker)
     try:
@@ -260,3 +263,13 @@ def test_early_getstatus_is_a_protocol_error_the_hub_reports(make: Make) -> None
         dev.ctrl_transfer(0xA1, 3, 0, 0, 6)  # at once: 22 ms too early
     assert info.value.errno == 32  # EPIPE: STALL
     assert "before bwPollTimeout elapsed" in backend.service.hub(1).violations[0]
+
+
+def test_no_libusb_is_a_station_problem_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import usb.backend.libusb1
+
+    monkeypatch.setattr(usb.backend.libusb1, "get_backend", lambda: None)
+    with pytest.raises(ConfigError) as info:
+        backend_from_env({})
+    assert isinstance(info.value, NoUsbBackend)
+    assert "apt install libusb-1.0-0" in str(info.value)

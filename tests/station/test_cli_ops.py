@@ -144,3 +144,29 @@ def test_a_catalogue_folder_that_is_not_there_is_called_missing(
     assert code == 2
     assert err.startswith(f"error: no catalogue at {folder}: the folder does not exist"), err
     assert "give --catalog" not in err
+
+
+@pytest.mark.parametrize("setting", ["", "sim:/nonexistent/bus.sock"], ids=["libusb", "sim-bus"])
+def test_no_usb_backend_is_a_station_problem_not_a_failed_hub(
+    setting: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import usb.backend.libusb1
+
+    from firmware_images.build import demo_payload
+    from firmware_images.dfu import build_dfuse
+
+    monkeypatch.setattr(usb.backend.libusb1, "get_backend", lambda: None)  # no libusb here
+    monkeypatch.setenv("STATION_USB_BACKEND", setting)
+    image = tmp_path / "app.dfu"
+    payload = demo_payload(0x0105_0000, size=4096)
+    image.write_bytes(build_dfuse([(0, "", [(0x0800_0000, payload)])], vid=0x0483, pid=0xDF11))
+    argv = ["flash", "--port", "usb:1-1.1", "--profile", "demo-dfu", "--allow-unsigned"]
+    code = main([*argv, str(image)])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert out == "" and "FAILED" not in err
+    fix = "install libusb-1.0" if not setting else "is 'station sim --protocol dfu' running?"
+    assert err.startswith("error: usb:1-1.1: ") and fix in err, err
