@@ -87,6 +87,23 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
+class OtherDevice(PortNotFound):
+    """The selected port holds a device, but not with the ids the hub may show: another
+    model (or another kind of device) is plugged in there.
+
+    Attributes:
+        found: each device there, as ``vid:pid``.
+    """
+
+    def __init__(self, message: str, found: list[str], *, port: str | None = None) -> None:
+        super().__init__(
+            message,
+            port=port,
+            hint="another kind of device is at this port: check the hub and its profile",
+        )
+        self.found = found
+
+
 class UsbBackendMissing(NoUsbBackend, ConfigError):
     """There is no USB backend to talk through: no libusb, or ``STATION_USB_BACKEND``
     names a simulated bus that is not there. The station's set-up is at fault, not a hub,
@@ -304,9 +321,9 @@ class UsbLink:
 
     # -- finding -----------------------------------------------------------------------
 
-    def _matches_ids(self, dev: Any) -> bool:
+    def _matches_ids(self, dev: Any, any_ids: bool = False) -> bool:
         ids = self.selector.ids
-        return not ids or (int(dev.idVendor), int(dev.idProduct)) in ids
+        return any_ids or not ids or (int(dev.idVendor), int(dev.idProduct)) in ids
 
     def _serial_of(self, dev: Any) -> str | None:
         """The serial number string, None when the device has none or will not say."""
@@ -319,8 +336,9 @@ class UsbLink:
             with contextlib.suppress(usb.core.USBError):
                 usb.util.dispose_resources(dev)
 
-    def candidates(self) -> list[tuple[UsbCandidate, Any]]:
-        """Every attached device matching the selector (and the pinned hub, once found).
+    def candidates(self, *, any_ids: bool = False) -> list[tuple[UsbCandidate, Any]]:
+        """Every attached device matching the selector (and the pinned hub, once found);
+        with ``any_ids``, whatever ids it shows.
 
         Raises:
             UsbBackendMissing: there is no USB backend (a ConfigError).
@@ -337,7 +355,7 @@ class UsbLink:
             raise self._translate(exc, "list the USB devices") from exc
         out: list[tuple[UsbCandidate, Any]] = []
         for dev in devices:
-            if not self._matches_ids(dev):
+            if not self._matches_ids(dev, any_ids):
                 continue
             bus = None if dev.bus is None else int(dev.bus)
             path = tuple(int(p) for p in (dev.port_numbers or ()))
@@ -358,12 +376,21 @@ class UsbLink:
         """Find the one hub the selector names and take it (not yet claimed).
 
         Raises:
+            OtherDevice: a device is there, but with other ids (another model).
             PortNotFound: no such hub attached.
             AmbiguousDevice: more than one matches (e.g. two hubs with one serial number).
         """
         found = self.candidates()
         if not found:
             ids = ", ".join(f"{v:04x}:{p:04x}" for v, p in self.selector.ids) or "any id"
+            others = [f"{c.vid:04x}:{c.pid:04x}" for c, _ in self.candidates(any_ids=True)]
+            if others:
+                raise OtherDevice(
+                    f"{self.port} holds {', '.join(others)}, not a device with the ids "
+                    f"looked for ({ids})",
+                    others,
+                    port=self.port,
+                )
             raise PortNotFound(
                 f"no USB device at {self.port} ({ids})",
                 port=self.port,

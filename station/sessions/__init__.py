@@ -9,6 +9,7 @@ of its profile section in ``SECTIONS``.
 from __future__ import annotations
 
 import importlib
+import shlex
 from typing import Protocol
 
 from drivers.errors import ConfigError
@@ -95,6 +96,17 @@ class HubSession(Protocol):
 
     def exchanges(self) -> list[str]:
         """The last bytes exchanged with the hub, oldest first (empty if not kept)."""
+
+
+def wrong_profile_hint(profile: Profile, port: str, otherwise: str = "") -> str:
+    """The hint for a hub that does not answer as ``profile`` says it will: it may be
+    another model, and ``station info --profile auto`` (read-only) finds out which.
+    ``otherwise`` is the advice for a hub that does not answer at all."""
+    hint = (
+        f"is {profile.name} the right profile for this hub? station info --port "
+        f"{shlex.quote(port)} --profile auto identifies it"
+    )
+    return f"{hint}; {otherwise}" if otherwise else hint
 
 
 def open_session(port: str, profile: Profile) -> HubSession:

@@ -19,6 +19,7 @@ from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpac
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome, Refusal
 from station.profiles import Profile
+from station.sessions import wrong_profile_hint
 from station.sessions.trace import TracedLink
 
 IDENTITY_MAGIC = b"HBID"
@@ -29,7 +30,7 @@ def _parse_identity(raw: bytes) -> tuple[str, int]:
         raise StationError(
             f"no identity record in the hub's OTP area (found {raw[:4]!r})",
             phase=Phase.IDENTIFY,
-            hint="is the profile right for this hub?",
+            hint="is the profile right for this hub? station info --profile auto identifies it",
         )
     eui = "-".join(f"{b:02X}" for b in raw[4:12])
     (hw,) = struct.unpack_from("<H", raw, 12)
@@ -75,7 +76,14 @@ class An3155Session:
         out.eui64 = self.console.eui64()
         out.hw_version = self.console.hw_version()
         self.console.enter_bootloader()
-        self.drv.sync(timeout_s=2.0)
+        try:
+            self.drv.sync(timeout_s=2.0)
+        except NoSync as exc:  # its application obeyed BOOT: its bootloader is not ST's
+            exc.hint = self._wrong_profile(exc)
+            raise
+
+    def _wrong_profile(self, exc: NoSync) -> str:
+        return wrong_profile_hint(self.profile, self.link.url, exc.default_hint)
 
     def _flush_leftover_command(self, out: FlashOutcome) -> None:
         """Get through to a bootloader that a host which stopped mid-command (a station
@@ -88,12 +96,14 @@ class An3155Session:
         try:
             self.drv.sync(timeout_s=self.profile.resync_timeout_s, flush=True)
         except (NoSync, LinkTimeout):  # silent, or not even taking our bytes
-            raise NoSync(
+            error = NoSync(
                 "the hub answers neither the bootloader sync (0x7F) nor the application "
                 "console (VER?)",
                 port=self.link.url,
                 phase=Phase.CONNECT,
-            ) from None
+            )
+            error.hint = self._wrong_profile(error)
+            raise error from None
         out.found_in = "bootloader"
         self.notes.append(
             "the bootloader was inside a command another host never finished; it was "

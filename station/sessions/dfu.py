@@ -43,11 +43,13 @@ from drivers.errors import (
     Unsupported,
     UsbStall,
 )
+from drivers.transport.usb import OtherDevice
 from drivers.types import Phase, ProgressFn
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome
 from station.profiles import Profile
+from station.sessions import wrong_profile_hint
 from station.sessions.trace import TracedUsbLink
 
 IDENTITY_MAGIC = b"HBID"
@@ -86,7 +88,7 @@ def parse_identity(raw: bytes) -> tuple[str, int]:
         raise StationError(
             f"no identity record in the hub's identity area (found {raw[:4]!r})",
             phase=Phase.IDENTIFY,
-            hint="is the profile right for this hub?",
+            hint="is the profile right for this hub? station info --profile auto identifies it",
         )
     eui = "-".join(f"{b:02X}" for b in raw[4:12])
     return eui, int.from_bytes(raw[12:14], "little")
@@ -137,6 +139,9 @@ class DfuSession:
         """The last DFU class requests and answers (see :class:`TracedUsbLink`)."""
         return self.link.exchanges()
 
+    def _wrong_profile(self) -> str:
+        return wrong_profile_hint(self.profile, self.drv.port)
+
     # -- run-time mode -------------------------------------------------------------------
 
     def _running_version(self, phase: Phase) -> int | None:
@@ -153,7 +158,11 @@ class DfuSession:
     # -- phases --------------------------------------------------------------------------
 
     def connect(self, out: FlashOutcome) -> None:
-        mode = self.drv.connect()
+        try:
+            mode = self.drv.connect()
+        except OtherDevice as exc:  # a device of other ids: another model, or a wrong profile
+            exc.hint = self._wrong_profile()
+            raise
         if mode == "dfu":
             out.found_in = "bootloader"
             return
@@ -197,7 +206,7 @@ class DfuSession:
                 f"the hub's memory map {memory.format()!r} does not cover the profile's "
                 f"writable flash 0x{p.flash_start:08X}..0x{p.flash_end:08X}",
                 phase=Phase.IDENTIFY,
-                hint="wrong profile for this hub model",
+                hint=self._wrong_profile(),
             )
         sizes = {s.page_size for s in memory.segments if s.start < p.flash_end}
         if sizes != {p.page_size}:
@@ -205,7 +214,7 @@ class DfuSession:
                 f"the hub's memory map has pages of {sorted(sizes)} bytes, the profile "
                 f"{p.page_size}",
                 phase=Phase.IDENTIFY,
-                hint="wrong profile for this hub model",
+                hint=self._wrong_profile(),
             )
         return memory
 

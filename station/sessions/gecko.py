@@ -41,6 +41,7 @@ from drivers.xmodem import TransferError
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome
 from station.profiles import Profile
+from station.sessions import wrong_profile_hint
 from station.sessions.trace import TracedLink
 
 _BANNER = re.compile(rb"CHUB APP 0x[0-9A-Fa-f]{8} READY\r?\n")
@@ -97,6 +98,7 @@ class GeckoSession:
                     "nor the application console (VER?)",
                     port=self.link.url,
                     phase=Phase.CONNECT,
+                    hint=wrong_profile_hint(self.profile, self.link.url, NoSync.default_hint),
                 ) from exc
             out.found_in = "bootloader"
             self.notes.append(
@@ -106,7 +108,11 @@ class GeckoSession:
             return
         out.found_in = "application"
         self._read_identity(out, running)
-        self._to_bootloader()
+        try:
+            self._to_bootloader()
+        except NoMenu as exc:  # its application obeyed BOOT: its bootloader is not a Gecko
+            exc.hint = wrong_profile_hint(self.profile, self.link.url, exc.default_hint)
+            raise
 
     def _read_identity(self, out: FlashOutcome, running: int) -> None:
         out.version_before = f"0x{running:08X}"

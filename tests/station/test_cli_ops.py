@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -170,3 +171,89 @@ def test_no_usb_backend_is_a_station_problem_not_a_failed_hub(
     assert out == "" and "FAILED" not in err
     fix = "install libusb-1.0" if not setting else "is 'station sim --protocol dfu' running?"
     assert err.startswith("error: usb:1-1.1: ") and fix in err, err
+
+
+# -- a hub flashed with another model's profile ----------------------------------------------
+
+HINT = "the right profile for this hub? station info --port"
+
+
+@pytest.fixture
+def fresh_sim_hubs() -> Iterator[None]:
+    from sim.urlhandler import protocol_sim, register
+
+    register()
+    protocol_sim.forget_hubs()
+    yield
+    protocol_sim.forget_hubs()
+
+
+@pytest.mark.parametrize(
+    ("port", "profile", "image"),
+    [
+        ("sim://gecko?firmware=1.1.0.0", "demo-an3155", "hex"),
+        ("sim://gecko?firmware=1.1.0.0&start-in=app", "demo-an3155", "hex"),
+        ("sim://an3155?firmware=1.1.0.0", "demo-gecko", "gbl"),
+        ("sim://an3155?firmware=1.1.0.0&start-in=app", "demo-gecko", "gbl"),
+    ],
+    ids=["gecko-bootloader", "gecko-app", "an3155-bootloader", "an3155-app"],
+)
+def test_a_hub_of_another_protocol_asks_whether_the_profile_is_right(
+    port: str,
+    profile: str,
+    image: str,
+    tmp_path: Path,
+    fresh_sim_hubs: None,
+) -> None:
+    import dataclasses
+
+    from firmware_images.loader import load_image
+    from sim.gecko import demo_gbl
+    from station.demo import write_demo_image
+    from station.flash import Policy, Result, flash_hub
+    from station.profiles import load_profile
+
+    # Short waits: the hub answers at once when it answers at all.
+    prof = dataclasses.replace(load_profile(profile), resync_timeout_s=0.5, boot_timeout_s=1.0)
+    if image == "gbl":
+        (tmp_path / "app.gbl").write_bytes(demo_gbl(0x0105_0000, size=8192))
+        loaded = load_image(tmp_path / "app.gbl", default_address=prof.app_address)
+    else:
+        loaded = load_image(write_demo_image(tmp_path / "app.hex", 0x0105_0000, size=8192))
+    out = flash_hub(port, prof, loaded, policy=Policy(allow_unsigned=True))
+    assert (out.result, out.phase) == (Result.FAILED, "connect"), out
+    assert f"is {profile} {HINT} '{port}' --profile auto identifies it" in out.hint, out.hint
+
+
+def test_a_usb_hub_of_other_ids_asks_whether_the_profile_is_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib import resources
+
+    from drivers.transport.usb import ENV_BACKEND, register_backend
+    from firmware_images.loader import load_image
+    from sim.dfu_rig import dfu_rig_specs
+    from sim.usb_backend import SimUsbBackend, SimUsbService, VirtualClock
+    from station.demo import write_demo_image
+    from station.flash import Policy, Result, flash_hub
+    from station.profiles import load_profile
+
+    text = (resources.files("station.profiles") / "demo-dfu.toml").read_text()
+    other = tmp_path / "other-dfu.toml"
+    other.write_text(
+        text.replace('name = "demo-dfu"', 'name = "other-dfu"')
+        .replace("[0x1209, 0x0001]", "[0x1234, 0x0001]")
+        .replace("[0x0483, 0xDF11]", "[0x1234, 0xDF11]")
+    )
+    profile = load_profile(str(other))
+    service = SimUsbService.of(dfu_rig_specs(1, firmware=0x0101_0000), clock=VirtualClock())
+    register_backend("test-other-ids", lambda: SimUsbBackend(service))
+    monkeypatch.setenv(ENV_BACKEND, "test-other-ids")
+    try:
+        image = load_image(write_demo_image(tmp_path / "app.hex", 0x0105_0000, size=8192))
+        out = flash_hub("usb:1-1.1", profile, image, policy=Policy(allow_unsigned=True))
+    finally:
+        register_backend("test-other-ids", None)
+    assert (out.result, out.phase) == (Result.FAILED, "connect"), out
+    assert "usb:1-1.1 holds 0483:df11, not a device with the ids looked for" in out.message
+    assert "is other-dfu the right profile for this hub? station info --port usb:1-1.1" in out.hint
