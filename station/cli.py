@@ -7,6 +7,8 @@ results, and maps outcomes to exit codes a rig can act on.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import sys
 from enum import IntEnum
@@ -30,9 +32,10 @@ from station.flash import (
 )
 from station.images_cli import add_commands as add_image_commands
 from station.paths import trust_store
-from station.profiles import builtin_names, load_profile
+from station.profiles import Profile, builtin_names, load_profile
 from station.records_cli import add_commands as add_record_commands
 from station.render import ProgressBoard, console, error_line, literal, outcome_line, styled
+from station.sessions.trace import trace_to
 
 
 class Exit(IntEnum):
@@ -79,6 +82,14 @@ def parse_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def parse_baud(text: str) -> int:
+    """A line rate in baud: a whole number from 50 (as a profile's ``baud``)."""
+    value = parse_int(text)
+    if not 50 <= value <= 12_000_000:
+        raise argparse.ArgumentTypeError(f"baud rate {text!r} is not from 50 to 12000000")
+    return value
+
+
 def parse_version(text: str) -> int:
     """A firmware version as ``0x01020304`` or ``1.2.3.4``."""
     if "." in text:
@@ -95,8 +106,31 @@ def parse_version(text: str) -> int:
 # -- commands ------------------------------------------------------------------------------
 
 
+def with_baud(profile: Profile, baud: int | None) -> Profile:
+    """``profile`` at the line rate the operator gave (``--baud``), as stm32flash ``-b``.
+
+    Raises:
+        ConfigError: the profile's hubs are on USB, where there is no line rate.
+    """
+    if baud is None:
+        return profile
+    if profile.protocol == "dfu":
+        raise ConfigError(
+            f"--baud sets a serial line's rate; {profile.name} hubs are on USB",
+            hint="drop --baud for USB (DFU) hubs",
+        )
+    return dataclasses.replace(profile, baud=baud)
+
+
+def tracing(enabled: bool, err: Console) -> contextlib.AbstractContextManager[None]:
+    """With ``--trace``, every exchange with the hub in hex on stderr, as it happens."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return trace_to(lambda line: err.print(styled(("trace ", "dim"), line)))
+
+
 def cmd_flash(args: argparse.Namespace, err: Console) -> int:
-    profile = load_profile(args.profile)
+    profile = with_baud(load_profile(args.profile), args.baud)
     policy = Policy(
         trust=trust_store(args.trust),
         allow_unsigned=args.allow_unsigned,
@@ -118,7 +152,7 @@ def cmd_flash(args: argparse.Namespace, err: Console) -> int:
     else:
         raise ConfigError("nothing to write: give an image file or --catalog DIR")
     show = not args.json and err.is_terminal
-    with ProgressBoard(err, enabled=show) as board:
+    with tracing(args.trace, err), ProgressBoard(err, enabled=show) as board:
         progress = board.slot(args.port) if show else no_progress
         out = flash_hub(
             args.port, profile, source, policy=policy, verify=args.verify, on_progress=progress
@@ -240,6 +274,23 @@ def version_text() -> str:
     return f"station {release} (chub-station)"
 
 
+def add_link_arguments(p: argparse.ArgumentParser) -> None:
+    """``--baud`` and ``-v/--trace``, as stm32flash ``-b``/``-V`` and esptool ``--baud``/
+    ``--trace`` give them."""
+    p.add_argument(
+        "--baud",
+        type=parse_baud,
+        metavar="B",
+        help="line rate in baud for a serial hub, instead of the profile's",
+    )
+    p.add_argument(
+        "-v",
+        "--trace",
+        action="store_true",
+        help="print every exchange with the hub in hex on stderr ('->' sent, '<-' received)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``station`` command."""
     from sim.cli import add_arguments as add_sim_arguments
@@ -345,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write even if the hub already runs this or a newer version",
     )
+    add_link_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_flash)
 

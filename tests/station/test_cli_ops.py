@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
+from sim.pty import SimHub
 from station.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,3 +258,102 @@ def test_a_usb_hub_of_other_ids_asks_whether_the_profile_is_right(
     assert (out.result, out.phase) == (Result.FAILED, "connect"), out
     assert "usb:1-1.1 holds 0483:df11, not a device with the ids looked for" in out.message
     assert "is other-dfu the right profile for this hub? station info --port usb:1-1.1" in out.hint
+
+
+# -- --baud and --trace ----------------------------------------------------------------------
+
+
+def test_baud_overrides_the_profiles_rate(
+    start_hub: Callable[..., SimHub],
+    new_image_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import os
+    import termios
+
+    hub = start_hub(start_in="app")
+    argv = ["flash", "--port", hub.port, "--profile", "demo-an3155", "--allow-unsigned"]
+    code = main([*argv, "--baud", "57600", str(new_image_path), "--json"])
+    assert code == 0, capsys.readouterr()
+    # The line the station set up is still there (the hub holds the pseudo-terminal): its
+    # speed is the one given, not the profile's 115200.
+    fd = os.open(hub.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        ispeed, ospeed = termios.tcgetattr(fd)[4:6]
+    finally:
+        os.close(fd)
+    assert ispeed == ospeed == termios.B57600
+
+
+def test_baud_is_refused_for_a_usb_hub(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["flash", "--port", "usb:1-1.1", "--profile", "demo-dfu", "--baud", "9600"]
+    code = main([*argv, str(tmp_path / "x.dfu")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: --baud sets a serial line's rate; demo-dfu hubs are on USB"), err
+
+
+@pytest.mark.parametrize("flag", ["-v", "--trace"])
+def test_trace_prints_every_exchange_in_hex(
+    flag: str,
+    start_hub: Callable[..., SimHub],
+    new_image_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hub = start_hub()  # in its bootloader
+    argv = ["flash", "--port", hub.port, "--profile", "demo-an3155", "--allow-unsigned"]
+    code = main([*argv, flag, "--baud", "57600", str(new_image_path), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.count("\n") == 1 and '"result": "passed"' in out  # stdout stays the result
+    lines = err.splitlines()
+    assert re.fullmatch(
+        rf"trace \+0\.000 open {re.escape(hub.port)} at 57600 baud, 8N1.*", lines[0]
+    )
+    sync = lines.index(next(line for line in lines if line.endswith(" -> 7F")))
+    assert lines[sync + 1].endswith(" <- 79")  # the bootloader's ACK to the sync byte
+    # Write Memory (31 CE) goes out with its address and data in one burst.
+    assert any(" -> 31 CE 08 00 " in line for line in lines)
+    # What the application console says is shown as text too.
+    assert any(line.endswith(' -> 56 45 52 3F 0D 0A  "VER?\\r\\n"') for line in lines), err
+    # Every byte of every block is there: 24 KiB of data in 256-byte Write Memory frames.
+    sent = sum(
+        len(line.split(" -> ")[1].split('  "')[0].split()) for line in lines if " -> " in line
+    )
+    assert sent > 24 * 1024
+
+
+def test_trace_of_a_usb_hub_shows_each_request_and_all_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from drivers.transport.usb import ENV_BACKEND, register_backend
+    from firmware_images.build import demo_payload
+    from firmware_images.dfu import build_dfuse
+    from firmware_images.loader import load_image
+    from sim.dfu_rig import dfu_rig_specs
+    from sim.usb_backend import SimUsbBackend, SimUsbService, VirtualClock
+    from station.flash import Policy, Result, flash_hub
+    from station.profiles import load_profile
+    from station.sessions.trace import trace_to
+
+    payload = demo_payload(0x0105_0000, size=8192)
+    path = tmp_path / "app.dfu"
+    path.write_bytes(build_dfuse([(0, "", [(0x0800_0000, payload)])], vid=0x0483, pid=0xDF11))
+    service = SimUsbService.of(dfu_rig_specs(1, firmware=0x0101_0000), clock=VirtualClock())
+    register_backend("test-trace", lambda: SimUsbBackend(service))
+    monkeypatch.setenv(ENV_BACKEND, "test-trace")
+    lines: list[str] = []
+    try:
+        with trace_to(lines.append):
+            out = flash_hub(
+                "usb:1-1.1",
+                load_profile("demo-dfu"),
+                load_image(path),
+                policy=Policy(allow_unsigned=True),
+            )
+    finally:
+        register_backend("test-trace", None)
+    assert out.result is Result.PASSED, out
+    assert any(" -> DNLOAD wValue=2 " in line for line in lines)  # the first data block
+    shown = " ".join(line.split("    ", 1)[1] for line in lines if "    " in line)
+    assert payload[:64].hex(" ").upper() in shown  # every byte, not the 8 a failure keeps
