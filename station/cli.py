@@ -24,17 +24,28 @@ from firmware_images.catalog import Catalog
 from firmware_images.loader import LoadedImage, load_image
 from station.flash import (
     FlashOutcome,
+    HubIdentity,
     ImageChooser,
     Policy,
     Result,
     catalog_chooser,
+    detect_profile,
     flash_hub,
+    identify_hub,
 )
 from station.images_cli import add_commands as add_image_commands
 from station.paths import trust_store
 from station.profiles import Profile, builtin_names, load_profile
 from station.records_cli import add_commands as add_record_commands
-from station.render import ProgressBoard, console, error_line, literal, outcome_line, styled
+from station.render import (
+    ProgressBoard,
+    console,
+    error_line,
+    literal,
+    outcome_line,
+    shown_version,
+    styled,
+)
 from station.sessions.trace import trace_to
 
 
@@ -160,6 +171,173 @@ def cmd_flash(args: argparse.Namespace, err: Console) -> int:
         board.finish(args.port, out)
     _print_outcome(out, args.json, err)
     return EXIT_FOR[out.result]
+
+
+#: The order ``--profile auto`` tries protocols in: an STM32 bootloader takes the first
+#: byte it hears for its baud rate, so it must hear the AN3155 sync byte before anything.
+_AUTO_ORDER = {"an3155": 0, "gecko": 1, "dfu": 2}
+
+
+def _auto_candidates(port: str, err: Console) -> list[str]:
+    """Every profile that loads, built-in and user, for this kind of port (USB: DFU
+    profiles; serial: the others), in :data:`_AUTO_ORDER`."""
+    from station.profiles import user_profiles
+
+    names = builtin_names() + [n for n in user_profiles() if n not in builtin_names()]
+    ranked = []
+    for name in names:
+        try:
+            protocol = load_profile(name).protocol
+        except ConfigError as exc:
+            err.print(styled("note: not tried: ", exc.message))
+            continue
+        if port.startswith("usb:") == (protocol == "dfu"):
+            ranked.append((_AUTO_ORDER.get(protocol, len(_AUTO_ORDER)), name))
+    return [name for _, name in sorted(ranked)]
+
+
+def cmd_info(args: argparse.Namespace, err: Console) -> int:
+    """A read-only look at one hub (``stm32flash PORT``, ``esptool chip_id``)."""
+    tried: list[str] = []
+    looks: list[HubIdentity] = []
+    with tracing(args.trace, err):
+        if args.profile == "auto":
+            if args.baud is not None:
+                raise ConfigError(
+                    "--baud needs a named profile; auto tries each profile at its own rate",
+                    hint="give --profile NAME with --baud",
+                )
+            candidates = _auto_candidates(args.port, err)
+            if not args.json:
+                err.print(styled("trying each profile in turn: ", ", ".join(candidates)))
+            found, tried = detect_profile(args.port, candidates, restore=True, on_look=looks.append)
+            if found is None:
+                found = HubIdentity(
+                    args.port,
+                    "auto",
+                    problem="no profile recognises the hub"
+                    + ("" if candidates else " (no profile is for this kind of port)"),
+                    hint="check the hub's power and cable, and that its model has a profile "
+                    "('station profiles'; your own go in station-data/profiles)",
+                    error=next((look.error for look in looks if look.error), None),
+                )
+        else:
+            profile = with_baud(load_profile(args.profile), args.baud)
+            found = identify_hub(args.port, profile, restore=True)
+    station_error = next(
+        (x.error for x in (*looks, found) if isinstance(x.error, ConfigError)), None
+    )
+    if station_error is not None and found.problem is not None:
+        raise station_error  # the station's set-up, not the hub: exit 2 with the fix
+    if args.json:
+        print(json.dumps(_info_json(found, tried)))
+    else:
+        _print_info(found, tried, err)
+    return 0 if found.problem is None else int(Exit.FAILED)
+
+
+def _info_json(found: HubIdentity, tried: list[str]) -> dict[str, object]:
+    facts = found.bootloader
+    flash = None
+    if facts is not None:
+        flash = {
+            "start": f"0x{facts.flash_start:08X}",
+            "size": facts.flash_size,
+            "page_size": facts.page_size,
+            "from": facts.flash_from,
+        }
+    return {
+        "port": found.port,
+        "profile": found.profile,
+        "identified": found.problem is None,
+        "problem": found.problem,
+        "hint": found.hint,
+        "bootloader": None
+        if facts is None
+        else {"name": facts.bootloader, "version": facts.version},
+        "product_id": None if facts is None else facts.product_id,
+        "eui64": found.eui64,
+        "hw_version": found.hw_version,
+        "running_version": found.version_before,
+        "found_in": found.found_in,
+        "left_in": found.left_in,
+        "flash": flash,
+        "details": {} if facts is None else dict(facts.details),
+        "tried": tried,
+        "notes": list(found.notes),
+    }
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
+
+
+def _print_info(found: HubIdentity, tried: list[str], err: Console) -> None:
+    """``label  value`` lines on stdout (what was learned, also of a hub not identified),
+    then notes and the reason it was not identified on stderr."""
+    facts = found.bootloader
+    out = console()
+    if found.eui64 is not None or facts is not None:
+        rows: list[tuple[str, str]] = [("port", found.port), ("profile", found.profile)]
+        if facts is not None:
+            version = f", version {facts.version}" if facts.version else ""
+            rows += [
+                ("bootloader", facts.bootloader + version),
+                ("product ID", facts.product_id or "- (the bootloader cannot say)"),
+            ]
+        else:  # the identity came from its application; the profile's figures prove nothing
+            rows.append(("bootloader", "- (did not answer)"))
+        rows += [
+            ("EUI-64", found.eui64 or "-"),
+            ("hardware", "-" if found.hw_version is None else str(found.hw_version)),
+        ]
+        running = found.version_before
+        where = {"application": "found running it", "bootloader": "found in its bootloader"}
+        place = where.get(found.found_in or "", "")
+        if running is not None:
+            rows.append(("running", f"{shown_version(running)} ({running}), {place}"))
+        elif found.problem is None:
+            rows.append(("running", f"- (no application in flash that starts), {place}"))
+        else:
+            rows.append(("running", f"- (not read), {place}"))
+        if facts is not None:
+            source = "from the device" if facts.flash_from == "device" else "from the profile"
+            rows.append(
+                (
+                    "flash",
+                    f"{_size_text(facts.flash_size)} at 0x{facts.flash_start:08X}, pages of "
+                    f"{_size_text(facts.page_size)} ({source})",
+                )
+            )
+            rows += list(facts.details)
+        if found.problem is None:
+            rows.append(("left", _left_text(found)))
+        width = max(len(label) for label, _ in rows) + 2
+        for label, value in rows:
+            out.print(styled((label.ljust(width), "bold"), value))
+    for line in tried:
+        err.print(styled("  tried ", line))
+    for note in found.notes:
+        err.print(styled("  note: ", note))
+    if found.problem is not None:
+        hint = found.hint
+        err.print(
+            styled(
+                ("not identified:", "bold red"),
+                f" {found.port} as {found.profile}: {found.problem}",
+                *((("\n        what to do: ", "dim"), hint) if hint else ()),
+            )
+        )
+
+
+def _left_text(found: HubIdentity) -> str:
+    where = {"application": "in its application", "bootloader": "in its bootloader"}
+    left = where.get(found.left_in or "", "where it is not known")
+    same = "as found" if found.left_in == found.found_in else f"found {found.found_in}"
+    return f"{left}, {same}; nothing was written"
 
 
 def _print_outcome(out: FlashOutcome, as_json: bool, err: Console) -> None:
@@ -399,6 +577,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_link_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser(
+        "info",
+        help="a read-only look at one hub: bootloader, product ID, EUI-64, versions, flash",
+        description="Identify the hub on --port and show what its bootloader and identity "
+        "area say: the bootloader and its version, the product ID, the EUI-64, the "
+        "hardware version, the running version and the flash size (as stm32flash PORT or "
+        "esptool chip_id show them). It writes nothing, and a hub found running its "
+        "application is left running it. --profile auto tries every profile (built-in "
+        "and user), STM32 ones first.",
+        epilog="exit status: 0 the hub was identified, 1 it was not (no answer, or no "
+        "profile recognises it), 2 bad input (port, profile, arguments) or a station "
+        "problem (no USB backend), 130 interrupted.",
+    )
+    p.add_argument("--port", required=True, help="as for station flash")
+    p.add_argument(
+        "--profile",
+        required=True,
+        help="hub profile name, a .toml file, or auto (try each profile in turn)",
+    )
+    add_link_arguments(p)
+    p.add_argument("--json", action="store_true", help="print what was found as one JSON object")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(
         "sim",

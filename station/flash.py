@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from drivers.errors import ConfigError, ImageError, StationError
 from drivers.types import Phase, ProgressFn, no_progress
@@ -23,19 +23,21 @@ from firmware_images.trust import TrustStore, signature_refusal
 from station.events import JobState
 from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
 from station.profiles import Profile, load_profile
-from station.sessions import open_session
+from station.sessions import BootloaderFacts, HubSession, open_session
 
 __all__ = [
     "AlreadyCurrent",
     "Cancelled",
     "Checkpoint",
     "FlashOutcome",
+    "HubIdentity",
     "ImageChooser",
     "Policy",
     "Refusal",
     "Result",
     "catalog_chooser",
     "check_image",
+    "detect_profile",
     "flash_hub",
     "identify_hub",
     "precheck",
@@ -453,7 +455,15 @@ class HubIdentity:
     """What a read-only look at a hub found (see :func:`identify_hub`).
 
     Attributes:
+        found_in: ``application`` or ``bootloader``: where the hub was when first looked at.
         problem: why the hub could not be identified (None: it was).
+        bootloader: what its bootloader told about itself, as far as it got.
+        left_in: where the look left the hub (``application``, ``bootloader``; None:
+            not known, it did not answer).
+        notes: what happened on the way worth saying (retries, a restart).
+        hint: what to do about ``problem``.
+        error: the error behind ``problem``; a :class:`~drivers.errors.ConfigError` is the
+            station's own set-up (no USB backend), not the hub.
     """
 
     port: str
@@ -463,49 +473,112 @@ class HubIdentity:
     version_before: str | None = None
     found_in: str | None = None
     problem: str | None = None
+    bootloader: BootloaderFacts | None = None
+    left_in: str | None = None
+    notes: tuple[str, ...] = ()
+    hint: str | None = None
+    error: StationError | None = field(default=None, compare=False)
 
 
-def identify_hub(port: str, profile: Profile) -> HubIdentity:
-    """Connect to the hub on ``port`` and identify it, writing nothing (a pre-flight look).
+def identify_hub(
+    port: str, profile: Profile, *, restore: bool = False, was_running: bool = False
+) -> HubIdentity:
+    """Connect to the hub on ``port`` and identify it, writing nothing (a pre-flight look,
+    or ``station info``).
 
-    The hub may be left in its bootloader (that is where the job starts anyway). Failures
-    come back in ``problem``, never raised.
+    The hub may be left in its bootloader (that is where the job starts anyway); with
+    ``restore``, a hub found running its application (or, ``was_running``, that an earlier
+    look found running it) is started again, so the look leaves it as it was. Failures come
+    back in ``problem``, never raised.
     """
     out = FlashOutcome(port=port, profile=profile.name)
-    problem = None
+    problem, hint, error, facts, left_in = None, None, None, None, None
+    notes: list[str] = []
     try:
         session = open_session(port, profile)
     except StationError as exc:
-        return HubIdentity(port, profile.name, problem=exc.message)
+        return HubIdentity(port, profile.name, problem=exc.message, hint=exc.hint, error=exc)
     try:
         session.connect(out)
         session.identify(out)
+        left_in = "bootloader"
+        if restore and (was_running or out.found_in == "application"):
+            left_in = _start_again(session, profile, notes)
     except Refusal as exc:
-        problem = exc.reason
+        problem, hint = exc.reason, exc.hint
     except StationError as exc:
-        problem = exc.message
+        problem, hint, error = exc.message, exc.hint, exc
     finally:
+        facts = session.describe()
+        notes[:0] = [*session.notes, *out.notes]
         session.close()
+    found_in = "application" if was_running else out.found_in
+    if restore and problem is not None and out.found_in == "application":
+        notes.append(
+            "it was found running its application and told to enter its bootloader, where "
+            "it may still be: power-cycle it to start its application again"
+        )
     return HubIdentity(
-        port, profile.name, out.eui64, out.hw_version, out.version_before, out.found_in, problem
+        port,
+        profile.name,
+        out.eui64,
+        out.hw_version,
+        out.version_before,
+        found_in,
+        problem,
+        facts,
+        left_in,
+        tuple(notes),
+        hint or None,
+        error,
     )
 
 
-def detect_profile(port: str, candidates: Sequence[str]) -> tuple[HubIdentity | None, list[str]]:
+def _start_again(session: HubSession, profile: Profile, notes: list[str]) -> str:
+    """Start the application of a hub that was found running it; where it is left."""
+    try:
+        session.start_application()
+        running, _eui = session.confirm(profile.boot_timeout_s)
+    except StationError as exc:
+        notes.append(f"its application was not started again: {exc.message}")
+        return "bootloader"
+    if running is None:
+        notes.append(
+            f"its application did not answer within {profile.boot_timeout_s:g} s of being "
+            "started again"
+        )
+        return "bootloader"
+    return "application"
+
+
+def detect_profile(
+    port: str,
+    candidates: Sequence[str],
+    *,
+    restore: bool = False,
+    on_look: Callable[[HubIdentity], None] | None = None,
+) -> tuple[HubIdentity | None, list[str]]:
     """Identify the hub on ``port`` (read-only, as :func:`identify_hub`) with the first of
     ``candidates`` that recognises it; also what each one tried before answered.
 
     USB ports (``usb:...``) are tried with DFU profiles only, serial ports with the others.
+    With ``restore`` the hub is left as the first look found it (an earlier candidate may
+    have sent a running hub to its bootloader before it was refused). ``on_look`` is
+    given each look as it ends, the refused ones too (with the error behind each).
     """
     tried: list[str] = []
     usb = port.startswith("usb:")
+    was_running = False
     for name in candidates:
         profile = load_profile(name)
         if usb != (profile.protocol == "dfu"):
             tried.append(f"{name}: not for a {'USB' if usb else 'serial'} port")
             continue
-        found = identify_hub(port, profile)
+        found = identify_hub(port, profile, restore=restore, was_running=was_running)
+        if on_look is not None:
+            on_look(found)
         if found.problem is None:
             return found, tried
         tried.append(f"{name}: {found.problem}")
+        was_running = restore and (was_running or found.found_in == "application")
     return None, tried

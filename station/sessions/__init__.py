@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import shlex
+from dataclasses import dataclass
 from typing import Protocol
 
 from drivers.errors import ConfigError
@@ -57,6 +58,32 @@ SECTIONS: dict[str, dict[str, Spec]] = {
 }
 
 
+@dataclass(frozen=True)
+class BootloaderFacts:
+    """What a hub's bootloader says about itself, for ``station info`` (read-only, as
+    ``stm32flash PORT`` and ``esptool chip_id`` show it). None where it cannot say.
+
+    Attributes:
+        bootloader: which bootloader, in words (``STM32 system bootloader (AN3155)``).
+        version: its version as its maker writes it (``3.1``, ``2.04.02``, ``1.1a``).
+        product_id: the chip or device id it reports (``0x462``; USB: ``0483:df11``).
+        flash_start, flash_size, page_size: the main flash.
+        flash_from: where the flash figures come from: ``device`` (the hub said so) or
+            ``profile`` (the bootloader cannot say; stm32flash too takes them from a table
+            of parts by product ID).
+        details: further facts in order, as (label, text).
+    """
+
+    bootloader: str
+    version: str | None
+    product_id: str | None
+    flash_start: int
+    flash_size: int
+    page_size: int
+    flash_from: str
+    details: tuple[tuple[str, str], ...] = ()
+
+
 class HubSession(Protocol):
     """One hub on one port, spoken to in its bootloader protocol.
 
@@ -90,6 +117,15 @@ class HubSession(Protocol):
 
     def confirm(self, timeout_s: float) -> tuple[int | None, str | None]:
         """(running version, EUI-64) as the application reports them; None if silent."""
+
+    def start_application(self) -> None:
+        """Leave the bootloader for the application already in flash (a hub that was
+        found running it is left running it after a read-only look); confirm follows."""
+
+    def describe(self) -> BootloaderFacts | None:
+        """What the bootloader told about itself while connecting and identifying; asks
+        the hub nothing more. None: its bootloader never answered (the profile's figures
+        would be a guess about a hub that may be another model)."""
 
     def close(self) -> None:
         """Release the port or device; safe to call at any time."""

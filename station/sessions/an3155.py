@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 from drivers.an3155 import An3155Driver, NeedsErase, Timeouts
-from drivers.an3155_codes import MAX_BLOCK
+from drivers.an3155_codes import MAX_BLOCK, Cmd
 from drivers.console import AppConsole
 from drivers.errors import HubReset, ImageError, LinkTimeout, NoSync, StationError
 from drivers.types import Phase, ProgressFn
@@ -19,7 +19,7 @@ from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpac
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome, Refusal
 from station.profiles import Profile
-from station.sessions import wrong_profile_hint
+from station.sessions import BootloaderFacts, wrong_profile_hint
 from station.sessions.trace import TracedLink
 
 IDENTITY_MAGIC = b"HBID"
@@ -253,9 +253,38 @@ class An3155Session:
     def boot(self, image: LoadedImage) -> None:
         self.drv.go(self.profile.app_address)
 
+    def start_application(self) -> None:
+        self.drv.go(self.profile.app_address)
+
+    def describe(self) -> BootloaderFacts | None:
+        info, p = self.drv.info, self.profile
+        if info is None:
+            return None
+        codes = sorted(info.commands)
+        names = ", ".join(_command_name(c) for c in codes)
+        verify = "device CRC (Get Checksum)" if Cmd.GET_CHECKSUM in codes else "readback"
+        return BootloaderFacts(
+            bootloader="STM32 system bootloader over USART (AN3155)",
+            version=info.version_text,
+            product_id=f"0x{info.product_id:03X}",
+            flash_start=p.flash_start,
+            flash_size=p.flash_size,
+            page_size=p.page_size,
+            flash_from="profile",
+            details=(("commands", names), ("verify", verify)),
+        )
+
     def confirm(self, timeout_s: float) -> tuple[int | None, str | None]:
         self.console.wait_banner(timeout_s)
         running = self.console.version()
         if running is None:
             return None, None
         return running, self.console.eui64()
+
+
+def _command_name(code: int) -> str:
+    """``Get Checksum`` for 0xA1; a command this station does not know, by its code."""
+    try:
+        return Cmd(code).name.replace("_", " ").title().replace("Id", "ID")
+    except ValueError:
+        return f"0x{code:02X}"

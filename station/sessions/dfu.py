@@ -49,7 +49,7 @@ from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpac
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome
 from station.profiles import Profile
-from station.sessions import wrong_profile_hint
+from station.sessions import BootloaderFacts, wrong_profile_hint
 from station.sessions.trace import TracedUsbLink
 
 IDENTITY_MAGIC = b"HBID"
@@ -299,6 +299,36 @@ class DfuSession:
 
     def boot(self, image: LoadedImage) -> None:
         self.drv.leave(self.profile.app_address)
+
+    def start_application(self) -> None:
+        self.drv.leave(self.profile.app_address)
+
+    def describe(self) -> BootloaderFacts | None:
+        p, f, found = self.profile, self.drv.functional, self.drv.link.current
+        if f is None or found is None:
+            return None  # no DFU interface was claimed
+        v = f.dfu_version
+        version = f"{v >> 8:x}.{v >> 4 & 0xF:x}{'' if v & 0xF == 0 else f'{v & 0xF:x}'}"
+        kind = "ST DfuSe" if f.is_dfuse else "USB DFU"
+        details = [("USB", f"usb:{found.location}, serial {found.serial or '?'}")]
+        start, size, source = p.flash_start, p.flash_size, "profile"
+        if self.memory is not None:
+            details += [("memory map", self.memory.format())]
+            flash = [s for s in self.memory.segments if s.flags & WRITABLE]
+            if flash:
+                start, size = flash[0].start, sum(s.count * s.page_size for s in flash)
+                source = "device"
+        details += [("transfer size", f"{self.drv.transfer_size} bytes")]
+        return BootloaderFacts(
+            bootloader=f"{kind} bootloader over USB",
+            version=version,
+            product_id=f"{found.vid:04x}:{found.pid:04x}",
+            flash_start=start,
+            flash_size=size,
+            page_size=p.page_size,
+            flash_from=source,
+            details=tuple(details),
+        )
 
     def confirm(self, timeout_s: float) -> tuple[int | None, str | None]:
         try:

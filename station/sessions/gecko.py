@@ -41,7 +41,7 @@ from drivers.xmodem import TransferError
 from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome
 from station.profiles import Profile
-from station.sessions import wrong_profile_hint
+from station.sessions import BootloaderFacts, wrong_profile_hint
 from station.sessions.trace import TracedLink
 
 _BANNER = re.compile(rb"CHUB APP 0x[0-9A-Fa-f]{8} READY\r?\n")
@@ -218,6 +218,24 @@ class GeckoSession:
 
     def boot(self, image: LoadedImage) -> None:
         self.drv.run_application()
+
+    def start_application(self) -> None:
+        self.drv.run_application()
+
+    def describe(self) -> BootloaderFacts | None:
+        p = self.profile
+        if self.drv.version is None:
+            return None  # its menu never came
+        return BootloaderFacts(
+            bootloader="Silicon Labs Gecko bootloader over UART XMODEM",
+            version=self.drv.version,  # from its menu's banner
+            product_id=None,  # its UART menu has no command that says
+            flash_start=p.flash_start,
+            flash_size=p.flash_size,
+            page_size=p.page_size,
+            flash_from="profile",
+            details=(("verify", "the bootloader's own GBL check (no readback)"),),
+        )
 
     def confirm(self, timeout_s: float) -> tuple[int | None, str | None]:
         self.console.wait_banner(timeout_s)
