@@ -21,6 +21,7 @@ from rich.console import Console
 from drivers.errors import ConfigError, StationError
 from drivers.types import no_progress
 from firmware_images.catalog import Catalog
+from firmware_images.descriptor import dotted_version
 from firmware_images.loader import LoadedImage, load_image
 from station.flash import (
     FlashOutcome,
@@ -355,8 +356,8 @@ def cmd_image_demo(args: argparse.Namespace, err: Console) -> int:
     path = write_demo_image(Path(args.output), args.version, size=args.size)
     img = load_image(path)
     print(
-        f"{literal(path)}: demo application {args.version:#010x}, {len(img.data)} bytes at "
-        f"0x{img.address:08X}, sha256 {img.sha256}"
+        f"{literal(path)}: demo application {dotted_version(args.version)}, "
+        f"{len(img.data)} bytes at 0x{img.address:08X}, sha256 {img.sha256}"
     )
     return 0
 

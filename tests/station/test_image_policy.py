@@ -164,8 +164,7 @@ def test_downgrade(capsys: pytest.CaptureFixture[str], demo: tuple[Catalog, Trus
     code, v = _verify(capsys, demo, _file(demo[0], DEMO_RELEASES[2]), *hub)
     assert code == Exit.REFUSED
     assert any(
-        "downgrade: image 1.2.0.0 is older than the running 1.4.0.0" in r
-        for r in v["reasons"]
+        "downgrade: image 1.2.0.0 is older than the running 1.4.0.0" in r for r in v["reasons"]
     )
 
 
