@@ -143,19 +143,16 @@ class StartScreen(Screen[None]):
         for status in self.query("#start-status").results(Static):
             status.update(Text(literal(text)))
 
-    @on(Input.Submitted, "#operator")
-    def _operator_entered(self) -> None:
-        self.query_one("#plan", DataTable).focus()
-
     def action_edit_operator(self) -> None:
         self.query_one("#operator", Input).focus()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter in the name field: on to the plan, where ``s`` starts the batch."""
-        if event.input.id != "operator":
-            return
+    @on(Input.Submitted, "#operator")
+    def _operator_entered(self, event: Input.Submitted) -> None:
+        """Enter in the name field: on to the plan, where ``s`` starts the batch. Without a
+        name the field keeps the keyboard: letters typed next are the name, not hotkeys."""
         if not event.value.strip():
             self.set_status("Enter the operator's name first (it goes in the audit log).")
+            event.input.focus()
             return
         self.query_one("#plan", DataTable).focus()
         self.set_status(f"Operator {event.value.strip()}. s starts the batch, e edits the name.")
