@@ -38,7 +38,7 @@ from station.tui.screens import (
     QuitScreen,
     StartScreen,
 )
-from station.tui.widgets import BatchHeader, SlotGrid, SlotTile
+from station.tui.widgets import BatchHeader, ConsignmentLine, SlotGrid, SlotTile
 
 __all__ = ["StationApp", "run_tui"]
 
@@ -109,6 +109,7 @@ class StationApp(App[int]):
         self.view = BatchView(views, listed=self._listed())
         self._alerted: set[tuple[int, str]] = set()
         self.header = BatchHeader(self.view, self.clock)
+        self.consignment = ConsignmentLine(self.view)
         self.status = Static(id="status")
         self.grid = SlotGrid([self.view.slots[n] for n in sorted(self.view.slots)])
         batch.publish = self.inbox.append
@@ -121,11 +122,13 @@ class StationApp(App[int]):
 
     def compose(self) -> ComposeResult:
         yield self.header
+        yield self.consignment
         yield self.status
         yield self.grid
         yield Footer()
 
     def on_mount(self) -> None:
+        self.consignment.update()
         self.set_interval(TICK_S, self.drain)
         self.push_screen(StartScreen(self.operator))
         if self.probe_on_start:
@@ -148,6 +151,7 @@ class StationApp(App[int]):
             self.grid.refresh_slots(changed)
             for n in changed:
                 self._check_label(self.view.slots[n])
+            self.consignment.update()
         self.header.refresh()
 
     def _check_label(self, v: SlotView) -> None:
@@ -228,6 +232,7 @@ class StationApp(App[int]):
         self.view.batch_id = batch_id
         self.view.started_at = self.clock()
         self.view.listed = self._listed()
+        self.consignment.update()
         if self._start_screen() is not None:
             self.pop_screen()
         self.sub_title = literal(f"batch {batch_id}, operator {operator}")
@@ -363,6 +368,7 @@ class StationApp(App[int]):
                 self.say(str(exc), "error")
                 return
             self.view.listed = self._listed()
+            self.consignment.update()
             start = self._start_screen()
             if start is not None:
                 start.refresh_summary()
@@ -499,9 +505,11 @@ class StationApp(App[int]):
         summ, recon = self.batch.finish()
         counts = recon.counts()
         problems = self.batch.problems(recon)
+        missing = ", ".join(literal(e.eui64) for e in recon.lists["missing"])
         self.final_message += (
             f"batch {summ.batch}: "
             + (", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no hubs")
+            + (f". Missing (listed, never arrived): {missing}" if missing else "")
             + f". Reports: station report dsp|consignment|junit|summary --batch {summ.batch}"
         )
         code = 1 if problems else 0

@@ -6,9 +6,10 @@ Pure: no Textual, no threads, no clock of its own (times come from the events an
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from rich.text import Text
 
@@ -35,11 +36,17 @@ LOOK: Final[dict[str, tuple[str, str, str]]] = {
 }
 _TRACE: Final = 12
 _LIVE: Final = frozenset(str(s) for s in CHAIN)
+#: Results after which a hub's next job is another try at the same change.
+_UNCONFIRMED: Final = frozenset({"failed", "interrupted", "refused"})
+_RECORDED_VERSION: Final = re.compile(r"\b0x[0-9A-Fa-f]{8}\b")
 
 
-def short_version(text: str | None) -> str:
-    """``0x01050000`` as ``1.5.0.0`` (see :func:`station.render.shown_version`)."""
-    return shown_version(text)
+def plan_text(text: str) -> str:
+    """The catalogue's and policy's decision (``upgrade to 0x01050000``) as people read it:
+    every version in it dotted (``upgrade to 1.5.0.0``), the rest as it is. Only for plan
+    text, where an eight-digit hex number is always a version (a failure message may hold
+    addresses: those are left alone)."""
+    return literal(_RECORDED_VERSION.sub(lambda m: shown_version(m.group()), text))
 
 
 def human_rate(bytes_per_s: float) -> str:
@@ -62,14 +69,32 @@ def clock_text(seconds: float | None) -> str:
 
 
 @dataclass
+class _Previous:
+    """The slot's last job, kept at a new job's start until the hub is identified: if it is
+    the same hub after a job that did not end well, the new job is another try."""
+
+    eui64: str | None
+    version_before: str | None
+    state: str
+    job_ids: list[int]
+    tries: int
+
+
+@dataclass
 class SlotView:
-    """One slot as shown: its current (or last) job."""
+    """One slot as shown: its current (or last) job, and the earlier tries of its hub.
+
+    ``version_before`` is what the hub ran before this station wrote to it: read at the
+    first try's ``identified`` (a later try may find the flash half written and read no
+    version), kept across the tries of the same hub.
+    """
 
     number: int
     profile: str
     binding: str
     state: str = "idle"
     job_id: int | None = None
+    job_ids: list[int] = field(default_factory=list)  # this hub's tries here, oldest first
     port: str | None = None
     eui64: str | None = None
     version_before: str | None = None
@@ -83,12 +108,14 @@ class SlotView:
     reason: str = ""
     hint: str = ""
     fail_phase: str | None = None
-    tries: int = 0
+    tries: int = 0  # tries before the current one
     fault: bool = False
     label: str | None = None
     exchanges: list[str] = field(default_factory=list)
     trace: deque[str] = field(default_factory=lambda: deque(maxlen=_TRACE))
     _phase_start: tuple[float, int] | None = None
+    _retrying: bool = False
+    _previous: _Previous | None = None
 
     @property
     def live(self) -> bool:
@@ -123,6 +150,10 @@ class SlotView:
         if ev.kind == "state" and ev.state:
             if ev.state == str(JobState.DETECTED):
                 self._new_job(ev)
+            elif ev.state == str(JobState.IDENTIFIED):
+                self._identified(d)
+            elif ev.state == str(JobState.PLANNED):
+                self.target = d.get("target_version") or d.get("image_version") or self.target
             self.state = ev.state
             self.phase = d.get("phase", self.phase)
             self._phase_start = None
@@ -143,14 +174,16 @@ class SlotView:
         elif ev.kind == "note":
             stamp = f"note: {d.get('note', '')}"
         elif ev.kind == "retry":
-            self.tries = int(d.get("try", self.tries + 1)) - 1
+            self._retrying = True
             stamp = f"retry (try {d.get('try')}): {d.get('why', '')}"
         elif ev.kind == "job-finished":
             self.state = ev.state or str(d.get("result"))
             self.eui64 = d.get("eui64") or self.eui64
-            self.version_before = d.get("version_before") or self.version_before
+            # What the hub ran before any write was read at the first try; the outcome of a
+            # later try may say "unknown" (the flash was half written by then).
+            self.version_before = self.version_before or d.get("version_before")
             self.version_after = d.get("version_after")
-            self.target = d.get("image_version") or self.target
+            self.target = d.get("target_version") or d.get("image_version") or self.target
             self.reason = d.get("message") or ""
             self.hint = d.get("hint") or ""
             self.fail_phase = d.get("phase")
@@ -174,23 +207,53 @@ class SlotView:
     def _new_job(self, ev: Event) -> None:
         self.job_id = ev.job_id
         self.port = ev.data.get("port", self.port)
-        self.eui64 = self.version_before = self.version_after = None
+        job_ids = [] if ev.job_id is None else [ev.job_id]
+        if self._retrying:  # the station's own retry: the same hub, another try
+            self.job_ids += job_ids
+            self.tries += 1
+            self._previous = None
+        else:  # a new hub, or the same one again: known once it is identified
+            self._previous = _Previous(
+                self.eui64, self.version_before, self.state, self.job_ids, self.tries
+            )
+            self.job_ids = job_ids
+            self.tries = 0
+            self.eui64 = self.version_before = self.target = None
+            self.trace.clear()
+        self._retrying = False
+        self.version_after = None
         self.reason = self.hint = ""
         self.fail_phase = None
         self.exchanges = []
-        self.trace.clear()
+
+    def _identified(self, d: dict[str, Any]) -> None:
+        eui64, prev = d.get("eui64"), self._previous
+        self._previous = None
+        if prev is not None and eui64 and prev.eui64 == eui64 and prev.state in _UNCONFIRMED:
+            # Run again after a job that did not end well (the operator's "r"): another try.
+            self.job_ids = prev.job_ids + self.job_ids
+            self.tries = prev.tries + 1
+            self.version_before = prev.version_before
+        self.eui64 = eui64 or self.eui64
+        self.version_before = self.version_before or d.get("version_before")
 
 
 @dataclass
 class BatchView:
-    """The batch as shown: counters, consignment and time."""
+    """The batch as shown: counters, consignment and time.
+
+    A hub counts by how its latest job ended; while the station (or the operator) tries it
+    again it is not failed. A listed hub is *missing* only once the batch is closed and its
+    consignment reconciliation says so; until then it is *not seen yet*.
+    """
 
     slots: dict[int, SlotView]
     listed: frozenset[str] = frozenset()
     batch_id: int | None = None
     started_at: float | None = None
     hubs: dict[str, str] = field(default_factory=dict)  # hub (EUI-64 or job) -> result
-    seen: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # EUI-64s identified by this batch's jobs
+    closed_missing: list[str] | None = None  # the closed batch's missing hubs
 
     def apply(self, ev: Event) -> set[int]:
         """Take one event; returns the slots whose tiles changed."""
@@ -198,11 +261,27 @@ class BatchView:
             self.batch_id = int(ev.data.get("batch", 0)) or self.batch_id
             self.started_at = self.started_at if self.started_at is not None else ev.at
             return set()
+        if ev.kind == "batch-finished":
+            recon = ev.data.get("reconciliation") or {}
+            missing = recon.get("missing")
+            self.closed_missing = sorted(
+                [str(e.get("eui64")) for e in missing]
+                if isinstance(missing, list)
+                else self.listed - self.seen
+            )
+            return set()
         if ev.slot is None or ev.slot not in self.slots:
             return set()
         view = self.slots[ev.slot]
+        tried = view.eui64 or f"job {view.job_id}"  # the hub of the job that just ended
         view.apply(ev)
-        if ev.kind == "job-finished":
+        if ev.kind == "retry":
+            self.hubs.pop(tried, None)  # tried again: its next try speaks for it
+        elif ev.kind == "state" and ev.state == str(JobState.IDENTIFIED) and view.eui64:
+            self.seen.add(view.eui64)
+            if self.hubs.get(view.eui64) in _UNCONFIRMED:
+                del self.hubs[view.eui64]  # a hub that did not end well, run again
+        elif ev.kind == "job-finished":
             # A hub's latest job speaks for it (as in the reports); a skip after a pass
             # confirms the pass. A job that never read the hub's EUI-64 counts on its own.
             key = view.eui64 or f"job {ev.job_id}"
@@ -226,9 +305,13 @@ class BatchView:
         """Slots whose hub is not done yet (running, waiting or never started)."""
         return sum(1 for v in self.slots.values() if not v.final and v.state != "empty")
 
-    def missing(self) -> int:
-        """Hubs the consignment lists that no job has identified yet."""
-        return len(self.listed - self.seen)
+    def unseen(self) -> list[str]:
+        """Listed hubs no job of this batch has identified yet (while it runs: not missing)."""
+        return sorted(self.listed - self.seen)
+
+    def missing(self) -> list[str]:
+        """Listed hubs that never arrived, once the batch is closed (empty before)."""
+        return [] if self.closed_missing is None else list(self.closed_missing)
 
     def header(self, now: float | None, width: int = 200) -> Text:
         """The batch counters as one line (terser words when ``width`` is small)."""
@@ -251,14 +334,44 @@ class BatchView:
         left = self.remaining()
         t.append(f"… remaining {left}{gap}" if wide else f"{left} left{gap}")
         if self.listed:
-            missing = f"missing {self.missing()}/{len(self.listed)}"
-            t.append(missing + gap if wide else f"{self.missing()} missing ", style="magenta")
+            if self.closed_missing is not None:
+                n, long, short, style = len(self.closed_missing), "missing", "missing", "magenta"
+            else:
+                n, long, short, style = len(self.unseen()), "not seen", "unseen", ""
+            t.append(f"{long} {n}/{len(self.listed)}{gap}" if wide else f"{n} {short} ", style)
         t.append(
             f"⏱ {clock_text(elapsed)}{gap}{rate} hubs/h"
             if wide
             else f"⏱{clock_text(elapsed)} {rate}/h"
         )
         return t
+
+    def consignment(self, width: int) -> Text:
+        """The listed hubs not seen (or, once closed, missing), named, on one line."""
+        if not self.listed:
+            return Text()
+        if self.closed_missing is not None:
+            hubs, style = self.closed_missing, "bold magenta"
+            words = f"Missing: {len(hubs)} listed hub(s) never arrived: "
+        else:
+            hubs, style = self.unseen(), ""
+            words = f"Consignment: {len(self.listed) - len(hubs)}/{len(self.listed)} seen; "
+            words += "not seen yet: "
+        if not hubs:
+            return Text(f"Consignment: all {len(self.listed)} listed hubs seen", style="dim")
+        names = [literal(eui) for eui in hubs]
+        shown: list[str] = []
+        for name in names:  # as many as fit, then how many more
+            more = len(names) - len(shown) - 1
+            text = ", ".join([*shown, name]) + (f" +{more} more" if more else "")
+            if shown and len(words) + len(text) > width:
+                break
+            shown.append(name)
+        more = len(names) - len(shown)
+        line = Text(words, style=style)
+        line.append(", ".join(shown) + (f" +{more} more" if more else ""))
+        line.truncate(width, overflow="ellipsis")
+        return line
 
 
 def _bar(fraction: float, width: int) -> str:
@@ -269,13 +382,40 @@ def _bar(fraction: float, width: int) -> str:
     return ("█" * full + part).ljust(width, "░")[:width]
 
 
+def _tail(eui64: str, room: int) -> str:
+    """The EUI-64, or when it must be cut its last whole octets: they tell hubs apart."""
+    if len(eui64) <= room:
+        return eui64
+    octets = eui64.split("-")
+    keep = max((room - 1 + 1) // 3, 1)  # "…" then "XX-XX" is 3k-1 cells
+    return "…" + "-".join(octets[-keep:])
+
+
+def versions_text(v: SlotView) -> str:
+    """What is known of the hub's versions, each said once: ``1.1.0.0→1.5.0.0`` (before and
+    after, or the target while it is written), ``runs 1.5.0.0`` (current, or no target),
+    ``→1.5.0.0`` (before not read); empty when nothing is known."""
+    before = v.version_before
+    after = v.version_after if v.state == "passed" else v.target
+    if v.state == "skipped":
+        after = None
+    if before and after:
+        return f"{shown_version(before)}→{shown_version(after)}"
+    if before:
+        return f"runs {shown_version(before)}"
+    if after:
+        return f"→{shown_version(after)}"
+    return ""
+
+
 def tile_text(v: SlotView, width: int, height: int) -> Text:
     """A slot tile of ``width`` x ``height`` cells; denser when smaller, never colour-only.
 
     Line by line, as room allows: slot, symbol and state word (and the EUI-64 when it
-    fits); the EUI-64 or model and versions; progress (bar, %, bytes/s, ETA) or the result
-    with its reason; then whatever did not fit before. What the hub and the rig say is shown
-    as it is (:func:`station.render.literal`).
+    fits); the EUI-64; model and versions (:func:`versions_text`, once); progress (bar, %,
+    bytes/s, ETA) or why the job ended badly. The last line always shows: progress, the
+    reason, or for a passed or current hub its versions. What the hub and the rig say is
+    shown as it is (:func:`station.render.literal`).
     """
     symbol, word, style = LOOK.get(v.state, ("?", v.state, ""))
     if v.fault:
@@ -298,55 +438,62 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
             return Text(info.strip())
         return Text(_bar(pct, avail - len(info) - 1), style=style) + Text(" " + info)
 
-    before, after = v.version_before, v.version_after or v.target
+    versions = versions_text(v)
+    if v.tries:
+        versions = f"{versions} try {v.tries + 1}".strip()
     eui64 = None if v.eui64 is None else literal(v.eui64)
-    versions = "" if not (before or after) else f"{short_version(before)}→{short_version(after)}"
     outcome = ""
     if v.state in ("failed", "refused", "interrupted"):
-        outcome = f"{v.fail_phase}: {v.reason}" if v.fail_phase else v.reason
-    elif v.state == "passed":
-        outcome = versions
-    elif v.state == "skipped":
-        outcome = f"runs {short_version(before)}"
+        reason = plan_text(v.reason) if v.fail_phase == "plan" else literal(v.reason)
+        outcome = f"{literal(v.fail_phase)}: {reason}" if v.fail_phase else reason
     elif v.state in ("idle", "empty"):
-        outcome = v.binding
-    outcome, versions = literal(outcome), literal(versions)
+        outcome = literal(v.binding)
+    done = v.state in ("passed", "skipped")
     indent = "   "
 
     if height <= 1:
         line = head.copy()
         rest = width - line.cell_len - 1
+        said = versions if done else outcome
+        if done and len(said) > rest:  # the version it runs now, at least
+            now = v.version_after if v.state == "passed" else v.version_before
+            said = shown_version(now) if now else said
         if running and rest >= 4:
             line.append(" ")
             line.append_text(progress(rest))
-        elif outcome and v.state not in ("idle", "empty") and rest > 3:
-            line.append(" " + outcome)
+        elif said and v.state not in ("idle", "empty") and rest > 3:
+            line.append(" " + said)
         elif eui64 and rest >= 8:
             line.append(" …" + eui64[-(rest - 2) :])
         line.truncate(width, overflow="ellipsis")
         return line
 
-    lines = [head.copy()]
-    eui_in_head = bool(eui64) and width - head.cell_len >= 25
-    if eui64 and eui_in_head:
-        lines[0].append(f"  {eui64}")
-    extra: list[str] = []
-    if eui64 and not eui_in_head:
-        room = width - len(indent)
-        # When it must be cut, keep the end: the last octets tell hubs apart.
-        extra.append(eui64 if len(eui64) <= room else "…" + eui64[-(room - 1) :])
-    ident = " ".join(x for x in (literal(v.profile), versions) if x)
-    if v.tries:
-        ident += f" try {v.tries + 1}"
-    extra.append(ident)
-    last = Text(indent) + progress(width - len(indent)) if running else None
-    if last is None and outcome:
+    room = width - len(indent)
+    profile = literal(v.profile)
+    ident = f"{profile} {versions}".strip()
+    if versions and len(ident) > room:
+        ident = versions  # the versions matter more than the model's name
+    last: Text | None = None
+    if running:
+        last = Text(indent) + progress(room)
+    elif outcome:
         last = Text(indent + outcome, style=style if v.final else "dim")
+    elif done:
+        last = Text(indent + ident)
+    lines = [head.copy()]
+    extra = [] if done else [ident]
+    beside = width - head.cell_len - 2  # room for the EUI-64 beside the state
+    if eui64 and beside >= len(eui64):
+        lines[0].append(f"  {eui64}")
+    elif eui64 and height - 1 >= len(extra) + 1 + (last is not None):
+        extra.insert(0, _tail(eui64, room))  # a line of its own
+    elif eui64 and beside >= 10:  # its end, and a blank before the next tile
+        lines[0].append("  " + _tail(eui64, beside - 1))
     body = [Text(indent + e, style="dim" if v.state in ("idle", "empty") else "") for e in extra]
     if last is not None:
         # The result or progress always shows; identity fills the lines above it.
         body = [*body[: max(height - 2, 0)], last]
-    lines += body
+    lines += [line for line in body if line.plain.strip()]
     shown = lines[:height]
     for line in shown:
         line.truncate(width, overflow="ellipsis")

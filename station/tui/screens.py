@@ -19,8 +19,8 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, S
 
 from station.batch import OVERRIDES, PlanRow
 from station.records.store import EventRow, JobRow
-from station.render import literal, styled
-from station.tui.model import LOOK, SlotView, clock_text, short_version
+from station.render import literal, shown_version, styled
+from station.tui.model import LOOK, SlotView, clock_text
 
 if TYPE_CHECKING:
     from station.tui.app import StationApp
@@ -126,12 +126,12 @@ class StartScreen(Screen[None]):
             else:
                 hub = Text("● present (probed at start)")
             running = (
-                short_version(r.version_before)
+                shown_version(r.version_before)
                 if r.probed and r.eui64
                 else ("-" if r.port is None else "at start")
             )
             est = "-" if r.estimate_s is None else f"~{clock_text(r.estimate_s)}"
-            target = short_version(r.target) if r.target and r.target.startswith("0x") else r.target
+            target = shown_version(r.target) if r.target and r.target.startswith("0x") else r.target
             table.add_row(
                 Text(str(r.slot)),
                 hub,

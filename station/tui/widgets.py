@@ -99,7 +99,8 @@ class SlotGrid(Container, can_focus=False):
 
 
 class BatchHeader(Widget):
-    """Passed, failed, refused, remaining, missing, elapsed and hubs/hour, on one line."""
+    """Passed, failed, refused, remaining, not seen or missing, elapsed and hubs/hour, on
+    one line."""
 
     DEFAULT_CSS = "BatchHeader { height: 1; background: $panel; }"
 
@@ -110,3 +111,22 @@ class BatchHeader(Widget):
 
     def render(self) -> Text:
         return self.model.header(self.clock(), self.size.width)
+
+
+class ConsignmentLine(Widget):
+    """The listed hubs not seen yet (or, once the batch is closed, missing), by EUI-64: the
+    operator looks for them on the bench. Shown only when a manifest is loaded."""
+
+    DEFAULT_CSS = "ConsignmentLine { height: 1; }"
+
+    def __init__(self, batch: BatchView) -> None:
+        super().__init__(id="consignment")
+        self.model = batch
+
+    def render(self) -> Text:
+        return self.model.consignment(self.size.width)
+
+    def update(self) -> None:
+        """Show or hide it with the manifest, and redraw."""
+        self.display = bool(self.model.listed)
+        self.refresh()

@@ -90,7 +90,7 @@ async def test_batch_failure_retry_export_through_the_ui(
         assert _states(app) == {1: "passed", 2: "failed", 3: "passed"}
         failed = app.view.slots[2]
         assert failed.fail_phase == "write" and "NACK" in failed.reason
-        assert app.view.missing() == 1  # the listed hub that never arrived
+        assert app.view.unseen() == [MISSING]  # the listed hub that never arrived
 
         # The slot's detail names the phase, the reason and the recorded timeline.
         app.grid.tiles[1].focus()

@@ -60,10 +60,13 @@ def _events(n: int) -> list[Event]:
     """A fixed story for slot ``n``: every state a tile can show, in turn."""
     eui = derive_eui64(1, n)
     t = NOW - 600 + n
+    before = "0x01050000" if n % 8 == 4 else "0x01010000"
+    read = {"eui64": eui, "hw_version": 2, "version_before": before, "found_in": "bootloader"}
     start = [
         Event("state", n, n, "detected", {"port": f"/dev/pts/{n}"}, at=t),
-        Event("state", n, n, "identified", {"phase": "plan"}, at=t + 1),
+        Event("state", n, n, "identified", read, at=t + 1),
     ]
+    planned = Event("state", n, n, "planned", {"target_version": "0x01050000"}, at=t + 1.5)
     done: dict[str, Any] = {
         "eui64": eui,
         "version_before": "0x01010000",
@@ -74,6 +77,7 @@ def _events(n: int) -> list[Event]:
     if kind == 0:
         return [
             *start,
+            planned,
             Event(
                 "job-finished", n, n, "passed", {**done, "version_after": "0x01050000"}, at=t + 9
             ),
@@ -82,7 +86,9 @@ def _events(n: int) -> list[Event]:
         phase, state = ("write", "writing") if kind == 1 else ("verify", "verifying")
         return [
             *start,
-            Event("state", n, n, state, {"phase": phase}, at=t + 2),
+            planned,
+            Event("state", n, n, "erasing", {}, at=t + 1.8),
+            Event("state", n, n, state, {}, at=t + 2),
             Event("progress", n, n, data={"phase": phase, "done": 0, "total": 8192}, at=t + 2),
             Event(
                 "progress",
@@ -109,18 +115,22 @@ def _events(n: int) -> list[Event]:
         }
         return [
             *start,
+            planned,
+            Event("state", n, n, "erasing", {}, at=t + 1.8),
+            Event("state", n, n, "writing", {}, at=t + 2),
             Event("note", n, n, data={"note": "block 37: NACK, retrying (try 2 of 5)"}, at=t + 3),
             Event("job-finished", n, n, "failed", fail, at=t + 4),
         ]
     if kind == 3:
-        refused = {**done, "phase": "plan", "message": "off-pathway: no approved upgrade path"}
+        why = "off-pathway: no approved upgrade path from 0x01010000 to 0x01050000"
+        refused = {**done, "phase": "plan", "message": why}
         return [*start, Event("job-finished", n, n, "refused", refused, at=t + 2)]
     if kind == 4:
         current = {**done, "version_before": "0x01050000", "message": "already running"}
         return [*start, Event("job-finished", n, n, "skipped", current, at=t + 2)]
     if kind == 7:
         stopped = {**done, "phase": "write", "message": "aborted by operator"}
-        return [*start, Event("job-finished", n, n, "interrupted", stopped, at=t + 5)]
+        return [*start, planned, Event("job-finished", n, n, "interrupted", stopped, at=t + 5)]
     return []  # kind 6: idle, never started
 
 
