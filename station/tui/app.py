@@ -47,6 +47,10 @@ TICK_S: Final = 0.15
 #: Where reports are exported unless told otherwise (a folder per batch inside it).
 REPORTS_DIR: Final = Path("station-data/reports")
 _WRITING: Final = frozenset({"erasing", "writing", "verifying", "booting"})
+#: The grid's actions: not offered (nor run) while the start screen is up.
+_GRID_ACTIONS: Final = frozenset(
+    {"start_all", "stop_all", "detail", "retry_slot", "abort_slot", "scan_label", "export"}
+)
 
 
 class StationApp(App[int]):
@@ -133,6 +137,11 @@ class StationApp(App[int]):
         self.push_screen(StartScreen(self.operator))
         if self.probe_on_start:
             self.probe()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Before the batch the start screen offers its own keys only: the grid's are
+        neither shown in its footer nor run."""
+        return not (action in _GRID_ACTIONS and self._start_screen() is not None)
 
     def say(self, text: str, severity: SeverityLevel = "information") -> None:
         """Show a message in the status line (kept) and as a notification."""
@@ -235,6 +244,7 @@ class StationApp(App[int]):
         self.consignment.update()
         if self._start_screen() is not None:
             self.pop_screen()
+            self.refresh_bindings()
         self.sub_title = literal(f"batch {batch_id}, operator {operator}")
         for line in describe_recovery(self.batch.recovery):
             self.say(line)

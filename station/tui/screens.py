@@ -7,7 +7,7 @@ with ``markup=False`` (see :mod:`station.render`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from rich.text import Text
 from textual import on
@@ -20,7 +20,7 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, S
 from station.batch import OVERRIDES, PlanRow
 from station.records.store import EventRow, JobRow
 from station.render import literal, shown_version, styled
-from station.tui.model import LOOK, SlotView, clock_text
+from station.tui.model import LOOK, SlotView, clock_text, plan_text
 
 if TYPE_CHECKING:
     from station.tui.app import StationApp
@@ -41,12 +41,74 @@ KEYS = [
 ]
 
 
+#: The plan's columns: name, and the widest a cell may be (0: whatever is left).
+_PLAN_COLUMNS: Final = (
+    ("slot", 4),
+    ("hub", 48),
+    ("running", 8),
+    ("target", 8),
+    ("est.", 6),
+    ("model", 16),
+    ("plan", 0),
+)
+#: The hub column when room is short: an EUI-64 and its mark, whole.
+_HUB_NARROW: Final = 25
+
+
+def _plan_cells(r: PlanRow, probing: bool) -> list[tuple[str, str]]:
+    """One plan row's cells as (text, style): text from outside shown literally, versions
+    dotted (:func:`station.render.shown_version`)."""
+    if r.port is None:
+        hub = (literal(f"○ no hub at {r.binding}"), "dim")
+    elif probing:
+        hub = ("… probing", "")
+    elif r.problem:
+        hub = (literal(f"✗ {r.problem}"), "red")
+    elif r.eui64:
+        hub = (literal(f"✓ {r.eui64}"), "")
+    else:
+        hub = ("● present (probed at start)", "")
+    running = (
+        shown_version(r.version_before)
+        if r.probed and r.eui64
+        else ("-" if r.port is None else "at start")
+    )
+    target = shown_version(r.target) if r.target and r.target.startswith("0x") else r.target
+    est = "-" if r.estimate_s is None else f"~{clock_text(r.estimate_s)}"
+    plain = [running, literal(target or "-"), est, literal(r.profile), plan_text(r.plan)]
+    return [(str(r.slot), "bold"), hub, *((text, "") for text in plain)]
+
+
+def _plan_widths(cells: list[list[tuple[str, str]]], room: int) -> list[int]:
+    """Each column's width for ``room`` cells of text: the content's, up to its cap. When
+    that is too wide the plan takes what is left; if that is under 24 cells the hub column
+    is held to an EUI-64's width first, and a plan under 12 cells is left out (the line
+    under the table says it)."""
+    widths = []
+    for i, (name, cap) in enumerate(_PLAN_COLUMNS):
+        wanted = max([len(name), *(len(row[i][0]) for row in cells)])
+        widths.append(min(wanted, cap) if cap else wanted)
+    plan = len(widths) - 1
+    if sum(widths) > room:
+        if room - sum(widths[:plan]) < 24:
+            widths[1] = min(widths[1], _HUB_NARROW)
+        widths[plan] = max(room - sum(widths[:plan]), 0)
+        if widths[plan] < 12:
+            widths[plan] = 0
+    return widths
+
+
 class StartScreen(Screen[None]):
-    """Operator name, what is loaded, and the pre-flight plan per slot."""
+    """Operator name, what is loaded, and the pre-flight plan per slot.
+
+    The plan's columns are fitted to the terminal: at 80 columns every column shows, cut
+    with an ellipsis where it must be, and the line under the table gives the highlighted
+    slot's hub and plan in full.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("s", "start", "Start batch"),
-        Binding("p", "probe", "Probe hubs"),
+        Binding("s", "start", "Start"),
+        Binding("p", "probe", "Probe"),
         Binding("m", "manifest", "Manifest"),
         Binding("o", "overrides", "Overrides"),
         Binding("e", "edit_operator", "Operator"),
@@ -57,6 +119,8 @@ class StartScreen(Screen[None]):
     def __init__(self, operator: str) -> None:
         super().__init__(id="start")
         self.operator = operator
+        self._rows: list[PlanRow] = []
+        self._probing = False
 
     @property
     def station(self) -> StationApp:
@@ -73,12 +137,12 @@ class StartScreen(Screen[None]):
                 yield Input(self.operator, placeholder="your name", id="operator")
             yield Static(id="summary")
         yield DataTable(id="plan", cursor_type="row", zebra_stripes=True)
+        yield Static(id="plan-why")
         yield Static(id="start-status")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#plan", DataTable)
-        table.add_columns("slot", "hub", "running", "target", "est.", "plan", "model")
         self.refresh_summary()
         self.show_plan(self.station.plan_rows, probing=self.station.probing)
         if self.operator:
@@ -86,9 +150,15 @@ class StartScreen(Screen[None]):
         else:
             self.query_one("#operator", Input).focus()
 
+    def on_resize(self) -> None:
+        self.show_plan(self._rows, self._probing)
+
     def refresh_summary(self) -> None:
         d = self.station.batch.describe()
-        models = ", ".join(f"{m} newest {v}" for m, v in d["models"].items()) or "no models"
+        models = (
+            ", ".join(f"{m} newest {shown_version(v)}" for m, v in d["models"].items())
+            or "no models"
+        )
         manifest = (
             f"{d['manifest']} ({d['listed']} hubs listed)" if d["manifest"] else "none (m to load)"
         )
@@ -109,35 +179,47 @@ class StartScreen(Screen[None]):
         self.query_one("#summary", Static).update(text)
 
     def show_plan(self, rows: list[PlanRow], probing: bool = False) -> None:
+        """Show the plan, one row a slot, in columns that fit the screen's width."""
+        self._rows, self._probing = rows, probing
         found = self.query("#plan")
         if not found:  # not composed yet: on_mount shows the app's plan
             return
         table = found.first(DataTable)
-        table.clear()
-        for r in rows:
-            if r.port is None:
-                hub = Text(literal(f"○ no hub at {r.binding}"), style="dim")
-            elif probing:
-                hub = Text("… probing")
-            elif r.problem:
-                hub = Text(literal(f"✗ {r.problem}"), style="red")
-            elif r.eui64:
-                hub = Text(literal(f"✓ {r.eui64}"))
-            else:
-                hub = Text("● present (probed at start)")
-            running = (
-                shown_version(r.version_before)
-                if r.probed and r.eui64
-                else ("-" if r.port is None else "at start")
-            )
-            est = "-" if r.estimate_s is None else f"~{clock_text(r.estimate_s)}"
-            target = shown_version(r.target) if r.target and r.target.startswith("0x") else r.target
-            table.add_row(
-                Text(str(r.slot)),
-                hub,
-                *(Text(literal(cell)) for cell in (running, target, est, r.plan, r.profile)),
-                key=str(r.slot),
-            )
+        cells = [_plan_cells(r, probing) for r in rows]
+        # The table's width less its scrollbar, and each column's padding on both sides.
+        room = max(self.size.width or self.app.size.width, 40) - 2
+        widths = _plan_widths(cells, room - 2 * table.cell_padding * len(_PLAN_COLUMNS))
+        row = table.cursor_row
+        table.clear(columns=True)
+        for (name, _), width in zip(_PLAN_COLUMNS, widths, strict=True):
+            if width:
+                table.add_column(name, width=width, key=name)
+        for r, cell in zip(rows, cells, strict=True):
+            shown = [
+                Text(text, style=style, no_wrap=True, overflow="ellipsis")
+                for (text, style), width in zip(cell, widths, strict=True)
+                if width
+            ]
+            table.add_row(*shown, key=str(r.slot))
+        if rows:
+            table.move_cursor(row=min(row, len(rows) - 1))
+        self._show_why(table.cursor_row)
+
+    @on(DataTable.RowHighlighted, "#plan")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_why(event.cursor_row)
+
+    def _show_why(self, index: int) -> None:
+        """The highlighted slot's hub and plan in full, under the table."""
+        why = Text()
+        if 0 <= index < len(self._rows):
+            r = self._rows[index]
+            said = [literal(r.problem)] if r.problem else []
+            said += [literal(f"no hub at {r.binding}")] if r.port is None else []
+            said += [plan_text(r.plan)] if r.plan else []
+            why = styled((f"slot {r.slot}: ", "bold"), Text("; ".join(said) or "-"))
+        for line in self.query("#plan-why").results(Static):
+            line.update(why)
 
     def set_status(self, text: str) -> None:
         for status in self.query("#start-status").results(Static):

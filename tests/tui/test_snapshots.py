@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from sim.pty import derive_eui64
 from station.batch import BatchRun
@@ -21,6 +22,8 @@ from station.demo import prepare_demo_catalog
 from station.events import Event
 from station.tui.app import StationApp
 from station.tui.screens import DetailScreen, HelpScreen
+
+from .test_screens import PLAN
 
 NOW = 1_800_000_000.0
 SIZES = [(80, 24), (160, 48)]
@@ -154,6 +157,22 @@ async def _busy_grid(pilot: Pilot[int]) -> None:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_start_screen(snap_compare: Snap, make_app: Callable[[int], StationApp], size: Any) -> None:
     assert snap_compare(make_app(16), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_start_screen_with_a_probed_plan(
+    snap_compare: Snap, make_app: Callable[[int], StationApp], size: Any
+) -> None:
+    """A hub to upgrade, one of another model, one off the pathway; the third highlighted."""
+    app = make_app(3)
+    app.plan_rows = PLAN
+
+    async def highlight(pilot: Pilot[int]) -> None:
+        await pilot.pause()
+        pilot.app.screen.query_one("#plan", DataTable).move_cursor(row=2)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=highlight)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
