@@ -290,11 +290,11 @@ class StationApp(App[int]):
         v = self._selected()
         if v is None:
             return
-        job = events = None
-        if v.job_id is not None:
-            job = self.batch.store.job(v.job_id)
-            events = self.batch.store.job_events(v.job_id)
-        self.push_screen(DetailScreen(v, job, events or []))
+        # Every try of the slot's hub, as recorded: a retry's detail shows the try it
+        # follows too.
+        ids = v.job_ids or ([] if v.job_id is None else [v.job_id])
+        store = self.batch.store
+        self.push_screen(DetailScreen(v, [(store.job(i), store.job_events(i)) for i in ids]))
 
     def action_retry_slot(self) -> None:
         v, ctl = self._selected(), self.batch.controller

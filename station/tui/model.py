@@ -39,6 +39,9 @@ _LIVE: Final = frozenset(str(s) for s in CHAIN)
 #: Results after which a hub's next job is another try at the same change.
 _UNCONFIRMED: Final = frozenset({"failed", "interrupted", "refused"})
 _RECORDED_VERSION: Final = re.compile(r"\b0x[0-9A-Fa-f]{8}\b")
+_HEX_RUN: Final = re.compile(
+    r"(?P<arrow>->|<-) (?P<hex>[0-9A-F]{2}(?: [0-9A-F]{2})*)(?P<rest> .*)?"
+)
 
 
 def plan_text(text: str) -> str:
@@ -47,6 +50,26 @@ def plan_text(text: str) -> str:
     text, where an eight-digit hex number is always a version (a failure message may hold
     addresses: those are left alone)."""
     return literal(_RECORDED_VERSION.sub(lambda m: shown_version(m.group()), text))
+
+
+def exchange_lines(exchanges: list[str]) -> list[str]:
+    """The last exchanges with a hub (``-> 31 CE``, ``<- 1F``) as a hex block: each run of
+    bytes under its direction, 16 bytes a line in two groups of 8. What is not a run of
+    bytes (a DFU request, an error) is shown as it is."""
+    out: list[str] = []
+    for exchange in exchanges:
+        m = _HEX_RUN.fullmatch(exchange)
+        if m is None:
+            out.append(literal(exchange))
+            continue
+        octets = m["hex"].split()
+        for i in range(0, len(octets), 16):
+            row = octets[i : i + 16]
+            text = " ".join(row[:8]) + ("  " + " ".join(row[8:]) if len(row) > 8 else "")
+            out.append(f"{m['arrow'] if i == 0 else '  '} {text}")
+        if m["rest"] and m["rest"].strip():
+            out[-1] += "  " + literal(m["rest"].strip())
+    return out
 
 
 def human_rate(bytes_per_s: float) -> str:

@@ -20,7 +20,7 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, S
 from station.batch import OVERRIDES, PlanRow
 from station.records.store import EventRow, JobRow
 from station.render import literal, shown_version, styled
-from station.tui.model import LOOK, SlotView, clock_text, plan_text
+from station.tui.model import LOOK, SlotView, clock_text, exchange_lines, plan_text
 
 if TYPE_CHECKING:
     from station.tui.app import StationApp
@@ -411,19 +411,76 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
+def _labelled_version(text: object) -> str:
+    """A version in a detail view: dotted, and the recorded hex labelled beside it."""
+    if not isinstance(text, str) or not text:
+        return "unknown"
+    dotted = shown_version(text)
+    return dotted if dotted == literal(text) else f"{dotted} (hex {literal(text)})"
+
+
+def _said(state: str, detail: dict[str, Any]) -> list[str]:
+    """What a recorded event says, in words (versions dotted, hex labelled); what this view
+    does not know by name is shown as ``key=value``, literally."""
+    d = {k: v for k, v in detail.items() if k not in ("slot", "port", "profile", "exchanges")}
+    out: list[str] = []
+    known: tuple[str, ...] = ()
+    if state == "identified":
+        if d.get("eui64"):
+            out.append(f"EUI-64 {literal(d['eui64'])}")
+        out.append(f"running {_labelled_version(d.get('version_before'))}")
+        if d.get("found_in"):
+            out.append(f"in its {literal(d['found_in'])}")
+        if d.get("hw_version") is not None:
+            out.append(f"hardware {literal(d['hw_version'])}")
+        known = ("eui64", "version_before", "found_in", "hw_version")
+    elif state == "planned":
+        target = d.get("target_version") or d.get("image_version")
+        out.append(f"target {_labelled_version(target)}")
+        if d.get("plan"):
+            out.append(plan_text(str(d["plan"])))
+        if d.get("signature"):
+            signer = f" by {literal(d['signer'])}" if d.get("signer") else ""
+            out.append(f"signature {literal(d['signature'])}{signer}")
+        if d.get("overrides"):
+            out.append("overrides " + ", ".join(literal(o) for o in d["overrides"]))
+        known = ("target_version", "image_version", "plan", "signature", "signer", "overrides")
+        known += ("image", "image_sha256", "behind")  # the image is in the rows above
+    elif "result" in d:  # how the job ended
+        why = literal(d.get("message") or "")
+        if d.get("phase"):
+            why = f"{literal(d['phase'])}: {why}"
+        out.append(why + (f" ({literal(d['error'])})" if d.get("error") else ""))
+        known = ("result", "phase", "message", "error")
+    out += [f"{k}={literal(v)}" for k, v in d.items() if k not in known and v not in (None, "")]
+    return [x for x in out if x]
+
+
 def _event_line(e: EventRow) -> Text:
-    detail = {k: v for k, v in e.detail.items() if k not in ("slot", "port", "profile")}
-    extra = ", ".join(f"{k}={v}" for k, v in detail.items())
     line = Text(f"  {e.at.strftime('%H:%M:%S')}  ")
     symbol, _, style = LOOK.get(str(e.state), ("·", str(e.state), ""))
     line.append(literal(f"{symbol} {e.state}"), style=style)
-    if extra:
-        line.append(literal(f"  {extra}"))
+    said = _said(str(e.state), e.detail)
+    if said:
+        line.append("  " + ", ".join(said))
     return line
 
 
+def _wire_block(exchanges: list[str], indent: str) -> Text:
+    """The last bytes on the wire, as a hex block under its heading."""
+    text = Text(f"{indent}Last bytes on the wire (-> to the hub, <- from it)\n", style="bold")
+    for line in exchange_lines(exchanges):
+        text.append(f"{indent}  {line}\n")
+    return text
+
+
+#: One try of a hub's job: its record and its recorded events.
+Try = tuple[JobRow, list[EventRow]]
+
+
 class DetailScreen(ModalScreen[None]):
-    """One slot: its job's timeline, the failure and the last events before it."""
+    """One slot: its hub, every try of its job (timeline, how it ended, the last bytes on
+    the wire before a failure), what to do, and the last events as they came."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,enter", "close", "Close"),
@@ -431,39 +488,35 @@ class DetailScreen(ModalScreen[None]):
         Binding("a", "abort", "Abort slot"),
     ]
 
-    def __init__(self, view: SlotView, job: JobRow | None, events: list[EventRow]) -> None:
+    def __init__(self, view: SlotView, tries: list[Try]) -> None:
         super().__init__()
-        self.view, self.job, self.events = view, job, events
+        self.view, self.tries = view, tries
 
     def compose(self) -> ComposeResult:
-        v, job = self.view, self.job
+        v = self.view
+        job = self.tries[-1][0] if self.tries else None
         symbol, word, style = LOOK.get(v.state, ("?", v.state, ""))
         text = Text()
         text.append(f"Slot {v.number}  ", style="bold")
         text.append(f"{literal(f'{symbol} {word}')}\n", style=style)
+        after = v.version_after or v.target
+        version = (
+            None
+            if not (v.version_before or after)
+            else f"{shown_version(v.version_before)} → {shown_version(after)}  "
+            f"(hex {literal(v.version_before or '?')} → {literal(after or '?')})"
+        )
         rows: list[tuple[str, Any]] = [
             ("binding", v.binding),
             ("port", v.port),
             ("model", v.profile),
             ("EUI-64", v.eui64),
             ("label", _label_text(v)),
-            ("version", f"{v.version_before or '?'} -> {v.version_after or v.target or '?'}"),
-            ("job", v.job_id),
+            ("version", version),
+            ("job", v.job_id if len(self.tries) < 2 else None),
+            ("tries", _tries_text(self.tries)),
         ]
-        if job is not None:
-            rows += [
-                ("image", job.image_path),
-                ("sha256", job.image_sha256),
-                ("signature", job.signature),
-                ("verify", f"{job.verify_method or '-'} {job.verify_detail or ''}"),
-                ("plan", job.plan),
-                ("overrides", ", ".join(job.overrides) or None),
-            ]
-        for name, value in rows:
-            if value not in (None, ""):
-                text.append(f"{name:>10}  ", style="bold")
-                text.append_text(value if isinstance(value, Text) else Text(literal(value)))
-                text.append("\n")
+        text.append_text(_rows_text(rows))
         if v.final and v.state not in ("passed", "skipped"):
             text.append("\nFailed in phase ", style="bold")
             text.append(f"{literal(v.fail_phase or '?')}: ", style=style)
@@ -471,20 +524,27 @@ class DetailScreen(ModalScreen[None]):
             if v.hint:
                 text.append("What to do: ", style="bold")
                 text.append(f"{literal(v.hint)}\n")
-        if self.events:
-            text.append("\nTimeline (recorded)\n", style="bold")
-            for e in self.events:
-                text.append_text(_event_line(e))
-                text.append("\n")
+        for n, (row, events) in enumerate(self.tries, 1):
+            text.append_text(_try_text(n, len(self.tries), row, events))
+        if job is not None:
+            text.append("\nImage (last try)\n", style="bold")
+            image: list[tuple[str, Any]] = [
+                ("file", job.image_path),
+                ("sha256", job.image_sha256),
+                ("signature", job.signature),
+                ("verify", f"{job.verify_method or '-'} {job.verify_detail or ''}"),
+                ("plan", plan_text(job.plan) if job.plan else None),
+                ("overrides", ", ".join(job.overrides) or None),
+            ]
+            text.append_text(_rows_text(image))
         if v.trace:
             title = "Last events before the failure" if v.state == "failed" else "Last events"
             text.append(f"\n{title} (protocol notes, retries)\n", style="bold")
             for line in v.trace:
                 text.append(f"  {literal(line)}\n")
-        if v.exchanges:
-            text.append("\nLast bytes on the wire (-> to the hub, <- from it)\n", style="bold")
-            for line in v.exchanges:
-                text.append(f"  {literal(line)}\n")
+        if v.exchanges and not self.tries:  # nothing recorded to show them with
+            text.append("\n")
+            text.append_text(_wire_block(v.exchanges, ""))
         text.append("\nr retry   a abort   Esc close", style="dim")
         with VerticalScroll(classes="dialog wide"):
             yield Static(text, id="detail")
@@ -499,6 +559,44 @@ class DetailScreen(ModalScreen[None]):
     def action_abort(self) -> None:
         self.dismiss(None)
         self.app.call_later(self.app.run_action, "abort_slot")
+
+
+def _rows_text(rows: list[tuple[str, Any]]) -> Text:
+    """``name  value`` lines, names right-aligned; empty values left out."""
+    text = Text()
+    for name, value in rows:
+        if value not in (None, ""):
+            text.append(f"{name:>10}  ", style="bold")
+            text.append_text(value if isinstance(value, Text) else Text(literal(value)))
+            text.append("\n")
+    return text
+
+
+def _tries_text(tries: list[Try]) -> str | None:
+    if len(tries) < 2:
+        return None
+    return f"{len(tries)} (jobs {', '.join(str(row.id) for row, _ in tries)})"
+
+
+def _try_text(n: int, of: int, row: JobRow, events: list[EventRow]) -> Text:
+    """One try: its heading and how it ended, its recorded timeline, its last bytes."""
+    symbol, _, style = LOOK.get(str(row.state), ("·", str(row.state), ""))
+    text = Text("\n")
+    text.append(f"Try {n} of {of} (job {row.id})" if of > 1 else f"Timeline (job {row.id})")
+    text.stylize("bold")
+    text.append("  ")
+    ended = f"{symbol} {row.state}"
+    if row.phase and str(row.state) not in ("passed", "skipped"):
+        ended += f" in {row.phase}"
+    text.append(literal(ended), style=style)
+    text.append(" (recorded)\n" if of < 2 else "\n", style="dim")
+    for e in events:
+        text.append_text(_event_line(e))
+        text.append("\n")
+        exchanges = e.detail.get("exchanges")
+        if isinstance(exchanges, list) and exchanges:
+            text.append_text(_wire_block([str(x) for x in exchanges], "  "))
+    return text
 
 
 def _label_text(v: SlotView) -> Text | None:

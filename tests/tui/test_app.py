@@ -18,6 +18,8 @@ from station.events import JobState
 from station.tui.app import StationApp
 from station.tui.screens import ConfirmScreen, DetailScreen, QuitScreen, StartScreen
 
+from .test_literal_text import on_screen
+
 pytestmark = pytest.mark.asyncio
 
 SIZE = 8 * 1024
@@ -214,4 +216,62 @@ async def test_manifest_and_overrides_from_the_start_screen(tmp_path: Path) -> N
         await _until(pilot, lambda: not app.is_running, "the app exited")
     entries = [e for e in batch.store.audit_log() if e.action == "override"]
     assert [(e.operator, e.detail["allow_off_pathway"]) for e in entries] == [("erin", True)]
+    batch.close()
+
+
+async def test_a_retried_hub_through_the_ui(
+    start_hub: Callable[..., SimHub], tmp_path: Path
+) -> None:
+    """Issue 12 items 5, 21, 22, 24: a hub that fails once and passes on the station's own
+    retry. Versions read dotted, its tile keeps the version read before any write, the
+    header never calls it failed nor the unseen listed hub missing (it names that one), and
+    its detail shows both tries with their last bytes as a hex block."""
+    prepare_demo_catalog(tmp_path / "demo", size=SIZE)
+    hub = start_hub(1, firmware_size=SIZE, faults="nack=3x7")  # try 1 fails, try 2 passes
+    manifest = tmp_path / "consignment.csv"
+    manifest.write_text(f"consignment,eui64\nC1,{hub.spec.eui64}\nC1,{MISSING}\n")
+    batch = _open(tmp_path, _rig(tmp_path, [hub], retries=1), tmp_path / "demo", manifest)
+    app = StationApp(batch, operator="alice", reports_dir=tmp_path / "reports")
+    headers: list[str] = []
+    async with app.run_test(size=(160, 48)) as pilot:
+        start = app.screen
+        assert isinstance(start, StartScreen)
+        await _until(pilot, lambda: not app.probing and bool(app.plan_rows[0].eui64), "probe")
+        await pilot.pause()
+        for part in ("#summary", "#plan"):
+            shown = on_screen(start.query_one(part))
+            assert "1.5.0.0" in shown and "0x0" not in shown, shown
+        assert "1.1.0.0" in on_screen(start.query_one("#plan"))
+
+        await pilot.press("s")
+        slot = app.view.slots[1]
+
+        def done() -> bool:
+            headers.append(app.view.header(app.clock(), 160).plain)
+            return slot.state == "passed"
+
+        await _until(pilot, done, "slot 1 passed on the station's retry")
+        tile = on_screen(app.grid.tiles[0])
+        assert "1.1.0.0→1.5.0.0" in tile and "try 2" in tile and "?" not in tile, tile
+        # Never "failed" for a hub whose retry passed, never "missing" while the batch runs.
+        assert not [h for h in headers if "failed 1" in h or "missing" in h], headers
+        assert app.view.unseen() == [MISSING]
+        assert MISSING in on_screen(app.query_one("#consignment"))
+
+        app.grid.tiles[0].focus()
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        shown = on_screen(app.screen.query_one("#detail"))
+        jobs = [j.id for j in batch.store.jobs(batch.batch_id or 0)]
+        assert len(jobs) == 2
+        assert f"Try 1 of 2 (job {jobs[0]})" in shown and f"Try 2 of 2 (job {jobs[1]})" in shown
+        assert "version  1.1.0.0 → 1.5.0.0  (hex 0x01010000 → 0x01050000)" in shown, shown
+        assert "exchanges=" not in shown and "['" not in shown, shown
+        # Try 1's last bytes, a line a run: the write's 0x31 command, the hub's NACK.
+        assert "-> 31 CE" in shown and "<- 1F" in shown, shown
+        assert shown.index("<- 1F") < shown.index("Try 2 of 2")
+        await pilot.press("escape")
+        await pilot.press("q")
+        await _until(pilot, lambda: not app.is_running, "the app exited")
+    assert MISSING in app.final_message and "missing" in app.final_message
     batch.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from station.events import Event
-from station.tui.model import LOOK, BatchView, SlotView, grid_shape, tile_text
+from station.tui.model import LOOK, BatchView, SlotView, exchange_lines, grid_shape, tile_text
 
 EUI = "00-DB-12-34-56-78-90-A0"
 
@@ -219,3 +219,25 @@ def test_a_refused_tile_shows_the_running_version_not_a_question_mark() -> None:
     text = tile_text(view, 60, 3).plain
     assert "runs 1.0.0.0" in text and "?" not in text, text
     assert "off-pathway: from 1.0.0.0" in text, text  # the catalogue's words, versions dotted
+
+
+def test_exchanges_read_as_a_hex_block() -> None:
+    """Issue 12 item 24: the last bytes as a block of hex, 16 bytes a line, as sent."""
+    lines = exchange_lines(
+        [
+            "-> 31 CE",
+            "<- 79",
+            "-> FF 00 00 02 20 01 04 00 08 CA 25 12 20 98 91 E5 9F 6A 95 72 74 E9 03 A5"
+            " … (258 bytes)",
+            "<- 1F",
+            "-> DNLOAD wValue=2 1024 bytes: 00 01 02 03 04 05 06 07 …",
+        ]
+    )
+    assert lines == [
+        "-> 31 CE",
+        "<- 79",
+        "-> FF 00 00 02 20 01 04 00  08 CA 25 12 20 98 91 E5",
+        "   9F 6A 95 72 74 E9 03 A5  … (258 bytes)",
+        "<- 1F",
+        "-> DNLOAD wValue=2 1024 bytes: 00 01 02 03 04 05 06 07 …",
+    ]

@@ -9,6 +9,8 @@ looking at the report.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,25 @@ from textual.widgets import DataTable
 from sim.pty import derive_eui64
 from station.batch import BatchRun
 from station.demo import prepare_demo_catalog
-from station.events import Event
+from station.events import Event, JobState
+from station.records.store import EventRow, JobRow
 from station.tui.app import StationApp
 from station.tui.screens import DetailScreen, HelpScreen
 
 from .test_screens import PLAN
 
 NOW = 1_800_000_000.0
+#: A failed write's last bytes, as a session keeps them: runs of bytes, cut at 24.
+EXCHANGES = [
+    "-> 00 00 01 00 01",
+    "<- 79 79 7B EA EA 80 FB",
+    "-> 31 CE",
+    "<- 79",
+    "-> 08 00 00 00 08",
+    "<- 79",
+    "-> FF 00 00 02 20 01 04 00 08 CA 25 12 20 98 91 E5 9F 6A 95 72 74 E9 03 A5 … (258 bytes)",
+    "<- 1F",
+]
 SIZES = [(80, 24), (160, 48)]
 Snap = Callable[..., bool]
 
@@ -116,6 +130,16 @@ def _events(n: int) -> list[Event]:
                 "<- 1F",
             ],
         }
+        # Failed, retried by the station, failed again: the second try finds the flash
+        # half written (no version read), and its last bytes are the NACKs of block 0.
+        again = 100 + n
+        read_again = {**read, "version_before": None}
+        fail_again = {
+            **fail,
+            "version_before": None,
+            "message": "write block 0 at 0x08000000: NACK after 5 tries",
+            "exchanges": EXCHANGES,
+        }
         return [
             *start,
             planned,
@@ -123,6 +147,13 @@ def _events(n: int) -> list[Event]:
             Event("state", n, n, "writing", {}, at=t + 2),
             Event("note", n, n, data={"note": "block 37: NACK, retrying (try 2 of 5)"}, at=t + 3),
             Event("job-finished", n, n, "failed", fail, at=t + 4),
+            Event("retry", n, data={"try": 2, "why": fail["message"]}, at=t + 4.1),
+            Event("state", n, again, "detected", {"port": f"/dev/pts/{n}"}, at=t + 5),
+            Event("state", n, again, "identified", read_again, at=t + 6),
+            Event("state", n, again, "planned", planned.data, at=t + 6.5),
+            Event("state", n, again, "erasing", {}, at=t + 6.8),
+            Event("state", n, again, "writing", {}, at=t + 7),
+            Event("job-finished", n, again, "failed", fail_again, at=t + 8),
         ]
     if kind == 3:
         why = "off-pathway: no approved upgrade path from 0x01010000 to 0x01050000"
@@ -189,15 +220,72 @@ def test_grid_of_16_slots(
     assert snap_compare(make_app(16), terminal_size=size, run_before=_busy_grid)
 
 
-def test_failed_slot_detail(snap_compare: Snap, make_app: Callable[[int], StationApp]) -> None:
+def _ending(e: Event) -> dict[str, Any]:
+    """What the store records of how a job ended (see ``Store.finish_job``)."""
+    keep = ("phase", "message", "error", "exchanges")
+    return {"result": e.state, **{k: e.data[k] for k in keep if e.data.get(k)}}
+
+
+def _recorded(app: StationApp, n: int) -> list[tuple[JobRow, list[EventRow]]]:
+    """Slot ``n``'s tries as the store gives them back: its events' records, at fixed times."""
+    tries: list[tuple[JobRow, list[EventRow]]] = []
+    base = {f.name: None for f in fields(JobRow)}
+    for job_id in app.view.slots[n].job_ids:
+        story = [e for e in _events(n) if e.job_id == job_id and e.kind != "note"]
+        events = [
+            EventRow(
+                job_id,
+                seq,
+                JobState(e.state or "failed"),
+                datetime.fromtimestamp(e.at, UTC),
+                _ending(e) if e.kind == "job-finished" else dict(e.data),
+            )
+            for seq, e in enumerate(story, 1)
+        ]
+        end, read = story[-1].data, story[1].data
+        row = JobRow(
+            **{
+                **base,
+                "id": job_id,
+                "batch_id": 7,
+                "lease_id": "lease",
+                "slot": n,
+                "port": f"/dev/pts/{n}",
+                "profile": "demo-an3155",
+                "eui64": read["eui64"],
+                "state": JobState(story[-1].state or "failed"),
+                "version_before": read["version_before"],
+                "target_version": "0x01050000",
+                "image_path": "demo/catalog/1234-0401-01050000-5E17.zigbee",
+                "image_sha256": "5e17" * 16,
+                "signature": "valid",
+                "phase": end.get("phase"),
+                "message": end.get("message"),
+                "plan": "upgrade to 0x01050000",
+                "overrides": (),
+                "notes": (),
+                "started_at": events[0].at,
+                "bytes_written": 0,
+            }
+        )
+        tries.append((row, events))
+    return tries
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_failed_slot_detail(
+    snap_compare: Snap, make_app: Callable[[int], StationApp], size: Any
+) -> None:
+    """A hub that failed twice: both tries, each with its last bytes as a hex block."""
+
     async def detail(pilot: Pilot[int]) -> None:
         await _busy_grid(pilot)
         app = pilot.app
         assert isinstance(app, StationApp)
-        app.push_screen(DetailScreen(app.view.slots[2], None, []))
+        app.push_screen(DetailScreen(app.view.slots[2], _recorded(app, 2)))
         await pilot.pause()
 
-    assert snap_compare(make_app(16), terminal_size=(100, 40), run_before=detail)
+    assert snap_compare(make_app(16), terminal_size=size, run_before=detail)
 
 
 def test_help(snap_compare: Snap, make_app: Callable[[int], StationApp]) -> None:
