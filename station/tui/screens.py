@@ -21,24 +21,28 @@ from station.batch import OVERRIDES, PlanRow
 from station.records.store import EventRow, JobRow
 from station.render import literal, shown_version, styled
 from station.tui.model import LOOK, SlotView, clock_text, exchange_lines, plan_text
+from station.tui.widgets import StateBox
 
 if TYPE_CHECKING:
     from station.tui.app import StationApp
 
+#: The keys, each said in one line of an 80-column help (at most 58 characters).
 KEYS = [
-    ("s", "start all: serve every idle slot (hubs swapped in later are served too)"),
-    ("t", "stop all: start no new job; running jobs finish"),
-    ("enter", "slot detail: timeline, failure phase and reason, last events"),
+    ("s", "start all: serve every idle slot, and hubs swapped in"),
+    ("t", "stop all: no new jobs; running jobs finish"),
+    ("enter", "slot detail: every try, why it ended, bytes on the wire"),
     ("r", "retry the selected slot (runs its hub again)"),
-    ("a", "abort the selected slot's job (asks first; the hub may be left partly written)"),
-    ("l", "scan a label into the selected slot (checked against the EUI-64 read)"),
+    ("a", "abort the selected slot (asks; may leave it half written)"),
+    ("l", "scan a label into the slot (checked against its EUI-64)"),
     ("m", "load a consignment manifest (before the batch starts)"),
-    ("o", "overrides: downgrade, off-pathway, unsigned (asks, then audited)"),
-    ("x", "export the reports (DSP CSV/JSON, consignment, JUnit, summary)"),
-    ("arrows", "move between slots"),
+    ("o", "overrides: downgrade, off-pathway, unsigned (audited)"),
+    ("x", "export reports: DSP CSV/JSON, consignment, JUnit, summary"),
+    ("arrows", "move between slots: up, down, left, right in the grid"),
     ("?", "this help"),
     ("q", "quit (asks when jobs are running)"),
 ]
+#: How the help is left, said on its first line (the footer under it is the grid's).
+HELP_CLOSE: Final = "Esc, q or ? closes this help"
 
 
 #: The plan's columns: name, and the widest a cell may be (0: whatever is left).
@@ -374,7 +378,7 @@ class OverrideScreen(ModalScreen[dict[str, bool] | None]):
             )
             for name, what in OVERRIDES.items():
                 label = f"{name.replace('_', '-')}: {what}"
-                yield Checkbox(label, self.current.get(name, False), id=name)
+                yield StateBox(label, self.current.get(name, False), id=name)
             with Horizontal(classes="buttons"):
                 yield Button("Apply…", id="apply", variant="warning")
                 yield Button("Cancel", id="cancel", variant="primary")
@@ -394,16 +398,17 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Close")]
 
     def compose(self) -> ComposeResult:
-        text = Text("Keys\n\n", style="bold")
+        text = Text("Keys", style="bold")
+        text.append(f"   {HELP_CLOSE}\n\n", style="dim")
         for key, what in KEYS:
             text.append(f"{key:>7}  ", style="bold")
             text.append(what + "\n")
-        text.append("\nTiles: ")
+        text.append("\n")
         for state in ("passed", "skipped", "failed", "refused", "interrupted", "writing"):
             symbol, word, style = LOOK[state]
             text.append(f"{symbol} {word}", style=style)
             text.append("  ")
-        text.append("\n≠LABEL: the scanned label is not the EUI-64 the station read")
+        text.append("\n≠LABEL: the scanned label is not the EUI-64 read from the hub")
         with VerticalScroll(classes="dialog"):
             yield Static(text)
 
@@ -498,7 +503,9 @@ class DetailScreen(ModalScreen[None]):
         symbol, word, style = LOOK.get(v.state, ("?", v.state, ""))
         text = Text()
         text.append(f"Slot {v.number}  ", style="bold")
-        text.append(f"{literal(f'{symbol} {word}')}\n", style=style)
+        text.append(literal(f"{symbol} {word}"), style=style)
+        # The keys on the first line: at 80x24 the end of a long detail is out of sight.
+        text.append("   Esc closes, r retries, a aborts\n", style="dim")
         after = v.version_after or v.target
         version = (
             None
@@ -545,7 +552,6 @@ class DetailScreen(ModalScreen[None]):
         if v.exchanges and not self.tries:  # nothing recorded to show them with
             text.append("\n")
             text.append_text(_wire_block(v.exchanges, ""))
-        text.append("\nr retry   a abort   Esc close", style="dim")
         with VerticalScroll(classes="dialog wide"):
             yield Static(text, id="detail")
 

@@ -9,8 +9,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container
+from textual.content import Content
 from textual.events import Resize
 from textual.widget import Widget
+from textual.widgets import Checkbox
 
 from station.tui.model import BatchView, SlotView, grid_shape, tile_text
 
@@ -80,16 +82,24 @@ class SlotGrid(Container, can_focus=False):
         """The focused tile."""
         return next((t for t in self.tiles if t.has_focus), None)
 
-    def _step(self, delta: int) -> None:
+    def _go(self, column_step: int, row_step: int) -> None:
+        """Move the focus in the grid as drawn: a row is ``columns`` tiles, and an edge holds
+        (Right at a row's end does not go on to the next row, Down on the last row stays)."""
         current = self.selected()
-        index = 0 if current is None else self.tiles.index(current)
-        self.tiles[max(0, min(len(self.tiles) - 1, index + delta))].focus()
+        if current is None:
+            self.tiles[0].focus()
+            return
+        index = self.tiles.index(current)
+        column = index % self.columns + column_step
+        target = index + column_step + row_step * self.columns
+        if 0 <= column < self.columns and 0 <= target < len(self.tiles):
+            self.tiles[target].focus()
 
     def action_move(self, delta: int) -> None:
-        self._step(delta)
+        self._go(delta, 0)
 
     def action_move_row(self, delta: int) -> None:
-        self._step(delta * self.columns)
+        self._go(0, delta)
 
     def refresh_slots(self, numbers: set[int]) -> None:
         """Redraw only these slots' tiles."""
@@ -130,3 +140,24 @@ class ConsignmentLine(Widget):
         """Show or hide it with the manifest, and redraw."""
         self.display = bool(self.model.listed)
         self.refresh()
+
+
+class StateBox(Checkbox):
+    """A checkbox whose state reads without colour: ``▐✓▌ on`` or ``▐ ▌ off`` before its text.
+    Textual's own draws ``▐X▌`` either way and tells the states apart by colour only."""
+
+    def __init__(self, text: str, value: bool, *, id: str) -> None:
+        self._text = text
+        super().__init__(self._words(value), value, id=id)
+        self.BUTTON_INNER = "✓" if value else " "
+
+    def _words(self, value: bool) -> Content:
+        # Content, not str: a str label would be read as markup.
+        return Content(f"{'on ' if value else 'off'}  {self._text}")
+
+    def watch_value(self) -> None:
+        # Also run by Checkbox.__init__, before it has a label to change.
+        self.BUTTON_INNER = "✓" if self.value else " "
+        if hasattr(self, "_label"):
+            self.label = self._words(self.value)
+        super().watch_value()

@@ -262,6 +262,7 @@ async def test_a_retried_hub_through_the_ui(
         await pilot.press("enter")
         assert isinstance(app.screen, DetailScreen)
         shown = on_screen(app.screen.query_one("#detail"))
+        assert "Esc closes" in shown.splitlines()[0], shown  # how to leave, in sight
         jobs = [j.id for j in batch.store.jobs(batch.batch_id or 0)]
         assert len(jobs) == 2
         assert f"Try 1 of 2 (job {jobs[0]})" in shown and f"Try 2 of 2 (job {jobs[1]})" in shown

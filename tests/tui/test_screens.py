@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 from textual.geometry import Region
+from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import DataTable, Input
+from textual.widgets import Checkbox, DataTable, Input
 
 from station.batch import BatchRun, PlanRow
 from station.demo import prepare_demo_catalog
 from station.tui.app import StationApp
-from station.tui.screens import PromptScreen, StartScreen
+from station.tui.screens import KEYS, HelpScreen, OverrideScreen, PromptScreen, StartScreen
 
 from .test_literal_text import on_screen, words
 
@@ -196,3 +197,96 @@ async def test_the_start_screen_reads_versions_dotted(
             shown = on_screen(table) + words(app.screen.query_one("#plan-why"))
             assert "0x0" not in shown, shown
         assert "1.1.0.0" in on_screen(table) and "1.5.0.0" in on_screen(table)
+
+
+async def _to_the_grid(app: StationApp, pilot: Pilot[int]) -> None:
+    """Past the start screen: the batch begins (the rig's ports have no hubs)."""
+    await pilot.press("s")
+    for _ in range(100):
+        if not isinstance(app.screen, StartScreen):
+            break
+        await pilot.pause(0.05)
+    assert not isinstance(app.screen, StartScreen)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize(
+    ("slots", "size"),
+    [(10, (80, 24)), (10, (160, 48)), (16, (80, 24)), (16, (160, 48)), (64, (80, 24))],
+)
+async def test_arrows_move_in_the_grids_two_dimensions(
+    make_app: Callable[..., StationApp], slots: int, size: tuple[int, int]
+) -> None:
+    """Issue 12 item 25: Down goes to the tile drawn below, Right to the one drawn beside it,
+    and the grid's edges hold: Right at the end of a row does not go on to the next row
+    (reading order), Down on the last row stays put."""
+    app = make_app(slots=slots, operator="erin")
+    async with app.run_test(size=size) as pilot:
+        await _to_the_grid(app, pilot)
+        tiles, cols = app.grid.tiles, app.grid.columns
+        tiles[0].focus()
+        await pilot.pause()
+        first = tiles[0].region
+        await pilot.press("down")
+        below = app.grid.selected()
+        assert below is tiles[cols]
+        assert below.region.x == first.x and below.region.y > first.y
+        await pilot.press("up")
+        assert app.grid.selected() is tiles[0]
+        await pilot.press(*["right"] * cols)  # one press more than the row has room for
+        end = app.grid.selected()
+        assert end is tiles[cols - 1] and end.region.y == first.y
+        if cols > 1:
+            await pilot.press("left")
+            beside = app.grid.selected()
+            assert beside is tiles[cols - 2] and beside.region.x < end.region.x
+        tiles[-1].focus()
+        await pilot.press("down", "right")
+        assert app.grid.selected() is tiles[-1]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_help_says_how_to_close_it(
+    make_app: Callable[..., StationApp], size: tuple[int, int]
+) -> None:
+    """Issue 12 item 25: the help's first lines say which keys close it, and they do."""
+    app = make_app(slots=4, operator="erin")
+    async with app.run_test(size=size) as pilot:
+        await _to_the_grid(app, pilot)
+        grid = app.screen
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        dialog = app.screen.query_one(".dialog")
+        lines = app.screen._compositor.render_strips()
+        top = [lines[y].text for y in range(dialog.region.y, dialog.region.y + 2)]
+        assert any("Esc, q or ? closes this help" in line for line in top), top
+        # Every key is drawn whole, on a line of its own, without scrolling.
+        drawn = "\n".join(strip.text for strip in lines)
+        for key, what in KEYS:
+            assert f"{key}  {what}" in drawn, drawn
+        for key in ("escape", "question_mark", "q"):
+            if app.screen is grid:
+                await pilot.press("question_mark")
+            await pilot.press(key)
+            assert app.screen is grid and app.is_running
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_override_boxes_say_their_state_without_colour(
+    make_app: Callable[..., StationApp], size: tuple[int, int]
+) -> None:
+    """Issue 12 item 23: a ticked override reads ✓ and "on", an unticked one a blank box and
+    "off": the same in monochrome."""
+    app = make_app(operator="erin")
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("o")
+        dialog = app.screen
+        assert isinstance(dialog, OverrideScreen)
+        box = dialog.query_one("#allow_unsigned", Checkbox)
+        assert "▐ ▌ off  allow-unsigned" in _drawn(box), _drawn(box)
+        box.focus()
+        await pilot.press("space")
+        assert box.value
+        assert "▐✓▌ on   allow-unsigned" in _drawn(box), _drawn(box)
+        other = _drawn(dialog.query_one("#allow_downgrade", Checkbox))
+        assert "▐ ▌ off  allow-downgrade" in other, other

@@ -288,10 +288,13 @@ def test_failed_slot_detail(
     assert snap_compare(make_app(16), terminal_size=size, run_before=detail)
 
 
-def test_help(snap_compare: Snap, make_app: Callable[[int], StationApp]) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help(snap_compare: Snap, make_app: Callable[[int], StationApp], size: Any) -> None:
+    """The keys, each on a line of its own, under how to close the help."""
+
     async def help_screen(pilot: Pilot[int]) -> None:
         await _busy_grid(pilot)
         pilot.app.push_screen(HelpScreen())
         await pilot.pause()
 
-    assert snap_compare(make_app(16), terminal_size=(80, 24), run_before=help_screen)
+    assert snap_compare(make_app(16), terminal_size=size, run_before=help_screen)
