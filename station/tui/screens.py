@@ -377,8 +377,10 @@ class OverrideScreen(ModalScreen[dict[str, bool] | None]):
                 markup=False,
             )
             for name, what in OVERRIDES.items():
-                label = f"{name.replace('_', '-')}: {what}"
-                yield StateBox(label, self.current.get(name, False), id=name)
+                # The box on one line, what it allows under it: wrapped, never cut at 80x24.
+                label = name.replace("_", "-")
+                yield StateBox(label, self.current.get(name, False), id=name, compact=True)
+                yield Static(what, classes="override-what", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Apply…", id="apply", variant="warning")
                 yield Button("Cancel", id="cancel", variant="primary")

@@ -146,9 +146,9 @@ class StateBox(Checkbox):
     """A checkbox whose state reads without colour: ``▐✓▌ on`` or ``▐ ▌ off`` before its text.
     Textual's own draws ``▐X▌`` either way and tells the states apart by colour only."""
 
-    def __init__(self, text: str, value: bool, *, id: str) -> None:
+    def __init__(self, text: str, value: bool, *, id: str, compact: bool = False) -> None:
         self._text = text
-        super().__init__(self._words(value), value, id=id)
+        super().__init__(self._words(value), value, id=id, compact=compact)
         self.BUTTON_INNER = "✓" if value else " "
 
     def _words(self, value: bool) -> Content:

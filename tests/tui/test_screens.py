@@ -13,7 +13,7 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input
 
-from station.batch import BatchRun, PlanRow
+from station.batch import OVERRIDES, BatchRun, PlanRow
 from station.demo import prepare_demo_catalog
 from station.tui.app import StationApp
 from station.tui.screens import KEYS, HelpScreen, OverrideScreen, PromptScreen, StartScreen
@@ -276,7 +276,7 @@ async def test_override_boxes_say_their_state_without_colour(
     make_app: Callable[..., StationApp], size: tuple[int, int]
 ) -> None:
     """Issue 12 item 23: a ticked override reads ✓ and "on", an unticked one a blank box and
-    "off": the same in monochrome."""
+    "off": the same in monochrome. What each allows is not cut at 80x24 (item 25)."""
     app = make_app(operator="erin")
     async with app.run_test(size=size) as pilot:
         await pilot.press("o")
@@ -290,3 +290,9 @@ async def test_override_boxes_say_their_state_without_colour(
         assert "▐✓▌ on   allow-unsigned" in _drawn(box), _drawn(box)
         other = _drawn(dialog.query_one("#allow_downgrade", Checkbox))
         assert "▐ ▌ off  allow-downgrade" in other, other
+        # What each one allows is said whole (wrapped, not cut at 80 columns).
+        said = [" ".join(_drawn(w).split()) for w in dialog.query(".override-what")]
+        assert said == list(OVERRIDES.values()), said
+        assert all(
+            w.region in dialog.query_one(".dialog").region for w in dialog.query(".override-what")
+        )
