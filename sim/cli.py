@@ -14,20 +14,21 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from time import monotonic
 
 from firmware_images.descriptor import format_version
 from sim.faults import parse_fault_spec, plan_for_slot
-from sim.pty import START_MODES, HubSpec, SimHub, SimStartError, derive_eui64
+from sim.pty import (
+    START_MODES,
+    HubSpec,
+    SimHub,
+    SimStartError,
+    derive_eui64,
+    start_hubs,
+    stop_hubs,
+)
 from sim.signals import SignalStop
 
 PROTOCOLS = ("an3155", "dfu", "gecko")
-_START_S_PER_HUB = 0.25  # interpreter start-up per hub on a small machine (measured ~0.1 s)
-
-
-def _start_timeout_s(hubs: int) -> float:
-    """How long a rig may take to come up: hubs start in parallel but share the CPUs."""
-    return 10.0 + _START_S_PER_HUB * hubs
 
 
 def parse_version(text: str) -> int:
@@ -199,35 +200,6 @@ def rig_specs(
     return specs
 
 
-def start_hubs(specs: Sequence[HubSpec], timeout_s: float | None = None) -> list[SimHub]:
-    """Start hubs in parallel; returns them ready, in the order given.
-
-    Raises:
-        SimStartError: one did not start (all are stopped again).
-    """
-    if timeout_s is None:
-        timeout_s = _start_timeout_s(len(specs))
-    hubs: list[SimHub] = []
-    try:
-        for spec in specs:
-            hubs.append(SimHub.launch(spec))
-        deadline = monotonic() + timeout_s
-        for hub in hubs:
-            hub.wait_ready(max(deadline - monotonic(), 0.0))
-    except BaseException:
-        stop_hubs(hubs)
-        raise
-    return hubs
-
-
-def stop_hubs(hubs: Sequence[SimHub]) -> None:
-    """Stop hubs: all are asked at once, then each is waited for."""
-    for hub in hubs:
-        hub.request_stop()
-    for hub in hubs:
-        hub.stop()
-
-
 def start_rig(
     hubs: int,
     *,
@@ -298,16 +270,12 @@ def run(args: argparse.Namespace) -> int:
     stop = signals.event
     hubs: list[SimHub] = []
     try:
-        # Launch all, then report each as soon as it (and those before it) is ready.
-        for spec in specs:
-            hubs.append(SimHub.launch(spec))
-        deadline = monotonic() + _start_timeout_s(len(hubs))
+        try:  # all in parallel, waited on while they keep coming up
+            hubs = start_hubs(specs)
+        except SimStartError as exc:
+            print(f"station sim: error: {exc}", file=sys.stderr)
+            return 1
         for hub in hubs:
-            try:
-                hub.wait_ready(max(deadline - monotonic(), 0.0))
-            except SimStartError as exc:
-                print(f"station sim: error: {exc}", file=sys.stderr)
-                return 1
             print(json.dumps(hub.info()) if args.json else describe(hub), flush=True)
         if not args.json:
             print(f"{len(hubs)} hub(s) running; Ctrl-C to stop", file=sys.stderr, flush=True)

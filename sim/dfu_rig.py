@@ -162,8 +162,10 @@ class DfuBus:
         theirs.close()
         return cls(folder, process, ours)
 
-    def wait_ready(self, timeout_s: float = 10.0) -> DfuBus:
-        """Wait until the bus serves; :attr:`hubs` then holds each hub's ``hub_info``.
+    def wait_ready(self, timeout_s: float | None = None) -> DfuBus:
+        """Wait until the bus serves; :attr:`hubs` then holds each hub's ``hub_info``
+        (``timeout_s`` None: as long as :func:`sim.pty.start_patience_s` allows one process
+        on this machine, however busy).
 
         Raises:
             SimStartError: the bus failed or did not come up in time (it is stopped).

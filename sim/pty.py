@@ -19,6 +19,7 @@ import heapq
 import itertools
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import select
 import signal
@@ -64,6 +65,12 @@ SPIN_S = 300e-6
 _READ_SIZE = 4096
 _IDLE_WAKE_S = 1.0  # how often an idle hub checks that its parent is still alive
 _CTX = multiprocessing.get_context("spawn")
+#: CPU time one hub process needs to come up: a fresh interpreter importing the sim and
+#: (spawn does) the parent's main module; under ``station`` that is the whole CLI, 0.6-0.8 s
+#: measured on the 2-core machine (0.2 s for the sim alone).
+START_CPU_S = 1.0
+#: Time a start may take on an idle machine beyond its CPU time (disk, scheduling).
+START_SLACK_S = 10.0
 
 
 class SimStartError(RuntimeError):
@@ -524,34 +531,121 @@ def end_process(process: BaseProcess, timeout_s: float) -> None:
         process.join()
 
 
-def await_ready(
-    conn: Connection,
-    what: str,
-    timeout_s: float,
-    stop: Callable[[], None],
-    process: BaseProcess,
+def _machine_load() -> float:
+    """Processes wanting a CPU: the 1-minute load average, or the number runnable right
+    now (``/proc/loadavg``) when that is higher (the average lags a sudden load)."""
+    load = 0.0
+    with contextlib.suppress(OSError):  # no load average on this platform
+        load = os.getloadavg()[0]
+    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/loadavg") as f:
+        load = max(load, float(f.read().split()[3].split("/")[0]))
+    return load
+
+
+def start_patience_s(starting: int) -> float:
+    """How long to wait for the next of ``starting`` simulator processes to come up.
+
+    They start together and share the CPUs with whatever else the machine runs, so they
+    come up at about the same time: after :data:`START_CPU_S` stretched by the processes
+    wanting each CPU (theirs and the machine's load). Twice that, plus
+    :data:`START_SLACK_S`, is allowed. Only a process alive and silent for that long is
+    taken as stuck: one that dies is known at once.
+    """
+    per_cpu = (_machine_load() + starting) / (os.cpu_count() or 1)
+    return START_SLACK_S + 2 * START_CPU_S * max(1.0, per_cpu)
+
+
+def receive_ready(
+    conn: Connection, what: str, stop: Callable[[], None], process: BaseProcess
 ) -> tuple[Any, ...]:
-    """Wait for a simulator process's ``("ready", ...)`` message; stop it on any failure.
+    """Take a simulator process's first message, which :meth:`Connection.poll` said is
+    there: ``("ready", ...)`` is returned; an error report, or its death, stops it.
 
     Raises:
-        SimStartError: it reported an error, died, or said nothing within ``timeout_s``.
+        SimStartError: it reported an error or died while starting.
     """
     try:
-        if not conn.poll(timeout_s):
-            raise SimStartError(f"{what} not ready after {timeout_s} s")
         message: tuple[Any, ...] = conn.recv()
     except (EOFError, OSError) as exc:
         stop()
         raise SimStartError(
             f"{what} process died while starting (exit code {process.exitcode})"
         ) from exc
-    except SimStartError:
-        stop()
-        raise
     if message[0] != "ready":
         stop()
         raise SimStartError(f"{what}: {message[1]}")
     return message
+
+
+def await_ready(
+    conn: Connection,
+    what: str,
+    timeout_s: float | None,
+    stop: Callable[[], None],
+    process: BaseProcess,
+) -> tuple[Any, ...]:
+    """Wait for a simulator process's ``("ready", ...)`` message; stop it on any failure.
+
+    ``timeout_s`` None waits as :func:`start_patience_s` allows for one process.
+
+    Raises:
+        SimStartError: it reported an error, died, or said nothing within the time.
+    """
+    limit = start_patience_s(1) if timeout_s is None else timeout_s
+    if not conn.poll(limit):
+        stop()
+        raise SimStartError(f"{what} not ready after {limit:.0f} s")
+    return receive_ready(conn, what, stop, process)
+
+
+def start_hubs(
+    specs: Sequence[HubSpec],
+    timeout_s: float | None = None,
+    on_ready: Callable[[int, int], None] | None = None,
+) -> list[SimHub]:
+    """Start hubs in parallel and return them ready, in the order given.
+
+    Every process is launched at once (the more of them, the larger their share of a busy
+    machine), then they are waited on together, in whatever order they come up. A start
+    fails only when a hub reports an error or its process dies, or when none comes up for
+    :func:`start_patience_s` of those still starting (``timeout_s``, when given, instead):
+    each hub that comes up starts the wait afresh, so a slow machine that makes progress
+    is waited for. ``on_ready(ready, total)`` is called as each one comes up.
+
+    Raises:
+        SimStartError: a hub did not start (every hub launched is stopped again).
+    """
+    hubs: list[SimHub] = []
+    try:
+        for spec in specs:
+            hubs.append(SimHub.launch(spec))
+        starting = {hub.ready_connection: hub for hub in hubs}
+        while starting:
+            limit = start_patience_s(len(starting)) if timeout_s is None else timeout_s
+            came = multiprocessing.connection.wait(list(starting), limit)
+            if not came:
+                slots = sorted(hub.spec.slot for hub in starting.values())
+                raise SimStartError(
+                    f"slot {slots[0]}: hub not ready: {len(slots)} simulated hub(s) still "
+                    f"starting and none came up in {limit:.0f} s"
+                )
+            for conn in came:
+                assert isinstance(conn, Connection)
+                starting.pop(conn).take_ready()
+                if on_ready is not None:
+                    on_ready(len(hubs) - len(starting), len(hubs))
+    except BaseException:
+        stop_hubs(hubs)
+        raise
+    return hubs
+
+
+def stop_hubs(hubs: Sequence[SimHub]) -> None:
+    """Stop hubs: all are asked at once, then each is waited for."""
+    for hub in hubs:
+        hub.request_stop()
+    for hub in hubs:
+        hub.stop()
 
 
 class SimHub:
@@ -576,21 +670,40 @@ class SimHub:
         theirs.close()  # so that our death reads as EOF in the child
         return cls(spec, process, ours)
 
-    def wait_ready(self, timeout_s: float = 10.0) -> SimHub:
-        """Wait until the hub reports its port.
+    @property
+    def ready_connection(self) -> Connection:
+        """The pipe its readiness arrives on (to wait on many hubs at once)."""
+        assert self._conn is not None
+        return self._conn
+
+    def _what(self) -> str:
+        return f"slot {self.spec.slot}: hub"
+
+    def take_ready(self) -> SimHub:
+        """Take the readiness message that has arrived (see :meth:`ready_connection`).
+
+        Raises:
+            SimStartError: the hub failed or its process died (the process is stopped).
+        """
+        message = receive_ready(self.ready_connection, self._what(), self.stop, self._process)
+        _, self.port, self.mode = message
+        return self
+
+    def wait_ready(self, timeout_s: float | None = None) -> SimHub:
+        """Wait until the hub reports its port (``timeout_s`` None: as long as
+        :func:`start_patience_s` allows one hub on this machine).
 
         Raises:
             SimStartError: it failed or did not report in time (the process is stopped).
         """
-        assert self._conn is not None
         message = await_ready(
-            self._conn, f"slot {self.spec.slot}: hub", timeout_s, self.stop, self._process
+            self.ready_connection, self._what(), timeout_s, self.stop, self._process
         )
         _, self.port, self.mode = message
         return self
 
     @classmethod
-    def start(cls, spec: HubSpec, timeout_s: float = 10.0) -> SimHub:
+    def start(cls, spec: HubSpec, timeout_s: float | None = None) -> SimHub:
         """Start a hub and return once its port is ready."""
         return cls.launch(spec).wait_ready(timeout_s)
 
