@@ -23,8 +23,12 @@ Thread-safe: the controller's slot threads all report through one :class:`Progre
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
@@ -68,6 +72,20 @@ def shown_version(text: str | None) -> str:
     """A recorded version (``0x01050000``) as people read it everywhere but JSON and the
     labelled detail views: ``1.5.0.0``; ``?`` when unknown, other text as it is."""
     return literal(dotted_text(text))
+
+
+def station_command() -> str:
+    """How a hint line names the ``station`` command: as the user ran it, so that the hint
+    works as written from the folder they are in. ``station`` when that is on the PATH and
+    is this program; else the path it was run by (``.venv/bin/station`` after ``make
+    demo``); ``station`` when run another way (``python -m station.cli``)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "station":
+        return "station"
+    found = shutil.which("station")
+    if found and Path(found).resolve() == Path(argv0).resolve():
+        return "station"
+    return shlex.quote(argv0)
 
 
 def literal(value: object, *, keep: str = "") -> str:
@@ -253,7 +271,11 @@ class EventBoard:
             self._progress.update(task, note=literal(data.get("note", ""))[:60])
         elif event.kind == "job-finished":
             after = data.get("version_after")
-            note = f"-> {after}" if event.state == "passed" and after else data.get("message", "")
+            note = (
+                f"-> {shown_version(after)}"
+                if event.state == "passed" and after
+                else data.get("message", "")
+            )
             written = int(data.get("bytes_written") or 0)
             self._progress.update(
                 task,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import threading
 from types import FrameType
@@ -23,7 +24,7 @@ from rich.console import Console
 
 from station.batch import BatchRun, describe_recovery, with_overrides
 from station.events import Event
-from station.render import EventBoard, console, shown_version, styled
+from station.render import EventBoard, console, shown_version, station_command, styled
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,23 +68,51 @@ class _Sink:
             self.board(event)
             if self.as_json:
                 print(json.dumps(event.to_json()), flush=True)
-            elif event.kind == "job-finished":
-                d = event.data
-                message = str(d.get("message") or "")
-                before = shown_version(d.get("version_before"))
-                versions = (
-                    f"{before} -> {shown_version(d.get('version_after') or '-')}: "
-                    if not message.startswith(before)  # a pass says them already
-                    else ""
-                )
-                self.err.print(
-                    styled(
-                        f"slot {event.slot}: {event.state} {d.get('eui64') or '(hub unknown)'} "
-                        f"{versions}{message}"
-                    )
-                )
-            elif event.kind in ("slot-fault", "slot-empty", "retry", "slot-error", "record-error"):
-                self.err.print(styled(f"slot {event.slot}: {event.kind} {event.data}"))
+            else:
+                line = event_line(event)
+                if line is not None:
+                    self.err.print(styled(line))
+
+
+def event_line(event: Event) -> str | None:
+    """The line a person reads for an event on the console (None: the board shows it).
+
+    Versions are dotted; a retry, a flagged slot or an error is a sentence, never the
+    event's raw data.
+    """
+    d = event.data
+    slot = f"slot {event.slot}"
+    if event.kind == "job-finished":
+        if event.state == "passed":  # its message says the versions and how it was verified
+            return f"{slot}: passed {d.get('eui64')} {d.get('message') or ''}"
+        before = d.get("version_before")
+        after = d.get("version_after")
+        versions = (
+            f"{shown_version(before)} -> {shown_version(after)}"
+            if after
+            else f"version before: {shown_version(before) if before else 'unknown'}"
+        )
+        return (
+            f"{slot}: {event.state} {d.get('eui64') or '(hub not identified)'} ({versions}): "
+            f"{d.get('message') or ''}"
+        )
+    if event.kind == "retry":
+        return (
+            f"{slot}: trying the same hub again (try {d.get('try')}), as the previous try "
+            f"failed: {d.get('why')}"
+        )
+    if event.kind == "slot-fault":
+        return (
+            f"{slot}: flagged: {d.get('failed_hubs')} different hubs failed here in a row "
+            f"(last: {d.get('last')}); check the slot's cable and fixture"
+        )
+    if event.kind == "slot-empty":
+        return f"{slot}: no hub at {d.get('at')}"
+    if event.kind == "slot-error":
+        return f"{slot}: internal error (a bug; please report it): {d.get('error')}"
+    if event.kind == "record-error":
+        return f"{slot}: could not record the job in the database: {d.get('error')}"
+    return None
 
 
 def run_station(args: argparse.Namespace, err: Console) -> int:
@@ -125,11 +154,18 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
         problems = run.problems(recon)
         if not args.json:
             rate = f", {summ.hubs_per_hour:.0f} hubs/hour" if summ.hubs_per_hour else ""
-            console().print(
+            db = args.db or run.rig.storage
+            where = f" --db {shlex.quote(db)}" if db else ""
+            out = console()
+            out.print(
                 f"batch {batch}: "
-                + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-                + f"{rate}. Reports: station report dsp|consignment|junit|summary "
-                f"--batch {batch}",
+                + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n)
+                + f"{rate}",
+                highlight=False,
+            )
+            out.print(
+                f"reports: {station_command()} report consignment --batch {batch}{where}   "
+                "(or dsp, junit, summary instead of consignment)",
                 highlight=False,
             )
         for line in problems:  # on stderr with --json too: stdout is the event stream
