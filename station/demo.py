@@ -19,17 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import bincopy
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from rich.console import Console
+from rich import box
+from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from drivers.transport.usb import ENV_BACKEND
 from firmware_images.build import (
@@ -41,7 +45,7 @@ from firmware_images.build import (
     demo_payload,
 )
 from firmware_images.catalog import Catalog, HubModel
-from firmware_images.descriptor import format_version
+from firmware_images.descriptor import dotted_version, format_version
 from firmware_images.gbl import build_gbl
 from firmware_images.loader import parse_bytes
 from firmware_images.trust import TrustStore
@@ -49,14 +53,21 @@ from firmware_images.zigbee import build_gbcs_image, ecdsa_p256_sign, gbcs_file_
 from sim import gecko as gecko_sim
 from sim.an3155 import PRODUCT_ID
 from sim.dfu_rig import DfuBus
-from sim.pty import HubSpec, SimHub, derive_eui64
+from sim.pty import HubSpec, SimHub, SimStartError, derive_eui64, start_hubs, stop_hubs
 from sim.usb_dfu import DfuHubSpec
 from station.events import JobState
 from station.paths import DATA, keys_dir
 from station.records.keys import KeyRing
-from station.records.reports import reconcile, write_reports
+from station.records.reports import HubEntry, Reconciliation, reconcile, write_reports
 from station.records.store import JobRow, Store
-from station.render import console, error_line, literal, styled
+from station.render import (
+    console,
+    error_line,
+    literal,
+    shown_version,
+    station_command,
+    styled,
+)
 from station.run import run_station
 
 DEMO_RELEASES = (0x0101_0000, 0x0101_0200, 0x0102_0000, 0x0103_0000, 0x0104_0000, 0x0105_0000)
@@ -236,11 +247,19 @@ def demo_rig(
     size: int = 64 * 1024,
     paced: bool = True,
     seed: int = 1,
+    on_ready: Callable[[int, int], None] | None = None,
 ) -> Iterator[DemoRig]:
     """Build the catalogue, start the simulated hubs, write rig and manifest; stop on exit.
 
-    The USB bus's setting is put in this process's environment (and taken out again), so
-    ``usb:`` ports of the rig reach the simulated DFU hubs.
+    The hubs start in parallel, each waited on for as long as hubs keep coming up (see
+    :func:`sim.pty.start_hubs`): many hubs on a busy machine take longer, not fail.
+    ``on_ready(ready, total)`` follows them. The USB bus's setting is put in this
+    process's environment (and taken out again), so ``usb:`` ports of the rig reach the
+    simulated DFU hubs. The database is the demo's own, under ``root``: demo records never
+    mix with a bench's.
+
+    Raises:
+        SimStartError: a hub (or the USB bus) did not start; all are stopped again.
     """
     if hubs < 1:
         raise ValueError("a demo needs at least one hub")
@@ -278,15 +297,21 @@ def demo_rig(
     bus: DfuBus | None = None
     saved = os.environ.get(ENV_BACKEND)
     try:
-        # Launch every process first, then wait: they start in parallel.
-        sims.extend(SimHub.launch(spec) for spec in serial_specs)
+        # Every process is launched first (the bus too): they start in parallel.
         if usb_specs:
             bus = DfuBus.launch(usb_specs)
-        for sim in sims:
-            sim.wait_ready()
+        total = len(scenario)
+
+        def serial_ready(ready: int, _: int) -> None:
+            if on_ready is not None:
+                on_ready(ready, total)
+
+        sims = start_hubs(serial_specs, on_ready=serial_ready)
         bindings = {sim.spec.slot: f'port = "{sim.port}"' for sim in sims}
         if bus is not None:
             bus.wait_ready()
+            if on_ready is not None:
+                on_ready(total, total)
             os.environ[ENV_BACKEND] = bus.setting
             bindings.update({h["slot"]: f'usb_serial = "{h["serial"]}"' for h in bus.hubs})
         db = root / "station.db"
@@ -318,22 +343,29 @@ def demo_rig(
             catalog=cat.root,
             trust=root / "trust",
             manifest=manifest,
-            db_url=f"sqlite:///{db.resolve()}",
+            db_url=f"sqlite:///{_shown_path(db)}",
             hubs=scenario,
             eui64=eui64,
             missing=missing,
         )
     finally:
-        for sim in sims:
-            sim.request_stop()
-        for sim in sims:
-            sim.stop()
+        stop_hubs(sims)
         if bus is not None:
             bus.stop()
         if saved is None:
             os.environ.pop(ENV_BACKEND, None)
         else:
             os.environ[ENV_BACKEND] = saved
+
+
+def _shown_path(path: Path) -> Path:
+    """``path`` as a command line the user copies from the current folder needs it:
+    relative when it lies under the current folder, absolute otherwise."""
+    full = path.resolve()
+    try:
+        return full.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return full
 
 
 def _as_planned(hub: DemoHub, job: JobRow | None) -> bool:
@@ -346,30 +378,129 @@ def _as_planned(hub: DemoHub, job: JobRow | None) -> bool:
     return True
 
 
-def _table(demo: DemoRig, jobs: dict[int, JobRow]) -> Table:
-    table = Table(title="Demo batch", title_justify="left")
-    for col in ("slot", "model", "EUI-64", "before", "after", "result", "why", "as planned"):
-        table.add_column(col, no_wrap=col not in ("why",))
+#: A hub's result as the demo table names it (a skipped job found the hub current).
+_RESULT = {"skipped": "current"}
+#: Below this many columns the reasons go under the table, one line each, not in a column.
+WIDE_TABLE = 110
+
+
+def _row_why(entry: HubEntry, job: JobRow | None) -> str:
+    """Why a hub ended as it did, for people: nothing for a pass at its first try."""
+    if entry.result == "skipped":
+        return (job.message if job is not None else "") or "already current; nothing written"
+    if entry.result == "passed":
+        return f"passed at try {entry.attempts}" if entry.attempts > 1 else ""
+    tries = f" (the last of {entry.attempts} tries)" if entry.attempts > 1 else ""
+    return f"{entry.reason or entry.result}{tries}"
+
+
+def demo_rows(
+    demo: DemoRig, recon: Reconciliation, jobs: dict[int, JobRow]
+) -> list[tuple[str, ...]]:
+    """The demo table's rows: slot, model, EUI-64, version before (the hub's first read,
+    whatever a retry found), after, result, expected (yes/NO), why; then every hub the
+    consignment lists that never arrived."""
+    entries = {e.eui64: e for entries in recon.lists.values() for e in entries}
+    rows: list[tuple[str, ...]] = []
     for hub in demo.hubs:
         job = jobs.get(hub.slot)
-        ok = _as_planned(hub, job)
-        if job is None:
-            table.add_row(
-                str(hub.slot), hub.model, demo.eui64[hub.slot], "", "", "no job", "", "NO"
-            )
+        ok = "yes" if _as_planned(hub, job) else "NO"
+        model = hub.model.removeprefix("demo-")
+        eui = demo.eui64[hub.slot]
+        entry = entries.get(eui)
+        if entry is None or entry.result is None:
+            said = (job.message or str(job.state)) if job is not None else "no job ran"
+            rows.append((str(hub.slot), model, eui, "", "", "not seen", ok, said))
             continue
-        why = job.verify_method or "" if job.state is JobState.PASSED else job.message or ""
-        table.add_row(
-            str(hub.slot),
-            hub.model.removeprefix("demo-"),
-            job.eui64 or "?",
-            job.version_before or "-",
-            job.version_after or "-",
-            str(job.state),
-            literal(why if len(why) <= 70 else why[:67] + "..."),
-            "yes" if ok else f"NO (expected {hub.expect})",
+        before = shown_version(entry.version_before) if entry.version_before else "?"
+        after = shown_version(entry.version_after) if entry.version_after else "-"
+        result = _RESULT.get(entry.result, entry.result)
+        rows.append((str(hub.slot), model, eui, before, after, result, ok, _row_why(entry, job)))
+    scenario = set(demo.eui64.values())
+    for entry in recon.lists["missing"]:
+        if entry.eui64 in scenario:
+            continue  # shown in its slot's row
+        rows.append(
+            (
+                "-",
+                (entry.expected_model or "?").removeprefix("demo-"),
+                entry.eui64,
+                "",
+                "",
+                "missing",
+                "yes" if entry.eui64 == demo.missing else "NO",
+                f"listed in consignment {entry.consignment_id}, never arrived",
+            )
         )
-    return table
+    return rows
+
+
+_COLUMNS = ("slot", "model", "EUI-64", "before", "after", "result", "expected", "why")
+
+
+def demo_table(rows: Sequence[tuple[str, ...]], width: int) -> list[RenderableType]:
+    """The table as printed at ``width`` columns. Nothing is cut: at least
+    :data:`WIDE_TABLE` columns wide, the reasons are the last column (wrapped in it);
+    narrower, they follow the table as ``slot N: why`` lines, which wrap as text does."""
+    wide = width >= WIDE_TABLE
+    table = Table(
+        title="Demo batch",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    shown = _COLUMNS if wide else _COLUMNS[:-1]
+    for col in shown:
+        table.add_column(
+            col,
+            no_wrap=col != "why",
+            min_width=24 if col == "why" else None,
+            justify="right" if col == "slot" else "left",
+        )
+    for row in rows:
+        table.add_row(*(Text(literal(cell)) for cell in row[: len(shown)]))
+    out: list[RenderableType] = [table]
+    if not wide:
+        out += [
+            Text(literal(f"{'slot ' + row[0] if row[0] != '-' else row[2]}: {row[-1]}"))
+            for row in rows
+            if row[-1]
+        ]
+    return out
+
+
+def _legend(demo: DemoRig) -> str:
+    """What the "expected" column checks: the scenario, said once."""
+    meant = [
+        f"slot {h.slot} {_RESULT.get(str(h.expect), str(h.expect))} ({h.role})"
+        for h in demo.hubs
+        if h.expect is not JobState.PASSED
+    ]
+    meant.append(f"{demo.missing} missing (listed, never arrives)")
+    return (
+        "expected: yes when the hub ended as the demo scenario means it to: "
+        + "; ".join(meant)
+        + f"; every other hub passed, {dotted_version(DEMO_TARGET)} read back after boot"
+    )
+
+
+def hint_lines(demo: DemoRig, batch: int, failed: JobRow | None) -> list[str]:
+    """Commands to look at the demo's records, as they run from the current folder: each
+    names the demo's own database (``--db``) and the ``station`` the user ran."""
+    station = station_command()
+    db = f"--db {shlex.quote(demo.db_url)}"
+    lines = [
+        f"{station} batches {db}",
+        f"{station} report consignment --batch {batch} {db}",
+        f"{station} report dsp --batch {batch} --format csv {db}",
+        f"{station} audit verify {db}",
+    ]
+    if failed is not None and failed.eui64:
+        lines.append(f"{station} hub {failed.eui64} {db}")
+    return lines
 
 
 def _run_headless(demo: DemoRig, as_json: bool, err: Console) -> None:
@@ -388,6 +519,27 @@ def _run_headless(demo: DemoRig, as_json: bool, err: Console) -> None:
     run_station(args, err)
 
 
+class _StartProgress:
+    """Start-up progress on stderr: a line at most every few seconds while hubs come up."""
+
+    EVERY_S = 3.0
+
+    def __init__(self, err: Console) -> None:
+        self.err = err
+        self.started = time.monotonic()
+        self.said = self.started
+
+    def __call__(self, ready: int, total: int) -> None:
+        now = time.monotonic()
+        if ready < total and now - self.said >= self.EVERY_S:
+            self.said = now
+            self.err.print(f"demo: {ready} of {total} simulated hubs ready", highlight=False)
+
+    def done(self, total: int) -> None:
+        took = time.monotonic() - self.started
+        self.err.print(f"demo: {total} simulated hubs ready ({took:.1f} s)", highlight=False)
+
+
 def run_demo(
     *,
     hubs: int = len(SCENARIO),
@@ -404,7 +556,8 @@ def run_demo(
 
     Returns 0 when every hub ended as the scenario expects (the faulty hub failing, the
     wrong one refused, the current one skipped, all others passed and confirmed, and the
-    hub that never came listed as missing), 1 otherwise, 2 for bad options.
+    hub that never came listed as missing), 1 otherwise, 2 for bad options or when the
+    simulated hubs cannot be started (one ``error:`` line, never a traceback).
     """
     if hubs < 1:
         err.print(error_line("--hubs must be at least 1"))
@@ -415,7 +568,16 @@ def run_demo(
         f"simulated hubs ({'paced at their wire speed' if paced else 'unpaced'}) under {root}",
         highlight=False,
     )
-    with demo_rig(root, hubs=hubs, size=size, paced=paced, seed=seed) as demo:
+    progress = _StartProgress(err)
+    with ExitStack() as stack:
+        try:
+            demo = stack.enter_context(
+                demo_rig(root, hubs=hubs, size=size, paced=paced, seed=seed, on_ready=progress)
+            )
+        except (SimStartError, OSError) as exc:
+            err.print(error_line(f"the demo could not start its simulated hubs: {exc}"))
+            return 2
+        progress.done(hubs)
         if tui:  # the same batch, driven by the operator from the terminal UI
             from station.tui.app import run_tui
 
@@ -459,15 +621,18 @@ def run_demo(
                     ],
                     "missing": [e.eui64 for e in recon.lists["missing"]],
                     "reports": {k: str(v.resolve()) for k, v in files.items()},
-                    "db": demo.db_url,
+                    "db": f"sqlite:///{Path(demo.db_url.removeprefix('sqlite:///')).resolve()}",
                     "audit_ok": audit.ok,
                 }
             ),
             flush=True,
         )
         return 0 if planned and audit.ok else 1
-    out = console(width=None if err.is_terminal else 160)
-    out.print(_table(demo, jobs))
+    # Wrapped to the terminal; a log or pipe gets 160 columns unless $COLUMNS says.
+    out = console(width=None if err.is_terminal or os.environ.get("COLUMNS") else 160)
+    for part in demo_table(demo_rows(demo, recon, jobs), out.width):
+        out.print(part)
+    out.print(_legend(demo), highlight=False)
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in recon.counts().items() if n)
     out.print(f"consignment DEMO-C1: {counts}", highlight=False)
     out.print(
@@ -480,7 +645,7 @@ def run_demo(
             )
         )
     )
-    out.print("files written:", highlight=False)
+    out.print("files written (the demo's own database: a bench's records are elsewhere):")
     for label, path in (
         ("rig", demo.rig),
         ("manifest", demo.manifest),
@@ -489,16 +654,13 @@ def run_demo(
         *((f"report {k}", v) for k, v in files.items()),
     ):
         out.print(f"  {label:<20} {path}", highlight=False)
-    out.print(
-        f"try: station report consignment --db {demo.db_url} --batch {batch}; "
-        f"station audit verify --db {demo.db_url}",
-        highlight=False,
-    )
-    failed = next((j for j in jobs.values() if str(j.state) == "failed" and j.eui64), None)
+    failed = next((j for j in jobs.values() if j.state is JobState.FAILED and j.eui64), None)
+    out.print("look at the records (from this folder):", highlight=False)
+    for line in hint_lines(demo, batch, failed):
+        out.print(f"  {line}", highlight=False)
     if failed is not None:
         out.print(
-            f"     station hub {failed.eui64} --db {demo.db_url}   (why slot {failed.slot} "
-            "failed: its timeline and last exchanges)",
+            f"  (the last command: why slot {failed.slot} failed, its timeline and exchanges)",
             highlight=False,
         )
     if planned and audit.ok:
