@@ -226,7 +226,9 @@ class ProgressBoard:
                     completed=out.bytes_written,
                     total=max(out.bytes_written, 1),
                     phase=str(out.result),
-                    note=literal(out.version_after or out.phase or ""),
+                    note=shown_version(out.version_after)
+                    if out.version_after
+                    else literal(out.phase),
                 )
 
 
@@ -296,7 +298,8 @@ def outcome_line(out: FlashOutcome) -> Text:
     if out.result is Result.PASSED:
         return styled(
             head,
-            f" HW {out.hw_version}: {out.version_before or 'blank'} -> {out.version_after}, "
+            f" HW {out.hw_version}: {shown_version(out.version_before or 'blank')} -> "
+            f"{shown_version(out.version_after)}, "
             f"verified by {out.verify_method} ({out.verify_detail}), {out.seconds:.1f} s",
         )
     line = styled(head, *((" in ", out.phase) if out.phase else ()), ": ", out.message)
@@ -332,9 +335,9 @@ def summary_table(rows: Sequence[tuple[int, FlashOutcome]]) -> Table:
                     out.port,
                     out.eui64 or "?",
                     "?" if out.hw_version is None else str(out.hw_version),
-                    out.version_before or "blank",
+                    shown_version(out.version_before or "blank"),
                     "?" if out.behind is None else f"n-{out.behind}",
-                    out.version_after or "-",
+                    shown_version(out.version_after or "-"),
                     out.signature or "-",
                     out.verify_method or "-",
                 )

@@ -60,3 +60,18 @@ def test_people_read_dotted_versions_machines_read_hex(
     assert doc["running_version"] == "0x01050000"
     dsp = _station("report", "dsp", "--batch", "1", "--format", "csv", "--db", db).stdout
     assert "0x01050000" in dsp
+
+
+def test_station_flash_says_versions_dotted(
+    start_hub: Callable[..., SimHub], tmp_path: Path
+) -> None:
+    hub = start_hub(1, firmware_size=SIZE)
+    image = tmp_path / "app.hex"
+    assert (
+        _station("image", "demo", "1.5.0.0", "-o", str(image), "--size", str(SIZE)).returncode == 0
+    )
+    done = _station("flash", "--port", hub.port, "--profile", "demo-an3155", str(image),
+                    "--allow-unsigned")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout + done.stderr
+    assert "1.1.0.0 -> 1.5.0.0" in shown and not HEX.search(shown), shown
