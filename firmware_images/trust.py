@@ -140,6 +140,31 @@ def signature_refusal(
     return reasons[status]
 
 
+def signature_hint(image: ParsedImage, trust: TrustStore | None) -> str:
+    """What to do about a :func:`signature_refusal`: the fix for its actual cause.
+
+    An unknown signer is fixed in the trust store, not by the unsigned override (which does
+    not apply to a signature that fails), so its hint names the store and the keys it holds
+    (a GBCS signature carries no signer id to name).
+    """
+    status = image.signature_status
+    if status is SigStatus.INVALID:
+        if trust is None:
+            return "give --trust DIR, the folder that holds the signer's public key (PEM)"
+        held = ", ".join(name for name, _ in trust.keys) or "no keys"
+        return (
+            f"add the signer's public key (PEM) to the trust store {trust.source} (it holds "
+            f"{held}), or give --trust DIR naming the folder that has it; if the image was "
+            "altered, get it again from its source"
+        )
+    if status is SigStatus.UNCHECKED:
+        return "give --trust DIR, a folder of the signers' public keys (PEM)"
+    return (
+        "use a signed image from the catalogue; an unsigned one needs an explicit, "
+        "recorded override (--allow-unsigned)"
+    )
+
+
 def _public_key(path: Path, data: bytes) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_pem_public_key(data)

@@ -19,7 +19,7 @@ from firmware_images.catalog import Catalog, Decision, Plan
 from firmware_images.descriptor import dotted_text, dotted_version, format_version
 from firmware_images.identity import check_identity
 from firmware_images.loader import LoadedImage, flashable
-from firmware_images.trust import TrustStore, signature_refusal
+from firmware_images.trust import TrustStore, signature_hint, signature_refusal
 from station.events import JobState
 from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
 from station.profiles import Profile, load_profile
@@ -111,11 +111,7 @@ def check_image(image: LoadedImage, profile: Profile, policy: Policy) -> LoadedI
         parsed, allow_unsigned=policy.allow_unsigned, allow_invalid=policy.allow_invalid
     )
     if reason is not None:
-        raise Refusal(
-            f"{image.path}: {reason}",
-            "use a signed image from the catalogue; an unsigned one needs an explicit, "
-            "recorded override (--allow-unsigned)",
-        )
+        raise Refusal(f"{image.path}: {reason}", signature_hint(parsed, policy.trust))
     return image
 
 

@@ -35,7 +35,7 @@ from firmware_images.identity import (
 )
 from firmware_images.loader import parse_file
 from firmware_images.model import ParsedImage, SigStatus
-from firmware_images.trust import signature_refusal
+from firmware_images.trust import signature_hint, signature_refusal
 from firmware_images.zigbee import (
     build_gbcs_image,
     build_zigbee_ota,
@@ -505,7 +505,9 @@ def cmd_catalog_add(args: argparse.Namespace, err: Console) -> int:
             raise ImageError(
                 f"{args.file}: signature {image.signature_status}; the catalogue takes signed "
                 "images only",
-                hint="sign it, or pass --allow-unsigned (recorded in the catalogue check)",
+                hint=signature_hint(image, trust)
+                if image.signature_status is SigStatus.INVALID
+                else "sign it, or pass --allow-unsigned (recorded in the catalogue check)",
             )
     preds = None if args.from_versions is None else tuple(args.from_versions)
     name = gbcs_file_name(image) if image.container == "gbcs-ota" else Path(args.file).name

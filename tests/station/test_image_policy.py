@@ -328,3 +328,31 @@ def test_catalog_add_and_list(
     assert [r["version"] for r in listed["releases"]] == ["0x01030000", "0x01050000"]
     assert listed["releases"][1]["from"] == ["0x01030000"]
     assert main(["catalog", "check", *args]) == 0
+
+
+def test_unknown_signer_hint_names_the_trust_store_not_allow_unsigned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], demo: tuple[Catalog, TrustStore]
+) -> None:
+    """An image signed by a key the trust store lacks is refused with the cause (an unknown
+    signer: add its public key), never with the unsigned override, which would not help."""
+    cat, _ = demo
+    other = tmp_path / "other-trust"
+    assert main(["image", "keygen", "--private", str(tmp_path / "k.pem"),
+                 "--public", str(other / "someone.pem")]) == 0  # fmt: skip
+    capsys.readouterr()
+    port = f"sim://an3155?firmware={DEMO_RELEASES[1]:#010x}&unpaced"
+    common = ["flash", "--port", port, "--profile", "demo-an3155", "--trust", str(other)]
+    for source in (["--catalog", str(cat.root)], [str(_file(cat, DEMO_RELEASES[-1]))]):
+        assert main([*common, *source]) == Exit.REFUSED
+        said = capsys.readouterr()
+        err = " ".join((said.out + said.err).split())
+        assert "signed by an unknown party" in err
+        assert f"add the signer's public key (PEM) to the trust store {other}" in err
+        assert "(it holds someone.pem)" in err
+        assert "allow-unsigned" not in err
+    new = ["--catalog", str(tmp_path / "cat"), "--trust", str(other), "--max-image-size", "0x80000"]
+    added = main(["catalog", "add", str(_file(cat, DEMO_RELEASES[-1])), "--model", "m", *new])
+    said = capsys.readouterr()
+    err = " ".join((said.out + said.err).split())
+    assert added == Exit.BAD_INPUT and "signature invalid" in err
+    assert f"to the trust store {other} (it holds someone.pem)" in err
