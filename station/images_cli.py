@@ -20,7 +20,7 @@ from rich.text import Text
 
 from drivers.errors import ConfigError, ImageError
 from firmware_images import build as demo
-from firmware_images.catalog import Catalog, Decision, parse_version_text
+from firmware_images.catalog import INDEX, Catalog, Decision, parse_version_text
 from firmware_images.descriptor import dotted_text, dotted_version, format_version
 from firmware_images.files import KEY_FILE_LIMIT, read_regular_file
 from firmware_images.gbl import build_gbl
@@ -42,7 +42,7 @@ from firmware_images.zigbee import (
     ecdsa_p256_sign,
     gbcs_file_name,
 )
-from station.paths import DEFAULT_CATALOG, DEFAULT_TRUST, trust_store
+from station.paths import DATA, DEFAULT_CATALOG, DEFAULT_TRUST, trust_store
 from station.render import Part, console, literal, styled
 
 
@@ -236,7 +236,7 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
     }
     version = None if trusted is None else trusted.version
     if args.for_model:
-        cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
+        cat = _load_catalog(args.catalog)
         model = cat.model(args.for_model)
         plan = cat.plan(model.name, args.hardware, args.running)
         verdict.update(decision=str(plan.decision), plan=plan.reason, behind=plan.behind)
@@ -424,8 +424,26 @@ def parse_file_bytes(data: bytes) -> ParsedImage:
 # -- catalog ---------------------------------------------------------------------------------
 
 
+def _load_catalog(folder: str | None) -> Catalog:
+    """The catalogue named by ``--catalog``, else the default one.
+
+    Without ``--catalog`` and with no default catalogue the user has not met the folder
+    named in the error yet, so it says what to give and how to make one.
+
+    Raises:
+        ConfigError: no catalogue (see :meth:`Catalog.load` for a bad one).
+    """
+    if folder is None and not (DEFAULT_CATALOG / INDEX).exists():
+        raise ConfigError(
+            f"this needs a catalogue: give --catalog DIR (there is none at {DEFAULT_CATALOG})",
+            hint="make one with 'station catalog add FILE --model M --catalog DIR "
+            f"--trust DIR'; after 'station demo' there is {DATA / 'demo' / 'catalog'}",
+        )
+    return Catalog.load(folder or DEFAULT_CATALOG)
+
+
 def cmd_catalog_list(args: argparse.Namespace, err: Console) -> int:
-    cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
+    cat = _load_catalog(args.catalog)
     if args.json:
         print(
             json.dumps(
@@ -519,7 +537,7 @@ def cmd_catalog_add(args: argparse.Namespace, err: Console) -> int:
 def cmd_catalog_check(args: argparse.Namespace, err: Console) -> int:
     """Every release: file present, parses, signature valid, and every copy of its identity
     (descriptor, OTA header, file name, catalogue entry) agreeing; exit 1 if any is BAD."""
-    cat = Catalog.load(args.catalog or DEFAULT_CATALOG)
+    cat = _load_catalog(args.catalog)
     trust = trust_store(args.trust)
     bad = 0
     out = console()
@@ -573,7 +591,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q.add_argument("file")
     q.add_argument("--trust", help=f"trust store folder (default {DEFAULT_TRUST})")
     q.add_argument("--catalog", help=f"catalogue folder (default {DEFAULT_CATALOG})")
-    q.add_argument("--for-model", help="hub model, as named in the catalogue")
+    q.add_argument(
+        "--for-model", help="hub model, as named in the catalogue (needs a catalogue: --catalog)"
+    )
     q.add_argument("--hardware", type=_int, help="the hub's hardware version")
     q.add_argument("--running", type=_version, help="the hub's running version")
     q.add_argument("--allow-unsigned", action="store_true", help="accept an unsigned image")

@@ -356,3 +356,23 @@ def test_unknown_signer_hint_names_the_trust_store_not_allow_unsigned(
     err = " ".join((said.out + said.err).split())
     assert added == Exit.BAD_INPUT and "signature invalid" in err
     assert f"to the trust store {other} (it holds someone.pem)" in err
+
+
+def test_verify_for_a_model_without_a_catalogue_says_what_to_give(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    demo: tuple[Catalog, TrustStore],
+) -> None:
+    """`--for-model` asks the catalogue; with none given and none in the data folder the
+    error says to give --catalog DIR and how to make one, not just where none was."""
+    cat, trust = demo
+    monkeypatch.chdir(tmp_path)
+    file = str(_file(cat, DEMO_RELEASES[-1]))
+    code = main(["image", "verify", file, "--trust", trust.source, *HUB])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == Exit.BAD_INPUT
+    assert "this needs a catalogue: give --catalog DIR (there is none at station-data" in err
+    assert "station catalog add FILE --model M --catalog DIR" in err
+    assert main(["image", "verify", file, "--trust", trust.source, *HUB,
+                 "--catalog", str(cat.root)]) == Exit.PASSED  # fmt: skip
