@@ -147,7 +147,8 @@ def parse_rig(text: str, source: str = "rig") -> Rig:
         raw = entry.data
         number = raw["number"]
         if number in seen:
-            raise entry.error("number", f"slot {number} is already defined at #{seen[number] + 1}")
+            first = entries[seen[number]].where("number").removeprefix(entry.source + " ")
+            raise entry.error("number", f"slot {number} is already defined at {first}")
         seen[number] = i
         bound = [k for k in _BINDINGS if k in raw]
         if len(bound) != 1:

@@ -46,7 +46,10 @@ SLOT_KEYS = "(known: candidates, number, port, profile, usb_location, usb_serial
             ('port = "/dev/ttyUSB0"', 'port = "/dev/ttyUSB0"\nusb_serial = "X"'),
             "line 7 ([[slot]] #1): a slot needs exactly one of",
         ),
-        (("number = 1", "number = 2"), "line 13 ([[slot]] #2): slot 2 is already defined at #1"),
+        (
+            ("number = 1", "number = 2"),
+            "line 13 ([[slot]] #2): slot 2 is already defined at line 8 ([[slot]] #1)",
+        ),
         (
             ('profile = "demo-an3155"\n\n', 'profile = "no-such"\n\n'),
             "line 10 ([[slot]] #1): unknown profile 'no-such'",
@@ -244,3 +247,19 @@ def test_candidates_may_be_long_profile_paths(tmp_path: Path) -> None:
         f'candidates = ["{long}"]\n'
     )
     assert parse_rig(text, "bench.toml").slots[0].candidates == (str(long),)
+
+
+def test_duplicate_slot_is_shown_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI prints both slot tables as the user wrote them (``[[slot]] #2``, with their
+    lines), never eaten as console markup (it once printed ``([] #2)``)."""
+    from station.cli import main
+
+    rig = tmp_path / "bench.toml"
+    rig.write_text(GOOD.replace("number = 1", "number = 2"))
+    assert main(["run", "--rig", str(rig), "--catalog", str(tmp_path)]) == 2
+    said = capsys.readouterr()
+    assert said.out == "" and " ".join(said.err.split()) == (
+        f"error: {rig} line 13 ([[slot]] #2): slot 2 is already defined at line 8 ([[slot]] #1)"
+    )
