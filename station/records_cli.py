@@ -419,7 +419,8 @@ def cmd_hub(args: argparse.Namespace, err: Console) -> int:
 def _db_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
-        help="database URL (sqlite:///path.db, postgresql+psycopg://user@host/db); "
+        help="database: a SQLite file path, or a URL (sqlite:///path.db, "
+        "postgresql+psycopg://user@host/db); "
         f"default $STATION_DB, else {DATA / 'station.db'}",
     )
 

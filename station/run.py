@@ -34,7 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", help="trust store folder (default station-data/trust)")
     p.add_argument("--manifest", help="consignment manifest CSV to reconcile against")
     p.add_argument("--operator", default="unknown", help="who runs the bench (audited)")
-    p.add_argument("--db", help="storage URL (default: the rig's, else station-data/station.db)")
+    p.add_argument(
+        "--db",
+        help="database: SQLite file path or URL (default: the rig's, else station-data/station.db)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     p.add_argument(
         "--continuous",

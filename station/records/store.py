@@ -342,8 +342,8 @@ class Store:
 
         Args:
             url: SQLAlchemy URL: ``sqlite:///path/station.db``, ``sqlite://`` (in memory,
-                for tests), ``postgresql+psycopg://user@host/db``. None: the SQLite file
-                ``station.db`` in ``data_dir``.
+                for tests), ``postgresql+psycopg://user@host/db``, or a plain file path (a
+                SQLite database). None: the SQLite file ``station.db`` in ``data_dir``.
             data_dir: the station's data folder (used when ``url`` is None).
             create: make the SQLite file and the schema if missing; False refuses a missing
                 SQLite file (for read-only commands such as reports).
@@ -354,6 +354,8 @@ class Store:
             StoreError: the database cannot be opened, or holds another schema version.
         """
         url = url or default_url(data_dir)
+        if "://" not in url:  # a plain file path, as a user types it: a SQLite database
+            url = f"sqlite:///{Path(url).as_posix()}"
         try:
             parsed = make_url(url)
         except SQLAlchemyError as exc:
@@ -1491,7 +1493,9 @@ def _sqlite_engine(database: str | None, *, create: bool) -> Engine:
             if not create:
                 raise ConfigError(
                     f"no station database at {path}",
-                    hint="give --db URL, or run from the folder that holds station-data/",
+                    hint="give --db PATH or URL (the demo keeps its own records: --db "
+                    "station-data/demo/station.db), or run from the folder that holds "
+                    "station-data/",
                 )
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

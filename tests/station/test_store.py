@@ -556,7 +556,20 @@ def test_open_refuses_another_schema_version(tmp_path: Path) -> None:
 
 def test_a_bad_url_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
-        Store.open("not a url", data_dir=tmp_path)
+        Store.open("://not a url", data_dir=tmp_path)
+
+
+def test_a_plain_path_is_a_sqlite_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--db station-data/demo/station.db`` works as a user types it (relative or not),
+    and a read-only command still refuses a file that is not there."""
+    monkeypatch.chdir(tmp_path)
+    with open_store(str(Path("demo") / "station.db")) as store:
+        _batch(store)
+    with Store.open("demo/station.db", create=False) as store:
+        assert store.latest_batch_id() is not None
+    with pytest.raises(ConfigError, match=r"no station database at elsewhere/station\.db") as e:
+        Store.open("elsewhere/station.db", create=False)
+    assert "--db station-data/demo/station.db" in str(e.value.hint)
 
 
 def test_the_clock_is_injectable_and_times_are_utc() -> None:
