@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from enum import IntEnum
 from importlib.metadata import PackageNotFoundError
@@ -685,6 +686,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print(styled(("interrupted", "yellow")))
         return Exit.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`station ... | head`): stop quietly, as cat and grep do;
+        # stdout goes to /dev/null so Python's last flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell shows for a tool stopped by a closed pipe
 
 
 if __name__ == "__main__":

@@ -491,7 +491,7 @@ def hint_lines(demo: DemoRig, batch: int, failed: JobRow | None) -> list[str]:
     """Commands to look at the demo's records, as they run from the current folder: each
     names the demo's own database (``--db``) and the ``station`` the user ran."""
     station = station_command()
-    db = f"--db {shlex.quote(demo.db_url)}"
+    db = f"--db {shlex.quote(demo.db_url.removeprefix('sqlite:///'))}"  # a plain path works
     lines = [
         f"{station} batches {db}",
         f"{station} report consignment --batch {batch} {db}",

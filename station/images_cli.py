@@ -243,7 +243,8 @@ def cmd_verify(args: argparse.Namespace, err: Console) -> int:
         if plan.decision is Decision.REFUSED:
             reasons.append(plan.reason)
         elif plan.decision is Decision.CURRENT:
-            reasons.append(f"the hub already runs the newest release {plan.reason}")
+            newest = "" if plan.newest is None else f" ({dotted_version(plan.newest.version)})"
+            reasons.append(f"the hub already runs the newest release{newest}")
         elif plan.release is not None:
             order = [r.version for r in cat.releases[model.name]]
             if (

@@ -227,3 +227,16 @@ def test_sim_command_and_flash_as_separate_programs(tmp_path: Path) -> None:
     finally:
         sim.send_signal(signal.SIGINT)
         assert sim.wait(timeout=20) == 0
+
+
+def test_a_reader_that_goes_away_is_no_traceback() -> None:
+    """`station profiles | head -1`: the pipe closes early; no BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "station.cli", "profiles"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the station writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err, err
