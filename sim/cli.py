@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from firmware_images.descriptor import format_version
+from firmware_images.descriptor import dotted_version
 from sim.faults import parse_fault_spec, plan_for_slot
 from sim.pty import (
     START_MODES,
@@ -238,7 +238,7 @@ def start_rig(
 def describe(hub: SimHub) -> str:
     """The human line for a ready hub."""
     firmware = hub.spec.firmware
-    shown = "blank" if firmware is None else format_version(firmware)
+    shown = "blank" if firmware is None else dotted_version(firmware)
     return (
         f"slot {hub.spec.slot:>3}  {hub.port:<14} EUI-64 {hub.spec.eui64}  "
         f"firmware {shown:<10}  {hub.mode}"

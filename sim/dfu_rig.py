@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from drivers.transport.usb import ENV_BACKEND
-from firmware_images.descriptor import format_version
+from firmware_images.descriptor import dotted_text, format_version
 from sim.pty import await_ready, derive_eui64, end_process
 from sim.signals import SignalStop
 from sim.usb_backend import SimUsbService
@@ -102,7 +102,7 @@ def hub_info(hub: DfuHub, setting: str) -> dict[str, Any]:
 
 def describe(info: dict[str, Any]) -> str:
     """The human line for a hub."""
-    shown = info["firmware"] or "blank"
+    shown = "blank" if not info["firmware"] else dotted_text(info["firmware"])
     return (
         f"slot {info['slot']:>3}  {info['port']:<10} serial {info['serial']}  "
         f"EUI-64 {info['eui64']}  firmware {shown:<10}  {info['mode']}"

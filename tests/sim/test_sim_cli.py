@@ -161,3 +161,14 @@ def test_start_rig_in_parallel_with_per_slot_faults() -> None:
     while any(h.alive for h in hubs) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(h.alive for h in hubs)
+
+
+def test_human_lines_say_versions_dotted(rig: list[subprocess.Popen[str]]) -> None:
+    """A person reads `1.1.0.0`; `--json` keeps the exact hex for scripts."""
+    proc = sim_process("--hubs", "1", "--firmware", "1.1.0.0")
+    rig.append(proc)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert "firmware 1.1.0.0 " in line and "0x" not in line, line
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 0
