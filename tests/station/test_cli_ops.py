@@ -36,7 +36,7 @@ def test_installed_version_is_the_projects() -> None:
 
 def test_licence_is_the_apache_license_the_project_declares() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["license"] == {"text": "Apache-2.0"}
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
     text = (ROOT / "LICENSE").read_bytes()
     # The text as apache.org publishes it (LICENSE-2.0.txt), byte for byte.
     assert hashlib.md5(text).hexdigest() == "3b83ef96387f14655fc854ddc3c6bd57"
