@@ -270,7 +270,7 @@ def test_the_printed_hints_run_as_written_on_the_demos_own_database(
     assert len(commands) == 5, out
     for command in commands:
         argv = shlex.split(command)
-        assert argv[argv.index("--db") + 1] == "sqlite:///station-data/demo/station.db"
+        assert argv[argv.index("--db") + 1] == "station-data/demo/station.db"  # as README writes it
         proc = subprocess.run(argv, cwd=where, capture_output=True, text=True, timeout=60, env=env)
         assert proc.returncode == 0, (command, proc.stderr)
     assert not (where / "station-data" / "station.db").exists()  # a bench's is untouched
