@@ -34,11 +34,14 @@ def cmd_db_init(args: argparse.Namespace, err: Console) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, err: Console) -> int:
-    was, head = upgrade_database(_url(args))
-    if was == head:
-        print(f"the station schema is at revision {head} already")
+    was = upgrade_database(_url(args))
+    if was.revision is None:
+        print(f"stamped the station schema made before migrations at revision {was.current}")
+    if was.current == was.head:
+        if was.revision is not None:
+            print(f"the station schema is at revision {was.head} already")
     else:
-        print(f"upgraded the station schema from revision {was} to {head}")
+        print(f"upgraded the station schema from revision {was.current} to {was.head}")
     return 0
 
 

@@ -49,16 +49,16 @@ def init_database(url: str) -> str:
     return _run(url, migrations.init, create=True, write=True)
 
 
-def upgrade_database(url: str) -> tuple[str | None, str]:
+def upgrade_database(url: str) -> SchemaState:
     """Bring an existing station schema to head (stamping one made before migrations);
-    returns the revision it was at and head.
+    returns what the database held before.
 
     Raises:
         StoreError: no station schema there (``init`` makes one), or one this release
             cannot upgrade.
     """
 
-    def work(conn: Connection, where: str) -> tuple[str | None, str]:
+    def work(conn: Connection, where: str) -> SchemaState:
         if migrations.inspect_state(conn).empty:
             raise StoreError(
                 f"{where} holds no station schema to upgrade",

@@ -159,12 +159,12 @@ def _lock(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
 
 
-def upgrade(conn: Connection, where: str) -> tuple[str | None, str]:
+def upgrade(conn: Connection, where: str) -> SchemaState:
     """Bring the schema to head inside ``conn``'s open transaction, making it if empty;
     a database made before migrations is stamped at the baseline first.
 
     Returns:
-        the revision it was at (None: empty), and head.
+        what the database held before.
 
     Raises:
         StoreError: a schema no revision of this release leads from.
@@ -175,12 +175,12 @@ def upgrade(conn: Connection, where: str) -> tuple[str | None, str]:
     if refusal is not None:
         raise StoreError(refusal, hint="give this release a database it made (--db)")
     if state.at_head and state.revision is not None:
-        return state.current, state.head
+        return state
     cfg = alembic_config(conn)
     if state.revision is None and state.current is not None:
         command.stamp(cfg, state.current)
     command.upgrade(cfg, "head")
-    return state.current, state.head
+    return state
 
 
 def init(conn: Connection, where: str) -> str:
