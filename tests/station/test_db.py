@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, insert, inspect, make_url, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.exc import ProgrammingError
 
 from firmware_images.catalog import Catalog
@@ -32,7 +34,7 @@ from station.records.dbadmin import database_state, init_database, upgrade_datab
 from station.records.errors import StoreError
 from station.records.grants import STATION_PRIVILEGES, grant_statements
 from station.records.keys import KeyRing, StationKey
-from station.records.schema import metadata, station_meta
+from station.records.schema import metadata
 from station.records.store import Store
 
 from .recordkit import PG_URL, STATION, drop_pg_schema, eui, open_store, passed, walk
@@ -71,18 +73,14 @@ def _differences(url: str) -> list[object]:
 
 
 def _legacy_v2(url: str) -> None:
-    """A database as releases before migrations made it: create_all and the meta rows."""
+    """A database as releases before migrations made it: schema v2 (the baseline, which
+    test_the_migrated_schema_is_exactly_schema_py proves equal to what create_all made then)
+    with its meta rows, and no alembic_version."""
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            metadata.create_all(conn)
-            conn.execute(
-                insert(station_meta),
-                [
-                    {"key": "schema_version", "value": "2"},
-                    {"key": "audit_lock", "value": "audit appends serialise on this row"},
-                ],
-            )
+            command.upgrade(migrations.alembic_config(conn), migrations.BASELINE)
+            conn.execute(text("DROP TABLE alembic_version"))
     finally:
         engine.dispose()
 
@@ -100,7 +98,9 @@ def _tables(url: str) -> set[str]:
 
 
 def test_the_migrations_have_one_head_and_importable_file_names() -> None:
-    assert migrations.head() == migrations.BASELINE  # until a revision is added on top
+    scripts = ScriptDirectory.from_config(migrations.alembic_config())
+    chain = [s.revision for s in scripts.walk_revisions()]  # head first
+    assert chain[0] == migrations.head() and chain[-1] == migrations.BASELINE
     versions = Path(migrations.__file__).parent / "versions"
     for path in versions.glob("*.py"):
         assert re.fullmatch(r"(__init__|rev_\d{4}_\w+)\.py", path.name), path.name
@@ -119,7 +119,10 @@ def test_db_init_refuses_a_database_that_has_the_schema(empty_url: str) -> None:
     init_database(empty_url)
     done = _station("db", "init", "--db", empty_url)
     assert done.returncode == 2
-    assert "holds a station schema already: revision 0001, head 0001: up to date" in done.stderr
+    head = migrations.head()
+    assert f"holds a station schema already: revision {head}, head {head}: up to date" in (
+        done.stderr
+    )
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
 
 
@@ -139,44 +142,47 @@ def test_db_commands_make_upgrade_and_report_status(empty_url: str) -> None:
         assert "station db init" in upgrade.stderr
     init = _station("db", "init", "--db", empty_url)
     assert init.returncode == 0, init.stderr
-    assert "made the station schema at revision 0001" in init.stdout
+    head = migrations.head()
+    assert f"made the station schema at revision {head}" in init.stdout
     status = _station("db", "status", "--db", empty_url)
     assert status.returncode == 0
-    assert status.stdout.strip() == "revision 0001, head 0001: up to date"
+    assert status.stdout.strip() == f"revision {head}, head {head}: up to date"
     upgrade = _station("db", "upgrade", "--db", empty_url)
     assert upgrade.returncode == 0
-    assert "at revision 0001 already" in upgrade.stdout
+    assert f"at revision {head} already" in upgrade.stdout
 
 
 def test_a_database_made_before_migrations_is_stamped_by_upgrade(empty_url: str) -> None:
-    """Schema v2 made by create_all (no alembic_version) is the baseline: readable as is,
-    and stamped (not migrated: its tables and rows are kept) by ``station db upgrade``."""
+    """Schema v2 made before migrations (no alembic_version) is the baseline: readable as
+    is while the baseline is head, and stamped (its tables and rows kept), then upgraded to
+    head, by ``station db upgrade``."""
     _legacy_v2(empty_url)
-    assert _differences(empty_url) == []
+    head = migrations.head()
     status = _station("db", "status", "--db", empty_url)
-    assert status.returncode == 0
-    assert "made before migrations, not stamped" in status.stdout
-    with Store.open(empty_url, create=False) as store:  # readable as it is
-        assert store.batches() == []
+    assert status.returncode == (0 if head == migrations.BASELINE else 1)
+    assert "revision 0001 (made before migrations, not stamped)" in status.stdout
     engine = create_engine(empty_url)
     with engine.begin() as conn:  # a record from before the upgrade
         conn.execute(
             text(
-                "INSERT INTO hubs (eui64, model, first_seen, last_seen) VALUES "
-                "('00-DB-12-00-00-00-00-01', 'm', :t, :t)"
+                "INSERT INTO hubs (eui64, model, first_seen, last_seen) "
+                "VALUES ('00-DB-12-00-00-00-00-01', 'm', :t, :t)"
             ),
-            {
-                "t": "2025-01-01 00:00:00.000000"
-                if empty_url.startswith("sqlite")
-                else "2025-01-01T00:00:00Z"
-            },
+            {"t": "2025-01-01 00:00:00.000000"},
         )
     engine.dispose()
+    if head == migrations.BASELINE:
+        with Store.open(empty_url, create=False) as store:
+            assert store.batches() == []
     done = _station("db", "upgrade", "--db", empty_url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "stamped the station schema made before migrations at revision 0001\n"
+    said = done.stdout.splitlines()
+    assert said[0] == "stamped the station schema made before migrations at revision 0001"
+    if head != migrations.BASELINE:
+        assert said[1] == f"upgraded the station schema from revision 0001 to {head}"
     state = database_state(empty_url)
-    assert state.revision == "0001" and state.at_head
+    assert state.revision == head and state.at_head
+    assert _differences(empty_url) == []
     with open_store(empty_url) as store:
         assert store.hub("00-DB-12-00-00-00-00-01") is not None  # the records were kept
         store.start_batch(station_id=STATION, operator="o", rig="r", catalog="c")
