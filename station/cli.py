@@ -24,6 +24,7 @@ from drivers.types import no_progress
 from firmware_images.catalog import Catalog
 from firmware_images.descriptor import dotted_version
 from firmware_images.loader import LoadedImage, load_image
+from station.db_cli import add_commands as add_db_commands
 from station.flash import (
     FlashOutcome,
     HubIdentity,
@@ -616,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_image_commands(sub)
     add_record_commands(sub)
+    add_db_commands(sub)
     isub = next(
         a for a in sub.choices["image"]._actions if isinstance(a, argparse._SubParsersAction)
     )

@@ -68,7 +68,7 @@ from drivers.errors import ConfigError
 from station.events import CHAIN, JobState, legal
 from station.outcome import FlashOutcome, Result
 from station.records import audit as chain
-from station.records import dsp, leases
+from station.records import dsp, leases, migrations
 from station.records.audit import AuditCheck, AuditEntry, Head
 from station.records.errors import (
     BatchFinished,
@@ -91,8 +91,6 @@ from station.records.schema import (
     hubs,
     job_events,
     jobs,
-    metadata,
-    station_meta,
 )
 
 __all__ = [
@@ -104,17 +102,13 @@ __all__ = [
     "Recovery",
     "Store",
     "default_url",
+    "open_engine",
 ]
 
 #: Attempts of one write when another process wins a race for a unique key (PostgreSQL).
 _WRITE_ATTEMPTS: Final = 5
 #: PostgreSQL SQLSTATEs of a transaction that lost a race: deadlock, serialisation failure.
 _RETRY_STATES: Final = frozenset({"40P01", "40001"})
-#: Rows of station_meta made with the schema (``audit_lock``: see audit.append).
-_META_ROWS: Final = {
-    "schema_version": str(SCHEMA_VERSION),
-    "audit_lock": "audit appends serialise on this row",
-}
 #: The phase a job was in when it was interrupted in a state (for reports).
 _PHASE_OF_STATE: Final = {
     JobState.DETECTED: "identify",
@@ -353,23 +347,7 @@ class Store:
             ConfigError: a bad URL, or no database where ``create`` is False.
             StoreError: the database cannot be opened, or holds another schema version.
         """
-        url = url or default_url(data_dir)
-        if "://" not in url:  # a plain file path, as a user types it: a SQLite database
-            url = f"sqlite:///{Path(url).as_posix()}"
-        try:
-            parsed = make_url(url)
-        except SQLAlchemyError as exc:
-            raise ConfigError(f"not a database URL: {url!r}") from exc
-        if parsed.get_backend_name() == "sqlite":
-            engine = _sqlite_engine(parsed.database, create=create)
-        else:
-            try:
-                engine = create_engine(parsed, pool_pre_ping=True)
-            except (SQLAlchemyError, ImportError) as exc:
-                raise ConfigError(
-                    f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}",
-                    hint="PostgreSQL needs the psycopg package: pip install 'psycopg[binary]'",
-                ) from exc
+        engine = open_engine(url or default_url(data_dir), create=create)
         store = cls(engine, clock=clock)
         try:
             store._prepare(create)
@@ -379,53 +357,47 @@ class Store:
         return store
 
     def _prepare(self, create: bool) -> None:
-        def read_version(conn: Connection) -> str | None:
-            query = select(station_meta.c.value).where(station_meta.c.key == "schema_version")
-            return conn.execute(query).scalar()
+        """Check (on SQLite with ``create``: make or upgrade) the schema.
 
-        def initialise(conn: Connection) -> str | None:
-            have = {str(k): str(v) for k, v in conn.execute(select(station_meta)).all()}
-            if have and "schema_version" not in have:
-                return "unknown"
-            for key, value in _META_ROWS.items():
-                if key not in have:
-                    conn.execute(insert(station_meta).values(key=key, value=value))
-            return have.get("schema_version")
-
-        try:
-            version = self._read(read_version)
-        except StoreError:
-            version = None  # no schema yet (or not ours): made below when asked to
-        if version is not None and version != str(SCHEMA_VERSION):
+        PostgreSQL is shared by many stations whose role may not create tables: its schema
+        is made and upgraded only by ``station db init|upgrade`` (docs/warehouse.md). A
+        SQLite file belongs to one bench: the station runs the same migrations itself, so
+        the demo and a single bench need no admin step.
+        """
+        if create and self._sqlite:
+            try:
+                with self._lock, self._engine.connect() as conn:
+                    conn.execution_options(station_write=True)  # BEGIN IMMEDIATE
+                    with conn.begin():
+                        migrations.upgrade(conn, self.url)
+            except SQLAlchemyError as exc:
+                raise StoreError(f"cannot open the station database: {_db_error(exc)}") from exc
+        state = self._read(migrations.inspect_state)
+        refusal = state.refusal(self.url)
+        if refusal is not None:
             raise StoreError(
-                f"{self.url} holds station records of schema version {version}; this "
-                f"station writes version {SCHEMA_VERSION}",
+                refusal,
                 hint="give a new database (--db) for this release; the old records stay "
                 "readable by the release that wrote them",
             )
-        if create:
-            for attempt in (1, 2):
-                try:
-                    with self._lock:
-                        metadata.create_all(self._engine)  # only the tables that are missing
-                    break
-                except SQLAlchemyError as exc:
-                    # Two stations creating a new PostgreSQL schema at once: the loser's
-                    # second look finds the tables made.
-                    if attempt == 2:
-                        raise StoreError(
-                            f"cannot open the station database: {_db_error(exc)}"
-                        ) from exc
-            version = self._write(initialise)
-        if version is None and not create:
+        db = f"--db {self.url}"
+        if state.empty:
             raise StoreError(
-                f"{self.url} holds no station database",
-                hint="open it once from the station (which creates the schema)",
+                f"{self.url} holds no station database: run 'station db init {db}' first",
+                hint="as the database's owner; docs/warehouse.md gives the roles"
+                if not self._sqlite
+                else "open it once from the station (which creates the schema)",
             )
-        if version is not None and version != str(SCHEMA_VERSION):
+        if not state.at_head:
             raise StoreError(
-                f"{self.url} holds station records of schema version {version}; this "
-                f"station writes version {SCHEMA_VERSION}",
+                f"{self.url} holds station schema {state.current}; this release needs "
+                f"{state.head}: run 'station db upgrade {db}'",
+                hint="as the database's owner, with every station stopped; back it up first",
+            )
+        if state.schema_version != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.url} holds station records of schema version "
+                f"{state.schema_version}; this station writes version {SCHEMA_VERSION}",
                 hint="give a new database (--db) for this release",
             )
 
@@ -1475,6 +1447,31 @@ def _sqlstate(exc: SQLAlchemyError) -> str | None:
 def _db_error(exc: SQLAlchemyError) -> str:
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc).strip().splitlines()[0]
+
+
+def open_engine(url: str, *, create: bool) -> Engine:
+    """An engine for a station database URL (or a SQLite file's path), configured as the
+    station uses it (SQLite: see :func:`_sqlite_engine`); ``create`` lets it make a missing
+    SQLite file.
+
+    Raises:
+        ConfigError: a bad URL, a missing SQLite file, or no driver for the backend.
+    """
+    if "://" not in url:  # a plain file path, as a user types it: a SQLite database
+        url = f"sqlite:///{Path(url).as_posix()}"
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"not a database URL: {url!r}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed.database, create=create)
+    try:
+        return create_engine(parsed, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise ConfigError(
+            f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}",
+            hint="PostgreSQL needs the psycopg package: pip install 'psycopg[binary]'",
+        ) from exc
 
 
 def _sqlite_engine(database: str | None, *, create: bool) -> Engine:

@@ -7,15 +7,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from station.events import CHAIN, JobState
 from station.outcome import FlashOutcome, Result
+from station.records import migrations
 from station.records.schema import metadata
 from station.records.store import Store
 
 #: Set to a PostgreSQL URL (postgresql+psycopg://user@host/db) to run the store tests on it
-#: as well; every table of the station schema in that database is dropped first.
+#: as well; every table of the station schema in that database is dropped first, and the
+#: schema made again as ``station db init`` makes it.
 PG_URL = os.environ.get("STATION_TEST_PG_URL")
 
 OLD = "0x01010000"
@@ -35,12 +37,31 @@ def backend_url(backend: str, tmp_path: Path) -> str:
         return f"sqlite:///{(tmp_path / 'station.db').as_posix()}"
     if not PG_URL:
         pytest.skip("STATION_TEST_PG_URL is not set: no PostgreSQL to test against")
-    engine = create_engine(PG_URL)
+    fresh_pg_schema(PG_URL)
+    return PG_URL
+
+
+def drop_pg_schema(url: str) -> None:
+    """Drop every table of the station schema, and Alembic's, from ``url``."""
+    engine = create_engine(url)
     try:
-        metadata.drop_all(engine)
+        with engine.begin() as conn:
+            metadata.drop_all(conn)
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     finally:
         engine.dispose()
-    return PG_URL
+
+
+def fresh_pg_schema(url: str) -> None:
+    """A new station schema on ``url``, made as the admin makes it (``station db init``):
+    stations do not create the schema on PostgreSQL."""
+    drop_pg_schema(url)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            migrations.init(conn, url)
+    finally:
+        engine.dispose()
 
 
 class FakeClock:

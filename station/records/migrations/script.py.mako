@@ -1,0 +1,31 @@
+"""${message}
+
+Revision ID: ${up_revision}
+Revises: ${down_revision | comma,n}
+Create Date: ${create_date}
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+% if imports:
+
+${imports}
+% endif
+
+# revision identifiers, used by Alembic.
+revision: str = ${repr(up_revision)}
+down_revision: str | None = ${repr(down_revision)}
+branch_labels: str | None = ${repr(branch_labels)}
+depends_on: str | None = ${repr(depends_on)}
+
+
+def upgrade() -> None:
+    """What this revision adds, and why."""
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade() -> None:
+    """Stations do not downgrade: restore the backup taken before the upgrade."""
+    raise NotImplementedError("restore the database backup taken before 'station db upgrade'")
