@@ -75,6 +75,23 @@ class PortVanished(TransportError):
     default_hint = "the hub or adapter was unplugged or reset; reseat it and run the job again"
 
 
+class RemotePortLost(PortVanished):
+    """The network connection to a port's exporter (ser2net) dropped mid-job.
+
+    Attributes:
+        host: the exporter's host, to which the fault belongs (not the hub, not the slot).
+    """
+
+    def __init__(self, message: str, *, host: str, port: str | None = None) -> None:
+        super().__init__(
+            message,
+            port=port,
+            hint=f"check ser2net and the network at {host}, then run the job again; the hub "
+            "may hold a partly written image",
+        )
+        self.host = host
+
+
 class NoModemLines(TransportError):
     default_hint = (
         "this port has no DTR/RTS lines (a pseudo-terminal or network port); "

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from drivers.errors import ConfigError, ImageError, StationError
+from drivers.errors import ConfigError, ImageError, RemotePortLost, StationError
 from drivers.types import Phase, ProgressFn, no_progress
 from firmware_images.catalog import Catalog, Decision, Plan
 from firmware_images.descriptor import dotted_text, dotted_version, format_version
@@ -353,7 +353,9 @@ def flash_hub(
 
     Hub and link failures are reported in the outcome (result ``failed`` with the phase),
     never raised. ``on_progress`` may raise :class:`Cancelled` to stop the job at the next
-    block or phase: it ends ``interrupted`` with that reason (never passed).
+    block or phase: it ends ``interrupted`` with that reason (never passed). A network
+    port whose exporter drops the connection (:class:`RemotePortLost`) ends it
+    ``interrupted`` too, with "remote port lost" and the exporter's host.
 
     ``checkpoint`` is called with each state before the step it names (``identified`` once
     the hub's identity and running version are read, ``planned`` once the image is chosen,
@@ -428,6 +430,9 @@ def flash_hub(
         return job.end(Result.REFUSED, exc.message, exc.hint)
     except ConfigError:  # the station's set-up (no USB backend, a bad port setting): no
         raise  # hub was at fault, so no hub's outcome may say it failed
+    except RemotePortLost as exc:  # the network or its exporter failed, not the hub: the
+        job.out.error = type(exc).__name__  # job was cut short, so it can never have passed
+        return job.end(Result.INTERRUPTED, exc.message, exc.hint)
     except StationError as exc:
         job.out.error = type(exc).__name__
         if exc.phase:

@@ -1,8 +1,11 @@
 """A serial byte pipe over pyserial's URL handlers.
 
-Ports are opened only with ``serial.serial_for_url`` so device paths, ``/dev/pts/N``,
-``rfc2217://`` (ser2net), ``socket://`` and ``loop://`` all work without branches.
-pyserial and OS errors are translated here into :mod:`drivers.errors` types.
+Ports are opened with ``serial.serial_for_url`` so device paths, ``/dev/pts/N``,
+``socket://`` and ``loop://`` all work without branches. ``rfc2217://`` ports (ser2net)
+are the one exception: pyserial's client for them is replaced by
+:class:`drivers.transport.rfc2217.Rfc2217Port` (see there why). pyserial and OS errors are
+translated here into :mod:`drivers.errors` types; a dropped connection to a network port's
+exporter is :class:`~drivers.errors.RemotePortLost`, naming the exporter's host.
 """
 
 from __future__ import annotations
@@ -24,12 +27,16 @@ from drivers.errors import (
     PortBusy,
     PortNotFound,
     PortVanished,
+    RemotePortLost,
     TransportError,
 )
+from drivers.transport.rfc2217 import Rfc2217Port, exporter_host, is_rfc2217
 
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}
 _BUSY_ERRNOS = {errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES}
 _MISSING_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ECONNREFUSED}
+#: How long a network port that its exporter says is busy is tried again before giving up.
+_REOPEN_S = 1.0
 
 
 def _is_pseudo_terminal(url: str) -> bool:
@@ -66,6 +73,8 @@ class SerialLink:
         self._exclusive = exclusive
         self._timeout_s: float | None = None
         self._ser: Any = None
+        #: The host exporting the port when it is reached over the network, else None.
+        self.exporter = exporter_host(url) if is_rfc2217(url) else None
         #: True when the port is a pseudo-terminal that could not carry the parity bit.
         self.parity_dropped = False
 
@@ -78,7 +87,11 @@ class SerialLink:
             PortNotFound, PortBusy, ConfigError, TransportError: with the port named.
         """
         try:
-            ser = serial.serial_for_url(self.url, do_not_open=True)
+            if self.exporter is not None:
+                ser = Rfc2217Port()
+                ser.port = self.url
+            else:
+                ser = serial.serial_for_url(self.url, do_not_open=True)
             ser.baudrate = self.baudrate
             ser.parity = _PARITY[self.parity]
             if self.parity != "none" and _is_pseudo_terminal(self.url):
@@ -90,30 +103,79 @@ class SerialLink:
             ser.bytesize = serial.EIGHTBITS
             ser.stopbits = serial.STOPBITS_ONE
             ser.timeout = 1.0
-            ser.write_timeout = 5.0
-            if self._exclusive and hasattr(ser, "exclusive"):
-                ser.exclusive = True
+            if self.exporter is None:
+                # pyserial's RFC 2217 client refuses a write timeout; its socket's own
+                # (5 s) bounds a write there.
+                ser.write_timeout = 5.0
+                if self._exclusive and hasattr(ser, "exclusive"):
+                    ser.exclusive = True
         except ValueError as exc:
             raise ConfigError(f"cannot use port {self.url!r}: {exc}", port=self.url) from exc
         except serial.SerialException as exc:
             raise TransportError(f"cannot open port: {exc}", port=self.url) from exc
-        try:
-            ser.open()
-        except serial.SerialException as exc:
-            raise self._open_error(exc) from exc
-        except OSError as exc:
-            raise self._open_error(exc) from exc
+        deadline = time.monotonic() + _REOPEN_S
+        while True:
+            try:
+                ser.open()
+                break
+            except (serial.SerialException, OSError) as exc:
+                error = self._open_error(exc)
+                # ser2net may not yet have seen this station's own last close of the port
+                # (a job right after a look at the hub): it is busy for a moment only.
+                if not isinstance(error, PortBusy) or self.exporter is None:
+                    raise error from exc
+                if time.monotonic() >= deadline:
+                    raise error from exc
+                time.sleep(0.1)
         self._ser = ser
         self._timeout_s = 1.0
 
     def _open_error(self, exc: Exception) -> TransportError:
         code = getattr(exc, "errno", None)
         text = str(exc)
+        if self.exporter is not None:
+            return self._remote_open_error(text)
         if code in _BUSY_ERRNOS or "exclusively lock" in text:
             return PortBusy("port is in use by another program", port=self.url)
         if code in _MISSING_ERRNOS or "No such file" in text or "refused" in text:
             return PortNotFound("port does not exist or cannot be reached", port=self.url)
         return TransportError(f"cannot open port: {text}", port=self.url)
+
+    def _remote_open_error(self, text: str) -> TransportError:
+        if "refused" in text or "Name or service" in text or "timed out" in text:
+            return PortNotFound(
+                f"no port exporter answers at {self.exporter}: {text}",
+                port=self.url,
+                hint=f"is ser2net running on {self.exporter} with a connection on this TCP "
+                "port (docs/ser2net.md)?",
+            )
+        if "does not seem to support RFC2217" in text:
+            return TransportError(
+                f"the exporter at {self.exporter} does not speak RFC 2217 on this port",
+                port=self.url,
+                hint="give the ser2net connection the accepter telnet(rfc2217),tcp,... "
+                "(docs/ser2net.md)",
+            )
+        # ser2net serves one client per port: a second one is told "Port already in use"
+        # and the connection closed, which pyserial meets as a broken pipe mid-negotiation.
+        return PortBusy(
+            f"the exporter at {self.exporter} closed the connection while it was being set "
+            f"up ({text})",
+            port=self.url,
+            hint="another client has this port (ser2net serves one at a time): close it, "
+            "or stop the station using it (docs/ser2net.md)",
+        )
+
+    def _lost(self, what: str, exc: Exception) -> PortVanished:
+        """The error for a port that stopped working under a read, write or flush."""
+        if self.exporter is not None:
+            return RemotePortLost(
+                f"remote port lost: the connection to the port exporter {self.exporter} "
+                f"dropped (in a {what})",
+                host=self.exporter,
+                port=self.url,
+            )
+        return PortVanished(f"{what} failed: {exc}", port=self.url)
 
     def close(self) -> None:
         """Close the port; safe to call twice and after the port vanished."""
@@ -164,7 +226,7 @@ class SerialLink:
         except serial.SerialTimeoutException as exc:
             raise LinkTimeout("the port did not take our bytes", port=self.url) from exc
         except (serial.SerialException, OSError, termios.error) as exc:
-            raise PortVanished(f"write failed: {exc}", port=self.url) from exc
+            raise self._lost("write", exc) from exc
 
     def read(self, n: int, timeout_s: float) -> bytes:
         """Read up to ``n`` bytes, returning early only when ``timeout_s`` expires."""
@@ -173,7 +235,7 @@ class SerialLink:
             self._set_timeout(timeout_s)
             return bytes(port.read(n))
         except (serial.SerialException, OSError, termios.error) as exc:
-            raise PortVanished(f"read failed: {exc}", port=self.url) from exc
+            raise self._lost("read", exc) from exc
 
     def read_waiting(self, n: int) -> bytes:
         """Up to ``n`` bytes that have already arrived, without waiting for more.
@@ -187,7 +249,7 @@ class SerialLink:
             waiting = port.in_waiting
             return bytes(port.read(min(n, waiting))) if waiting else b""
         except (serial.SerialException, OSError, termios.error) as exc:
-            raise PortVanished(f"read failed: {exc}", port=self.url) from exc
+            raise self._lost("read", exc) from exc
 
     def read_exact(self, n: int, timeout_s: float, what: str = "reply") -> bytes:
         """Read exactly ``n`` bytes within ``timeout_s``.
@@ -216,7 +278,7 @@ class SerialLink:
                 self._set_timeout(left)
                 chunk = port.read_until(b"\n")
             except (serial.SerialException, OSError, termios.error) as exc:
-                raise PortVanished(f"read failed: {exc}", port=self.url) from exc
+                raise self._lost("read", exc) from exc
             line += chunk
             if line.endswith(b"\n"):
                 return bytes(line).rstrip(b"\r\n")
@@ -237,7 +299,7 @@ class SerialLink:
         try:
             self._port().reset_input_buffer()
         except (serial.SerialException, OSError, termios.error) as exc:
-            raise PortVanished(f"flush failed: {exc}", port=self.url) from exc
+            raise self._lost("flush", exc) from exc
 
     def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> None:
         """Drive the modem-control lines (bootloader entry fixtures).
@@ -254,4 +316,9 @@ class SerialLink:
         except (serial.SerialException, OSError, termios.error) as exc:
             if getattr(exc, "errno", None) == errno.ENOTTY or "Inappropriate ioctl" in str(exc):
                 raise NoModemLines("cannot set DTR/RTS", port=self.url) from exc
-            raise PortVanished(f"cannot set modem lines: {exc}", port=self.url) from exc
+            if self.exporter is not None and "waiting for option 'control'" in str(exc):
+                # ser2net acknowledges a DTR/RTS change only when the device has the lines.
+                raise NoModemLines(
+                    f"the exporter at {self.exporter} did not confirm DTR/RTS", port=self.url
+                ) from exc
+            raise self._lost("setting the modem lines", exc) from exc
