@@ -7,8 +7,8 @@ pyserial 3.5's :class:`serial.rfc2217.Serial` cannot carry a re-flash as it stan
 - setting ``timeout`` re-sends baud, data size, parity and stop bits and waits for the
   exporter to acknowledge them (pyserial issue #376; 0.1-0.2 s on loopback), while every
   read here names its own timeout: :class:`Rfc2217Port` keeps the timeout on this side
-  only, as pyserial pull request #382 and labgrid's pyserial fork do (it only ever
-  governed the local read queue);
+  only, as pyserial pull request #382 proposes (it only ever governed the local read
+  queue);
 - ``reset_input_buffer`` sends a PURGE-DATA request and waits for its acknowledgement,
   polling every 50 ms; ser2net before 4.3.1 never acknowledged it ("timeout while
   waiting for option 'purge'": ser2net pull request #37), the same error came back with
