@@ -180,7 +180,9 @@ def test_a_second_run_of_a_station_is_refused_and_spares_the_first(
     start_hub: Callable[..., SimHub], tmp_path: Path, catalogue: tuple[Catalog, TrustStore]
 ) -> None:
     cat, trust = catalogue
-    hubs = [start_hub(n, firmware_size=SIZE, paced=True) for n in (1, 2)]
+    # Lines at 38400 baud: the first run writes for seconds, so it is still running however
+    # slowly a loaded machine starts the second (it must meet a live run, not a finished one).
+    hubs = [start_hub(n, firmware_size=SIZE, paced=True, baud=38400) for n in (1, 2)]
     (tmp_path / "rig.toml").write_text(_rig(hubs))
     db = f"sqlite:///{tmp_path}/station.db"
     args = ["run", "--rig", str(tmp_path / "rig.toml"), "--catalog", str(cat.root)]
