@@ -339,13 +339,16 @@ class Store:
                 for tests), ``postgresql+psycopg://user@host/db``, or a plain file path (a
                 SQLite database). None: the SQLite file ``station.db`` in ``data_dir``.
             data_dir: the station's data folder (used when ``url`` is None).
-            create: make the SQLite file and the schema if missing; False refuses a missing
-                SQLite file (for read-only commands such as reports).
+            create: make the SQLite file if missing and bring its schema to this release
+                (by the migrations); False refuses a missing SQLite file (for read-only
+                commands such as reports). A PostgreSQL schema is never made or upgraded
+                here: its owner runs ``station db init|upgrade``.
             clock: the time source (default: now, UTC); tests pass a fake one.
 
         Raises:
             ConfigError: a bad URL, or no database where ``create`` is False.
-            StoreError: the database cannot be opened, or holds another schema version.
+            StoreError: the database cannot be opened, holds no schema (PostgreSQL), or
+                one at another revision than this release's.
         """
         engine = open_engine(url or default_url(data_dir), create=create)
         store = cls(engine, clock=clock)
