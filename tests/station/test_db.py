@@ -98,12 +98,18 @@ def _tables(url: str) -> set[str]:
 
 
 def test_the_migrations_have_one_head_and_importable_file_names() -> None:
+    """Stations read head from the file names (no Alembic import at start): they must
+    agree with Alembic's one head, and each file's revision id is its number."""
     scripts = ScriptDirectory.from_config(migrations.alembic_config())
     chain = [s.revision for s in scripts.walk_revisions()]  # head first
-    assert chain[0] == migrations.head() and chain[-1] == migrations.BASELINE
+    assert chain[0] == migrations.head() == migrations.alembic_head()
+    assert chain[-1] == migrations.BASELINE
     versions = Path(migrations.__file__).parent / "versions"
     for path in versions.glob("*.py"):
-        assert re.fullmatch(r"(__init__|rev_\d{4}_\w+)\.py", path.name), path.name
+        found = re.fullmatch(r"rev_(\d{4})_\w+\.py", path.name)
+        assert found or path.name == "__init__.py", path.name
+        if found:
+            assert scripts.get_revision(found.group(1)).path == str(path), path.name
 
 
 def test_the_migrated_schema_is_exactly_schema_py(empty_url: str) -> None:

@@ -14,22 +14,25 @@ Adding a revision is the recipe in docs/records.md ("Changing the schema").
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select, text
 
 from station.records.errors import StoreError
 from station.records.schema import SCHEMA_VERSION, metadata, station_meta
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 __all__ = [
     "BASELINE",
     "SchemaState",
     "alembic_config",
+    "alembic_head",
     "head",
     "init",
     "inspect_state",
@@ -47,6 +50,8 @@ _HERE: Final = Path(__file__).resolve().parent
 
 def alembic_config(conn: Connection | None = None) -> Config:
     """Alembic's configuration for the station's revisions, running on ``conn``."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE))
     # Revision files must be importable module names (mypy checks them): rev_0002_slug.py.
@@ -58,11 +63,30 @@ def alembic_config(conn: Connection | None = None) -> Config:
 
 @functools.cache
 def _scripts() -> ScriptDirectory:
+    """Alembic's view of ``versions/`` (imported only when a migration or an unknown
+    revision needs it: Alembic takes a good part of a second to import, and every station
+    start checks the revision)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
+@functools.cache
 def head() -> str:
-    """The revision this release writes (the single head of ``versions/``)."""
+    """The revision this release writes: the highest-numbered ``versions/rev_NNNN_*.py``
+    (revision ids are the numbers; tests check that this is Alembic's single head)."""
+    numbers = [
+        found.group(1)
+        for path in (_HERE / "versions").glob("rev_*.py")
+        if (found := re.fullmatch(r"rev_(\d{4})_\w+\.py", path.name))
+    ]
+    if not numbers:
+        raise StoreError(f"no migrations in {_HERE / 'versions'}: the installation is broken")
+    return max(numbers)
+
+
+def alembic_head() -> str:
+    """The single head of ``versions/`` as Alembic reads it."""
     heads = _scripts().get_heads()
     if len(heads) != 1:
         raise StoreError(f"the station's migrations have {len(heads)} heads: {sorted(heads)}")
@@ -115,7 +139,7 @@ class SchemaState:
                 f"{where} holds station records of schema version {have}; this station "
                 f"writes version {SCHEMA_VERSION}"
             )
-        if self.revision is not None and self.revision not in _known():
+        if self.revision is not None and self.revision != self.head and not _known(self.revision):
             return (
                 f"{where} holds station schema revision {self.revision}, unknown to this "
                 f"release (head {self.head}): it was upgraded by a newer release"
@@ -131,8 +155,8 @@ class SchemaState:
         return f"revision {self.current or '?'}{stamped}, head {self.head}: {state}"
 
 
-def _known() -> frozenset[str]:
-    return frozenset(s.revision for s in _scripts().walk_revisions())
+def _known(revision: str) -> bool:
+    return revision in {s.revision for s in _scripts().walk_revisions()}
 
 
 def inspect_state(conn: Connection) -> SchemaState:
@@ -176,6 +200,8 @@ def upgrade(conn: Connection, where: str) -> SchemaState:
         raise StoreError(refusal, hint="give this release a database it made (--db)")
     if state.at_head and state.revision is not None:
         return state
+    from alembic import command
+
     cfg = alembic_config(conn)
     if state.revision is None and state.current is not None:
         command.stamp(cfg, state.current)
@@ -196,5 +222,7 @@ def init(conn: Connection, where: str) -> str:
             f"{where} holds a station schema already: {state.describe()}",
             hint="'station db upgrade' brings it to this release; 'station db status' shows it",
         )
+    from alembic import command
+
     command.upgrade(alembic_config(conn), "head")
     return state.head
