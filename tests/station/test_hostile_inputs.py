@@ -368,7 +368,8 @@ def test_text_is_shown_literally(name: str) -> None:
 def test_tiles_show_hub_text_literally(reason: str) -> None:
     view = SlotView(1, "demo-an3155", "/dev/ttyUSB0", state="failed", reason=reason)
     shown = tile_text(view, 200, 3).plain
-    assert literal(reason) in shown
+    if reason.strip():  # a blank reason says nothing, so the tile shows no line for it
+        assert literal(reason) in shown
     assert not any(_acts(c) for c in shown.replace("\n", ""))
 
 
