@@ -27,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from drivers.errors import StationError
 from station.batch import OVERRIDES, BatchRun, PlanRow, describe_recovery, preflight
 from station.events import Event
+from station.metrics import MetricsServer, serve, watch
 from station.render import literal
 from station.tui.model import BatchView, SlotView
 from station.tui.screens import (
@@ -543,12 +544,34 @@ def run_tui(
     operator: str | None = None,
     db_url: str | None = None,
     reports_dir: str | None = None,
+    metrics: str | None = None,
 ) -> int:
     """Run the operator's UI over a batch on the rig; returns the exit status.
 
     0 when every hub seen passed, was current or was refused and none is missing; 1
-    otherwise (as ``station run``). Raises what :meth:`BatchRun.open` raises for bad input.
+    otherwise (as ``station run``). Raises what :meth:`BatchRun.open` raises for bad input,
+    and a ConfigError when ``metrics`` (``HOST:PORT``, see docs/metrics.md) cannot be served.
     """
+    server = None if metrics is None else serve(metrics)
+    try:
+        return _run_tui(
+            rig_path, catalog_dir, trust_dir, manifest_path, operator, db_url, reports_dir, server
+        )
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run_tui(
+    rig_path: str,
+    catalog_dir: str | None,
+    trust_dir: str | None,
+    manifest_path: str | None,
+    operator: str | None,
+    db_url: str | None,
+    reports_dir: str | None,
+    server: MetricsServer | None,
+) -> int:
     batch = BatchRun.open(
         rig_path,
         catalog_dir=catalog_dir,
@@ -558,6 +581,8 @@ def run_tui(
         operator=operator or "unknown",
     )
     try:
+        if server is not None:
+            watch(batch, server)
         app = StationApp(
             batch,
             operator=operator or "",
