@@ -56,7 +56,6 @@ from sim.dfu_rig import DfuBus
 from sim.pty import HubSpec, SimHub, SimStartError, derive_eui64, start_hubs, stop_hubs
 from sim.usb_dfu import DfuHubSpec
 from station.events import JobState
-from station.metrics import parse_address
 from station.paths import DATA, keys_dir
 from station.records.keys import KeyRing
 from station.records.reports import HubEntry, Reconciliation, reconcile, write_reports
@@ -567,6 +566,8 @@ def run_demo(
         err.print(error_line("--hubs must be at least 1"))
         return 2
     if metrics is not None:
+        from station.metrics import parse_address
+
         parse_address(metrics)  # a bad address is refused before any hub is started
     root = root or DATA_DIR / "demo"
     err.print(

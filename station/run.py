@@ -25,14 +25,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from drivers.errors import ConfigError
 from station.batch import BatchRun, describe_recovery, with_overrides
 from station.events import Event
-from station.metrics import MetricsServer, serve, watch
 from station.render import EventBoard, console, shown_version, station_command, styled
+
+if TYPE_CHECKING:  # prometheus-client is imported only when --metrics is given
+    from station.metrics import MetricsServer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,6 +95,8 @@ def start_metrics(address: str | None, err: Console) -> MetricsServer | None:
     """
     if not address:
         return None
+    from station.metrics import serve
+
     server = serve(address)
     err.print(f"metrics: {server.url}", highlight=False)
     return server
@@ -202,6 +207,8 @@ def _run(
     )
     try:
         if server is not None:
+            from station.metrics import watch
+
             watch(run, server)
         extra = {
             k: True for k in ("allow_downgrade", "allow_off_pathway") if getattr(args, k, False)

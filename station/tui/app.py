@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -27,7 +27,6 @@ from textual.worker import Worker, WorkerState
 from drivers.errors import StationError
 from station.batch import OVERRIDES, BatchRun, PlanRow, describe_recovery, preflight
 from station.events import Event
-from station.metrics import MetricsServer, serve, watch
 from station.render import literal
 from station.tui.model import BatchView, SlotView
 from station.tui.screens import (
@@ -40,6 +39,9 @@ from station.tui.screens import (
     StartScreen,
 )
 from station.tui.widgets import BatchHeader, ConsignmentLine, SlotGrid, SlotTile
+
+if TYPE_CHECKING:
+    from station.metrics import MetricsServer
 
 __all__ = ["StationApp", "run_tui"]
 
@@ -552,6 +554,8 @@ def run_tui(
     otherwise (as ``station run``). Raises what :meth:`BatchRun.open` raises for bad input,
     and a ConfigError when ``metrics`` (``HOST:PORT``, see docs/metrics.md) cannot be served.
     """
+    from station.metrics import serve  # prometheus-client only when asked for
+
     server = None if metrics is None else serve(metrics)
     try:
         return _run_tui(
@@ -582,6 +586,8 @@ def _run_tui(
     )
     try:
         if server is not None:
+            from station.metrics import watch
+
             watch(batch, server)
         app = StationApp(
             batch,
