@@ -4,7 +4,9 @@
 store; :meth:`BatchRun.begin` marks jobs a crash left in flight as interrupted and starts the
 batch (operator and overrides audited); :meth:`BatchRun.serve` runs the controller (from any
 one thread, e.g. a UI worker); :meth:`BatchRun.finish` ends the batch and reconciles it.
-Nothing here prints: events go to the ``publish`` callback, results come back as values.
+Nothing here prints: events go to the ``publish`` callback (the front end showing them) and
+to every ``observers`` callback (the metrics, see :mod:`station.metrics`), results come back
+as values.
 """
 
 from __future__ import annotations
@@ -226,6 +228,8 @@ class BatchRun:
     manifest_path: str | None = None
     operator: str = "unknown"
     publish: Callable[[Event], None] = field(default=lambda event: None)
+    #: Further subscribers to every event, after ``publish`` (which a front end may swap).
+    observers: list[Callable[[Event], None]] = field(default_factory=list)
     key: StationKey | None = None
     batch_id: int | None = None
     controller: Controller | None = None
@@ -284,11 +288,17 @@ class BatchRun:
         run.heartbeat = Heartbeat(store.heartbeat, DEFAULT_TTL_S / 6, run._lease_lost).start()
         return run
 
+    def emit(self, event: Event) -> None:
+        """Publish ``event`` to the front end, then to every observer."""
+        self.publish(event)
+        for observe in self.observers:
+            observe(event)
+
     def _lease_lost(self) -> None:
         if self.controller is not None:
             self.controller._lose_lease()
         else:
-            self.publish(Event("lease-lost", data={"station": self.rig.station_id}))
+            self.emit(Event("lease-lost", data={"station": self.rig.station_id}))
 
     def load_manifest(self, path: str) -> Manifest:
         """Use the manifest at ``path`` for the batch (only before it begins).
@@ -331,9 +341,9 @@ class BatchRun:
             batch_id=self.batch_id,
             chooser_for=self.chooser_for,
             policy=self.policy,
-            publish=self.publish,
+            publish=self.emit,
         )
-        self.publish(
+        self.emit(
             Event(
                 "batch-started",
                 data={
@@ -390,7 +400,7 @@ class BatchRun:
         self.closed = self.store.close_batch(self.batch_id, self.key)
         summ = summarise(self.store, self.batch_id)
         recon = reconcile(self.store, self.batch_id)
-        self.publish(
+        self.emit(
             Event(
                 "batch-finished",
                 data={"summary": summ.to_json(), "reconciliation": recon.to_json()},

@@ -440,6 +440,7 @@ def cmd_demo(args: argparse.Namespace, err: Console) -> int:
         as_json=args.json,
         err=err,
         tui=args.tui,
+        metrics=args.metrics,
     )
 
 
@@ -515,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tui",
         action="store_true",
         help="run the batch from the operator's terminal UI (as 'station tui') instead",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve the batch's Prometheus metrics at http://HOST:PORT/metrics while it runs",
     )
     p.set_defaults(func=cmd_demo)
 

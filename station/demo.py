@@ -503,7 +503,7 @@ def hint_lines(demo: DemoRig, batch: int, failed: JobRow | None) -> list[str]:
     return lines
 
 
-def _run_headless(demo: DemoRig, as_json: bool, err: Console) -> None:
+def _run_headless(demo: DemoRig, as_json: bool, err: Console, metrics: str | None) -> None:
     """The batch as a warehouse rig runs it: ``station run`` on the demo's files."""
     args = argparse.Namespace(
         rig=str(demo.rig),
@@ -515,6 +515,7 @@ def _run_headless(demo: DemoRig, as_json: bool, err: Console) -> None:
         json=as_json,
         continuous=False,
         allow_unsigned=False,
+        metrics=metrics,
     )
     run_station(args, err)
 
@@ -550,6 +551,7 @@ def run_demo(
     seed: int = 1,
     root: Path | None = None,
     tui: bool = False,
+    metrics: str | None = None,
 ) -> int:
     """Run the demo batch through ``station run`` (or the terminal UI, with ``tui``), write
     the reports, check the scenario.
@@ -557,11 +559,16 @@ def run_demo(
     Returns 0 when every hub ended as the scenario expects (the faulty hub failing, the
     wrong one refused, the current one skipped, all others passed and confirmed, and the
     hub that never came listed as missing), 1 otherwise, 2 for bad options or when the
-    simulated hubs cannot be started (one ``error:`` line, never a traceback).
+    simulated hubs cannot be started (one ``error:`` line, never a traceback). With
+    ``metrics`` (``HOST:PORT``) the batch's figures are served as ``station run`` serves them.
     """
     if hubs < 1:
         err.print(error_line("--hubs must be at least 1"))
         return 2
+    if metrics is not None:
+        from station.metrics import parse_address
+
+        parse_address(metrics)  # a bad address is refused before any hub is started
     root = root or DATA_DIR / "demo"
     err.print(
         f"demo: building signed catalogues of {', '.join(_MODELS)} and starting {hubs} "
@@ -588,9 +595,10 @@ def run_demo(
                 manifest_path=str(demo.manifest),
                 db_url=demo.db_url,
                 reports_dir=str(root / "reports"),
+                metrics=metrics,
             )
         else:
-            _run_headless(demo, as_json, err)
+            _run_headless(demo, as_json, err, metrics)
     with Store.open(demo.db_url) as store:
         batch = store.latest_batch_id()
         if batch is None:  # the operator left the UI before starting the batch

@@ -237,6 +237,7 @@ class _Job:
         self.checkpoint = checkpoint
         self.phase = Phase.CONNECT
         self.out = FlashOutcome(port=port, profile=profile.name)
+        self._timed: tuple[Phase, float] | None = None  # the phase being timed, since when
         self.chooser: ImageChooser | None = None
         if isinstance(source, LoadedImage):
             self.use(source)
@@ -258,10 +259,20 @@ class _Job:
     def enter(self, phase: Phase, note: str = "", state: JobState | None = None) -> None:
         """Enter ``phase``; with ``state``, that state is recorded first (durable before the
         phase's first command reaches the hub)."""
+        self.stop_timing()
+        self._timed = (phase, time.monotonic())
         self.phase = phase
         if state is not None:
             self.checkpoint(state, self.out)
         self.progress(phase, 0, 0, note)
+
+    def stop_timing(self) -> None:
+        """Add the time since the running phase was entered to its ``phase_seconds``."""
+        if self._timed is not None:
+            phase, since = self._timed
+            spent = self.out.phase_seconds.get(str(phase), 0.0)
+            self.out.phase_seconds[str(phase)] = spent + time.monotonic() - since
+            self._timed = None
 
     def end(self, result: Result, message: str, hint: str = "") -> FlashOutcome:
         self.out.result = result
@@ -444,6 +455,7 @@ def flash_hub(
         )
         return job.end(Result.FAILED, exc.message + where, exc.hint)
     finally:
+        job.stop_timing()
         job.out.notes.extend(session.notes)
         job.out.seconds = time.monotonic() - started
         if job.out.result is not Result.PASSED:

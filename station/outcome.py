@@ -49,12 +49,17 @@ class FlashOutcome:
     exchanges: list[str] = field(default_factory=list)  # last bytes on the wire, when failed
     bytes_written: int = 0
     seconds: float = 0.0
+    #: Wall time spent in each phase the job entered (``connect``, ``identify``, ``plan``,
+    #: ``erase``, ``write``, ``verify``, ``boot``, ``confirm``), in the order entered; the
+    #: phase it ended in runs to its end. For the per-phase figures (docs/metrics.md).
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one object per hub in ``--json`` output)."""
         out = asdict(self)
         out["result"] = str(self.result)
         out["seconds"] = round(self.seconds, 3)
+        out["phase_seconds"] = {k: round(v, 4) for k, v in self.phase_seconds.items()}
         return out
 
 

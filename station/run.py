@@ -9,6 +9,10 @@ With ``--json`` stdout carries one event per line (see :class:`station.events.Ev
 ``slot-empty``, ``slot-fault``, ``record-error``, ``slot-error``, ``batch-finished``. Exit
 status: 0 when every hub seen passed, was current or was refused by policy and no expected
 hub is missing; 1 otherwise; 2 for bad input; 130 when interrupted before the batch ended.
+
+With ``--metrics HOST:PORT`` the station's figures are served for Prometheus while it runs
+(docs/metrics.md); ``--metrics-linger SECONDS`` keeps serving them after the batch, so the
+last scrape sees its end.
 """
 
 from __future__ import annotations
@@ -18,13 +22,20 @@ import json
 import shlex
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from drivers.errors import ConfigError
 from station.batch import BatchRun, describe_recovery, with_overrides
 from station.events import Event
 from station.render import EventBoard, console, shown_version, station_command, styled
+
+if TYPE_CHECKING:  # prometheus-client is imported only when --metrics is given
+    from station.metrics import MetricsServer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,6 +66,55 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="override (audited): write the newest release with no approved path to it",
     )
+    add_metrics_arguments(p)
+    p.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --metrics: keep serving the figures this long after the batch ends "
+        "(Ctrl-C ends it sooner), so the last scrape sees the batch's end",
+    )
+
+
+def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
+    """``--metrics HOST:PORT`` (``station run``, ``station tui``, ``station demo``)."""
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.md)",
+    )
+
+
+def start_metrics(address: str | None, err: Console) -> MetricsServer | None:
+    """Bind the metrics endpoint, if asked for, and say where it is; before anything else
+    starts, so a bad address or a port in use is reported before the station is taken.
+
+    Raises:
+        ConfigError: a bad address or a port that cannot be bound.
+    """
+    if not address:
+        return None
+    from station.metrics import serve
+
+    server = serve(address)
+    err.print(f"metrics: {server.url}", highlight=False)
+    return server
+
+
+@contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set ``stop`` (nothing new starts) instead of raising."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Sink:
@@ -120,6 +180,20 @@ def event_line(event: Event) -> str | None:
 
 def run_station(args: argparse.Namespace, err: Console) -> int:
     """Run a batch as ``station run`` does; returns the exit status."""
+    linger = getattr(args, "metrics_linger", 0.0)
+    if linger < 0:
+        raise ConfigError(f"--metrics-linger {linger:g} is negative")
+    server = start_metrics(getattr(args, "metrics", None), err)
+    try:
+        return _run(args, err, server, linger)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run(
+    args: argparse.Namespace, err: Console, server: MetricsServer | None, linger: float
+) -> int:
     sink = _Sink(args.json, err)
     run = BatchRun.open(
         args.rig,
@@ -132,6 +206,10 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
         publish=sink,
     )
     try:
+        if server is not None:
+            from station.metrics import watch
+
+            watch(run, server)
         extra = {
             k: True for k in ("allow_downgrade", "allow_off_pathway") if getattr(args, k, False)
         }
@@ -141,17 +219,8 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
         for line in describe_recovery(run.recovery):
             err.print(styled(line))
         stop = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            with sink.board:
-                run.serve(continuous=args.continuous, stop=stop)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        with _stopped_by_signals(stop), sink.board:
+            run.serve(continuous=args.continuous, stop=stop)
         summ, recon = run.finish()
         counts = recon.counts()
         problems = run.problems(recon)
@@ -173,6 +242,10 @@ def run_station(args: argparse.Namespace, err: Console) -> int:
             )
         for line in problems:  # on stderr with --json too: stdout is the event stream
             err.print(styled("exit status 1: ", line))
+        if server is not None and linger > 0 and not stop.is_set():
+            err.print(f"metrics: served for {linger:g} s more (Ctrl-C ends it)", highlight=False)
+            with _stopped_by_signals(stop):
+                stop.wait(linger)
         return 1 if problems else 0
     finally:
         run.close()

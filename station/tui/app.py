@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -39,6 +39,9 @@ from station.tui.screens import (
     StartScreen,
 )
 from station.tui.widgets import BatchHeader, ConsignmentLine, SlotGrid, SlotTile
+
+if TYPE_CHECKING:
+    from station.metrics import MetricsServer
 
 __all__ = ["StationApp", "run_tui"]
 
@@ -543,12 +546,36 @@ def run_tui(
     operator: str | None = None,
     db_url: str | None = None,
     reports_dir: str | None = None,
+    metrics: str | None = None,
 ) -> int:
     """Run the operator's UI over a batch on the rig; returns the exit status.
 
     0 when every hub seen passed, was current or was refused and none is missing; 1
-    otherwise (as ``station run``). Raises what :meth:`BatchRun.open` raises for bad input.
+    otherwise (as ``station run``). Raises what :meth:`BatchRun.open` raises for bad input,
+    and a ConfigError when ``metrics`` (``HOST:PORT``, see docs/metrics.md) cannot be served.
     """
+    from station.metrics import serve  # prometheus-client only when asked for
+
+    server = None if metrics is None else serve(metrics)
+    try:
+        return _run_tui(
+            rig_path, catalog_dir, trust_dir, manifest_path, operator, db_url, reports_dir, server
+        )
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run_tui(
+    rig_path: str,
+    catalog_dir: str | None,
+    trust_dir: str | None,
+    manifest_path: str | None,
+    operator: str | None,
+    db_url: str | None,
+    reports_dir: str | None,
+    server: MetricsServer | None,
+) -> int:
     batch = BatchRun.open(
         rig_path,
         catalog_dir=catalog_dir,
@@ -558,6 +585,10 @@ def run_tui(
         operator=operator or "unknown",
     )
     try:
+        if server is not None:
+            from station.metrics import watch
+
+            watch(batch, server)
         app = StationApp(
             batch,
             operator=operator or "",

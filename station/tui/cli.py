@@ -6,6 +6,8 @@ import argparse
 
 from rich.console import Console
 
+from station.run import add_metrics_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``station tui`` (those of ``station run`` that an operator needs)."""
@@ -16,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operator", help="who runs the bench (audited; asked when not given)")
     p.add_argument("--db", help="storage URL (default: the rig's, else station-data/station.db)")
     p.add_argument("--reports", help="folder for exported reports (default station-data/reports)")
+    add_metrics_arguments(p)
 
 
 def cmd_tui(args: argparse.Namespace, err: Console) -> int:
@@ -30,4 +33,5 @@ def cmd_tui(args: argparse.Namespace, err: Console) -> int:
         operator=args.operator,
         db_url=args.db,
         reports_dir=args.reports,
+        metrics=args.metrics,
     )
