@@ -92,13 +92,15 @@ class StationMetrics:
         self._last_end: float | None = None
         self._passed: set[str] = set()
         self._live: set[int] = set()  # job ids started and not ended
+        self._hub_result: dict[str, str] = {}  # EUI-64 -> its latest result in the batch
+        self._slot_hub: dict[int, str] = {}  # slot -> the hub its last job ended on
 
         r = self.registry
         self.info = Info("station", "The station serving these figures.", registry=r)
         self.info.info({"station": station_id, "version": version or software_version()})
-        self.hubs = Counter(
-            "station_hubs",
-            "Hub jobs ended, by result (a hub tried again counts once per try).",
+        self.jobs = Counter(
+            "station_jobs",
+            "Jobs (tries) ended, by result: a hub tried again counts once per try.",
             ["station", "model", "result"],
             registry=r,
         )
@@ -143,6 +145,8 @@ class StationMetrics:
             self._first_start = self._last_end = None
             self._passed = set()
             self._live = set()
+            self._hub_result = {}
+            self._slot_hub = {}
         elif event.kind == "state" and event.state == str(JobState.DETECTED):
             if self._first_start is None:
                 self._first_start = event.at
@@ -153,7 +157,11 @@ class StationMetrics:
             if result not in _RESULTS:
                 result = "unknown"
             model = str(d.get("profile") or "unknown")
-            self.hubs.labels(station, model, result).inc()
+            self.jobs.labels(station, model, result).inc()
+            if d.get("eui64"):
+                self._hub_result[str(d["eui64"])] = result
+                if event.slot is not None:
+                    self._slot_hub[event.slot] = str(d["eui64"])
             written = d.get("bytes_written")
             if isinstance(written, int) and written > 0:
                 self.bytes_written.labels(station, model).inc(written)
@@ -169,6 +177,9 @@ class StationMetrics:
                 self._live.discard(event.job_id)
         elif event.kind == "retry" and event.slot is not None:
             self.retries.labels(station, str(event.slot)).inc()
+            hub = self._slot_hub.get(event.slot)
+            if hub is not None:  # tried again: not failed (yet)
+                self._hub_result[hub] = "retrying"
         elif event.kind == "slot-fault" and event.slot is not None:
             self.slot_faults.labels(station, str(event.slot)).inc()
 
@@ -181,6 +192,15 @@ class StationMetrics:
                 return None
             wall = self._last_end - self._first_start
             return len(self._passed) * 3600 / wall if wall > 0 else None
+
+    def batch_hubs(self) -> dict[str, int]:
+        """The current batch's hubs by their latest result (``retrying`` while tried again):
+        what a dashboard counts, where ``station_jobs_total`` counts every try."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for result in self._hub_result.values():
+                counts[result] = counts.get(result, 0) + 1
+            return counts
 
     def jobs_in_flight(self) -> int:
         """Jobs started and not yet ended."""
@@ -206,7 +226,10 @@ class _Gauges:
         self.metrics = metrics
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families())
+        return [
+            *self._families(),
+            GaugeMetricFamily("station_batch_hubs", "hubs by latest result", labels=["station"]),
+        ]
 
     def collect(self) -> Iterable[Metric]:
         m = self.metrics
@@ -216,7 +239,14 @@ class _Gauges:
         ):
             if value is not None:  # unknown: no sample rather than a made-up value
                 family.add_metric([m.station_id], value)
-        return families
+        hubs = GaugeMetricFamily(
+            "station_batch_hubs",
+            "The current batch's hubs (by EUI-64) by their latest result; retrying: tried again.",
+            labels=["station", "result"],
+        )
+        for result, n in sorted(m.batch_hubs().items()):
+            hubs.add_metric([m.station_id, result], n)
+        return [*families, hubs]
 
     @staticmethod
     def _families() -> list[GaugeMetricFamily]:

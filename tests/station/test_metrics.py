@@ -85,8 +85,12 @@ def test_events_become_figures() -> None:
     s = _samples(generate_latest(m.registry).decode())
     assert _value(s, "station_info", station="bench-u", version="9.9.9") == 1
     hubs = {"station": "bench-u", "model": "demo-an3155"}
-    assert _value(s, "station_hubs_total", **hubs, result="passed") == 1
-    assert _value(s, "station_hubs_total", **hubs, result="failed") == 1
+    assert _value(s, "station_jobs_total", **hubs, result="passed") == 1
+    assert _value(s, "station_jobs_total", **hubs, result="failed") == 1
+    # Slot 1's hub is being tried again (the retry event); slot 2's job read no EUI-64, so
+    # it is no hub to count.
+    assert _value(s, "station_batch_hubs", station="bench-u", result="retrying") == 1
+    assert _value(s, "station_batch_hubs", station="bench-u", result="failed") is None
     assert _value(s, "station_bytes_written_total", **hubs) == 4096
     assert _value(s, "station_phase_seconds_count", **hubs, phase="connect") == 2
     assert _value(s, "station_phase_seconds_sum", **hubs, phase="write") == 7.5
@@ -132,7 +136,7 @@ def test_registries_are_per_station() -> None:
     for e in _finished(1, 0.0, "passed", "00-DB-12-00-00-00-00-01"):
         a(e)
     text = generate_latest(b.registry).decode()
-    assert "bench-a" not in text and "station_hubs_total{" not in text
+    assert "bench-a" not in text and "station_jobs_total{" not in text
 
 
 @pytest.mark.parametrize("text", ["9464", "host:", ":9464", "host:port", "h:70000", ""])
@@ -243,8 +247,14 @@ def test_run_serves_its_figures(start_hub: Callable[..., SimHub], tmp_path: Path
     assert by_result == {"passed": 3, "failed": 3, "skipped": 1}  # slots 3 and 5 retried
     hubs_lbl = {"station": "bench-m", "model": "demo-an3155"}
     for result, n in by_result.items():
-        assert _value(after, "station_hubs_total", **hubs_lbl, result=result) == n
-    assert _sum(after, "station_hubs_total") == len(ended)
+        assert _value(after, "station_jobs_total", **hubs_lbl, result=result) == n
+    assert _sum(after, "station_jobs_total") == len(ended)
+    last: dict[str, str] = {}  # each hub by how its last try ended, as the reports count
+    for e in ended:
+        last[e["data"]["eui64"]] = e["state"]
+    for result in set(last.values()):
+        n = sum(1 for r in last.values() if r == result)
+        assert _value(after, "station_batch_hubs", station="bench-m", result=result) == n
     written = sum(e["data"]["bytes_written"] for e in ended)
     assert written > 0
     assert _value(after, "station_bytes_written_total", **hubs_lbl) == written
@@ -311,7 +321,7 @@ async def test_the_operator_ui_feeds_the_same_figures(
                 s = _samples(resp.read().decode())
             await pilot.press("q")
         lbl = {"station": "bench-tm", "model": "demo-an3155"}
-        assert _value(s, "station_hubs_total", **lbl, result="passed") == 1
+        assert _value(s, "station_jobs_total", **lbl, result="passed") == 1
         assert _value(s, "station_phase_seconds_count", **lbl, phase="confirm") == 1
         assert _value(s, "station_lease_age_seconds", station="bench-tm") is not None
     finally:
