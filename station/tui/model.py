@@ -527,7 +527,9 @@ def grid_shape(slots: int, width: int, height: int) -> tuple[int, int]:
     """Columns and tile height that fit ``slots`` tiles in ``width`` x ``height`` cells.
 
     Prefers tiles at least 38 cells wide and 3 lines tall, then shrinks; never narrower
-    than 19 cells (then the grid scrolls rather than become unreadable).
+    than 19 cells (then the grid scrolls rather than become unreadable). Of shapes that
+    read as well, the one with more columns: ten hubs at 160x48 are two columns of five,
+    not one long column.
     """
     best: tuple[float, int, int] | None = None
     for cols in range(1, max(width // 19, 1) + 1):
@@ -537,7 +539,7 @@ def grid_shape(slots: int, width: int, height: int) -> tuple[int, int]:
         if tile_h < 1:
             continue
         score = min(tile_h, 3) * 10 + min(tile_w, 60) / 6
-        if best is None or score > best[0]:
+        if best is None or score >= best[0]:  # a tie: more columns, a grid to the eye
             best = (score, cols, tile_h)
     if best is None:  # even one line each does not fit: widest narrow tiles, scrolling
         return max(width // 19, 1), 1

@@ -241,3 +241,8 @@ def test_exchanges_read_as_a_hex_block() -> None:
         "<- 1F",
         "-> DNLOAD wValue=2 1024 bytes: 00 01 02 03 04 05 06 07 …",
     ]
+
+
+def test_the_demos_ten_hubs_are_a_grid_not_one_long_column() -> None:
+    """At 160x48 ten tiles read as two columns of five (Down then moves within a column)."""
+    assert grid_shape(10, 160, 44) == (2, 4)
