@@ -31,13 +31,14 @@ from station.flash import (
     HubIdentity,
     ImageChooser,
     Policy,
+    Refusal,
     Result,
     detect_profile,
     flash_hub,
     identify_hub,
 )
 from station.profiles import Profile, load_profile
-from station.records.errors import LeaseLost
+from station.records.errors import HUB_IN_FLIGHT, HubInFlight, LeaseLost
 from station.records.recorder import JobStore, Recorder
 from station.rig import AUTO, Rig, Slot, resolve
 
@@ -393,7 +394,13 @@ class Controller:
             nonlocal state
             # Durable before the step it names; a refused record raises into flash_hub,
             # which ends the job failed before it touches the hub again.
-            self._recorder.state(slot.number, job_id, reached, state_detail(reached, out))
+            try:
+                self._recorder.state(slot.number, job_id, reached, state_detail(reached, out))
+            except HubInFlight as exc:
+                # Another job (here or at another station) has this hub: refuse it, touch
+                # nothing; the error's name tells the store the hub's row is not ours.
+                out.error = HUB_IN_FLIGHT
+                raise Refusal(exc.message, exc.hint) from exc
             state = reached
 
         def progress(phase: Phase, done: int, total: int, note: str) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Final
+
 from drivers.errors import StationError
 from station.events import JobState
 
 __all__ = [
+    "HUB_IN_FLIGHT",
     "BatchFinished",
+    "HubInFlight",
     "IllegalTransition",
     "LeaseLost",
     "StationBusy",
@@ -83,3 +88,39 @@ class LeaseLost(StoreError):
         "this run stopped writing: its jobs were marked interrupted by the process that took "
         "the station over; check that only one process serves each station"
     )
+
+
+class HubInFlight(StoreError):
+    """A hub identified in one job while another job, at this station or another on the
+    same database, has it in flight (a cloned EUI-64, or a hub moved between benches
+    mid-job). The database refuses the second (a unique index over jobs in flight), so two
+    stations never write to one hub's records at once.
+
+    Attributes:
+        eui64: the hub.
+        station_id, slot, job_id: where it is in flight.
+        since: when that job started.
+    """
+
+    default_hint = (
+        "take the hub off this bench: it is being re-flashed elsewhere (or another hub "
+        "carries the same EUI-64); run it again once that job has ended"
+    )
+
+    def __init__(
+        self, eui64: str, station_id: str, slot: int, job_id: int, since: datetime
+    ) -> None:
+        super().__init__(
+            f"in flight at station {station_id} slot {slot} since "
+            f"{since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC (job {job_id})"
+        )
+        self.eui64 = eui64
+        self.station_id = station_id
+        self.slot = slot
+        self.job_id = job_id
+        self.since = since
+
+
+#: The ``error`` of a job refused because its hub is in flight in another job: its end says
+#: nothing of the hub, so the store leaves the hub's row alone.
+HUB_IN_FLIGHT: Final = HubInFlight.__name__

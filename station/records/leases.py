@@ -20,9 +20,11 @@ decided.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_TTL_S",
     "Lease",
     "acquire",
+    "all_leases",
     "check_held",
     "expire",
     "heartbeat",
@@ -63,6 +66,8 @@ class Lease:
     heartbeat_at: datetime
     ttl_s: float
     released_at: datetime | None = None
+    #: The rig's slots as registered: ``{"slot": n, "binding": "...", "profile": "..."}``.
+    slots: tuple[dict[str, Any], ...] = ()
 
     def describe(self) -> str:
         """``pid 4242 on bench-pc``, for messages."""
@@ -121,7 +126,18 @@ def _lease(row: Row[Any]) -> Lease:
         heartbeat_at=row.heartbeat_at,
         ttl_s=row.ttl_s,
         released_at=row.released_at,
+        slots=_slots(row.slots),
     )
+
+
+def _slots(text: str | None) -> tuple[dict[str, Any], ...]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return ()
+    if not isinstance(value, list):
+        return ()
+    return tuple(v for v in value if isinstance(v, dict))
 
 
 def current(conn: Connection, station_id: str) -> Lease | None:
@@ -146,6 +162,7 @@ def acquire(
     rig: str,
     software: str,
     ttl_s: float,
+    slots: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[Lease, Lease | None]:
     """Take ``station_id``'s lease for this process; returns it and the lease it replaced
     (a gone one, whose jobs the caller must interrupt), if any.
@@ -174,6 +191,9 @@ def acquire(
             "heartbeat_at": now,
             "ttl_s": float(ttl_s),
             "released_at": None,
+            "slots": json.dumps(
+                [dict(s) for s in slots], sort_keys=True, separators=(",", ":"), default=str
+            ),
         },
     )
     if old is None:
@@ -245,11 +265,15 @@ def expire(conn: Connection, now: datetime) -> tuple[set[str], list[Lease]]:
         if not is_gone(lease, now):
             held.add(lease.lease_id)
         elif lease.released_at is None:
-            conn.execute(
+            # Only the first noticer's update matches (PostgreSQL re-reads the row once the
+            # other's transaction commits): a lease is noticed, and audited, once.
+            done = conn.execute(
                 update(station_leases)
                 .where(station_leases.c.station_id == lease.station_id)
                 .where(station_leases.c.lease_id == lease.lease_id)
+                .where(station_leases.c.released_at.is_(None))
                 .values(released_at=now)
-            )
-            noticed.append(lease)
+            ).rowcount
+            if done:
+                noticed.append(lease)
     return held, noticed

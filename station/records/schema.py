@@ -26,12 +26,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import DateTime, TypeDecorator, TypeEngine
 
+from station.events import CHAIN
 from station.records.errors import StoreError, ValueTooLong
 
 __all__ = [
+    "IN_FLIGHT_INDEX",
+    "LIVE_STATES",
     "SCHEMA_VERSION",
     "TEXT_LIMIT",
     "BadTimestamp",
@@ -42,7 +46,14 @@ __all__ = [
 ]
 
 #: Version 2: station leases, job ownership, per-hub running/exported versions, DSP exports.
-SCHEMA_VERSION: Final = 2
+#: Version 3: a station's slots on its lease row, one job in flight per hub (a partial unique
+#: index), consignments loaded once and served by every station.
+SCHEMA_VERSION: Final = 3
+#: The states of a job still in flight (not ended), as stored.
+LIVE_STATES: Final = tuple(str(s) for s in CHAIN)
+#: The index that lets a hub (an EUI-64) be in flight in one job only, across every station
+#: on the database: the database refuses the second, whatever the race.
+IN_FLIGHT_INDEX: Final = "uq_jobs_hub_in_flight"
 #: The longest text a ``Text`` column takes (messages, details, JSON lists): a hub's garbled
 #: answer or a hostile file name must not fill the database.
 TEXT_LIMIT: Final = 65536
@@ -129,6 +140,9 @@ station_leases = Table(
     Column("heartbeat_at", UtcDateTime, nullable=False),
     Column("ttl_s", Float, nullable=False),
     Column("released_at", UtcDateTime),
+    #: The rig's slots as the station registered them: canonical JSON, a list of
+    #: ``{"slot": n, "binding": "...", "profile": "..."}`` (version 3).
+    Column("slots", Text),
 )
 
 batches = Table(
@@ -219,6 +233,14 @@ jobs = Table(
     Index("ix_jobs_batch", "batch_id"),
     Index("ix_jobs_eui64", "eui64"),
     Index("ix_jobs_state", "state"),
+    # NULL EUI-64s (a job not yet identified) never collide; an ended job leaves the index.
+    Index(
+        IN_FLIGHT_INDEX,
+        "eui64",
+        unique=True,
+        sqlite_where=text("state IN (" + ", ".join(f"'{s}'" for s in LIVE_STATES) + ")"),
+        postgresql_where=text("state IN (" + ", ".join(f"'{s}'" for s in LIVE_STATES) + ")"),
+    ),
 )
 
 job_events = Table(
@@ -266,6 +288,39 @@ export_items = Table(
     Column("station_id", String(64), nullable=False),
     Column("operator", String(128), nullable=False),
     UniqueConstraint("export_id", "eui64", name="uq_export_items_export_eui64"),
+)
+
+#: A consignment: a manifest loaded once (by any station or command) and served by every
+#: station on the database until it is closed. Its hubs are ``consignment_hubs``.
+consignments = Table(
+    "consignments",
+    metadata,
+    Column("consignment_id", String(128), primary_key=True),
+    Column("manifest", String(1024), nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("hubs", Integer, nullable=False),
+    Column("loaded_at", UtcDateTime, nullable=False),
+    Column("loaded_by", String(128), nullable=False),
+    Column("closed_at", UtcDateTime),
+    Column("closed_by", String(128)),
+)
+
+consignment_hubs = Table(
+    "consignment_hubs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "consignment_id",
+        String(128),
+        ForeignKey("consignments.consignment_id"),
+        nullable=False,
+    ),
+    Column("eui64", String(23), nullable=False),
+    Column("expected_model", String(128)),
+    Column("expected_version", String(32)),
+    Column("line", Integer, nullable=False),
+    UniqueConstraint("consignment_id", "eui64", name="uq_consignment_hubs_eui64"),
+    Index("ix_consignment_hubs_eui64", "eui64"),
 )
 
 audit = Table(

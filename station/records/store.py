@@ -71,7 +71,9 @@ from station.records import audit as chain
 from station.records import dsp, leases, migrations
 from station.records.audit import AuditCheck, AuditEntry, Head
 from station.records.errors import (
+    HUB_IN_FLIGHT,
     BatchFinished,
+    HubInFlight,
     IllegalTransition,
     LeaseLost,
     StoreError,
@@ -82,6 +84,7 @@ from station.records.leases import Lease
 from station.records.manifest import Manifest, ManifestItem, normalise_eui64
 from station.records.pass_rule import pass_evidence_problem
 from station.records.schema import (
+    IN_FLIGHT_INDEX,
     SCHEMA_VERSION,
     audit,
     batches,
@@ -94,6 +97,7 @@ from station.records.schema import (
 )
 
 __all__ = [
+    "HUB_IN_FLIGHT",
     "BatchClosed",
     "BatchRow",
     "EventRow",
@@ -490,9 +494,18 @@ class Store:
     # -- leases ----------------------------------------------------------------------------
 
     def acquire_lease(
-        self, station_id: str, *, rig: str = "", ttl_s: float = leases.DEFAULT_TTL_S
+        self,
+        station_id: str,
+        *,
+        rig: str = "",
+        ttl_s: float = leases.DEFAULT_TTL_S,
+        slots: Iterable[Mapping[str, Any]] = (),
     ) -> Lease:
         """Take ``station_id`` for this process (audited); needed before any batch or job.
+
+        The lease row is the station's registration on the database (host, rig, software,
+        start, heartbeat and ``slots``: ``{"slot", "binding", "profile"}`` each), which
+        ``station stations`` and ``station fleet`` list.
 
         Raises:
             StationBusy: a live process serves this station already.
@@ -503,7 +516,13 @@ class Store:
         def work(conn: Connection) -> Lease:
             now = self._clock()
             lease, old = leases.acquire(
-                conn, station_id, now=now, rig=rig, software=_software(), ttl_s=ttl_s
+                conn,
+                station_id,
+                now=now,
+                rig=rig,
+                software=_software(),
+                ttl_s=ttl_s,
+                slots=list(slots),
             )
             detail: dict[str, Any] = {
                 "station_id": station_id,
@@ -511,6 +530,8 @@ class Store:
                 "host": lease.host,
                 "pid": lease.pid,
                 "software": lease.software,
+                "rig": lease.rig,
+                "slots": list(lease.slots),
             }
             if old is not None and old.released_at is None:
                 detail["took_over"] = {
@@ -828,39 +849,7 @@ class Store:
 
         def work(conn: Connection) -> Recovery:
             now = self._clock()
-            held, noticed = leases.expire(conn, now)
-            if self.lease is not None:
-                held.add(self.lease.lease_id)
-            for lease in noticed:
-                chain.append(
-                    conn,
-                    "station",
-                    "lease-expired",
-                    {
-                        "station_id": lease.station_id,
-                        "lease": lease.lease_id,
-                        "host": lease.host,
-                        "pid": lease.pid,
-                        "last_heartbeat": chain.iso_utc(lease.heartbeat_at),
-                    },
-                    now,
-                )
-            orphans = conn.execute(
-                select(jobs.c.id, jobs.c.state)
-                .where(jobs.c.state.in_(_LIVE))
-                .where(jobs.c.lease_id.not_in(held) if held else jobs.c.id.is_not(None))
-                .order_by(jobs.c.id)
-            ).all()
-            interrupted = []
-            for job_id, state in orphans:
-                why = (
-                    f"the station stopped while the job was {state}; the hub may hold a partly "
-                    "written image: run it again"
-                )
-                if self._interrupt(conn, int(job_id), why, now):
-                    interrupted.append(int(job_id))
-            if interrupted:
-                chain.append(conn, "station", "jobs-interrupted", {"jobs": interrupted}, now)
+            held, noticed, interrupted = self._notice(conn, now)
             open_batches = conn.execute(
                 select(batches.c.id)
                 .where(batches.c.finished_at.is_(None))
@@ -878,6 +867,55 @@ class Store:
             return Recovery(noticed, interrupted, closed)
 
         return self._write(work)
+
+    def notice_gone(self) -> Recovery:
+        """Notice the stations that are gone and interrupt their jobs in flight, once (any
+        station or command may, whoever looks first); their open batches are left for the
+        next station start to close (:meth:`recover`: a close signs with a station's key)."""
+
+        def work(conn: Connection) -> Recovery:
+            _, noticed, interrupted = self._notice(conn, self._clock())
+            return Recovery(noticed, interrupted, [])
+
+        return self._write(work)
+
+    def _notice(self, conn: Connection, now: datetime) -> tuple[set[str], list[Lease], list[int]]:
+        """Mark gone leases released and interrupt their live jobs (audited); returns the
+        lease ids still held, the leases noticed now, and the jobs interrupted now."""
+        held, noticed = leases.expire(conn, now)
+        if self.lease is not None:
+            held.add(self.lease.lease_id)
+        for lease in noticed:
+            chain.append(
+                conn,
+                "station",
+                "lease-expired",
+                {
+                    "station_id": lease.station_id,
+                    "lease": lease.lease_id,
+                    "host": lease.host,
+                    "pid": lease.pid,
+                    "last_heartbeat": chain.iso_utc(lease.heartbeat_at),
+                },
+                now,
+            )
+        orphans = conn.execute(
+            select(jobs.c.id, jobs.c.state)
+            .where(jobs.c.state.in_(_LIVE))
+            .where(jobs.c.lease_id.not_in(held) if held else jobs.c.id.is_not(None))
+            .order_by(jobs.c.id)
+        ).all()
+        interrupted: list[int] = []
+        for job_id, state in orphans:
+            why = (
+                f"the station stopped while the job was {state}; the hub may hold a partly "
+                "written image: run it again"
+            )
+            if self._interrupt(conn, int(job_id), why, now):
+                interrupted.append(int(job_id))
+        if interrupted:
+            chain.append(conn, "station", "jobs-interrupted", {"jobs": interrupted}, now)
+        return held, noticed, interrupted
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -982,9 +1020,15 @@ class Store:
         the hub's row follows: at ``identified`` its identity and running version, at
         ``erasing`` its running version becomes unknown until one is read again.
 
+        At ``identified`` the job claims its hub: a hub is in flight in one job only across
+        every station on the database (the unique index ``uq_jobs_hub_in_flight`` decides a
+        race, not a check). A job of a station that is gone is interrupted first.
+
         Raises:
             IllegalTransition: the state machine does not allow it, or it is a final state
                 (only :meth:`finish_job` ends a job).
+            HubInFlight: at ``identified``: another job has this hub in flight (nothing was
+                recorded: end the job refused, with this error's name as its ``error``).
             LeaseLost: this process no longer holds the job's station.
             ValueTooLong: a value the records cannot hold.
         """
@@ -1008,12 +1052,62 @@ class Store:
                     elif column == "overrides":
                         value = chain.canonical_json(list(value or []))
                     values[column] = value
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**checked(jobs, values)))
+            values = checked(jobs, values)
+            if state is JobState.IDENTIFIED and values.get("eui64"):
+                self._claim_hub(conn, job_id, str(values["eui64"]), values, at)
+            else:
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
             self._add_event(conn, job_id, self._next_seq(conn, job_id), state, at, detail)
             if state is JobState.IDENTIFIED or state is JobState.ERASING:
                 self._touch_hub(conn, job_id, at)
 
         self._write(work)
+
+    def _in_flight(self, conn: Connection, eui64: str, job_id: int) -> Any:
+        """The other live job that has ``eui64`` in flight (a row: ``id``, ``slot``,
+        ``lease_id``, ``started_at``, ``station_id``), None: none."""
+        return conn.execute(
+            select(jobs.c.id, jobs.c.slot, jobs.c.lease_id, jobs.c.started_at, batches.c.station_id)
+            .join(batches, batches.c.id == jobs.c.batch_id)
+            .where(jobs.c.eui64 == eui64)
+            .where(jobs.c.state.in_(_LIVE))
+            .where(jobs.c.id != job_id)
+        ).first()
+
+    def _claim_hub(
+        self, conn: Connection, job_id: int, eui64: str, values: Mapping[str, Any], at: datetime
+    ) -> None:
+        """Record ``identified`` (``values``) on the job, taking its hub in flight.
+
+        The look first only names the holder and ends a gone station's job; what decides is
+        the unique index: of two stations identifying one hub at once, the database refuses
+        the second insert into the index (on PostgreSQL after the first commits).
+
+        Raises:
+            HubInFlight: another job has the hub in flight.
+        """
+        other = self._in_flight(conn, eui64, job_id)
+        if other is not None:
+            held = {le.lease_id for le in leases.all_leases(conn) if not leases.is_gone(le, at)}
+            if self.lease is not None:
+                held.add(self.lease.lease_id)
+            if other.lease_id not in held:  # its station is gone: notice it, once
+                self._notice(conn, at)
+                other = self._in_flight(conn, eui64, job_id)
+        if other is not None:
+            raise HubInFlight(eui64, other.station_id, other.slot, other.id, other.started_at)
+        try:
+            with conn.begin_nested():
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+        except IntegrityError as exc:
+            if IN_FLIGHT_INDEX not in str(exc.orig) and "jobs.eui64" not in str(exc.orig):
+                raise
+            other = self._in_flight(conn, eui64, job_id)
+            if other is None:
+                raise
+            raise HubInFlight(
+                eui64, other.station_id, other.slot, other.id, other.started_at
+            ) from None
 
     def finish_job(self, job_id: int, outcome: FlashOutcome) -> JobState:
         """Record how a job ended, with every field of its outcome; returns the final state.
@@ -1022,7 +1116,9 @@ class Store:
         (:func:`station.records.pass_rule.pass_evidence_problem`) is recorded ``FAILED`` with
         the reason and audited. The hub's row follows, every override used is audited, and
         the job's final record and its hub's row are appended to the audit chain, all in the
-        same transaction.
+        same transaction. A job refused because its hub is in flight elsewhere (``error``
+        :data:`HUB_IN_FLIGHT`) leaves the hub's row alone (it says nothing of the hub) and is
+        audited ``hub-in-flight``.
 
         Raises:
             IllegalTransition: the job has already ended.
@@ -1098,7 +1194,14 @@ class Store:
                 chain.append(conn, operator, "override", detail, at)
             if refused_pass is not None:
                 chain.append(conn, operator, "pass-refused", {**base, "reason": refused_pass}, at)
-            hub = self._touch_hub(conn, job_id, at)
+            elsewhere = target is JobState.REFUSED and outcome.error == HUB_IN_FLIGHT
+            if elsewhere:
+                station = conn.execute(
+                    select(batches.c.station_id).where(batches.c.id == job.batch_id)
+                ).scalar_one()
+                detail = {**base, "station_id": station, "reason": message}
+                chain.append(conn, operator, "hub-in-flight", detail, at)
+            hub = None if elsewhere else self._touch_hub(conn, job_id, at)
             chain.snapshot(conn, "job", job_id, operator, at)
             if hub is not None:
                 chain.snapshot(conn, "hub", hub, operator, at)

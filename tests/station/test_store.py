@@ -550,7 +550,7 @@ def test_open_without_create_refuses_a_missing_database(tmp_path: Path) -> None:
 def test_open_refuses_another_schema_version(tmp_path: Path) -> None:
     with Store.open(data_dir=tmp_path) as store:
         _raw(store, "UPDATE station_meta SET value = '1' WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="schema version 1; this station writes version 2"):
+    with pytest.raises(StoreError, match="schema version 1; this station writes version 3"):
         Store.open(data_dir=tmp_path)
 
 
