@@ -4,8 +4,9 @@ Each entry's ``hash`` is SHA-256 over a canonical encoding of the entry and the 
 entry's hash (:func:`audit_hash`), so an edited, inserted or deleted entry breaks the chain at
 that point. The chain holds two kinds of entries:
 
-- **record snapshots** (actions ``batch``, ``job``, ``hub``, ``export``): each time the store
-  writes a batch, a job's final record, a hub or a DSP export, the row as written is appended
+- **record snapshots** (actions ``batch``, ``job``, ``hub``, ``export``, ``consignment``): each
+  time the store writes a batch, a job's final record, a hub, a DSP export or a consignment
+  (loaded, closed), the row as written is appended
   (:func:`snapshot`), with a digest of the rows that hang off it (a batch's consignment, an
   export's items). :func:`verify` compares every such row in the database with its latest
   snapshot, so ``UPDATE jobs SET state='passed'`` is caught even though the chain itself is
@@ -39,7 +40,9 @@ from station.records.schema import (
     UtcDateTime,
     audit,
     batches,
+    consignment_hubs,
     consignment_items,
+    consignments,
     export_items,
     exports,
     hubs,
@@ -74,6 +77,7 @@ COVERED: Final[dict[str, tuple[Table, str]]] = {
     "job": (jobs, "id"),
     "hub": (hubs, "eui64"),
     "export": (exports, "id"),
+    "consignment": (consignments, "consignment_id"),
 }
 _ACTION_OF: Final = {table.name: action for action, (table, _) in COVERED.items()}
 
@@ -281,6 +285,11 @@ def record_of(conn: Connection, action: str, key: Any) -> dict[str, Any] | None:
     elif action == "export":
         items = _rows(conn, export_items, export_items.c.export_id == key, export_items.c.id)
         record["items"] = digest(items)
+    elif action == "consignment":
+        items = _rows(
+            conn, consignment_hubs, consignment_hubs.c.consignment_id == key, consignment_hubs.c.id
+        )
+        record["hubs"] = digest(items)
     return record
 
 

@@ -36,13 +36,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from station.records.audit import Head, digest
 from station.records.schema import (
     batches,
     checked,
+    consignment_hubs,
     consignment_items,
+    consignments,
     export_items,
     exports,
     hubs,
@@ -59,6 +61,7 @@ __all__ = [
     "export_batch",
     "export_of",
     "is_pending",
+    "items_of",
     "neutralise",
     "pending_rows",
     "render",
@@ -167,13 +170,31 @@ class Pending:
 def pending_rows(conn: Connection, batch_id: int) -> list[Pending]:
     """The hub changes a close of ``batch_id`` would export now, in the order they were
     read."""
-    listed = (
+    # This batch's manifest first, else the consignment loaded for every station (the
+    # latest that lists the hub), else the latest other batch's manifest.
+    own = (
         select(consignment_items.c.consignment_id)
         .where(consignment_items.c.eui64 == hubs.c.eui64)
-        .order_by((consignment_items.c.batch_id == batch_id).desc(), consignment_items.c.id.desc())
+        .where(consignment_items.c.batch_id == batch_id)
         .limit(1)
         .scalar_subquery()
     )
+    loaded = (
+        select(consignment_hubs.c.consignment_id)
+        .join(consignments)
+        .where(consignment_hubs.c.eui64 == hubs.c.eui64)
+        .order_by(consignments.c.loaded_at.desc(), consignments.c.consignment_id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    other = (
+        select(consignment_items.c.consignment_id)
+        .where(consignment_items.c.eui64 == hubs.c.eui64)
+        .order_by(consignment_items.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    listed = func.coalesce(own, loaded, other)
     query = (
         select(
             hubs.c.eui64,
@@ -304,24 +325,37 @@ def export_of(conn: Connection, batch_id: int) -> tuple[ExportRow, list[DspRow]]
         .where(export_items.c.export_id == export.id)
         .order_by(export_items.c.id)
     )
-    rows = [
-        DspRow(
-            eui64=r.eui64,
-            model=r.model,
-            hw_version="" if r.hw_version is None else str(r.hw_version),
-            consignment_id=r.consignment_id or "",
-            version_before=r.version_before or "",
-            version_after=r.version_after,
-            image_sha256=r.image_sha256 or "",
-            verify_method=r.verify_method or "",
-            evidence=r.evidence,
-            completed_at=_utc_text(r.completed_at),
-            station_id=r.station_id,
-            operator=r.operator,
-        )
-        for r in items
-    ]
-    return export, rows
+    return export, [_item_row(r) for r in items]
+
+
+def _item_row(r: Any) -> DspRow:
+    return DspRow(
+        eui64=r.eui64,
+        model=r.model,
+        hw_version="" if r.hw_version is None else str(r.hw_version),
+        consignment_id=r.consignment_id or "",
+        version_before=r.version_before or "",
+        version_after=r.version_after,
+        image_sha256=r.image_sha256 or "",
+        verify_method=r.verify_method or "",
+        evidence=r.evidence,
+        completed_at=_utc_text(r.completed_at),
+        station_id=r.station_id,
+        operator=r.operator,
+    )
+
+
+def items_of(conn: Connection, where: Any) -> list[tuple[int, DspRow]]:
+    """Exported hub changes across every export, with their export ids, in export order;
+    ``where`` filters ``export_items`` joined with the job that read each change (``jobs``).
+    """
+    query = (
+        select(export_items)
+        .join(jobs, jobs.c.id == export_items.c.job_id)
+        .where(where)
+        .order_by(export_items.c.export_id, export_items.c.id)
+    )
+    return [(int(r.export_id), _item_row(r)) for r in conn.execute(query)]
 
 
 def neutralise(cell: str) -> str:

@@ -89,17 +89,23 @@ from station.records.schema import (
     audit,
     batches,
     checked,
+    consignment_hubs,
     consignment_items,
+    consignments,
+    export_items,
     exports,
     hubs,
     job_events,
     jobs,
+    station_meta,
 )
 
 __all__ = [
     "HUB_IN_FLIGHT",
     "BatchClosed",
     "BatchRow",
+    "ConsignmentJob",
+    "ConsignmentRow",
     "EventRow",
     "HubRow",
     "JobRow",
@@ -280,6 +286,33 @@ class Recovery:
     noticed: list[Lease] = field(default_factory=list)
     interrupted: list[int] = field(default_factory=list)
     closed: list[BatchClosed] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ConsignmentRow:
+    """A consignment loaded on the database: served by every station until closed."""
+
+    consignment_id: str
+    manifest: str
+    manifest_sha256: str
+    hubs: int
+    loaded_at: datetime
+    loaded_by: str
+    closed_at: datetime | None
+    closed_by: str | None
+
+    @property
+    def open(self) -> bool:
+        """Whether stations still serve it."""
+        return self.closed_at is None
+
+
+@dataclass(frozen=True)
+class ConsignmentJob:
+    """A job on one of a consignment's hubs, and the station that ran it."""
+
+    job: JobRow
+    station_id: str
 
 
 def _eui_or_raw(text: str | None) -> str | None:
@@ -837,6 +870,249 @@ class Store:
 
         return self._read(read)
 
+    # -- consignments --------------------------------------------------------------------
+
+    def load_consignment(
+        self, consignment_id: str, manifest: Manifest, *, operator: str
+    ) -> ConsignmentRow:
+        """Load a consignment, once, for every station on the database (audited).
+
+        Raises:
+            StoreError: it was loaded already, or one of its hubs is listed by another open
+                consignment (a hub belongs to one consignment at a time).
+        """
+        if not consignment_id or not operator:
+            raise StoreError("a consignment needs an id and an operator")
+
+        def work(conn: Connection) -> ConsignmentRow:
+            _serialise(conn)  # two loads of overlapping consignments queue here
+            at = self._clock()
+            found = self._consignment_row(conn, consignment_id, missing_ok=True)
+            if found is not None:
+                raise StoreError(
+                    f"consignment {consignment_id} was loaded at "
+                    f"{found.loaded_at:%Y-%m-%d %H:%M:%S} UTC by {found.loaded_by} "
+                    f"(from {found.manifest}): a consignment is loaded once",
+                    hint=f"'station consignment status {consignment_id}' shows its progress",
+                )
+            listed = [item.eui64 for item in manifest.items]
+            clash = conn.execute(
+                select(consignment_hubs.c.eui64, consignments.c.consignment_id)
+                .join(consignments)
+                .where(consignments.c.closed_at.is_(None))
+                .where(consignment_hubs.c.eui64.in_(listed))
+                .order_by(consignment_hubs.c.eui64)
+            ).first()
+            if clash is not None:
+                raise StoreError(
+                    f"{clash.eui64} is listed by open consignment {clash.consignment_id}: a "
+                    "hub belongs to one open consignment at a time",
+                    hint=f"close {clash.consignment_id} first, or take the hub off this manifest",
+                )
+            _insert_row(
+                conn,
+                consignments,
+                {
+                    "consignment_id": consignment_id,
+                    "manifest": manifest.name,
+                    "manifest_sha256": manifest.sha256,
+                    "hubs": len(manifest.items),
+                    "loaded_at": at,
+                    "loaded_by": operator,
+                },
+            )
+            if manifest.items:
+                conn.execute(
+                    insert(consignment_hubs),
+                    [
+                        checked(
+                            consignment_hubs,
+                            {
+                                "consignment_id": consignment_id,
+                                "eui64": item.eui64,
+                                "expected_model": item.model,
+                                "expected_version": item.version,
+                                "line": item.line,
+                            },
+                        )
+                        for item in manifest.items
+                    ],
+                )
+            chain.snapshot(conn, "consignment", consignment_id, operator, at)
+            row = self._consignment_row(conn, consignment_id)
+            assert row is not None
+            return row
+
+        return self._write(work)
+
+    def close_consignment(self, consignment_id: str, *, operator: str) -> ConsignmentRow:
+        """Close a consignment (audited): stations stop counting its hubs as its own.
+
+        Stations that are gone are noticed first (their jobs interrupted), so a hub left in
+        flight by a killed station does not hold the close.
+
+        Raises:
+            UnknownRecord: no such consignment.
+            StoreError: it is closed already, or one of its hubs is in flight.
+        """
+
+        def work(conn: Connection) -> ConsignmentRow:
+            at = self._clock()
+            self._notice(conn, at)
+            row = self._consignment_row(conn, consignment_id)
+            assert row is not None
+            if row.closed_at is not None:
+                raise StoreError(
+                    f"consignment {consignment_id} was closed at "
+                    f"{row.closed_at:%Y-%m-%d %H:%M:%S} UTC by {row.closed_by}"
+                )
+            live = conn.execute(
+                select(jobs.c.eui64, jobs.c.slot, batches.c.station_id)
+                .join(batches, batches.c.id == jobs.c.batch_id)
+                .where(jobs.c.state.in_(_LIVE))
+                .where(jobs.c.eui64.in_(_listed(consignment_id)))
+                .order_by(jobs.c.id)
+            ).all()
+            if live:
+                where = ", ".join(f"{r.eui64} at {r.station_id} slot {r.slot}" for r in live[:3])
+                raise StoreError(
+                    f"consignment {consignment_id} has {len(live)} hub(s) in flight ({where}"
+                    f"{', ...' if len(live) > 3 else ''}): close it once they have ended"
+                )
+            conn.execute(
+                update(consignments)
+                .where(consignments.c.consignment_id == consignment_id)
+                .values(**checked(consignments, {"closed_at": at, "closed_by": operator}))
+            )
+            chain.snapshot(conn, "consignment", consignment_id, operator, at)
+            closed = self._consignment_row(conn, consignment_id)
+            assert closed is not None
+            return closed
+
+        return self._write(work)
+
+    def _consignment_row(
+        self, conn: Connection, consignment_id: str, *, missing_ok: bool = False
+    ) -> ConsignmentRow | None:
+        r = conn.execute(
+            select(consignments).where(consignments.c.consignment_id == consignment_id)
+        ).first()
+        if r is None:
+            if missing_ok:
+                return None
+            raise UnknownRecord(f"no consignment {consignment_id!r} in the station database")
+        return ConsignmentRow(
+            consignment_id=r.consignment_id,
+            manifest=r.manifest,
+            manifest_sha256=r.manifest_sha256,
+            hubs=r.hubs,
+            loaded_at=r.loaded_at,
+            loaded_by=r.loaded_by,
+            closed_at=r.closed_at,
+            closed_by=r.closed_by,
+        )
+
+    def consignment_record(self, consignment_id: str) -> ConsignmentRow:
+        """One consignment.
+
+        Raises:
+            UnknownRecord: no such consignment.
+        """
+
+        def read(conn: Connection) -> ConsignmentRow:
+            row = self._consignment_row(conn, consignment_id)
+            assert row is not None
+            return row
+
+        return self._read(read)
+
+    def consignment_records(self, *, open_only: bool = False) -> list[ConsignmentRow]:
+        """Every consignment (or the open ones), in the order they were loaded."""
+
+        def read(conn: Connection) -> list[ConsignmentRow]:
+            query = select(consignments.c.consignment_id).order_by(
+                consignments.c.loaded_at, consignments.c.consignment_id
+            )
+            if open_only:
+                query = query.where(consignments.c.closed_at.is_(None))
+            out = []
+            for cid in list(conn.execute(query).scalars()):
+                row = self._consignment_row(conn, str(cid))
+                assert row is not None
+                out.append(row)
+            return out
+
+        return self._read(read)
+
+    def consignment_hubs(self, consignment_id: str) -> list[ManifestItem]:
+        """The hubs a consignment lists, in file order."""
+
+        def read(conn: Connection) -> list[ManifestItem]:
+            self._consignment_row(conn, consignment_id)
+            rows = conn.execute(
+                select(consignment_hubs)
+                .where(consignment_hubs.c.consignment_id == consignment_id)
+                .order_by(consignment_hubs.c.line, consignment_hubs.c.id)
+            )
+            return [
+                ManifestItem(
+                    r.consignment_id, r.eui64, r.expected_model, r.line, r.expected_version
+                )
+                for r in rows
+            ]
+
+        return self._read(read)
+
+    def consignment_jobs(self, consignment_id: str) -> list[ConsignmentJob]:
+        """Every job, at any station, on a hub the consignment lists, started while it was
+        open (a hub's earlier life is not this consignment's), in the order they started."""
+
+        def read(conn: Connection) -> list[ConsignmentJob]:
+            row = self._consignment_row(conn, consignment_id)
+            assert row is not None
+            query = (
+                select(jobs, batches.c.station_id.label("batch_station"))
+                .join(batches, batches.c.id == jobs.c.batch_id)
+                .where(jobs.c.eui64.in_(_listed(consignment_id)))
+                .where(jobs.c.started_at >= row.loaded_at)
+                .order_by(jobs.c.id)
+            )
+            if row.closed_at is not None:
+                query = query.where(jobs.c.started_at <= row.closed_at)
+            return [ConsignmentJob(_job(r), r.batch_station) for r in conn.execute(query)]
+
+        return self._read(read)
+
+    def consignment_exports(
+        self, consignment_id: str
+    ) -> tuple[list[tuple[int, dsp.DspRow]], list[str]]:
+        """A consignment's DSP update across every station: each exported hub change of its
+        hubs read by a job of the consignment, with its export id, in the order they were
+        exported; and the hubs whose change is read but not exported yet (its batch is open).
+        """
+
+        def read(conn: Connection) -> tuple[list[tuple[int, dsp.DspRow]], list[str]]:
+            row = self._consignment_row(conn, consignment_id)
+            assert row is not None
+            window = jobs.c.started_at >= row.loaded_at
+            if row.closed_at is not None:
+                window = window & (jobs.c.started_at <= row.closed_at)
+            exported = dsp.items_of(
+                conn,
+                (export_items.c.eui64.in_(_listed(consignment_id))) & window,
+            )
+            pending = conn.execute(
+                select(hubs)
+                .join(jobs, jobs.c.id == hubs.c.running_job_id)
+                .where(hubs.c.eui64.in_(_listed(consignment_id)))
+                .where(window)
+                .order_by(hubs.c.eui64)
+            )
+            waiting = [r.eui64 for r in pending if _hub(r).pending]
+            return exported, waiting
+
+        return self._read(read)
+
     # -- recovery --------------------------------------------------------------------------
 
     def recover(self, key: StationKey | None) -> Recovery:
@@ -1257,13 +1533,23 @@ class Store:
         values = checked(hubs, values)
         done = conn.execute(update(hubs).where(hubs.c.eui64 == eui).values(**values)).rowcount
         if not done:
-            listed = conn.execute(
-                select(consignment_items.c.expected_version)
-                .where(consignment_items.c.eui64 == eui)
-                .where(consignment_items.c.expected_version.is_not(None))
-                .order_by(consignment_items.c.batch_id.desc())
-                .limit(1)
-            ).scalar_one_or_none()
+            listed = (
+                conn.execute(
+                    select(consignment_items.c.expected_version)
+                    .where(consignment_items.c.eui64 == eui)
+                    .where(consignment_items.c.expected_version.is_not(None))
+                    .order_by(consignment_items.c.batch_id.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+                or conn.execute(
+                    select(consignment_hubs.c.expected_version)
+                    .join(consignments)
+                    .where(consignment_hubs.c.eui64 == eui)
+                    .where(consignment_hubs.c.expected_version.is_not(None))
+                    .order_by(consignments.c.loaded_at.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+            )
             conn.execute(
                 insert(hubs).values(
                     eui64=eui,
@@ -1455,6 +1741,27 @@ def _insert(conn: Connection, table: Table, values: Mapping[str, Any]) -> int:
     if key is None or key[0] is None:
         raise StoreError("the database did not return the new row's id")
     return int(key[0])
+
+
+def _insert_row(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
+    """Insert one row (of a table keyed by its own values), held to its limits."""
+    conn.execute(insert(table).values(**checked(table, values)))
+
+
+def _serialise(conn: Connection) -> None:
+    """Queue this write transaction behind any other that calls it (the audit lock row)."""
+    conn.execute(
+        update(station_meta)
+        .where(station_meta.c.key == "audit_lock")
+        .values(value=station_meta.c.value)
+    )
+
+
+def _listed(consignment_id: str) -> Any:
+    """The EUI-64s a consignment lists (a subquery)."""
+    return select(consignment_hubs.c.eui64).where(
+        consignment_hubs.c.consignment_id == consignment_id
+    )
 
 
 def _loads(text: str) -> dict[str, Any]:
