@@ -269,7 +269,15 @@ class BatchRun:
         key = StationKey.load_or_create(keys_dir(), rig.station_id)
         store = Store.open(db_url or rig.storage)
         try:
-            store.acquire_lease(rig.station_id, rig=rig.source, ttl_s=DEFAULT_TTL_S)
+            store.acquire_lease(
+                rig.station_id,
+                rig=rig.source,
+                ttl_s=DEFAULT_TTL_S,
+                slots=[
+                    {"slot": s.number, "binding": s.binding, "profile": s.profile}
+                    for s in rig.slots
+                ],
+            )
         except BaseException:
             store.close()
             raise
@@ -285,7 +293,9 @@ class BatchRun:
             publish=publish or (lambda event: None),
             key=key,
         )
-        run.heartbeat = Heartbeat(store.heartbeat, DEFAULT_TTL_S / 6, run._lease_lost).start()
+        # Each beat also notices stations that are gone, so their hubs in flight are freed
+        # (interrupted) by whichever running station looks first.
+        run.heartbeat = Heartbeat(store.beat, DEFAULT_TTL_S / 6, run._lease_lost).start()
         return run
 
     def emit(self, event: Event) -> None:

@@ -50,6 +50,7 @@ from station.render import (
     styled,
 )
 from station.sessions.trace import trace_to
+from station.warehouse_cli import add_commands as add_warehouse_commands
 
 
 class Exit(IntEnum):
@@ -624,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_commands(sub)
     add_record_commands(sub)
     add_db_commands(sub)
+    add_warehouse_commands(sub)
     isub = next(
         a for a in sub.choices["image"]._actions if isinstance(a, argparse._SubParsersAction)
     )

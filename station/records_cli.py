@@ -22,6 +22,7 @@ from rich.table import Table
 
 from drivers.errors import ConfigError
 from station.paths import DATA, keys_dir
+from station.records.consignments import dsp_text as consignment_dsp_text
 from station.records.keys import KeyRing
 from station.records.report_check import check_report
 from station.records.reports import (
@@ -80,7 +81,34 @@ def _write_file(path: str, text: str) -> None:
 # -- report ----------------------------------------------------------------------------------
 
 
+def _report_dsp_consignment(args: argparse.Namespace, err: Console) -> int:
+    with open_store(args.db) as store:
+        text, final = consignment_dsp_text(store, args.consignment, args.format)
+        row = store.consignment_record(args.consignment)
+    if not final:
+        err.print(
+            styled(
+                f"consignment {row.consignment_id} is "
+                + ("still open" if row.open else "closed, but hubs wait for their batch")
+                + ": this is its DSP update so far (each row is final: its batch's export); "
+                "more rows may follow"
+            ),
+            highlight=False,
+        )
+    if args.output:
+        _write_file(args.output, text)
+        err.print(
+            styled(f"consignment {row.consignment_id}: DSP update written to {args.output}"),
+            highlight=False,
+        )
+    else:
+        print(text, end="", flush=True)
+    return 0
+
+
 def cmd_report_dsp(args: argparse.Namespace, err: Console) -> int:
+    if args.consignment is not None:
+        return _report_dsp_consignment(args, err)
     with open_store(args.db) as store:
         batch_id = resolve_batch(store, args.batch)
         text = store.dsp_text(batch_id, args.format)
@@ -442,9 +470,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "what the DSP was last told, each hub change in exactly one batch's update: EUI-64, "
         "model, version before and after, image SHA-256, time (UTC), station id and operator, "
         "and the export id and signed audit head. Printing it again gives the same rows. For "
-        "a batch still open it prints a preview (and says so). CSV with a header row, or JSON.",
+        "a batch still open it prints a preview (and says so). CSV with a header row, or JSON. "
+        "With --consignment ID: every hub change of that consignment across every station, "
+        "each as exported by its batch, with its export id and station.",
     )
-    _batch_arg(q)
+    which = q.add_mutually_exclusive_group(required=True)
+    which.add_argument("--batch", help="batch id, or 'latest'")
+    which.add_argument("--consignment", help="a consignment loaded with 'station consignment'")
     q.add_argument("--format", choices=["csv", "json"], default="csv")
     q.add_argument("-o", "--output", help="file to write (default: standard output)")
     _db_arg(q)

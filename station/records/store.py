@@ -110,6 +110,8 @@ __all__ = [
     "HubRow",
     "JobRow",
     "Recovery",
+    "SlotView",
+    "StationView",
     "Store",
     "default_url",
     "open_engine",
@@ -286,6 +288,34 @@ class Recovery:
     noticed: list[Lease] = field(default_factory=list)
     interrupted: list[int] = field(default_factory=list)
     closed: list[BatchClosed] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """One slot of a registered station, and the job in it now (None: no hub in flight)."""
+
+    slot: int
+    binding: str
+    profile: str
+    job: int | None = None
+    eui64: str | None = None
+    state: str | None = None
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StationView:
+    """A station as the database knows it (see :meth:`Store.stations`).
+
+    ``counts`` is its current run's jobs by state (state name -> count).
+    """
+
+    lease: Lease
+    state: Literal["serving", "idle", "gone"]
+    heartbeat_age_s: float
+    batch: int | None
+    slots: list[SlotView]
+    counts: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -587,6 +617,83 @@ class Store:
         """
         lease = self._held()
         self._write(lambda conn: leases.heartbeat(conn, lease, self._clock()))
+
+    def beat(self) -> None:
+        """Renew this process's lease, then notice stations that are gone (their jobs in
+        flight interrupted, once): what a running station's heartbeat thread does.
+
+        Raises:
+            LeaseLost: another process holds the station now.
+        """
+        self.heartbeat()
+        self.notice_gone()
+
+    def stations(self) -> list[StationView]:
+        """Every station registered on the database: its lease, state (``serving``: an open
+        batch; ``idle``: running, no batch open; ``gone``), slots with the job in each, and
+        counters of its current run (jobs by state since it started)."""
+
+        def read(conn: Connection) -> list[StationView]:
+            now = self._clock()
+            out = []
+            for lease in leases.all_leases(conn):
+                gone = leases.is_gone(lease, now)
+                batch = conn.execute(
+                    select(func.max(batches.c.id))
+                    .where(batches.c.lease_id == lease.lease_id)
+                    .where(batches.c.finished_at.is_(None))
+                ).scalar_one_or_none()
+                counts = {
+                    str(state): int(n)
+                    for state, n in conn.execute(
+                        select(jobs.c.state, func.count())
+                        .where(jobs.c.lease_id == lease.lease_id)
+                        .group_by(jobs.c.state)
+                    )
+                }
+                live = {
+                    int(r.slot): r
+                    for r in conn.execute(
+                        select(
+                            jobs.c.id, jobs.c.slot, jobs.c.eui64, jobs.c.state, jobs.c.started_at
+                        )
+                        .where(jobs.c.lease_id == lease.lease_id)
+                        .where(jobs.c.state.in_(_LIVE))
+                        .order_by(jobs.c.id)
+                    )
+                }
+                slots = []
+                registered = {int(s.get("slot", 0)): s for s in lease.slots}
+                for number in sorted(set(registered) | set(live)):
+                    reg = registered.get(number, {})
+                    job = live.get(number)
+                    slots.append(
+                        SlotView(
+                            slot=number,
+                            binding=str(reg.get("binding", "")),
+                            profile=str(reg.get("profile", "")),
+                            job=None if job is None else int(job.id),
+                            eui64=None if job is None else job.eui64,
+                            state=None if job is None else str(job.state),
+                            since=None if job is None else job.started_at,
+                        )
+                    )
+                state: Literal["serving", "idle", "gone"] = (
+                    "gone" if gone else "serving" if batch is not None else "idle"
+                )
+                out.append(
+                    StationView(
+                        lease=lease,
+                        state=state,
+                        heartbeat_age_s=max(0.0, (now - lease.heartbeat_at).total_seconds()),
+                        batch=None if batch is None else int(batch),
+                        slots=slots,
+                        counts=counts,
+                    )
+                )
+            return out
+
+        return self._read(read)
 
     def release_lease(self) -> None:
         """Give the station up (audited); nothing more may be written for it."""
