@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from station.batch import BatchRun
 from station.cli import main
+from station.demo import prepare_demo_catalog
 from station.events import JobState
 from station.outcome import Result
 from station.records.store import Store
@@ -202,3 +204,47 @@ def test_fleet_watch_polls_at_most_once_a_second(db_url: str) -> None:
 
 def _seconds(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+
+
+def test_a_station_run_registers_its_slots_and_its_heartbeat_frees_gone_stations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/station.db"
+    demo = tmp_path / "demo"
+    prepare_demo_catalog(demo, size=8192)
+    rig = tmp_path / "rig.toml"
+    rig.write_text(
+        'station_id = "bench-r"\n'
+        '[[slot]]\nnumber = 2\nport = "/dev/ttyUSB2"\nprofile = "demo-an3155"\n'
+        '[[slot]]\nnumber = 5\nport = "/dev/ttyUSB5"\nprofile = "demo-an3155"\n'
+    )
+    far = _station(url, "bench-far", 1)
+    run = BatchRun.open(
+        str(rig),
+        catalog_dir=str(demo / "catalog"),
+        trust_dir=str(demo / "trust"),
+        db_url=url,
+    )
+    try:
+        _, out, _ = _run(capsys, "stations", "--json", "--db", url)
+        by = {s["station_id"]: s for s in json.loads(out)}
+        assert by["bench-r"]["state"] == "idle"  # running, no batch begun yet
+        assert [(s["slot"], s["binding"]) for s in by["bench-r"]["slots"]] == [
+            (2, "/dev/ttyUSB2"),
+            (5, "/dev/ttyUSB5"),
+        ]
+        batch = far.start_batch(station_id="bench-far", operator="o", rig="r", catalog="c")
+        job = far.start_job(batch, 1, "/dev/ttyUSB1", "demo-an3155")
+        walk(far, job, JobState.WRITING, eui(8))
+        with far._engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE station_leases SET host = 'other-pc', "
+                    "heartbeat_at = '2000-01-01 00:00:00.000000' WHERE station_id = 'bench-far'"
+                )
+            )
+        run.store.beat()  # what the run's heartbeat thread does every few seconds
+        assert far.job(job).state is JobState.INTERRUPTED
+    finally:
+        run.close()
+        far.close()
