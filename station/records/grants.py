@@ -36,6 +36,11 @@ STATION_PRIVILEGES: Final[dict[str, tuple[tuple[str, ...], str]]] = {
     ),
     "batches": (("SELECT", "INSERT", "UPDATE"), "opens and closes batches"),
     "consignment_items": (("SELECT", "INSERT"), "loads a batch's manifest"),
+    "consignments": (
+        ("SELECT", "INSERT", "UPDATE"),
+        "loads a consignment once for every station, and closes it",
+    ),
+    "consignment_hubs": (("SELECT", "INSERT"), "lists a loaded consignment's hubs"),
     "hubs": (("SELECT", "INSERT", "UPDATE"), "keeps each hub's running and exported version"),
     "jobs": (("SELECT", "INSERT", "UPDATE"), "records each job's state and outcome"),
     "job_events": (("SELECT", "INSERT"), "appends job transitions; never changes one"),

@@ -34,7 +34,7 @@ from station.records.dbadmin import database_state, init_database, upgrade_datab
 from station.records.errors import StoreError
 from station.records.grants import STATION_PRIVILEGES, grant_statements
 from station.records.keys import KeyRing, StationKey
-from station.records.schema import metadata
+from station.records.schema import SCHEMA_VERSION, metadata
 from station.records.store import Store
 
 from .recordkit import PG_URL, STATION, drop_pg_schema, eui, open_store, passed, walk
@@ -118,7 +118,7 @@ def test_the_migrated_schema_is_exactly_schema_py(empty_url: str) -> None:
     assert _differences(empty_url) == []
     state = database_state(empty_url)
     assert state.revision == migrations.head() and state.at_head
-    assert state.schema_version == "2"
+    assert state.schema_version == str(SCHEMA_VERSION)
 
 
 def test_db_init_refuses_a_database_that_has_the_schema(empty_url: str) -> None:
@@ -201,9 +201,13 @@ def test_a_version_1_database_is_refused_by_stations_and_upgrade(empty_url: str)
     with engine.begin() as conn:
         conn.execute(text("UPDATE station_meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
-    with pytest.raises(StoreError, match="schema version 1; this station writes version 2"):
+    with pytest.raises(
+        StoreError, match=f"schema version 1; this station writes version {SCHEMA_VERSION}"
+    ):
         Store.open(empty_url)
-    with pytest.raises(StoreError, match="schema version 1; this station writes version 2"):
+    with pytest.raises(
+        StoreError, match=f"schema version 1; this station writes version {SCHEMA_VERSION}"
+    ):
         upgrade_database(empty_url)
     assert "alembic_version" not in _tables(empty_url)
 
@@ -391,6 +395,18 @@ def test_least_privilege_roles_on_postgresql(
         store.close_batch(batch, StationKey.load_or_create(keys, STATION))
         store.release_lease()
 
+    # A consignment loaded and closed as the station role (any station may), watched as
+    # the report role (which notices nothing: it may not write, and says so by nothing).
+    manifest = tmp_path / "cn.csv"
+    manifest.write_text(f"consignment id,EUI-64\nCN-L,{eui(1)}\nCN-L,{eui(2)}\n")
+    load = _station("consignment", "load", str(manifest), "--id", "CN-L", "--db", station_url)
+    assert load.returncode == 0, load.stderr
+    for argv in (("fleet", "--json"), ("stations", "--json"), ("consignment", "status", "CN-L")):
+        seen = _station(*argv, "--db", report_url, cwd=tmp_path)
+        assert seen.returncode == 0 and seen.stderr == "", (argv, seen.stderr)
+    shut = _station("consignment", "close", "CN-L", "--db", station_url)
+    assert shut.returncode == 0, shut.stderr
+
     # The station role appends history but never rewrites it.
     for sql in (
         "UPDATE audit SET detail = '{}' WHERE seq = 1",
@@ -398,6 +414,8 @@ def test_least_privilege_roles_on_postgresql(
         "DELETE FROM job_events",
         "UPDATE job_events SET detail = '{}'",
         "UPDATE exports SET rows = 0",
+        "UPDATE consignment_hubs SET eui64 = 'x'",
+        "DELETE FROM consignments",
         "DELETE FROM jobs",
         "TRUNCATE audit",
         "DROP TABLE audit",
@@ -407,7 +425,7 @@ def test_least_privilege_roles_on_postgresql(
         assert "permission denied" in said or "must be owner" in said, (sql, said)
     # Only the audit_lock row of station_meta: the schema version is out of its reach.
     assert _rowcount(station_url, "UPDATE station_meta SET value = '9' WHERE key <> ''") == 1
-    assert database_state(admin).schema_version == "2"
+    assert database_state(admin).schema_version == str(SCHEMA_VERSION)
 
     # The report role reads everything, verifies the chain, and writes nothing.
     verify = _station("audit", "verify", "--db", report_url, "--keys", str(keys), cwd=tmp_path)
@@ -436,3 +454,45 @@ def test_grants_name_every_table_and_no_delete() -> None:
     for name in metadata.tables:
         assert re.search(rf"GRANT [^;]* ON {name} TO \"st\";", sql), name
     assert 'GRANT SELECT, INSERT ON audit TO "st";' in sql
+
+
+def test_upgrading_to_one_hub_in_flight_refuses_two_live_jobs_of_one_hub(empty_url: str) -> None:
+    """Revision 0002's unique index over hubs in flight cannot be made while two live jobs
+    (left by stations of the release before) hold one hub: the upgrade says so and changes
+    nothing; once a station's recovery has ended one, it goes through."""
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrations.alembic_config(conn), migrations.BASELINE)
+            conn.execute(
+                text(
+                    "INSERT INTO batches (id, station_id, lease_id, operator, rig, catalog, "
+                    "started_at) VALUES (1, 's', 'l', 'o', 'r', 'c', :t)"
+                ),
+                {"t": "2025-01-01 00:00:00.000000"},
+            )
+            for job, state in ((1, "writing"), (2, "identified")):
+                conn.execute(
+                    text(
+                        "INSERT INTO jobs (id, batch_id, lease_id, slot, port, profile, eui64, "
+                        "state, overrides, notes, started_at, bytes_written) VALUES "
+                        f"({job}, 1, 'l', {job}, 'p', 'm', '{eui(3)}', '{state}', '[]', '[]', "
+                        ":t, 0)"
+                    ),
+                    {"t": "2025-01-01 00:00:00.000000"},
+                )
+    finally:
+        engine.dispose()
+    refused = _station("db", "upgrade", "--db", empty_url)
+    assert refused.returncode == 2
+    assert f"error: 2 jobs have hub {eui(3)} in flight at once" in refused.stderr
+    assert database_state(empty_url).revision == migrations.BASELINE
+    engine = create_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE jobs SET state = 'interrupted' WHERE id = 1"))
+    finally:
+        engine.dispose()
+    done = _station("db", "upgrade", "--db", empty_url)
+    assert done.returncode == 0, done.stderr
+    assert database_state(empty_url).at_head
