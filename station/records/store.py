@@ -1637,6 +1637,19 @@ class Store:
                 and job.target_version.lower() == job.version_before.lower()
             )
             values["running_sha256"] = job.image_sha256 if current else None
+            known = conn.execute(
+                select(hubs.c.running_version, hubs.c.running_job_id).where(hubs.c.eui64 == eui)
+            ).one_or_none()
+            if (
+                known is not None
+                and known.running_job_id not in (None, job_id)
+                and (known.running_version or "").lower() == (job.version_before or "-").lower()
+            ):
+                # The hub runs what was already known (another station's pass, say): that
+                # job stays the source, so the change is exported by the batch that made it,
+                # with its station, not by whichever batch saw the hub next.
+                for source in ("running_job_id", "running_at", "running_sha256"):
+                    del values[source]
         values = checked(hubs, values)
         done = conn.execute(update(hubs).where(hubs.c.eui64 == eui).values(**values)).rowcount
         if not done:

@@ -207,3 +207,32 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised(url: str, tmp_path: P
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
         doc = json.loads(store.dsp_text(b, "json"))  # JSON keeps the text as it is
         assert doc["station_id"] == station
+
+
+def test_a_hub_another_station_upgraded_is_credited_to_that_station(
+    url: str, key: StationKey
+) -> None:
+    """Station A passes a hub (its batch still open); the hub then reaches station B, which
+    finds it current. The change is exported once, by A's batch, with A as its station:
+    B read nothing new."""
+    a = open_store(url, station="bench-a")
+    b = open_store(url, station="bench-b")
+    try:
+        ba = a.start_batch(station_id="bench-a", operator="al", rig="r", catalog="c")
+        ja = a.start_job(ba, 1, "p1", "demo-an3155")
+        walk(a, ja, JobState.BOOTING, eui(1))
+        a.finish_job(ja, passed(eui(1)))
+        bb = b.start_batch(station_id="bench-b", operator="bo", rig="r", catalog="c")
+        jb = b.start_job(bb, 1, "p1", "demo-an3155")
+        walk(b, jb, JobState.IDENTIFIED, eui(1), version_before=NEW)
+        b.finish_job(jb, ended(eui(1), Result.SKIPPED, "plan", "already running",
+                               version_before=NEW))  # fmt: skip
+        assert b.close_batch(bb, key).exported == []  # B changed nothing
+        closed = a.close_batch(ba, key)
+        assert closed.exported == [eui(1)]
+        [row] = _rows(a, ba)
+        assert (row["station_id"], row["operator"]) == ("bench-a", "al")
+        assert row["evidence"] == "read-back-after-boot"
+    finally:
+        a.close()
+        b.close()

@@ -160,7 +160,7 @@ def test_of_many_stations_identifying_one_hub_at_once_exactly_one_has_it(
             if n != winner:
                 assert r.startswith(f"in flight at station bench-{winner} slot 1 since "), r
         live = [j for j, s in zip(jobs, stores, strict=True) if s.job(j).eui64 == eui(9)]
-        assert stores[0].hub(eui(9)).running_job_id == jobs[winner]  # type: ignore[union-attr]
+        assert stores[0].hub(eui(9)).last_job_id == jobs[winner]  # type: ignore[union-attr]
         assert live == [jobs[winner]]
     finally:
         for s in stores:
