@@ -27,8 +27,9 @@ from textual.worker import Worker, WorkerState
 from drivers.errors import StationError
 from station.batch import OVERRIDES, BatchRun, PlanRow, describe_recovery, preflight
 from station.events import Event
+from station.records.consignments import status as consignment_status
 from station.render import literal
-from station.tui.model import BatchView, SlotView
+from station.tui.model import BatchView, SlotView, fleet_line
 from station.tui.screens import (
     ConfirmScreen,
     DetailScreen,
@@ -47,6 +48,10 @@ __all__ = ["StationApp", "run_tui"]
 
 #: How often queued events are applied and changed tiles redrawn.
 TICK_S: Final = 0.15
+#: How often the loaded consignments' progress across stations is read from the store.
+FLEET_S: Final = 2.0
+#: At most this many consignments are shown (the ones that list this batch's hubs first).
+FLEET_MAX: Final = 2
 #: Where reports are exported unless told otherwise (a folder per batch inside it).
 REPORTS_DIR: Final = Path("station-data/reports")
 _WRITING: Final = frozenset({"erasing", "writing", "verifying", "booting"})
@@ -137,6 +142,8 @@ class StationApp(App[int]):
     def on_mount(self) -> None:
         self.consignment.update()
         self.set_interval(TICK_S, self.drain)
+        self.set_interval(FLEET_S, self._poll_fleet)
+        self._poll_fleet()
         self.push_screen(StartScreen(self.operator))
         if self.probe_on_start:
             self.probe()
@@ -151,6 +158,35 @@ class StationApp(App[int]):
         style = "bold red" if severity == "error" else ""
         self.status.update(Text(literal(text), style=style))
         self.notify(literal(text), severity=severity, markup=False)
+
+    # -- consignments across stations ---------------------------------------------------
+
+    def _poll_fleet(self) -> None:
+        """Read the loaded consignments' progress off the UI thread (a shared store may be
+        a network away); one read at a time."""
+        self.run_worker(self._read_fleet, thread=True, exclusive=True, group="fleet")
+
+    def _read_fleet(self) -> None:
+        store = self.batch.store
+        try:
+            loaded = store.consignment_records(open_only=True)
+            listed = self.view.listed
+            ours = [
+                c.consignment_id
+                for c in loaded
+                if listed & {i.eui64 for i in store.consignment_hubs(c.consignment_id)}
+            ]
+            chosen = (ours or ([] if listed else [c.consignment_id for c in loaded]))[:FLEET_MAX]
+            station = self.batch.rig.station_id
+            lines = [fleet_line(consignment_status(store, cid), station) for cid in chosen]
+        except StationError:
+            return  # the store is unreachable now: the batch's own records say so
+        self.call_from_thread(self._show_fleet, lines)
+
+    def _show_fleet(self, lines: list[str]) -> None:
+        if lines != self.view.fleet:
+            self.view.fleet = lines
+            self.consignment.update()
 
     # -- events from the controller -----------------------------------------------------
 

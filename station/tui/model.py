@@ -14,6 +14,7 @@ from typing import Any, Final
 from rich.text import Text
 
 from station.events import CHAIN, Event, JobState
+from station.records.consignments import ConsignmentStatus
 from station.records.manifest import normalise_eui64
 from station.render import literal, shown_version
 
@@ -277,6 +278,8 @@ class BatchView:
     hubs: dict[str, str] = field(default_factory=dict)  # hub (EUI-64 or job) -> result
     seen: set[str] = field(default_factory=set)  # EUI-64s identified by this batch's jobs
     closed_missing: list[str] | None = None  # the closed batch's missing hubs
+    #: Loaded consignments' progress across every station (shared store), one line each.
+    fleet: list[str] = field(default_factory=list)
 
     def apply(self, ev: Event) -> set[int]:
         """Take one event; returns the slots whose tiles changed."""
@@ -370,7 +373,16 @@ class BatchView:
         return t
 
     def consignment(self, width: int) -> Text:
-        """The listed hubs not seen (or, once closed, missing), named, on one line."""
+        """The listed hubs not seen (or, once closed, missing), named, on one line; first,
+        when the store is shared, each loaded consignment's progress across stations."""
+        fleet = Text("\n".join(self.fleet), style="cyan")
+        fleet.truncate(width * max(len(self.fleet), 1), overflow="ellipsis")
+        local = self._listed_line(width)
+        if not self.fleet:
+            return local
+        return Text("\n").join([fleet, local]) if local.plain else fleet
+
+    def _listed_line(self, width: int) -> Text:
         if not self.listed:
             return Text()
         if self.closed_missing is not None:
@@ -544,3 +556,24 @@ def grid_shape(slots: int, width: int, height: int) -> tuple[int, int]:
     if best is None:  # even one line each does not fit: widest narrow tiles, scrolling
         return max(width // 19, 1), 1
     return best[1], best[2]
+
+
+def fleet_line(status: ConsignmentStatus, station_id: str) -> str:
+    """A loaded consignment's progress across every station, for the header: what this
+    bench's operator cannot see from its own slots (hubs other stations passed or hold)."""
+    c = status.counts()
+    elsewhere = sum(
+        1 for h in status.hubs if h.result == "in_flight" and h.station_id != station_id
+    )
+    parts = [
+        f"{c['passed']} passed",
+        f"{c['current']} current",
+        f"{c['failed'] + c['refused']} failed/refused",
+        f"{c['in_flight']} in flight ({elsewhere} elsewhere)",
+        f"{c['missing']} not seen",
+    ]
+    stations = len(status.by_station)
+    return (
+        f"Consignment {literal(status.consignment.consignment_id)}, all stations "
+        f"({stations} so far): {len(status.hubs)} listed: " + ", ".join(parts)
+    )

@@ -125,9 +125,10 @@ class BatchHeader(Widget):
 
 class ConsignmentLine(Widget):
     """The listed hubs not seen yet (or, once the batch is closed, missing), by EUI-64: the
-    operator looks for them on the bench. Shown only when a manifest is loaded."""
+    operator looks for them on the bench; above them, on a shared store, each loaded
+    consignment's progress across stations. Shown only when there is something to say."""
 
-    DEFAULT_CSS = "ConsignmentLine { height: 1; }"
+    DEFAULT_CSS = "ConsignmentLine { height: auto; }"
 
     def __init__(self, batch: BatchView) -> None:
         super().__init__(id="consignment")
@@ -138,7 +139,7 @@ class ConsignmentLine(Widget):
 
     def update(self) -> None:
         """Show or hide it with the manifest, and redraw."""
-        self.display = bool(self.model.listed)
+        self.display = bool(self.model.listed or self.model.fleet)
         self.refresh()
 
 

@@ -276,3 +276,38 @@ async def test_a_retried_hub_through_the_ui(
         await _until(pilot, lambda: not app.is_running, "the app exited")
     assert MISSING in app.final_message and "missing" in app.final_message
     batch.close()
+
+
+async def test_the_header_shows_a_loaded_consignment_across_stations(
+    start_hub: Callable[..., SimHub], tmp_path: Path
+) -> None:
+    """Issue 13 item 6: on a shared store the operator sees the consignment's progress at
+    every station, here a hub another station has in flight, not only this bench's slots."""
+    from station.records.manifest import Manifest
+    from station.records.store import Store
+
+    prepare_demo_catalog(tmp_path / "demo", size=SIZE)
+    hub = start_hub(1, firmware_size=SIZE)
+    other_hub = "00-DB-12-00-00-00-00-42"
+    manifest = tmp_path / "cn.csv"
+    manifest.write_text(f"consignment,eui64\nCN-7,{hub.spec.eui64}\nCN-7,{other_hub}\n")
+    db = f"sqlite:///{tmp_path}/station.db"
+    other = Store.open(db)
+    other.acquire_lease("bench-other")
+    other.load_consignment("CN-7", Manifest.load(manifest), operator="olga")
+    b = other.start_batch(station_id="bench-other", operator="olga", rig="r", catalog="c")
+    job = other.start_job(b, 3, "/dev/other", "demo-an3155")
+    other.record_state(job, JobState.IDENTIFIED, {"eui64": other_hub, "version_before": None})
+    batch = _open(tmp_path, _rig(tmp_path, [hub]), tmp_path / "demo")
+    app = StationApp(batch, operator="alice", reports_dir=tmp_path / "reports")
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await _until(pilot, lambda: bool(app.view.fleet), "the consignment read")
+            await pilot.pause()
+            shown = on_screen(app.query_one("#consignment"))
+            assert "Consignment CN-7, all stations" in shown, shown
+            assert "2 listed" in shown and "1 in flight (1 elsewhere)" in shown, shown
+            await pilot.press("q")
+    finally:
+        batch.close()
+        other.close()
