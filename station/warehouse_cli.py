@@ -247,7 +247,8 @@ def _print_stations(out: Console, stations: list[dict[str, Any]], *, slots: bool
         out.print(
             styled(
                 f"         started {_since(s['started_at'])}  batch {s['batch'] or '-'}; "
-                f"{len(s['slots'])} slot(s), {flying} in flight; passed {done['passed']}, "
+                f"{len(s['slots'])} slot(s), {flying} in flight; "
+                f"jobs (tries) passed {done['passed']}, "
                 f"current {done['skipped']}, failed {done['failed']}, refused {done['refused']}"
             ),
             highlight=False,

@@ -109,7 +109,7 @@ def test_a_consignment_is_loaded_served_watched_and_closed_from_the_command_line
         assert by["bench-a"]["counts"] == {"passed": 1, "writing": 1}
         code, out, _ = _run(capsys, "stations", "--db", db_url)
         assert code == 0 and "serving  bench-a  " in out and "idle     bench-b  " in out
-        assert "batch 1; 4 slot(s), 1 in flight; passed 1, current 0, failed 0" in out
+        assert "batch 1; 4 slot(s), 1 in flight; jobs (tries) passed 1, current 0, failed 0" in out
         assert f"slot   3  /dev/ttyUSB3  demo-an3155  {eui(2)} writing since" in out
 
         code, out, _ = _run(capsys, "fleet", "--json", "--db", db_url)
