@@ -14,7 +14,8 @@ erase command; ARCHITECTURE.md §10) and :meth:`Recorder.finish_job` (the store 
 final state). Only progress counters, notes and retries run ahead. Waiting costs a slot one
 group commit per state, shared with every other slot that recorded in the same pass. A
 record the store refuses raises in the slot that handed it in, and is not published; a
-``record-error`` event says so.
+``record-error`` event says so (except a claim on a hub in flight elsewhere, ``HubInFlight``:
+the store's answer, which the slot turns into a refused job, not a failure to record).
 
 The recorder starts no thread: the controller runs :meth:`Recorder.run` in one.
 """
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 from station.events import Event, JobState
 from station.outcome import FlashOutcome
+from station.records.errors import HubInFlight
 
 
 class JobStore(Protocol):
@@ -192,6 +194,10 @@ class Recorder:
             try:
                 if record.error is None:
                     events = record.events(record.value)
+                elif isinstance(record.error, HubInFlight):
+                    # The store's answer, not a record it failed to keep: the slot ends the
+                    # job refused, and that is recorded and published as any other end.
+                    events = []
                 else:
                     error = {"error": str(record.error)}
                     events = [Event("record-error", record.slot, record.job_id, data=error)]

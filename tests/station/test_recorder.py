@@ -13,7 +13,7 @@ import pytest
 
 from station.events import CHAIN, Event, JobState
 from station.outcome import Result
-from station.records.errors import IllegalTransition
+from station.records.errors import HubInFlight, IllegalTransition
 from station.records.recorder import Recorder
 from station.records.store import Store, StoreError
 from tests.station.recordkit import ended, eui, identity, passed, plan
@@ -152,6 +152,23 @@ def test_a_refused_record_is_not_published_and_spares_the_others(store: Store) -
     assert "only finish_job" in refused.data["error"]
     assert store.job(a).state is JobState.DETECTED
     assert store.job(b).state is JobState.IDENTIFIED
+
+
+def test_a_hub_in_flight_elsewhere_raises_in_its_slot_but_is_no_record_error(
+    store: Store,
+) -> None:
+    """The store refusing a second claim on a hub is its answer, not a record it failed to
+    keep: the slot ends the job refused (recorded, published), and no ``record-error``
+    tells the operator the database could not record the job."""
+    batch = _batch(store)
+    a, b = (store.start_job(batch, n, "p", "demo-an3155") for n in (1, 2))
+    store.record_state(a, JobState.IDENTIFIED, identity(eui(1)))
+    seen: list[Event] = []
+    rec = Recorder(store, seen.append)
+    errors = _queued(rec, [lambda: rec.state(2, b, JobState.IDENTIFIED, identity(eui(1)))])
+    assert isinstance(errors[0], HubInFlight)
+    assert seen == []
+    assert store.job(b).state is JobState.DETECTED
 
 
 def test_a_failed_commit_publishes_nothing_and_fails_the_waiting_slot(store: Store) -> None:
