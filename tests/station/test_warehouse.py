@@ -192,9 +192,12 @@ def test_three_stations_serve_one_consignment(
                       "--db", db)  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr
 
+    runs: list[Run] = []
+
     def run(name: str, station_id: str, ports: Sequence[str], operator: str) -> Run:
         rig = _rig(tmp_path / f"{name}.toml", station_id, ports)
-        return Run(rig, cat.root, trust.source, db, operator)
+        runs.append(Run(rig, cat.root, trust.source, db, operator))
+        return runs[-1]
 
     # bench-b's hubs over the network: slot 20 (slow) on an exporter of its own.
     net = Ser2net([h.port for h in b[:19]], tmp_path / "ser2net-1").start()
@@ -221,6 +224,9 @@ def test_three_stations_serve_one_consignment(
         run_c.wait_for("bench-c half done", c_midway)
         assert all("writing" in run_c.states(n) for n in range(16, 21))
         os.kill(run_c.proc.pid, signal.SIGKILL)
+        in_flight_at_kill = {
+            e["job_id"] for e in run_c.events if e["kind"] == "state" and e["slot"] in range(16, 21)
+        }
         run_c.finish()
         c_passed = {c[n - 1].spec.eui64 for n, s in run_c.finished().items() if s == "passed"}
         assert len(c_passed) >= 15 and not c_passed & {h.spec.eui64 for h in c[15:]}
@@ -288,6 +294,20 @@ def test_three_stations_serve_one_consignment(
             assert not hub.pending, e
             want = None if e in current_on_arrival else NEW_HEX
             assert hub.exported_version == want, e
+        # No record lost: every job a run reported finished is recorded so, the jobs the
+        # kill cut off are recorded interrupted (by the next start), and nothing is left live.
+        assert not [
+            e for r in runs for e in r.events if e["kind"] in ("record-error", "slot-error")
+        ]
+        reported = {
+            e["job_id"]: e["state"] for r in runs for e in r.events if e["kind"] == "job-finished"
+        }
+        assert len(in_flight_at_kill) == 5 and not in_flight_at_kill & set(reported)
+        for job_id in in_flight_at_kill:
+            reported[job_id] = "interrupted"
+        batches = {store.job(j).batch_id for j in reported}
+        recorded = {j.id: str(j.state) for batch in batches for j in store.jobs(batch)}
+        assert recorded == reported
     finally:
         store.close()
     lost = json.loads(_station("hub", b[19].spec.eui64, "--db", db, "--json").stdout)
