@@ -71,6 +71,7 @@ class Run:
     def __init__(self, rig: Path, catalog: Path, trust: str, db: str, operator: str) -> None:
         self.events: list[dict[str, Any]] = []
         self.stderr = ""
+        self._eof = False
         self._cond = threading.Condition()
         command = [
             *STATION, "run", "--rig", str(rig), "--catalog", str(catalog), "--trust", trust,
@@ -83,7 +84,8 @@ class Run:
             text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
+        self._err = threading.Thread(target=self._read_err, daemon=True)
+        self._err.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -92,6 +94,7 @@ class Run:
                 self.events.append(json.loads(line))
                 self._cond.notify_all()
         with self._cond:
+            self._eof = True
             self._cond.notify_all()
 
     def _read_err(self) -> None:
@@ -104,18 +107,17 @@ class Run:
         with self._cond:
             while not pred(self.events):
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not pred(self.events)):
-                    if self.proc.poll() is not None:
-                        time.sleep(0.2)  # let the reader take the last lines
-                        if pred(self.events):
-                            return
+                if left <= 0 or self._eof:
                     tail = json.dumps(self.events[-8:])[-2000:]
                     pytest.fail(f"never saw {what}: {tail} {self.stderr[-1000:]}")
                 self._cond.wait(min(left, 0.5))
 
     def finish(self) -> int:
+        """Wait for the run to end and its events to be read; its exit status."""
         code = self.proc.wait(timeout=WAIT_S)
-        time.sleep(0.2)
+        with self._cond:
+            self._cond.wait_for(lambda: self._eof, timeout=10)
+        self._err.join(timeout=10)
         return code
 
     def states(self, slot: int) -> list[str]:
