@@ -406,6 +406,9 @@ def flash_hub(
         session.identify(job.out)
         job.checkpoint(JobState.IDENTIFIED, job.out)  # what was read, durable before a plan
         if job.plan() is Result.SKIPPED:
+            # Nothing to write: the bootloader was entered only to identify the hub, so it
+            # goes back to its box running its firmware (a note says if it did not start).
+            _start_again(session, profile, job.out.notes)
             return job.end(
                 Result.SKIPPED,
                 f"already running {dotted_text(job.out.version_before)}; nothing written",

@@ -188,3 +188,16 @@ def test_a_hub_left_mid_command_by_a_killed_station_is_flashed(
     out = flash_hub(hub.port, profile, new_image, policy=UNSIGNED_OK)
     assert out.result is Result.PASSED, out.message
     assert_honest(out, hub, new_image)
+
+
+@pytest.mark.parametrize("start_in", ["app", "bootloader"])
+def test_a_hub_already_current_is_left_running_its_application(
+    start_hub: Callable[..., SimHub], new_image: LoadedImage, start_in: str
+) -> None:
+    """Nothing written, and the hub goes back to its box running its firmware: the station
+    entered the bootloader only to identify it (as stm32flash -g / esptool's hard reset)."""
+    hub = start_hub(firmware=NEW, start_in=start_in)
+    out = flash_hub(hub.port, PROFILE, new_image, policy=UNSIGNED_OK)
+    assert out.result is Result.SKIPPED, out.message
+    truth = hub.ground_truth(4096)
+    assert (truth["mode"], truth["running"]) == ("app", NEW), truth
