@@ -2025,7 +2025,8 @@ def _sqlite_engine(database: str | None, *, create: bool) -> Engine:
                     f"no station database at {path}",
                     hint="give --db PATH or URL (the demo keeps its own records: --db "
                     "station-data/demo/station.db), or run from the folder that holds "
-                    "station-data/",
+                    "station-data/; a new one is made by a station run or by "
+                    f"'station db init --db {path}'",
                 )
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

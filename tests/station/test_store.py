@@ -570,6 +570,7 @@ def test_a_plain_path_is_a_sqlite_database(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(ConfigError, match=r"no station database at elsewhere/station\.db") as e:
         Store.open("elsewhere/station.db", create=False)
     assert "--db station-data/demo/station.db" in str(e.value.hint)
+    assert "station db init --db elsewhere/station.db" in str(e.value.hint)  # how to make one
 
 
 def test_the_clock_is_injectable_and_times_are_utc() -> None:
