@@ -140,7 +140,7 @@ class ConsignmentLine(Widget):
     def update(self) -> None:
         """Show or hide it with the manifest, and redraw."""
         self.display = bool(self.model.listed or self.model.fleet)
-        self.refresh()
+        self.refresh(layout=True)  # its height follows its lines
 
 
 class StateBox(Checkbox):

@@ -302,9 +302,9 @@ async def test_the_header_shows_a_loaded_consignment_across_stations(
     app = StationApp(batch, operator="alice", reports_dir=tmp_path / "reports")
     try:
         async with app.run_test(size=(160, 48)) as pilot:
-            await _until(pilot, lambda: bool(app.view.fleet), "the consignment read")
-            await pilot.pause()
-            shown = on_screen(app.query_one("#consignment"))
+            line = app.query_one("#consignment")
+            await _until(pilot, lambda: "all stations" in on_screen(line), "the progress shown")
+            shown = on_screen(line)
             assert "Consignment CN-7, all stations" in shown, shown
             assert "2 listed" in shown and "1 in flight (1 elsewhere)" in shown, shown
             await pilot.press("q")
