@@ -968,12 +968,7 @@ class Store:
                 .where(consignment_items.c.batch_id == batch_id)
                 .order_by(consignment_items.c.line, consignment_items.c.id)
             )
-            return [
-                ManifestItem(
-                    r.consignment_id, r.eui64, r.expected_model, r.line, r.expected_version
-                )
-                for r in rows
-            ]
+            return _manifest_items(rows)
 
         return self._read(read)
 
@@ -1161,12 +1156,7 @@ class Store:
                 .where(consignment_hubs.c.consignment_id == consignment_id)
                 .order_by(consignment_hubs.c.line, consignment_hubs.c.id)
             )
-            return [
-                ManifestItem(
-                    r.consignment_id, r.eui64, r.expected_model, r.line, r.expected_version
-                )
-                for r in rows
-            ]
+            return _manifest_items(rows)
 
         return self._read(read)
 
@@ -2063,3 +2053,11 @@ def _sqlite_engine(database: str | None, *, create: bool) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _manifest_items(rows: Iterable[Any]) -> list[ManifestItem]:
+    """Manifest lines as stored (a batch's own, or a loaded consignment's), as items."""
+    return [
+        ManifestItem(r.consignment_id, r.eui64, r.expected_model, r.line, r.expected_version)
+        for r in rows
+    ]
