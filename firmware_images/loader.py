@@ -61,15 +61,20 @@ _LOOKALIKES = (
 
 
 def _content_kind(data: bytes) -> tuple[str, str] | None:
-    """The container ``data``'s own bytes mark (its magic), and which bytes say so."""
+    """The container ``data``'s own bytes mark (its magic), and which bytes say so.
+
+    A magic at offset 0 wins over the OTA identifier found further in: that search allows
+    for a vendor prefix, and a GBL's own fields (an application version of 0x0BEEF11E) can
+    hold those four bytes by chance.
+    """
+    if data[:4] == _GBL_MAGIC:
+        return "gbl", "it starts with the GBL HEADER tag EB 17 A6 03"
     at = data.find(_OTA_MAGIC, 0, OTA_PREFIX_LIMIT + 4)
     if at >= 0:
         where = f" at offset {at}" if at else ""
         return "ota", f"it holds the OTA file identifier 1E F1 EE 0B{where}"
     if data[:4] == b"NGIS":
         return "ota", "it starts with an OTA signing prefix (NGIS)"
-    if data[:4] == _GBL_MAGIC:
-        return "gbl", "it starts with the GBL HEADER tag EB 17 A6 03"
     if len(data) >= 16 and data[-8:-5] == b"UFD" and data[-5] == 16:
         return "dfu", "it ends with a DFU suffix ('UFD', 16 bytes)"
     return None
