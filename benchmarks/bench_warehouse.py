@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from station.controller import Heartbeat
-from station.events import CHAIN, JobState
+from station.events import CHAIN, JobState, state_event
 from station.outcome import FlashOutcome, Result
 from station.records.leases import DEFAULT_TTL_S
 from station.records.recorder import Recorder
@@ -113,25 +113,6 @@ def _outcome(port: str, eui64: str, seconds: float) -> FlashOutcome:
         seconds=seconds,
         message="upgraded, verified by crc, running version read back",
     )
-
-
-def _detail(state: JobState, eui64: str) -> dict[str, Any]:
-    """What the controller records at each state (station.controller.state_detail)."""
-    if state is JobState.IDENTIFIED:
-        return {"eui64": eui64, "hw_version": 2, "version_before": OLD, "found_in": "application"}
-    if state is JobState.PLANNED:
-        return {
-            "target_version": NEW,
-            "image": "releases/1234-0401-01050000.zigbee",
-            "image_version": NEW,
-            "image_sha256": SHA,
-            "signature": "valid",
-            "signer": "bench",
-            "plan": f"upgrade to {NEW}",
-            "behind": 1,
-            "overrides": [],
-        }
-    return {}
 
 
 class _Counted:
@@ -225,7 +206,7 @@ def _station(
                     if time.time() >= w1:  # left live: closing the batch interrupts it
                         break
                     t0 = time.perf_counter()
-                    recorder.state(slot, job_id, state, _detail(state, eui64))
+                    recorder.state(state_event(slot, job_id, state, _outcome(port, eui64, 0.0)))
                     note("state", time.time(), time.perf_counter() - t0)
                 time.sleep(think * rnd.uniform(0.5, 1.5))
                 if time.time() >= w1:

@@ -22,7 +22,7 @@ from firmware_images.catalog import Catalog, Decision
 from firmware_images.descriptor import format_version
 from firmware_images.trust import TrustStore
 from station.controller import Controller, Heartbeat, probe_slots
-from station.events import Event
+from station.events import BatchFinished, BatchStarted, Event, LeaseTakenOver
 from station.flash import HubIdentity, ImageChooser, Policy, catalog_chooser
 from station.paths import keys_dir, trust_store
 from station.profiles import Profile, load_profile
@@ -308,7 +308,7 @@ class BatchRun:
         if self.controller is not None:
             self.controller._lose_lease()
         else:
-            self.emit(Event("lease-lost", data={"station": self.rig.station_id}))
+            self.emit(LeaseTakenOver(station=self.rig.station_id))
 
     def load_manifest(self, path: str) -> Manifest:
         """Use the manifest at ``path`` for the batch (only before it begins).
@@ -354,13 +354,8 @@ class BatchRun:
             publish=self.emit,
         )
         self.emit(
-            Event(
-                "batch-started",
-                data={
-                    "batch": self.batch_id,
-                    "station": self.rig.station_id,
-                    "slots": len(self.rig.slots),
-                },
+            BatchStarted(
+                batch=self.batch_id, station=self.rig.station_id, slots=len(self.rig.slots)
             )
         )
         return self.batch_id
@@ -410,12 +405,7 @@ class BatchRun:
         self.closed = self.store.close_batch(self.batch_id, self.key)
         summ = summarise(self.store, self.batch_id)
         recon = reconcile(self.store, self.batch_id)
-        self.emit(
-            Event(
-                "batch-finished",
-                data={"summary": summ.to_json(), "reconciliation": recon.to_json()},
-            )
-        )
+        self.emit(BatchFinished(summary=summ.to_json(), reconciliation=recon.to_json()))
         return summ, recon
 
     def problems(self, recon: Reconciliation) -> list[str]:

@@ -20,11 +20,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from drivers.errors import StationError
+from drivers.errors import PortVanished, StationError
 from drivers.types import Phase
-from station.events import CHAIN, Event, JobState
+from station.event_json import data_of
+from station.events import (
+    CHAIN,
+    Event,
+    JobProgress,
+    JobState,
+    LeaseTakenOver,
+    Note,
+    Retry,
+    SlotEmpty,
+    SlotError,
+    SlotFault,
+    state_event,
+)
 from station.flash import (
     Cancelled,
     FlashOutcome,
@@ -38,7 +51,7 @@ from station.flash import (
     identify_hub,
 )
 from station.profiles import Profile, load_profile
-from station.records.errors import HUB_IN_FLIGHT, HubInFlight, LeaseLost
+from station.records.errors import HubInFlight, LeaseLost
 from station.records.recorder import JobStore, Recorder
 from station.rig import AUTO, Rig, Slot, resolve
 
@@ -205,7 +218,7 @@ class Controller:
             if run.error is not None:  # a bug in a slot worker: say so, never hide it
                 with self._lock:
                     self.record_errors.append(f"slot {run.slot}: internal error {run.error!r}")
-                self.publish(Event("slot-error", slot=run.slot, data={"error": repr(run.error)}))
+                self.publish(SlotError(slot=run.slot, error=repr(run.error)))
 
     def _recorder_enter(self) -> None:
         with self._lock:
@@ -294,9 +307,7 @@ class Controller:
             port = resolve(slot)
             if port is None:
                 if not continuous:
-                    self._recorder.event(
-                        Event("slot-empty", slot=slot.number, data={"at": slot.binding})
-                    )
+                    self._recorder.event(SlotEmpty(slot=slot.number, binding=slot.binding))
                     return
                 stop.wait(self.poll_s)
                 continue
@@ -314,9 +325,7 @@ class Controller:
                 if not retry:
                     break
                 tries += 1
-                self._recorder.event(
-                    Event("retry", slot=slot.number, data={"try": tries + 1, "why": out.message})
-                )
+                self._recorder.event(Retry(slot=slot.number, tries=tries + 1, why=out.message))
             self._watch_slot(slot, out, failing)
             if not continuous:
                 return
@@ -339,12 +348,9 @@ class Controller:
         limit = self.rig.slot_fault_after
         if limit and len(distinct) >= limit and slot.number not in self.flagged:
             self.flagged.add(slot.number)
-            detail = {"failed_hubs": len(distinct), "last": out.message}
+            fault = SlotFault(slot=slot.number, failed_hubs=len(distinct), last=out.message)
             self._recorder.audit(
-                "station",
-                "slot-fault",
-                {"slot": slot.number, **detail},
-                then=Event("slot-fault", slot=slot.number, data=detail),
+                "station", "slot-fault", {"slot": slot.number, **data_of(fault)}, then=fault
             )
 
     def _job(self, slot: Slot, port: str, choosers: dict[str, ImageChooser]) -> FlashOutcome:
@@ -362,7 +368,7 @@ class Controller:
                 self.record_errors.append(f"slot {slot.number}: {exc.message}")
             out = FlashOutcome(port=port, profile=name, phase=str(Phase.CONNECT))
             out.message = f"the station database refused to start a job: {exc.message}"
-            out.error = type(exc).__name__
+            out.raised(exc)
             return out
         with self._lock:
             self._running[slot.number] = job_id
@@ -395,11 +401,11 @@ class Controller:
             # Durable before the step it names; a refused record raises into flash_hub,
             # which ends the job failed before it touches the hub again.
             try:
-                self._recorder.state(slot.number, job_id, reached, state_detail(reached, out))
+                self._recorder.state(state_event(slot.number, job_id, reached, out))
             except HubInFlight as exc:
                 # Another job (here or at another station) has this hub: refuse it, touch
                 # nothing; the error's name tells the store the hub's row is not ours.
-                out.error = HUB_IN_FLIGHT
+                out.raised(exc)
                 raise Refusal(exc.message, exc.hint) from exc
             state = reached
 
@@ -420,15 +426,12 @@ class Controller:
             if total and (done >= total or now - last_progress >= self.progress_interval_s):
                 last_progress = now
                 self._recorder.event(
-                    Event(
-                        "progress",
-                        slot.number,
-                        job_id,
-                        data={"phase": str(phase), "done": done, "total": total},
+                    JobProgress(
+                        slot=slot.number, job_id=job_id, phase=phase, done=done, total=total
                     )
                 )
             if note:
-                self._recorder.event(Event("note", slot.number, job_id, data={"note": note}))
+                self._recorder.event(Note(slot=slot.number, job_id=job_id, note=note))
 
         try:
             out = flash_hub(
@@ -441,8 +444,9 @@ class Controller:
             )
         except Exception as exc:  # a bug must end the job as failed, never as passed
             out = FlashOutcome(port=port, profile=profile.name, phase=str(state))
-            out.message, out.error = f"internal error: {exc!r}", type(exc).__name__
-        if out.error == "PortVanished" and resolve(slot) != port:
+            out.message = f"internal error: {exc!r}"
+            out.raised(exc)
+        if out.ended_by(PortVanished) and resolve(slot) != port:
             out.result = Result.INTERRUPTED
             out.hint = "the hub was taken out mid-job; put it back to re-flash it"
         self._finish(slot, job_id, out)
@@ -465,7 +469,7 @@ class Controller:
             refused.eui64 = out.eui64 if out.eui64 and len(out.eui64) <= 64 else None
             refused.message = f"the station database refused this job's record: {exc.message}"
             refused.hint = "the hub's state is unknown: run the job again"
-            refused.error = type(exc).__name__
+            refused.raised(exc)
             try:
                 self._recorder.finish_job(slot.number, job_id, refused)
                 out.result, out.message = Result.FAILED, refused.message
@@ -481,32 +485,7 @@ class Controller:
         """Another process holds the station now: start nothing more, stop every job."""
         if not self.lease_lost.is_set():
             self.lease_lost.set()
-            self.publish(Event("lease-lost", data={"station": self.rig.station_id}))
-
-
-def state_detail(state: JobState, out: FlashOutcome) -> dict[str, Any]:
-    """What a state records of the outcome so far: at ``identified`` the identity and
-    running version read from the hub, at ``planned`` the image and target chosen."""
-    if state is JobState.IDENTIFIED:
-        return {
-            "eui64": out.eui64,
-            "hw_version": out.hw_version,
-            "version_before": out.version_before,
-            "found_in": out.found_in,
-        }
-    if state is JobState.PLANNED:
-        return {
-            "target_version": out.target_version,
-            "image": out.image or None,
-            "image_version": out.image_version or None,
-            "image_sha256": out.image_sha256 or None,
-            "signature": out.signature,
-            "signer": out.signer,
-            "plan": out.plan,
-            "behind": out.behind,
-            "overrides": list(out.overrides),
-        }
-    return {}
+            self.publish(LeaseTakenOver(station=self.rig.station_id))
 
 
 class Heartbeat:

@@ -445,10 +445,10 @@ def flash_hub(
     except ConfigError:  # the station's set-up (no USB backend, a bad port setting): no
         raise  # hub was at fault, so no hub's outcome may say it failed
     except RemotePortLost as exc:  # the network or its exporter failed, not the hub: the
-        job.out.error = type(exc).__name__  # job was cut short, so it can never have passed
+        job.out.raised(exc)  # job was cut short, so it can never have passed
         return job.end(Result.INTERRUPTED, exc.message, exc.hint)
     except StationError as exc:
-        job.out.error = type(exc).__name__
+        job.out.raised(exc)
         if exc.phase:
             job.phase = Phase(exc.phase)
         where = (

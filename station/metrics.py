@@ -28,7 +28,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from drivers.errors import ConfigError, StationError
 from drivers.types import Phase
-from station.events import Event, JobState
+from station.events import (
+    BatchStarted,
+    Event,
+    HubDetected,
+    JobFinished,
+    JobState,
+    Retry,
+    SlotFault,
+)
 
 if TYPE_CHECKING:
     from station.batch import BatchRun
@@ -139,49 +147,41 @@ class StationMetrics:
             self._take(event)
 
     def _take(self, event: Event) -> None:
-        d = event.data
         station = self.station_id
-        if event.kind == "batch-started":
-            self._first_start = self._last_end = None
-            self._passed = set()
-            self._live = set()
-            self._hub_result = {}
-            self._slot_hub = {}
-        elif event.kind == "state" and event.state == str(JobState.DETECTED):
-            if self._first_start is None:
-                self._first_start = event.at
-            if event.job_id is not None:
+        match event:
+            case BatchStarted():
+                self._first_start = self._last_end = None
+                self._passed = set()
+                self._live = set()
+                self._hub_result = {}
+                self._slot_hub = {}
+            case HubDetected():
+                if self._first_start is None:
+                    self._first_start = event.at
                 self._live.add(event.job_id)
-        elif event.kind == "job-finished":
-            result = event.state or str(d.get("result"))
-            if result not in _RESULTS:
-                result = "unknown"
-            model = str(d.get("profile") or "unknown")
-            self.jobs.labels(station, model, result).inc()
-            if d.get("eui64"):
-                self._hub_result[str(d["eui64"])] = result
-                if event.slot is not None:
-                    self._slot_hub[event.slot] = str(d["eui64"])
-            written = d.get("bytes_written")
-            if isinstance(written, int) and written > 0:
-                self.bytes_written.labels(station, model).inc(written)
-            phases = d.get("phase_seconds")
-            if isinstance(phases, dict):
-                for phase, seconds in phases.items():
-                    if phase in _PHASES and isinstance(seconds, int | float):
+            case JobFinished():
+                result = str(event.state) if event.state in _RESULTS else "unknown"
+                model = event.profile or "unknown"
+                self.jobs.labels(station, model, result).inc()
+                if event.eui64:
+                    self._hub_result[event.eui64] = result
+                    self._slot_hub[event.slot] = event.eui64
+                if event.bytes_written > 0:
+                    self.bytes_written.labels(station, model).inc(event.bytes_written)
+                for phase, seconds in event.phase_seconds.items():
+                    if phase in _PHASES:
                         self.phase_seconds.labels(station, model, phase).observe(seconds)
-            self._last_end = event.at
-            if result == str(JobState.PASSED) and d.get("eui64"):
-                self._passed.add(str(d["eui64"]))
-            if event.job_id is not None:
+                self._last_end = event.at
+                if event.state is JobState.PASSED and event.eui64:
+                    self._passed.add(event.eui64)
                 self._live.discard(event.job_id)
-        elif event.kind == "retry" and event.slot is not None:
-            self.retries.labels(station, str(event.slot)).inc()
-            hub = self._slot_hub.get(event.slot)
-            if hub is not None:  # tried again: not failed (yet)
-                self._hub_result[hub] = "retrying"
-        elif event.kind == "slot-fault" and event.slot is not None:
-            self.slot_faults.labels(station, str(event.slot)).inc()
+            case Retry():
+                self.retries.labels(station, str(event.slot)).inc()
+                hub = self._slot_hub.get(event.slot)
+                if hub is not None:  # tried again: not failed (yet)
+                    self._hub_result[hub] = "retrying"
+            case SlotFault():
+                self.slot_faults.labels(station, str(event.slot)).inc()
 
     # -- figures out -----------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ class FlashOutcome:
     message: str = ""
     hint: str = ""
     error: str | None = None  # the error's type when it failed (e.g. "PortVanished")
+    #: The error's class itself (see :meth:`raised`); ``error`` is its name, as recorded.
+    error_type: type[BaseException] | None = field(default=None, repr=False, compare=False)
     signature: str | None = None  # the image's signature status (valid, unsigned...)
     signer: str | None = None  # the trusted key that verified it
     behind: int | None = None  # releases behind the newest, when a catalogue decided
@@ -57,10 +59,20 @@ class FlashOutcome:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one object per hub in ``--json`` output)."""
         out = asdict(self)
+        del out["error_type"]
         out["result"] = str(self.result)
         out["seconds"] = round(self.seconds, 3)
         out["phase_seconds"] = {k: round(v, 4) for k, v in self.phase_seconds.items()}
         return out
+
+    def raised(self, exc: BaseException) -> None:
+        """Keep the error that ended the job: its class (callers test it with
+        ``issubclass``, so a subclass counts) and its name for the records."""
+        self.error_type, self.error = type(exc), type(exc).__name__
+
+    def ended_by(self, kind: type[BaseException]) -> bool:
+        """Whether the job ended by an error of class ``kind`` (or a subclass of it)."""
+        return self.error_type is not None and issubclass(self.error_type, kind)
 
 
 class Refusal(Exception):

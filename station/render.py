@@ -45,8 +45,21 @@ from rich.table import Table
 from rich.text import Text
 
 from drivers.types import Phase, ProgressFn
-from firmware_images.descriptor import dotted_text
-from station.events import Event
+from firmware_images.descriptor import dotted_text, dotted_version, format_version
+from station.events import (
+    Event,
+    HubDetected,
+    HubIdentified,
+    JobFinished,
+    JobPlanned,
+    JobProgress,
+    JobState,
+    JobStateChanged,
+    Note,
+    Retry,
+    SlotEmpty,
+    SlotFault,
+)
 from station.flash import FlashOutcome, Result
 
 # -- showing external text -------------------------------------------------------------------
@@ -68,10 +81,19 @@ def _hidden(char: str) -> bool:
     return code < 0x20 or 0x7F <= code < 0xA0 or char in _BIDI or char in "\u2028\u2029"
 
 
-def shown_version(text: str | None) -> str:
-    """A recorded version (``0x01050000``) as people read it everywhere but JSON and the
-    labelled detail views: ``1.5.0.0``; ``?`` when unknown, other text as it is."""
-    return literal(dotted_text(text))
+def shown_version(version: int | str | None) -> str:
+    """A version (an event's integer, or as recorded: ``0x01050000``) as people read it
+    everywhere but JSON and the labelled detail views: ``1.5.0.0``; ``?`` when unknown,
+    other text as it is."""
+    if isinstance(version, int):
+        return dotted_version(version)
+    return literal(dotted_text(version))
+
+
+def hex_version(version: int | None) -> str:
+    """A version as recorded and in JSON (``0x01050000``), for the labelled detail views;
+    ``?`` when unknown."""
+    return "?" if version is None else format_version(version)
 
 
 def station_command() -> str:
@@ -263,31 +285,30 @@ class EventBoard:
         if not self.enabled or event.slot is None:
             return
         task = self._task(event.slot)
-        data = event.data
-        if event.kind == "state":
-            self._progress.reset(task, total=None)
-            self._progress.update(task, phase=literal(event.state), note="")
-        elif event.kind == "progress":
-            self._progress.update(task, completed=data["done"], total=data["total"])
-        elif event.kind == "note":
-            self._progress.update(task, note=literal(data.get("note", ""))[:60])
-        elif event.kind == "job-finished":
-            after = data.get("version_after")
-            note = (
-                f"-> {shown_version(after)}"
-                if event.state == "passed" and after
-                else data.get("message", "")
-            )
-            written = int(data.get("bytes_written") or 0)
-            self._progress.update(
-                task,
-                phase=literal(event.state),
-                note=literal(note)[:60],
-                completed=written,
-                total=max(written, 1),
-            )
-        elif event.kind in ("slot-empty", "slot-fault", "retry"):
-            self._progress.update(task, note=event.kind)
+        match event:
+            case HubDetected() | HubIdentified() | JobPlanned() | JobStateChanged():
+                self._progress.reset(task, total=None)
+                self._progress.update(task, phase=literal(event.state), note="")
+            case JobProgress():
+                self._progress.update(task, completed=event.done, total=event.total)
+            case Note():
+                self._progress.update(task, note=literal(event.note)[:60])
+            case JobFinished():
+                after = event.version_after
+                note = (
+                    f"-> {shown_version(after)}"
+                    if event.state is JobState.PASSED and after is not None
+                    else event.message
+                )
+                self._progress.update(
+                    task,
+                    phase=literal(event.state),
+                    note=literal(note)[:60],
+                    completed=event.bytes_written,
+                    total=max(event.bytes_written, 1),
+                )
+            case SlotEmpty() | SlotFault() | Retry():
+                self._progress.update(task, note=event.kind)
 
 
 def outcome_line(out: FlashOutcome) -> Text:

@@ -4,9 +4,8 @@ Loads the rig, catalogue, trust store and (optionally) a consignment manifest, o
 store (SQLite by default, PostgreSQL by URL), marks jobs left in flight by a previous crash
 as interrupted, serves every slot, then writes the batch summary and reconciliation.
 
-With ``--json`` stdout carries one event per line (see :class:`station.events.Event`):
-``batch-started``, ``state``, ``progress``, ``note``, ``retry``, ``job-finished``,
-``slot-empty``, ``slot-fault``, ``record-error``, ``slot-error``, ``batch-finished``. Exit
+With ``--json`` stdout carries one event per line (:mod:`station.event_json`; the kinds and
+their fields are tabled in docs/records.md, "Event lines"). Exit
 status: 0 when every hub seen passed, was current or was refused by policy and no expected
 hub is missing; 1 otherwise; 2 for bad input; 130 when interrupted before the batch ended.
 
@@ -18,7 +17,6 @@ last scrape sees its end.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import signal
 import threading
@@ -31,7 +29,17 @@ from rich.console import Console
 
 from drivers.errors import ConfigError
 from station.batch import BatchRun, describe_recovery, with_overrides
-from station.events import Event
+from station.event_json import to_line
+from station.events import (
+    Event,
+    JobFinished,
+    JobState,
+    RecordError,
+    Retry,
+    SlotEmpty,
+    SlotError,
+    SlotFault,
+)
 from station.render import EventBoard, console, shown_version, station_command, styled
 
 if TYPE_CHECKING:  # prometheus-client is imported only when --metrics is given
@@ -130,7 +138,7 @@ class _Sink:
         with self.lock:
             self.board(event)
             if self.as_json:
-                print(json.dumps(event.to_json()), flush=True)
+                print(to_line(event), flush=True)
             else:
                 line = event_line(event)
                 if line is not None:
@@ -143,38 +151,37 @@ def event_line(event: Event) -> str | None:
     Versions are dotted; a retry, a flagged slot or an error is a sentence, never the
     event's raw data.
     """
-    d = event.data
     slot = f"slot {event.slot}"
-    if event.kind == "job-finished":
-        if event.state == "passed":  # its message says the versions and how it was verified
-            return f"{slot}: passed {d.get('eui64')} {d.get('message') or ''}"
-        before = d.get("version_before")
-        after = d.get("version_after")
-        versions = (
-            f"{shown_version(before)} -> {shown_version(after)}"
-            if after
-            else f"version before: {shown_version(before) if before else 'unknown'}"
-        )
-        return (
-            f"{slot}: {event.state} {d.get('eui64') or '(hub not identified)'} ({versions}): "
-            f"{d.get('message') or ''}"
-        )
-    if event.kind == "retry":
-        return (
-            f"{slot}: trying the same hub again (try {d.get('try')}), as the previous try "
-            f"failed: {d.get('why')}"
-        )
-    if event.kind == "slot-fault":
-        return (
-            f"{slot}: flagged: {d.get('failed_hubs')} different hubs failed here in a row "
-            f"(last: {d.get('last')}); check the slot's cable and fixture"
-        )
-    if event.kind == "slot-empty":
-        return f"{slot}: no hub at {d.get('at')}"
-    if event.kind == "slot-error":
-        return f"{slot}: internal error (a bug; please report it): {d.get('error')}"
-    if event.kind == "record-error":
-        return f"{slot}: could not record the job in the database: {d.get('error')}"
+    match event:
+        case JobFinished(state=JobState.PASSED):  # its message says versions and verification
+            return f"{slot}: passed {event.eui64} {event.message}"
+        case JobFinished():
+            before, after = event.version_before, event.version_after
+            versions = (
+                f"{shown_version(before)} -> {shown_version(after)}"
+                if after is not None
+                else f"version before: {shown_version(before) if before is not None else 'unknown'}"
+            )
+            return (
+                f"{slot}: {event.state} {event.eui64 or '(hub not identified)'} ({versions}): "
+                f"{event.message}"
+            )
+        case Retry():
+            return (
+                f"{slot}: trying the same hub again (try {event.tries}), as the previous try "
+                f"failed: {event.why}"
+            )
+        case SlotFault():
+            return (
+                f"{slot}: flagged: {event.failed_hubs} different hubs failed here in a row "
+                f"(last: {event.last}); check the slot's cable and fixture"
+            )
+        case SlotEmpty():
+            return f"{slot}: no hub at {event.binding}"
+        case SlotError():
+            return f"{slot}: internal error (a bug; please report it): {event.error}"
+        case RecordError():
+            return f"{slot}: could not record the job in the database: {event.error}"
     return None
 
 

@@ -29,7 +29,15 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from station.events import Event, JobState
+from station.event_json import data_of
+from station.events import (
+    Event,
+    HubDetected,
+    JobFinished,
+    JobState,
+    RecordError,
+    StateEvent,
+)
 from station.outcome import FlashOutcome
 from station.records.errors import HubInFlight
 
@@ -92,27 +100,27 @@ class Recorder:
         Raises:
             StoreError: the store refused it (for example, the batch has ended).
         """
-        detail = {"port": port}
         record = _Record(
             lambda store: store.start_job(batch_id, slot, port, profile),
-            lambda job_id: [Event("state", slot, job_id, str(JobState.DETECTED), detail)],
+            lambda job_id: [HubDetected(slot=slot, job_id=job_id, port=port)],
             slot,
         )
         return int(self._wait(record))
 
-    def state(self, slot: int, job_id: int, state: JobState, detail: dict[str, Any]) -> None:
-        """Record a job's move to ``state``; waits until it is durable (then it is published
-        as a ``state`` event).
+    def state(self, event: StateEvent) -> None:
+        """Record a job's move to ``event.state`` (its fields are the recorded detail);
+        waits until it is durable, then publishes the event.
 
         Raises:
             StoreError: the store refused it (nothing was recorded).
         """
+        detail = data_of(event)
         self._wait(
             _Record(
-                lambda store: store.record_state(job_id, state, detail),
-                lambda _: [Event("state", slot, job_id, str(state), detail)],
-                slot,
-                job_id,
+                lambda store: store.record_state(event.job_id, event.state, detail),
+                lambda _: [event],
+                event.slot,
+                event.job_id,
             )
         )
 
@@ -136,7 +144,7 @@ class Recorder:
         without its evidence is recorded failed)."""
         record = _Record(
             lambda store: store.finish_job(job_id, outcome),
-            lambda final: [Event("job-finished", slot, job_id, str(final), outcome.to_json())],
+            lambda final: [JobFinished.of(slot, job_id, JobState(final), outcome)],
             slot,
             job_id,
         )
@@ -199,8 +207,9 @@ class Recorder:
                     # job refused, and that is recorded and published as any other end.
                     events = []
                 else:
-                    error = {"error": str(record.error)}
-                    events = [Event("record-error", record.slot, record.job_id, data=error)]
+                    events = [
+                        RecordError(slot=record.slot, job_id=record.job_id, error=str(record.error))
+                    ]
                 for event in events:
                     self.publish(event)
             except Exception as exc:  # a broken subscriber must not stop the records

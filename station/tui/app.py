@@ -26,10 +26,10 @@ from textual.worker import Worker, WorkerState
 
 from drivers.errors import StationError
 from station.batch import OVERRIDES, BatchRun, PlanRow, describe_recovery, preflight
-from station.events import Event
+from station.events import Event, version_of
 from station.records.consignments import status as consignment_status
 from station.render import literal
-from station.tui.model import BatchView, SlotView, fleet_line
+from station.tui.model import BatchView, SlotView, fleet_line, known
 from station.tui.screens import (
     ConfirmScreen,
     DetailScreen,
@@ -247,10 +247,10 @@ class StationApp(App[int]):
             if not v.job_id:
                 v.state = "empty" if row.port is None else "idle"
                 v.eui64 = row.eui64 or v.eui64
-                v.version_before = row.version_before or v.version_before
+                v.version_before = known(version_of(row.version_before), v.version_before)
                 v.profile = row.profile if row.eui64 else v.profile
                 if row.target and row.target.startswith("0x"):
-                    v.target = row.target
+                    v.target = version_of(row.target)
         self.grid.refresh_slots(set(self.view.slots))
         start = self._start_screen()
         if start is not None:

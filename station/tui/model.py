@@ -9,11 +9,29 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from rich.text import Text
 
-from station.events import CHAIN, Event, JobState
+from station.events import (
+    CHAIN,
+    BatchFinished,
+    BatchStarted,
+    Event,
+    HubDetected,
+    HubIdentified,
+    JobFinished,
+    JobPlanned,
+    JobProgress,
+    JobState,
+    JobStateChanged,
+    Note,
+    Retry,
+    SlotEmpty,
+    SlotError,
+    SlotFault,
+    StateEvent,
+)
 from station.records.consignments import ConsignmentStatus
 from station.records.manifest import normalise_eui64
 from station.render import literal, shown_version
@@ -73,6 +91,11 @@ def exchange_lines(exchanges: list[str]) -> list[str]:
     return out
 
 
+def known(*versions: int | None) -> int | None:
+    """The first version known (not None): a version may be 0, which is still known."""
+    return next((v for v in versions if v is not None), None)
+
+
 def human_rate(bytes_per_s: float) -> str:
     """``11.2kB/s``."""
     if bytes_per_s >= 1_000_000:
@@ -98,7 +121,7 @@ class _Previous:
     the same hub after a job that did not end well, the new job is another try."""
 
     eui64: str | None
-    version_before: str | None
+    version_before: int | None
     state: str
     job_ids: list[int]
     tries: int
@@ -121,9 +144,9 @@ class SlotView:
     job_ids: list[int] = field(default_factory=list)  # this hub's tries here, oldest first
     port: str | None = None
     eui64: str | None = None
-    version_before: str | None = None
-    version_after: str | None = None
-    target: str | None = None
+    version_before: int | None = None  # versions are integers until shown
+    version_after: int | None = None
+    target: int | None = None
     phase: str | None = None
     done: int = 0
     total: int = 0
@@ -169,69 +192,79 @@ class SlotView:
 
     def apply(self, ev: Event) -> None:
         """Take one controller event for this slot."""
-        d = ev.data
-        stamp = f"{ev.kind}"
-        if ev.kind == "state" and ev.state:
-            if ev.state == str(JobState.DETECTED):
-                self._new_job(ev)
-            elif ev.state == str(JobState.IDENTIFIED):
-                self._identified(d)
-            elif ev.state == str(JobState.PLANNED):
-                self.target = d.get("target_version") or d.get("image_version") or self.target
-            self.state = ev.state
-            self.phase = d.get("phase", self.phase)
-            self._phase_start = None
-            self.done = self.total = 0
-            self.rate = self.eta_s = None
-            stamp = f"state {ev.state}" + (f" ({d['phase']})" if "phase" in d else "")
-        elif ev.kind == "progress":
-            phase, done, total = str(d.get("phase")), int(d["done"]), int(d["total"])
-            if phase != self.phase or self._phase_start is None or done < self.done:
-                self.phase = phase
-                self._phase_start = (ev.at, done)
-            t0, d0 = self._phase_start
-            self.done, self.total = done, total
-            if ev.at > t0 and done > d0:
-                self.rate = (done - d0) / (ev.at - t0)
-                self.eta_s = (total - done) / self.rate
-            return  # progress is not worth a trace line each time
-        elif ev.kind == "note":
-            stamp = f"note: {d.get('note', '')}"
-        elif ev.kind == "retry":
-            self._retrying = True
-            stamp = f"retry (try {d.get('try')}): {d.get('why', '')}"
-        elif ev.kind == "job-finished":
-            self.state = ev.state or str(d.get("result"))
-            self.eui64 = d.get("eui64") or self.eui64
-            # What the hub ran before any write was read at the first try; the outcome of a
-            # later try may say "unknown" (the flash was half written by then).
-            self.version_before = self.version_before or d.get("version_before")
-            self.version_after = d.get("version_after")
-            self.target = d.get("target_version") or d.get("image_version") or self.target
-            self.reason = d.get("message") or ""
-            self.hint = d.get("hint") or ""
-            self.fail_phase = d.get("phase")
-            self.exchanges = list(d.get("exchanges") or [])
-            self.profile = d.get("profile") or self.profile  # the model found ("auto" slots)
-            self.rate = self.eta_s = None
-            stamp = f"{self.state}" + (f" in {self.fail_phase}" if self.fail_phase else "")
-            stamp += f": {self.reason}" if self.reason else ""
-        elif ev.kind == "slot-empty":
-            self.state = "empty"
-            stamp = f"no hub at {d.get('at', self.binding)}"
-        elif ev.kind == "slot-fault":
-            self.fault = True
-            stamp = f"SLOT FAULT: {d.get('failed_hubs')} different hubs failed here"
-        elif ev.kind == "slot-error":
-            self.state = "failed"
-            self.reason = f"slot worker crashed: {d.get('error')}"
-            stamp = self.reason
+        match ev:
+            case HubDetected() | HubIdentified() | JobPlanned() | JobStateChanged():
+                self._new_state(ev)
+                stamp = f"state {ev.state}"
+            case JobProgress():
+                self._progress(ev)
+                return  # progress is not worth a trace line each time
+            case Note():
+                stamp = f"note: {ev.note}"
+            case Retry():
+                self._retrying = True
+                stamp = f"retry (try {ev.tries}): {ev.why}"
+            case JobFinished():
+                self._finished(ev)
+                stamp = f"{self.state}" + (f" in {self.fail_phase}" if self.fail_phase else "")
+                stamp += f": {self.reason}" if self.reason else ""
+            case SlotEmpty():
+                self.state = "empty"
+                stamp = f"no hub at {ev.binding}"
+            case SlotFault():
+                self.fault = True
+                stamp = f"SLOT FAULT: {ev.failed_hubs} different hubs failed here"
+            case SlotError():
+                self.state = "failed"
+                self.reason = f"slot worker crashed: {ev.error}"
+                stamp = self.reason
+            case _:
+                stamp = ev.kind
         self.trace.append(stamp)
 
-    def _new_job(self, ev: Event) -> None:
+    def _new_state(self, ev: StateEvent) -> None:
+        match ev:
+            case HubDetected():
+                self._new_job(ev)
+            case HubIdentified():
+                self._identified(ev)
+            case JobPlanned():
+                self.target = known(ev.target_version, ev.image_version, self.target)
+        self.state = str(ev.state)
+        self._phase_start = None
+        self.done = self.total = 0
+        self.rate = self.eta_s = None
+
+    def _progress(self, ev: JobProgress) -> None:
+        phase, done, total = str(ev.phase), ev.done, ev.total
+        if phase != self.phase or self._phase_start is None or done < self.done:
+            self.phase = phase
+            self._phase_start = (ev.at, done)
+        t0, d0 = self._phase_start
+        self.done, self.total = done, total
+        if ev.at > t0 and done > d0:
+            self.rate = (done - d0) / (ev.at - t0)
+            self.eta_s = (total - done) / self.rate
+
+    def _finished(self, ev: JobFinished) -> None:
+        self.state = str(ev.state)
+        self.eui64 = ev.eui64 or self.eui64
+        # What the hub ran before any write was read at the first try; the outcome of a
+        # later try may say "unknown" (the flash was half written by then).
+        self.version_before = known(self.version_before, ev.version_before)
+        self.version_after = ev.version_after
+        self.target = known(ev.target_version, ev.image_version, self.target)
+        self.reason = ev.message
+        self.hint = ev.hint
+        self.fail_phase = ev.phase
+        self.exchanges = list(ev.exchanges)
+        self.profile = ev.profile or self.profile  # the model found ("auto" slots)
+        self.rate = self.eta_s = None
+
+    def _new_job(self, ev: HubDetected) -> None:
         self.job_id = ev.job_id
-        self.port = ev.data.get("port", self.port)
-        job_ids = [] if ev.job_id is None else [ev.job_id]
+        self.port = ev.port
+        job_ids = [ev.job_id]
         if self._retrying:  # the station's own retry: the same hub, another try
             self.job_ids += job_ids
             self.tries += 1
@@ -250,8 +283,8 @@ class SlotView:
         self.fail_phase = None
         self.exchanges = []
 
-    def _identified(self, d: dict[str, Any]) -> None:
-        eui64, prev = d.get("eui64"), self._previous
+    def _identified(self, ev: HubIdentified) -> None:
+        eui64, prev = ev.eui64, self._previous
         self._previous = None
         if prev is not None and eui64 and prev.eui64 == eui64 and prev.state in _UNCONFIRMED:
             # Run again after a job that did not end well (the operator's "r"): another try.
@@ -259,7 +292,7 @@ class SlotView:
             self.tries = prev.tries + 1
             self.version_before = prev.version_before
         self.eui64 = eui64 or self.eui64
-        self.version_before = self.version_before or d.get("version_before")
+        self.version_before = known(self.version_before, ev.version_before)
 
 
 @dataclass
@@ -283,40 +316,41 @@ class BatchView:
 
     def apply(self, ev: Event) -> set[int]:
         """Take one event; returns the slots whose tiles changed."""
-        if ev.kind == "batch-started":
-            self.batch_id = int(ev.data.get("batch", 0)) or self.batch_id
-            self.started_at = self.started_at if self.started_at is not None else ev.at
-            return set()
-        if ev.kind == "batch-finished":
-            recon = ev.data.get("reconciliation") or {}
-            missing = recon.get("missing")
-            self.closed_missing = sorted(
-                [str(e.get("eui64")) for e in missing]
-                if isinstance(missing, list)
-                else self.listed - self.seen
-            )
-            return set()
+        match ev:
+            case BatchStarted():
+                self.batch_id = ev.batch or self.batch_id
+                self.started_at = self.started_at if self.started_at is not None else ev.at
+                return set()
+            case BatchFinished():
+                missing = ev.reconciliation.get("missing")
+                self.closed_missing = sorted(
+                    [str(e.get("eui64")) for e in missing]
+                    if isinstance(missing, list)
+                    else self.listed - self.seen
+                )
+                return set()
         if ev.slot is None or ev.slot not in self.slots:
             return set()
         view = self.slots[ev.slot]
         tried = view.eui64 or f"job {view.job_id}"  # the hub of the job that just ended
         view.apply(ev)
-        if ev.kind == "retry":
-            self.hubs.pop(tried, None)  # tried again: its next try speaks for it
-        elif ev.kind == "state" and ev.state == str(JobState.IDENTIFIED) and view.eui64:
-            self.seen.add(view.eui64)
-            if self.hubs.get(view.eui64) in _UNCONFIRMED:
-                del self.hubs[view.eui64]  # a hub that did not end well, run again
-        elif ev.kind == "job-finished":
-            # A hub's latest job speaks for it (as in the reports); a skip after a pass
-            # confirms the pass. A job that never read the hub's EUI-64 counts on its own.
-            key = view.eui64 or f"job {ev.job_id}"
-            before = self.hubs.get(key)
-            self.hubs[key] = (
-                "passed" if before == "passed" and view.state == "skipped" else view.state
-            )
-            if view.eui64:
+        match ev:
+            case Retry():
+                self.hubs.pop(tried, None)  # tried again: its next try speaks for it
+            case HubIdentified() if view.eui64:
                 self.seen.add(view.eui64)
+                if self.hubs.get(view.eui64) in _UNCONFIRMED:
+                    del self.hubs[view.eui64]  # a hub that did not end well, run again
+            case JobFinished():
+                # A hub's latest job speaks for it (as in the reports); a skip after a pass
+                # confirms the pass. A job that never read the hub's EUI-64 counts on its own.
+                key = view.eui64 or f"job {ev.job_id}"
+                before = self.hubs.get(key)
+                self.hubs[key] = (
+                    "passed" if before == "passed" and view.state == "skipped" else view.state
+                )
+                if view.eui64:
+                    self.seen.add(view.eui64)
         return {ev.slot}
 
     def hub_results(self) -> dict[str, int]:
@@ -434,11 +468,11 @@ def versions_text(v: SlotView) -> str:
     after = v.version_after if v.state == "passed" else v.target
     if v.state == "skipped":
         after = None
-    if before and after:
+    if before is not None and after is not None:
         return f"{shown_version(before)}→{shown_version(after)}"
-    if before:
+    if before is not None:
         return f"runs {shown_version(before)}"
-    if after:
+    if after is not None:
         return f"→{shown_version(after)}"
     return ""
 
@@ -492,7 +526,7 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
         said = versions if done else outcome
         if done and len(said) > rest:  # the version it runs now, at least
             now = v.version_after if v.state == "passed" else v.version_before
-            said = shown_version(now) if now else said
+            said = shown_version(now) if now is not None else said
         if running and rest >= 4:
             line.append(" ")
             line.append_text(progress(rest))

@@ -19,8 +19,8 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, S
 
 from station.batch import OVERRIDES, PlanRow
 from station.records.store import EventRow, JobRow
-from station.render import literal, shown_version, styled
-from station.tui.model import LOOK, SlotView, clock_text, exchange_lines, plan_text
+from station.render import hex_version, literal, shown_version, styled
+from station.tui.model import LOOK, SlotView, clock_text, exchange_lines, known, plan_text
 from station.tui.widgets import StateBox
 
 if TYPE_CHECKING:
@@ -508,12 +508,12 @@ class DetailScreen(ModalScreen[None]):
         text.append(literal(f"{symbol} {word}"), style=style)
         # The keys on the first line: at 80x24 the end of a long detail is out of sight.
         text.append("   Esc closes, r retries, a aborts\n", style="dim")
-        after = v.version_after or v.target
+        after = known(v.version_after, v.target)
         version = (
             None
-            if not (v.version_before or after)
+            if v.version_before is None and after is None
             else f"{shown_version(v.version_before)} → {shown_version(after)}  "
-            f"(hex {literal(v.version_before or '?')} → {literal(after or '?')})"
+            f"(hex {hex_version(v.version_before)} → {hex_version(after)})"
         )
         rows: list[tuple[str, Any]] = [
             ("binding", v.binding),

@@ -23,9 +23,10 @@ from rich.console import Console
 from sim.pty import SimHub
 from station.cli import main
 from station.demo import prepare_demo_catalog
-from station.events import Event
 from station.outcome import FlashOutcome, Result
 from station.render import EventBoard, outcome_line, summary_table
+
+from ..eventkit import event
 
 SIZE = 8192
 #: Markup that crashes rich, markup that hides itself, an emoji code, a terminal escape, a
@@ -151,7 +152,7 @@ def test_run_sink_and_live_board_show_event_text_literally(text: str) -> None:
     buf = io.StringIO()
     console = Console(file=buf, width=300, force_terminal=True, color_system=None)
     sink = _Sink(False, console)
-    finished = Event(
+    finished = event(
         "job-finished",
         slot=1,
         job_id=1,
@@ -159,7 +160,7 @@ def test_run_sink_and_live_board_show_event_text_literally(text: str) -> None:
         data={"message": f"hub said {text}", "eui64": text, "bytes_written": 0},
     )
     with sink.board:
-        sink(Event("note", slot=1, data={"note": f"note {text}"}))
+        sink(event("note", slot=1, data={"note": f"note {text}"}))
         sink(finished)
     printed = buf.getvalue()
     said = f"slot 1: failed {shown(text)} (version before: unknown): hub said {shown(text)}"
@@ -172,7 +173,7 @@ def test_event_board_note_is_literal(text: str) -> None:
     buf = io.StringIO()
     console = Console(file=buf, width=300, force_terminal=True, color_system=None)
     with EventBoard(console) as board:
-        board(Event("note", slot=1, data={"note": f"note {text}"}))
+        board(event("note", slot=1, data={"note": f"note {text}"}))
     assert f"note {shown(text)}" in buf.getvalue()
     assert "\x1b[2J" not in buf.getvalue()
 

@@ -24,6 +24,8 @@ from station.demo import prepare_demo_catalog
 from station.events import Event
 from station.metrics import StationMetrics, parse_address, serve
 
+from ..eventkit import event
+
 SIZE = 8192
 STATION = [sys.executable, "-m", "station.cli"]
 
@@ -51,8 +53,8 @@ def _sum(samples: Samples, name: str, **labels: str) -> float:
 
 def _finished(job_id: int, at: float, result: str, eui64: str | None, **data: Any) -> list[Event]:
     return [
-        Event("state", 1, job_id, "detected", {"port": "/dev/x"}, at=at),
-        Event(
+        event("state", 1, job_id, "detected", {"port": "/dev/x"}, at=at),
+        event(
             "job-finished",
             1,
             job_id,
@@ -71,14 +73,14 @@ def test_events_become_figures() -> None:
     m = StationMetrics("bench-u", version="9.9.9", lease_heartbeat=lambda: heartbeat)
     phases = {"connect": 0.02, "identify": 0.03, "write": 7.5, "verify": 0.4, "nonsense": 1.0}
     events = [
-        Event("batch-started", data={"batch": 1, "station": "bench-u", "slots": 2}),
+        event("batch-started", data={"batch": 1, "station": "bench-u", "slots": 2}),
         *_finished(1, 1000.0, "passed", "00-DB-12-00-00-00-00-01", bytes_written=4096,
                    phase_seconds=phases, message="1.4.0.0 -> 1.5.0.0 {bad=\"label\"}"),
         *_finished(2, 1005.0, "failed", None, bytes_written=0,
                    phase_seconds={"connect": 0.5}, message="write block 3: NACK"),
-        Event("retry", 1, data={"try": 2, "why": "write block 3: NACK"}),
-        Event("slot-fault", 2, data={"failed_hubs": 3, "last": "no answer"}),
-        Event("state", 2, 3, "detected", {"port": "/dev/y"}, at=1020.0),  # still running
+        event("retry", 1, data={"try": 2, "why": "write block 3: NACK"}),
+        event("slot-fault", 2, data={"failed_hubs": 3, "last": "no answer"}),
+        event("state", 2, 3, "detected", {"port": "/dev/y"}, at=1020.0),  # still running
     ]  # fmt: skip
     for e in events:
         m(e)
@@ -111,7 +113,7 @@ def test_events_become_figures() -> None:
 
 def test_unknown_figures_are_absent_not_made_up() -> None:
     m = StationMetrics("bench-u", lease_heartbeat=lambda: None)
-    m(Event("batch-started", data={"batch": 1}))
+    m(event("batch-started", data={"batch": 1}))
     s = _samples(generate_latest(m.registry).decode())
     assert _value(s, "station_hubs_per_hour", station="bench-u") is None
     assert _value(s, "station_lease_age_seconds", station="bench-u") is None
@@ -123,7 +125,7 @@ def test_a_new_batch_starts_its_rate_afresh() -> None:
     for e in _finished(1, 0.0, "passed", "00-DB-12-00-00-00-00-01"):
         m(e)
     assert m.hubs_per_hour() == pytest.approx(360.0)
-    m(Event("batch-started", data={"batch": 2}))
+    m(event("batch-started", data={"batch": 2}))
     assert m.hubs_per_hour() is None
     lease = datetime.now(UTC) - timedelta(seconds=3)
     assert StationMetrics("b", lease_heartbeat=lambda: lease).lease_age() == pytest.approx(

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from station.events import CHAIN, Event, JobState
+from station.events import CHAIN, Event, JobState, RecordError
 from station.outcome import Result
 from station.records.errors import HubInFlight, IllegalTransition
 from station.records.recorder import Recorder
 from station.records.store import Store, StoreError
+from tests.eventkit import event
 from tests.station.recordkit import ended, eui, identity, passed, plan
 
 
@@ -70,8 +71,10 @@ def test_many_slots_every_event_is_durable_when_published_and_in_order(store: St
                 if state is JobState.PLANNED
                 else {}
             )
-            rec.state(n, job, state, detail)
-            rec.event(Event("progress", n, job, data={"done": CHAIN.index(state)}))
+            rec.state(event("state", n, job, str(state), detail))
+            rec.event(
+                event("progress", n, job, data={"phase": "write", "done": CHAIN.index(state)})
+            )
         outcome = passed(eui(n)) if n % 2 else ended(eui(n), Result.FAILED, "write", "NACK")
         finals[n] = rec.finish_job(n, job, outcome)
 
@@ -126,7 +129,7 @@ def test_records_queued_together_share_one_transaction(store: Store) -> None:
     rec = Recorder(store, lambda e: None)
     jobs = [store.start_job(batch, n, "p", "demo-an3155") for n in range(1, 6)]
     calls: list[Callable[[], object]] = [
-        functools.partial(rec.state, n, job, JobState.IDENTIFIED, identity(eui(n)))
+        functools.partial(rec.state, event("state", n, job, "identified", identity(eui(n))))
         for n, job in enumerate(jobs, 1)
     ]
     assert _queued(rec, calls) == [None] * 5
@@ -142,14 +145,14 @@ def test_a_refused_record_is_not_published_and_spares_the_others(store: Store) -
     errors = _queued(
         rec,
         [
-            lambda: rec.state(1, a, JobState.PASSED, {}),  # only finish_job may pass a job
-            lambda: rec.state(2, b, JobState.IDENTIFIED, {}),
+            lambda: rec.state(event("state", 1, a, "writing")),  # not identified yet
+            lambda: rec.state(event("state", 2, b, "identified")),
         ],
     )
     assert isinstance(errors[0], IllegalTransition) and errors[1] is None
     assert sorted((e.kind, e.slot) for e in seen) == [("record-error", 1), ("state", 2)]
     refused = next(e for e in seen if e.kind == "record-error")
-    assert "only finish_job" in refused.data["error"]
+    assert isinstance(refused, RecordError) and "writing" in refused.error
     assert store.job(a).state is JobState.DETECTED
     assert store.job(b).state is JobState.IDENTIFIED
 
@@ -165,7 +168,7 @@ def test_a_hub_in_flight_elsewhere_raises_in_its_slot_but_is_no_record_error(
     store.record_state(a, JobState.IDENTIFIED, identity(eui(1)))
     seen: list[Event] = []
     rec = Recorder(store, seen.append)
-    errors = _queued(rec, [lambda: rec.state(2, b, JobState.IDENTIFIED, identity(eui(1)))])
+    errors = _queued(rec, [lambda: rec.state(event("state", 2, b, "identified", identity(eui(1))))])
     assert isinstance(errors[0], HubInFlight)
     assert seen == []
     assert store.job(b).state is JobState.DETECTED
@@ -189,7 +192,7 @@ def test_a_failed_commit_publishes_nothing_and_fails_the_waiting_slot(store: Sto
     runner = threading.Thread(target=rec.run)
     runner.start()
     with pytest.raises(StoreError, match="disk I/O"):
-        rec.state(1, job, JobState.IDENTIFIED, {})
+        rec.state(event("state", 1, job, "identified"))
     with pytest.raises(StoreError, match="disk I/O"):
         rec.finish_job(1, job, ended(eui(1), Result.FAILED, "identify", "x"))
     rec.close()
@@ -207,7 +210,7 @@ def test_a_broken_subscriber_does_not_stop_the_records(store: Store) -> None:
     runner = threading.Thread(target=rec.run)
     runner.start()
     job = rec.start_job(batch, 1, "p", "demo-an3155")
-    rec.state(1, job, JobState.IDENTIFIED, {})
+    rec.state(event("state", 1, job, "identified"))
     final = rec.finish_job(1, job, ended(eui(1), Result.FAILED, "identify", "x"))
     rec.close()
     runner.join()

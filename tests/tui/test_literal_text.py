@@ -21,9 +21,10 @@ from textual.widgets import Checkbox, DataTable, Input, Static
 from sim.pty import SimHub
 from station.batch import BatchRun
 from station.demo import prepare_demo_catalog
-from station.events import Event
 from station.tui.app import StationApp
 from station.tui.screens import ConfirmScreen, DetailScreen, OverrideScreen, StartScreen
+
+from ..eventkit import event
 
 pytestmark = pytest.mark.asyncio
 
@@ -127,7 +128,7 @@ async def test_operator_and_external_text_are_shown_literally(
         # to say this): markup and a terminal escape.
         said = "hub said [/] [bold]NACK \x1b[2J"
         app.inbox.append(
-            Event(
+            event(
                 "job-finished",
                 slot=2,
                 state="failed",

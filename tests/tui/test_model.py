@@ -7,6 +7,8 @@ import pytest
 from station.events import Event
 from station.tui.model import LOOK, BatchView, SlotView, exchange_lines, grid_shape, tile_text
 
+from ..eventkit import event
+
 EUI = "00-DB-12-34-56-78-90-A0"
 
 
@@ -33,11 +35,11 @@ def test_state_is_spelled_not_only_coloured(state: str, shape: tuple[int, int]) 
 
 def test_progress_rate_and_eta_come_from_event_times() -> None:
     view = SlotView(1, "demo-an3155", "/dev/x")
-    view.apply(Event("state", 1, 5, "detected", {"port": "/dev/x"}, at=100.0))
-    view.apply(Event("state", 1, 5, "writing", {"phase": "write"}, at=101.0))
-    view.apply(Event("progress", 1, 5, data={"phase": "write", "done": 0, "total": 4000}, at=101))
+    view.apply(event("state", 1, 5, "detected", {"port": "/dev/x"}, at=100.0))
+    view.apply(event("state", 1, 5, "writing", {"phase": "write"}, at=101.0))
+    view.apply(event("progress", 1, 5, data={"phase": "write", "done": 0, "total": 4000}, at=101))
     view.apply(
-        Event("progress", 1, 5, data={"phase": "write", "done": 1000, "total": 4000}, at=103)
+        event("progress", 1, 5, data={"phase": "write", "done": 1000, "total": 4000}, at=103)
     )
     assert view.rate == 500 and view.eta_s == 6
     text = tile_text(view, 60, 3).plain
@@ -60,8 +62,8 @@ def test_header_counts_each_hub_once_and_missing_hubs() -> None:
     batch = BatchView(slots, listed=frozenset({EUI, "00-DB-12-00-00-00-00-01"}))
     batch.started_at = 0.0
     for state in ("failed", "passed"):  # slot 1 failed, then passed on retry
-        batch.apply(Event("state", 1, 1, "detected", {"port": "/dev/1"}, at=1))
-        batch.apply(Event("job-finished", 1, 1, state, {"eui64": EUI}, at=2))
+        batch.apply(event("state", 1, 1, "detected", {"port": "/dev/1"}, at=1))
+        batch.apply(event("job-finished", 1, 1, state, {"eui64": EUI}, at=2))
     assert batch.hub_results()["passed"] == 1 and batch.hub_results()["failed"] == 0
     assert batch.unseen() == ["00-DB-12-00-00-00-00-01"] and batch.missing() == []
     line = batch.header(3600.0).plain
@@ -71,8 +73,8 @@ def test_header_counts_each_hub_once_and_missing_hubs() -> None:
 def test_hubs_swapped_through_one_slot_all_count() -> None:
     batch = BatchView({1: SlotView(1, "demo-an3155", "/dev/1")})
     for job, eui in enumerate((EUI, "00-DB-12-00-00-00-00-02"), 1):
-        batch.apply(Event("state", 1, job, "detected", {"port": "/dev/1"}, at=job))
-        batch.apply(Event("job-finished", 1, job, "passed", {"eui64": eui}, at=job + 0.5))
+        batch.apply(event("state", 1, job, "detected", {"port": "/dev/1"}, at=job))
+        batch.apply(event("job-finished", 1, job, "passed", {"eui64": eui}, at=job + 0.5))
     assert batch.hub_results()["passed"] == 2
 
 
@@ -85,8 +87,8 @@ def _identified(slot: int, job: int, eui: str, before: str | None, at: float) ->
     """A job's start as the controller publishes it: detected, identified (with what was read
     from the hub), planned (with the target)."""
     return [
-        Event("state", slot, job, "detected", {"port": f"/dev/{slot}"}, at=at),
-        Event(
+        event("state", slot, job, "detected", {"port": f"/dev/{slot}"}, at=at),
+        event(
             "state",
             slot,
             job,
@@ -94,7 +96,7 @@ def _identified(slot: int, job: int, eui: str, before: str | None, at: float) ->
             {"eui64": eui, "hw_version": 2, "version_before": before, "found_in": "bootloader"},
             at=at + 0.1,
         ),
-        Event("state", slot, job, "planned", {"target_version": "0x01050000"}, at=at + 0.2),
+        event("state", slot, job, "planned", {"target_version": "0x01050000"}, at=at + 0.2),
     ]
 
 
@@ -102,16 +104,16 @@ def test_a_listed_hub_is_missing_only_once_the_batch_is_closed() -> None:
     """Issue 12 item 5: hubs being written are not missing; one never seen is named, and is
     called missing only when the batch's close (its consignment reconciliation) says so."""
     batch = BatchView({1: SlotView(1, "demo-an3155", "/dev/1")}, listed=frozenset({EUI, OTHER}))
-    for ev in [*_identified(1, 1, EUI, "0x01010000", 1), Event("state", 1, 1, "writing", at=2)]:
+    for ev in [*_identified(1, 1, EUI, "0x01010000", 1), event("state", 1, 1, "writing", at=2)]:
         batch.apply(ev)
     for width in (80, 160):
         line = batch.header(3.0, width).plain
         assert "missing" not in line, line
     assert batch.unseen() == [OTHER]  # listed, not identified yet: named, not "missing"
     assert "not seen 1/2" in batch.header(3.0, 160).plain
-    batch.apply(Event("job-finished", 1, 1, "passed", {"eui64": EUI}, at=4))
+    batch.apply(event("job-finished", 1, 1, "passed", {"eui64": EUI}, at=4))
     recon = {"missing": [{"eui64": OTHER, "attempts": 0}]}
-    batch.apply(Event("batch-finished", data={"reconciliation": recon}, at=5))
+    batch.apply(event("batch-finished", data={"reconciliation": recon}, at=5))
     assert batch.missing() == [OTHER]
     assert "missing 1/2" in batch.header(6.0, 160).plain
     assert "1 missing" in batch.header(6.0, 80).plain
@@ -122,14 +124,14 @@ def test_a_hub_under_retry_is_not_failed() -> None:
     batch = BatchView({1: SlotView(1, "demo-an3155", "/dev/1")})
     for ev in _identified(1, 1, EUI, "0x01010000", 1):
         batch.apply(ev)
-    batch.apply(Event("job-finished", 1, 1, "failed", {"eui64": EUI, "phase": "write"}, at=2))
-    batch.apply(Event("retry", 1, data={"try": 2, "why": "NACK"}, at=2.1))
+    batch.apply(event("job-finished", 1, 1, "failed", {"eui64": EUI, "phase": "write"}, at=2))
+    batch.apply(event("retry", 1, data={"try": 2, "why": "NACK"}, at=2.1))
     assert batch.hub_results()["failed"] == 0
     assert "✗0 fail" in batch.header(3.0, 80).plain
     for ev in _identified(1, 2, EUI, None, 3):  # the try after a failed write reads no version
         batch.apply(ev)
     assert batch.hub_results()["failed"] == 0 and batch.remaining() == 1
-    batch.apply(Event("job-finished", 1, 2, "passed", {"eui64": EUI}, at=4))
+    batch.apply(event("job-finished", 1, 2, "passed", {"eui64": EUI}, at=4))
     assert batch.hub_results() == {
         "passed": 1,
         "failed": 0,
@@ -143,7 +145,7 @@ def test_a_failed_hub_run_again_by_the_operator_is_not_failed_meanwhile() -> Non
     batch = BatchView({1: SlotView(1, "demo-an3155", "/dev/1")})
     for ev in _identified(1, 1, EUI, "0x01010000", 1):
         batch.apply(ev)
-    batch.apply(Event("job-finished", 1, 1, "failed", {"eui64": EUI, "phase": "write"}, at=2))
+    batch.apply(event("job-finished", 1, 1, "failed", {"eui64": EUI, "phase": "write"}, at=2))
     assert batch.hub_results()["failed"] == 1
     for ev in _identified(1, 2, EUI, None, 3):  # "r": the same hub again, no retry event
         batch.apply(ev)
@@ -160,15 +162,15 @@ def test_a_tile_shows_the_version_read_before_writing(shape: tuple[int, int]) ->
     view = SlotView(1, "demo-an3155", "/dev/1")
     for ev in _identified(1, 1, EUI, "0x01010000", 1):
         view.apply(ev)
-    view.apply(Event("state", 1, 1, "writing", {}, at=2))
+    view.apply(event("state", 1, 1, "writing", {}, at=2))
     text = tile_text(view, 80, 4).plain
     assert "1.1.0.0→1.5.0.0" in text and "?" not in text, text
-    view.apply(Event("job-finished", 1, 1, "failed", {"eui64": EUI, "phase": "write"}, at=3))
-    view.apply(Event("retry", 1, data={"try": 2, "why": "NACK"}, at=3.1))
+    view.apply(event("job-finished", 1, 1, "failed", {"eui64": EUI, "phase": "write"}, at=3))
+    view.apply(event("retry", 1, data={"try": 2, "why": "NACK"}, at=3.1))
     for ev in _identified(1, 2, EUI, None, 4):  # try 2 finds the flash half written
         view.apply(ev)
     view.apply(
-        Event(
+        event(
             "job-finished",
             1,
             2,
@@ -189,7 +191,7 @@ def test_a_passed_tile_shows_its_versions_once(shape: tuple[int, int]) -> None:
     for ev in _identified(1, 1, EUI, "0x01010000", 1):
         view.apply(ev)
     done = {"eui64": EUI, "version_before": "0x01010000", "version_after": "0x01050000"}
-    view.apply(Event("job-finished", 1, 1, "passed", done, at=2))
+    view.apply(event("job-finished", 1, 1, "passed", done, at=2))
     text = tile_text(view, *shape).plain
     assert text.count("1.1.0") <= 1 and text.count("1.5.0") == 1, text
     if shape[0] >= 26:
@@ -202,7 +204,7 @@ def test_a_current_tile_says_what_it_runs_once(shape: tuple[int, int]) -> None:
     for ev in _identified(1, 1, EUI, "0x01050000", 1)[:2]:
         view.apply(ev)
     current = {"eui64": EUI, "version_before": "0x01050000", "message": "already running"}
-    view.apply(Event("job-finished", 1, 1, "skipped", current, at=2))
+    view.apply(event("job-finished", 1, 1, "skipped", current, at=2))
     text = tile_text(view, *shape).plain
     assert "?" not in text and "→" not in text, text
     assert text.count("1.5.0") == 1, text
@@ -215,7 +217,7 @@ def test_a_refused_tile_shows_the_running_version_not_a_question_mark() -> None:
     for ev in _identified(1, 1, EUI, "0x01000000", 1)[:2]:  # refused before any plan
         view.apply(ev)
     refusal = {"eui64": EUI, "phase": "plan", "message": "off-pathway: from 0x01000000"}
-    view.apply(Event("job-finished", 1, 1, "refused", refusal, at=2))
+    view.apply(event("job-finished", 1, 1, "refused", refusal, at=2))
     text = tile_text(view, 60, 3).plain
     assert "runs 1.0.0.0" in text and "?" not in text, text
     assert "off-pathway: from 1.0.0.0" in text, text  # the catalogue's words, versions dotted

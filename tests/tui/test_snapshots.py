@@ -21,11 +21,13 @@ from textual.widgets import DataTable
 from sim.pty import derive_eui64
 from station.batch import BatchRun
 from station.demo import prepare_demo_catalog
+from station.event_json import data_of
 from station.events import Event, JobState
 from station.records.store import EventRow, JobRow
 from station.tui.app import StationApp
 from station.tui.screens import DetailScreen, HelpScreen
 
+from ..eventkit import compact, event
 from .test_screens import PLAN
 
 NOW = 1_800_000_000.0
@@ -80,10 +82,10 @@ def _events(n: int) -> list[Event]:
     before = "0x01050000" if n % 8 == 4 else "0x01010000"
     read = {"eui64": eui, "hw_version": 2, "version_before": before, "found_in": "bootloader"}
     start = [
-        Event("state", n, n, "detected", {"port": f"/dev/pts/{n}"}, at=t),
-        Event("state", n, n, "identified", read, at=t + 1),
+        event("state", n, n, "detected", {"port": f"/dev/pts/{n}"}, at=t),
+        event("state", n, n, "identified", read, at=t + 1),
     ]
-    planned = Event("state", n, n, "planned", {"target_version": "0x01050000"}, at=t + 1.5)
+    planned = event("state", n, n, "planned", {"target_version": "0x01050000"}, at=t + 1.5)
     done: dict[str, Any] = {
         "eui64": eui,
         "version_before": "0x01010000",
@@ -95,7 +97,7 @@ def _events(n: int) -> list[Event]:
         return [
             *start,
             planned,
-            Event(
+            event(
                 "job-finished", n, n, "passed", {**done, "version_after": "0x01050000"}, at=t + 9
             ),
         ]
@@ -104,10 +106,10 @@ def _events(n: int) -> list[Event]:
         return [
             *start,
             planned,
-            Event("state", n, n, "erasing", {}, at=t + 1.8),
-            Event("state", n, n, state, {}, at=t + 2),
-            Event("progress", n, n, data={"phase": phase, "done": 0, "total": 8192}, at=t + 2),
-            Event(
+            event("state", n, n, "erasing", {}, at=t + 1.8),
+            event("state", n, n, state, {}, at=t + 2),
+            event("progress", n, n, data={"phase": phase, "done": 0, "total": 8192}, at=t + 2),
+            event(
                 "progress",
                 n,
                 n,
@@ -143,28 +145,28 @@ def _events(n: int) -> list[Event]:
         return [
             *start,
             planned,
-            Event("state", n, n, "erasing", {}, at=t + 1.8),
-            Event("state", n, n, "writing", {}, at=t + 2),
-            Event("note", n, n, data={"note": "block 37: NACK, retrying (try 2 of 5)"}, at=t + 3),
-            Event("job-finished", n, n, "failed", fail, at=t + 4),
-            Event("retry", n, data={"try": 2, "why": fail["message"]}, at=t + 4.1),
-            Event("state", n, again, "detected", {"port": f"/dev/pts/{n}"}, at=t + 5),
-            Event("state", n, again, "identified", read_again, at=t + 6),
-            Event("state", n, again, "planned", planned.data, at=t + 6.5),
-            Event("state", n, again, "erasing", {}, at=t + 6.8),
-            Event("state", n, again, "writing", {}, at=t + 7),
-            Event("job-finished", n, again, "failed", fail_again, at=t + 8),
+            event("state", n, n, "erasing", {}, at=t + 1.8),
+            event("state", n, n, "writing", {}, at=t + 2),
+            event("note", n, n, data={"note": "block 37: NACK, retrying (try 2 of 5)"}, at=t + 3),
+            event("job-finished", n, n, "failed", fail, at=t + 4),
+            event("retry", n, data={"try": 2, "why": fail["message"]}, at=t + 4.1),
+            event("state", n, again, "detected", {"port": f"/dev/pts/{n}"}, at=t + 5),
+            event("state", n, again, "identified", read_again, at=t + 6),
+            event("state", n, again, "planned", compact(planned), at=t + 6.5),
+            event("state", n, again, "erasing", {}, at=t + 6.8),
+            event("state", n, again, "writing", {}, at=t + 7),
+            event("job-finished", n, again, "failed", fail_again, at=t + 8),
         ]
     if kind == 3:
         why = "off-pathway: no approved upgrade path from 0x01010000 to 0x01050000"
         refused = {**done, "phase": "plan", "message": why}
-        return [*start, Event("job-finished", n, n, "refused", refused, at=t + 2)]
+        return [*start, event("job-finished", n, n, "refused", refused, at=t + 2)]
     if kind == 4:
         current = {**done, "version_before": "0x01050000", "message": "already running"}
-        return [*start, Event("job-finished", n, n, "skipped", current, at=t + 2)]
+        return [*start, event("job-finished", n, n, "skipped", current, at=t + 2)]
     if kind == 7:
         stopped = {**done, "phase": "write", "message": "aborted by operator"}
-        return [*start, planned, Event("job-finished", n, n, "interrupted", stopped, at=t + 5)]
+        return [*start, planned, event("job-finished", n, n, "interrupted", stopped, at=t + 5)]
     return []  # kind 6: idle, never started
 
 
@@ -223,7 +225,8 @@ def test_grid_of_16_slots(
 def _ending(e: Event) -> dict[str, Any]:
     """What the store records of how a job ended (see ``Store.finish_job``)."""
     keep = ("phase", "message", "error", "exchanges")
-    return {"result": e.state, **{k: e.data[k] for k in keep if e.data.get(k)}}
+    data = compact(e)
+    return {"result": e.state, **{k: data[k] for k in keep if data.get(k)}}
 
 
 def _recorded(app: StationApp, n: int) -> list[tuple[JobRow, list[EventRow]]]:
@@ -238,11 +241,11 @@ def _recorded(app: StationApp, n: int) -> list[tuple[JobRow, list[EventRow]]]:
                 seq,
                 JobState(e.state or "failed"),
                 datetime.fromtimestamp(e.at, UTC),
-                _ending(e) if e.kind == "job-finished" else dict(e.data),
+                _ending(e) if e.kind == "job-finished" else data_of(e),
             )
             for seq, e in enumerate(story, 1)
         ]
-        end, read = story[-1].data, story[1].data
+        end, read = data_of(story[-1]), data_of(story[1])
         row = JobRow(
             **{
                 **base,
