@@ -25,6 +25,7 @@ from firmware_images.catalog import Catalog
 from firmware_images.descriptor import dotted_version
 from firmware_images.loader import LoadedImage, load_image
 from station.db_cli import add_commands as add_db_commands
+from station.event_json import SCHEMA_VERSION
 from station.flash import (
     FlashOutcome,
     HubIdentity,
@@ -346,7 +347,7 @@ def _left_text(found: HubIdentity) -> str:
 
 def _print_outcome(out: FlashOutcome, as_json: bool, err: Console) -> None:
     if as_json:
-        print(json.dumps(out.to_json()), flush=True)
+        print(json.dumps({"schema_version": SCHEMA_VERSION, **out.to_json()}), flush=True)
         return
     for note in out.notes:
         err.print(styled("  note: ", note))

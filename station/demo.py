@@ -55,6 +55,7 @@ from sim.an3155 import PRODUCT_ID
 from sim.dfu_rig import DfuBus
 from sim.pty import HubSpec, SimHub, SimStartError, derive_eui64, start_hubs, stop_hubs
 from sim.usb_dfu import DfuHubSpec
+from station.event_json import SCHEMA_VERSION
 from station.events import JobState
 from station.paths import DATA, keys_dir
 from station.records.keys import KeyRing
@@ -614,6 +615,7 @@ def run_demo(
         print(
             json.dumps(
                 {
+                    "schema_version": SCHEMA_VERSION,
                     "kind": "demo-finished",
                     "batch": batch,
                     "as_planned": planned,

@@ -57,7 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--db",
         help="database: SQLite file path or URL (default: the rig's, else station-data/station.db)",
     )
-    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON event per line on stdout (fields: docs/records.md, Event lines)",
+    )
     p.add_argument(
         "--continuous",
         action="store_true",

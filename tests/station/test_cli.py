@@ -20,6 +20,8 @@ import pytest
 from firmware_images.build import demo_payload
 from sim.pty import SimHub
 from station.cli import Exit, main
+from station.event_json import SCHEMA_VERSION, data_of, from_json
+from station.events import JobFinished
 
 from ..conftest import NEW
 
@@ -58,6 +60,13 @@ def test_flash_json_pass(
     assert result["version_after"] == f"0x{NEW:08X}"
     assert result["eui64"] == hub.spec.eui64
     assert result["verify_method"] == "device-crc"
+    # The fields of job-finished's data (docs/records.md, "Event lines"), and the version.
+    assert result.pop("schema_version") == SCHEMA_VERSION
+    job = from_json(
+        {"schema_version": SCHEMA_VERSION, "kind": "job-finished", "slot": 1, "job_id": 1}
+        | {"state": "passed", "data": result, "at": 0}
+    )
+    assert isinstance(job, JobFinished) and data_of(job) == result
 
 
 def test_failure_exit_status_and_message(

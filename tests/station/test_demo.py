@@ -34,7 +34,8 @@ from station.demo import (
     demo_rows,
     demo_table,
 )
-from station.events import JobState
+from station.event_json import SCHEMA_VERSION, from_json
+from station.events import JobFinished, JobState, Retry
 from station.records.reports import reconcile
 from station.records.store import Store
 from station.render import console
@@ -53,6 +54,8 @@ def test_demo_runs_the_mixed_rig_and_writes_every_report(tmp_path: Path) -> None
     final = lines[-1]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert final["kind"] == "demo-finished" and final["as_planned"] and final["audit_ok"]
+    assert all(line["schema_version"] == SCHEMA_VERSION for line in lines)
+    assert {type(from_json(line)) for line in lines[:-1]} >= {JobFinished, Retry}
     results = {h["slot"]: h["result"] for h in final["hubs"]}
     assert results == {h.slot: str(h.expect) for h in SCENARIO}
     # The events are station run's: the faulty hub was retried once, in its own slot.

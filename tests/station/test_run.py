@@ -17,6 +17,7 @@ import pytest
 
 from sim.pty import SimHub
 from station.demo import prepare_demo_catalog
+from station.event_json import SCHEMA_VERSION, from_line, to_json
 from station.flash import Policy, Result, catalog_chooser, flash_hub
 from station.profiles import load_profile
 
@@ -64,6 +65,10 @@ def test_run_a_batch_and_report_it(start_hub: Callable[..., SimHub], tmp_path: P
     )
     assert run.returncode == 1, run.stderr  # an expected hub is missing
     events = [json.loads(line) for line in run.stdout.splitlines()]
+    # Every line is an event of the documented schema (docs/records.md, "Event lines").
+    typed = [from_line(line) for line in run.stdout.splitlines()]
+    assert {e["schema_version"] for e in events} == {SCHEMA_VERSION}
+    assert [to_json(e) for e in typed] == events
     kinds = {e["kind"] for e in events}
     assert {
         "batch-started",
