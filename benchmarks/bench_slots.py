@@ -26,7 +26,7 @@ from pathlib import Path
 from sim.pty import HubSpec, SimHub, derive_eui64
 from station.controller import Controller
 from station.demo import prepare_demo_catalog
-from station.events import Event
+from station.events import Event, JobFinished
 from station.flash import Policy, catalog_chooser
 from station.profiles import Profile
 from station.records.store import Store
@@ -59,7 +59,7 @@ def run(n: int, size: int, root: Path) -> tuple[float, float, float, int]:
         results: list[str] = []
 
         def publish(e: Event) -> None:
-            if e.kind == "job-finished":
+            if isinstance(e, JobFinished):
                 with lock:
                     results.append(str(e.state))
 

@@ -30,7 +30,7 @@ from sim.gecko import demo_app, demo_gbl
 from sim.pty import HubSpec, SimHub, SimStartError, derive_eui64
 from station.controller import Controller
 from station.demo import DEMO_TARGET, prepare_demo_catalog
-from station.events import Event
+from station.events import Event, JobFinished
 from station.flash import Policy, catalog_chooser
 from station.profiles import Profile
 from station.records.store import Store
@@ -117,7 +117,7 @@ def main() -> None:
         lock = threading.Lock()
 
         def publish(e: Event) -> None:
-            if e.kind == "job-finished" and e.job_id is not None:
+            if isinstance(e, JobFinished):
                 with lock:
                     reported[e.job_id] = str(e.state)
 
