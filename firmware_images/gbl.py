@@ -16,10 +16,18 @@ What the parser decodes, and what it decided where the public format is silent:
 * PROGRAM_DATA / ERASE_PROGRAM_DATA: u32 flash start address, then the bytes. Tags that
   follow each other in the file with consecutive addresses are merged into one segment
   named ``"program data"`` (the builder splits a segment into chunks; this undoes it).
-* PROGRAM_DATA_LZ4 / _LZMA: the address is read as for plain program data, the rest is
-  kept *compressed* (we do not decompress): the segment is named
-  ``"program data (lz4, compressed)"`` / ``"program data (lzma, compressed)"`` and a
-  problem says so, because its hash then covers the compressed bytes.
+* PROGRAM_DATA_LZ4 / _LZMA (Gecko SDK ``btl_decompress_lz4.c`` / ``btl_decompress_lzma.c``):
+  u32 flash start address, then for LZ4 one raw LZ4 *block* (no frame, no size: the
+  bootloader's decoder starts at a token and must end after a run of literals), for LZMA
+  the 13-byte ``.lzma`` ("alone") header (5 property bytes, u64 uncompressed size) and a
+  stream that ends with the end-of-stream marker (the bootloader skips the size and
+  requires the marker). They are decompressed here and merged with plain program data, so
+  segments, hashes and identity describe what lands in flash. The file is hostile input:
+  the output is capped at :data:`MAX_DECOMPRESSED` for the whole file *before* anything
+  is allocated (a decompression bomb is refused, not inflated), LZMA's dictionary is
+  bounded by a memory limit, bytes after the end marker are refused, and a size the LZMA
+  header states must equal what the data decompresses to. ``fields["compression"]``
+  holds the method(s), compressed and decompressed byte counts.
 * BOOTLOADER (version, address, data), SE_UPGRADE (blob size, version, data), DELTA and
   ENC_GBL_DATA (ciphertext) become further segments, after all program data, in file
   order; METADATA, CERTIFICATE, VERSION_DEPENDENCY and ENC_INIT are kept raw in
@@ -38,9 +46,12 @@ What the parser decodes, and what it decided where the public format is silent:
 from __future__ import annotations
 
 import itertools
+import lzma
 import struct
 from collections.abc import Sequence
 from typing import Any
+
+import lz4.block
 
 from drivers.crc import crc32
 from firmware_images.model import ImageFormatError, ParsedImage, Segment, Signature, SigStatus
@@ -91,6 +102,20 @@ MAX_TAGS = 16384
 (:data:`PROGRAM_CHUNK` here), so this is 64 MiB of flash, beyond any image file the station
 reads; a file of millions of empty tags is refused before it costs their bookkeeping."""
 
+MAX_DECOMPRESSED = 16 * 1024 * 1024
+"""Most bytes the compressed program data of one GBL file may decompress to, in all. Gecko
+parts hold at most a few MiB of flash, so anything beyond is a decompression bomb or not
+a hub's image; the cap bounds every allocation before it is made."""
+LZMA_MEMLIMIT = 64 * 1024 * 1024
+"""Memory the LZMA decoder may use: a header claiming a huge dictionary is refused, not
+honoured (a Gecko bootloader's own dictionary is a few KiB)."""
+LZMA_HEADER_SIZE = 13
+LZMA_UNKNOWN_SIZE = 0xFFFF_FFFF_FFFF_FFFF
+LZMA_DICT_SIZE = 8 * 1024
+"""Dictionary :func:`build_gbl` compresses with: small enough for a bootloader's RAM."""
+_LZMA_PIECE = 256 * 1024
+_LZ4_MAX_RATIO = 256  # an LZ4 block cannot expand by more than ~255x (length bytes of 255)
+
 TAG_NAMES = {
     TAG_HEADER: "HEADER",
     TAG_APP_INFO: "APP_INFO",
@@ -112,6 +137,9 @@ TAG_NAMES = {
     TAG_END: "END",
 }
 
+_PROGRAM_TAGS = frozenset(
+    {TAG_PROGRAM_DATA, TAG_ERASE_PROGRAM_DATA, TAG_PROGRAM_DATA_LZ4, TAG_PROGRAM_DATA_LZMA}
+)
 _EBL_MAGIC = b"\x00\x00\x00\x8c"
 _GBL_V4_MAGIC = struct.pack("<I", 0x84A617EB)
 _TAG_HEAD = struct.Struct("<II")
@@ -121,6 +149,84 @@ _PADDING_BYTES = (0x00, 0xFF, 0x1A)
 _SIGNATURE_SIZE = 64
 _ADDRESS_SPACE = 1 << 32
 _HINT_TRUNCATED = "the file is truncated or corrupt; fetch a fresh copy"
+
+
+class CompressionError(ValueError):
+    """Compressed program data that does not decompress, or would exceed its limit."""
+
+
+def lz4_decompress(payload: bytes, limit: int) -> bytes:
+    """Decompress one raw LZ4 block, as the Gecko bootloader's decoder reads it.
+
+    Raises:
+        CompressionError: empty, corrupt, or more than ``limit`` bytes of output (the
+            buffer is never larger than ``limit``).
+    """
+    if not payload:
+        raise CompressionError("holds no LZ4 data (a block ends with at least one token)")
+    bound = min(limit, len(payload) * _LZ4_MAX_RATIO + 64)
+    try:
+        out: bytes = lz4.block.decompress(payload, uncompressed_size=bound)
+    except lz4.block.LZ4BlockError:
+        if bound < len(payload) * _LZ4_MAX_RATIO + 64:
+            raise CompressionError(
+                f"is not a valid LZ4 block, or decompresses to more than {limit} bytes"
+            ) from None
+        raise CompressionError("is not a valid LZ4 block") from None
+    return out
+
+
+def lzma_decompress(payload: bytes, limit: int) -> tuple[bytes, int]:
+    """Decompress an ``.lzma`` ("alone") stream as the Gecko bootloader does: its size
+    field is skipped and the end-of-stream marker is required.
+
+    Returns:
+        The bytes and the size the header states (:data:`LZMA_UNKNOWN_SIZE` for none).
+
+    Raises:
+        CompressionError: short or bad header, dictionary over :data:`LZMA_MEMLIMIT`,
+            corrupt data, no end marker, bytes after it, more than ``limit`` bytes of
+            output, or a stated size that differs from the output's.
+    """
+    if len(payload) < LZMA_HEADER_SIZE:
+        raise CompressionError(
+            f"holds {len(payload)} bytes, too short for the {LZMA_HEADER_SIZE}-byte LZMA header"
+        )
+    props = payload[0]
+    if props >= 9 * 5 * 5:
+        raise CompressionError(f"LZMA properties byte 0x{props:02X} is invalid (lc/lp/pb)")
+    (stated,) = struct.unpack_from("<Q", payload, 5)
+    header = payload[:5] + b"\xff" * 8  # the marker, not the size, ends the stream
+    decoder = lzma.LZMADecompressor(format=lzma.FORMAT_ALONE, memlimit=LZMA_MEMLIMIT)
+    pieces: list[bytes] = []
+    size = 0
+    data = header + payload[LZMA_HEADER_SIZE:]
+    try:  # in pieces: a bomb is stopped at the limit, never held twice over
+        while True:
+            piece = decoder.decompress(data, max_length=_LZMA_PIECE)
+            data = b""
+            size += len(piece)
+            if size > limit:
+                raise CompressionError(f"decompresses to more than {limit} bytes")
+            pieces.append(piece)
+            if decoder.eof or decoder.needs_input:
+                break
+    except lzma.LZMAError as exc:
+        raise CompressionError(f"is not valid LZMA data ({exc})") from None
+    out = b"".join(pieces)
+    if not decoder.eof:
+        raise CompressionError(
+            "LZMA data ends without its end-of-stream marker (the Gecko bootloader needs it)"
+        )
+    if decoder.unused_data:
+        raise CompressionError(
+            f"{len(decoder.unused_data)} bytes follow the LZMA end-of-stream marker"
+        )
+    if stated != LZMA_UNKNOWN_SIZE and stated != len(out):
+        raise CompressionError(
+            f"LZMA header says {stated} bytes, but the data decompresses to {len(out)}"
+        )
+    return out, stated
 
 
 def tag_name(tag_id: int) -> str:
@@ -292,7 +398,8 @@ class _Decoder:
         self.metadata: list[bytes] = []
         self.unknown: list[tuple[int, bytes]] = []
         self.seen: set[int] = set()
-        self.compressed: dict[str, int] = {}
+        self.compressed: dict[str, int] = {}  # method -> compressed bytes
+        self.decompressed = 0  # bytes compressed tags gave, all methods
 
     def header(self, tag: _Tag) -> None:
         tag.need(8, "version and type")
@@ -341,7 +448,10 @@ class _Decoder:
     def program_data(self, tag: _Tag) -> None:
         tag.need(4, "flash start address")
         (address,) = _U32.unpack_from(tag.value)
-        payload = memoryview(tag.value)[4:]
+        self._add_program(tag, address, memoryview(tag.value)[4:])
+
+    def _add_program(self, tag: _Tag, address: int, payload: memoryview) -> None:
+        """Bytes for flash at ``address``: they extend the segment they follow on from."""
         if address + len(payload) > _ADDRESS_SPACE:
             raise ImageFormatError(
                 f"GBL {_describe(tag.tag_id)} tag: {len(payload)} bytes at 0x{address:08X} "
@@ -366,12 +476,27 @@ class _Decoder:
             self.pieces = []
 
     def compressed_program_data(self, tag: _Tag, method: str) -> None:
-        self._close_run()
+        """Decompress (within what is left of :data:`MAX_DECOMPRESSED`) and treat the
+        result as plain program data at the tag's address."""
         tag.need(4, "flash start address")
         (address,) = _U32.unpack_from(tag.value)
-        self.program.append(Segment(address, tag.value[4:], f"program data ({method}, compressed)"))
-        self.mergeable = False
-        self.compressed[method] = self.compressed.get(method, 0) + 1
+        packed = tag.value[4:]
+        left = MAX_DECOMPRESSED - self.decompressed
+        try:
+            if method == "lz4":
+                data = lz4_decompress(packed, left)
+            else:
+                data, _stated = lzma_decompress(packed, left)
+        except CompressionError as exc:
+            bomb = " (a decompression bomb?)" if "more than" in str(exc) else ""
+            raise ImageFormatError(
+                f"GBL {_describe(tag.tag_id)} tag: its {len(packed)} bytes {exc}{bomb}",
+                offset=tag.offset,
+                hint="the file is corrupt or crafted; get it again from the hub maker",
+            ) from None
+        self.decompressed += len(data)
+        self.compressed[method] = self.compressed.get(method, 0) + len(packed)
+        self._add_program(tag, address, memoryview(data))
 
     def bootloader(self, tag: _Tag) -> None:
         tag.need(8, "bootloader version and address")
@@ -446,7 +571,7 @@ class _Decoder:
 
     def _one(self, tag: _Tag) -> None:
         tid = tag.tag_id
-        if tid != TAG_PROGRAM_DATA and tid != TAG_ERASE_PROGRAM_DATA:
+        if tid not in _PROGRAM_TAGS:
             self.mergeable = False
         if tid == TAG_HEADER:
             self.header(tag)
@@ -487,11 +612,11 @@ class _Decoder:
     def finish(self) -> None:
         """Problem sentences and fields that need every tag seen."""
         self._close_run()
-        for method, count in self.compressed.items():
-            self.problems.append(
-                f"{count} {method.upper()}-compressed program data tag(s) are kept "
-                "compressed: their hash covers the compressed bytes, not what lands in flash"
-            )
+        if self.compressed:
+            packed = sum(self.compressed.values())
+            self.fields["compression"] = "+".join(sorted(self.compressed))
+            self.fields["compressed_bytes"] = packed
+            self.fields["decompressed_bytes"] = self.decompressed
         if TAG_ENC_GBL_DATA in self.seen:
             self.problems.append(
                 "the GBL is encrypted (AES-CCM): its payload is ciphertext and its hash "
@@ -521,7 +646,7 @@ def _first_overlap(segments: Sequence[Segment]) -> str | None:
     spans = sorted(
         (s.address, s.address + len(s.data), s.name)
         for s in segments
-        if s.address is not None and s.data and "compressed" not in s.name
+        if s.address is not None and s.data
     )
     for (a_start, a_end, a_name), (b_start, _b_end, b_name) in itertools.pairwise(spans):
         if b_start < a_end:
@@ -602,6 +727,15 @@ def _check_u32(name: str, value: int) -> None:
         raise ValueError(f"{name} 0x{value:X} does not fit in 32 bits")
 
 
+def _compress(payload: bytes, method: str) -> tuple[int, bytes]:
+    if method == "lz4":
+        return TAG_PROGRAM_DATA_LZ4, lz4.block.compress(
+            payload, mode="high_compression", store_size=False
+        )
+    lzma1 = {"id": lzma.FILTER_LZMA1, "dict_size": LZMA_DICT_SIZE, "lc": 3, "lp": 0, "pb": 2}
+    return TAG_PROGRAM_DATA_LZMA, lzma.compress(payload, format=lzma.FORMAT_ALONE, filters=[lzma1])
+
+
 def build_gbl(
     segments: Sequence[tuple[int, bytes]],
     *,
@@ -609,18 +743,24 @@ def build_gbl(
     product_id: bytes = b"\0" * 16,
     header_version: int = GBL_VERSION_3,
     metadata: bytes | None = None,
+    compression: str | None = None,
 ) -> bytes:
     """Build an unsigned, unencrypted GBL v3 file.
 
     Layout: HEADER (``header_version``, type 0), APP_INFO (type Zigbee, ``app_version``,
     capabilities 0, ``product_id``), one PROGRAM_DATA tag per :data:`PROGRAM_CHUNK` bytes
     of each segment (an empty segment gives one tag with just its address), METADATA when
-    given, END with the CRC-32.
+    given, END with the CRC-32. With ``compression`` ``"lz4"`` or ``"lzma"``, each
+    non-empty segment is one PROGRAM_DATA_LZ4 / _LZMA tag instead (an LZ4 block; an
+    ``.lzma`` stream with an :data:`LZMA_DICT_SIZE` dictionary, unknown size and end
+    marker), as Simplicity Commander's ``gbl create --compress`` makes them.
 
     Raises:
         ValueError: no segments, an address or version out of range, a segment running
-            past 4 GiB, or a product id that is not 16 bytes.
+            past 4 GiB, a product id that is not 16 bytes, or an unknown compression.
     """
+    if compression not in (None, "lz4", "lzma"):
+        raise ValueError(f"compression must be lz4 or lzma, not {compression!r}")
     if not segments:
         raise ValueError("a GBL needs at least one segment")
     if len(product_id) != 16:
@@ -634,6 +774,10 @@ def build_gbl(
         _check_u32("segment address", address)
         if address + len(payload) > _ADDRESS_SPACE:
             raise ValueError(f"segment of {len(payload)} bytes at 0x{address:08X} runs past 4 GiB")
+        if compression is not None and payload:
+            tag_id, packed = _compress(bytes(payload), compression)
+            _put(out, tag_id, _U32.pack(address) + packed)
+            continue
         chunks = [
             bytes(payload[i : i + PROGRAM_CHUNK]) for i in range(0, len(payload), PROGRAM_CHUNK)
         ]

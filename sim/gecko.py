@@ -32,16 +32,18 @@ from drivers.xmodem import (
     check_frame,
 )
 from firmware_images import gbl
-from firmware_images.build import demo_payload
+from firmware_images.build import DEMO_HW_MAX, DEMO_HW_MIN, DEMO_MANUFACTURER, demo_payload
 from firmware_images.descriptor import (
     DESCRIPTOR_OFFSET,
     DESCRIPTOR_SIZE,
     AppDescriptor,
     check_payload,
     parse_descriptor,
+    seal_payload,
 )
 from sim.an3155 import Emit, Flash, TimedModel, Timer, Vanish, parse_eui64
 from sim.app_console import LineConsole, banner
+from sim.decompress import DecompressError, Decompressor, Lz4Stream, LzmaStream
 from sim.faults import BlockFault, BlockFaultKind, FaultPlan
 
 # --- memory map (contract) -------------------------------------------------------------------
@@ -75,6 +77,11 @@ CODE_HEADER = 0x41  # no GBL HEADER first, or not GBL version 3
 CODE_GBL_CRC = 0x43  # END tag CRC-32 wrong
 CODE_UNKNOWN_TAG = 0x44  # a tag this bootloader does not handle
 CODE_FILE = 0x4F  # tags out of order, bad lengths, file ended early, data outside the app
+# A decompressor error (BOOTLOADER_ERROR_COMPRESSION_*) has no case in btl_comm_xmodem.c's
+# code table, so the firmware prints the CAN it was about to send: "file error 0x18".
+CODE_COMPRESSION = 0x18
+#: Decompressors a bootloader may be built with (BTL_PARSER_SUPPORT_LZ4 / _LZMA).
+DECOMPRESSORS = ("lz4", "lzma")
 
 # --- device times ----------------------------------------------------------------------------
 
@@ -126,14 +133,44 @@ def abort_text(kind: str, code: int) -> bytes:
     return UPLOAD_ABORTED + head + f"{code:02X}\r\n".encode()
 
 
-def demo_app(version: int, *, size: int = 64 * 1024) -> bytes:
-    """The demo-gecko application payload for ``version`` (loads at :data:`APP_BASE`)."""
-    return demo_payload(version, size=size, load_address=APP_BASE, image_type=IMAGE_TYPE)
+def demo_app(version: int, *, size: int = 64 * 1024, compressible: bool = False) -> bytes:
+    """The demo-gecko application payload for ``version`` (loads at :data:`APP_BASE`).
+
+    The plain demo payload is random bytes, which no compressor shrinks; ``compressible``
+    keeps the first half of every 1 KiB random ("code") and fills the second half with
+    erased flash and repeated text, so LZ4 and LZMA shrink it about as much as they
+    shrink real radio firmware (roughly 2:1).
+    """
+    app = demo_payload(version, size=size, load_address=APP_BASE, image_type=IMAGE_TYPE)
+    if not compressible:
+        return app
+    body = bytearray(app)
+    filler = (b"\xff" * 256 + b"CHUB demo string table; " * 11)[:512]
+    for start in range(1024, size, 1024):  # the vectors and descriptor stay as they are
+        end = min(start + 1024, size)
+        half = start + 512
+        body[half:end] = filler[: max(0, end - half)]
+    return seal_payload(
+        body,
+        manufacturer_code=DEMO_MANUFACTURER,
+        image_type=IMAGE_TYPE,
+        firmware_version=version,
+        hw_min=DEMO_HW_MIN,
+        hw_max=DEMO_HW_MAX,
+    )
 
 
-def demo_gbl(version: int, *, size: int = 64 * 1024) -> bytes:
-    """A GBL file carrying :func:`demo_app` (unsigned, as ``build_gbl`` makes them)."""
-    return gbl.build_gbl([(APP_BASE, demo_app(version, size=size))], app_version=version)
+def demo_gbl(
+    version: int,
+    *,
+    size: int = 64 * 1024,
+    compression: str | None = None,
+    compressible: bool = False,
+) -> bytes:
+    """A GBL file carrying :func:`demo_app` (unsigned, as ``build_gbl`` makes them),
+    its program data LZ4- or LZMA-compressed when ``compression`` says so."""
+    app = demo_app(version, size=size, compressible=compressible)
+    return gbl.build_gbl([(APP_BASE, app)], app_version=version, compression=compression)
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -190,6 +227,8 @@ _SKIPPED_TAGS = frozenset(
 )
 _KEPT_TAGS = frozenset({gbl.TAG_HEADER, gbl.TAG_APP_INFO, gbl.TAG_END})  # values read whole
 _SUPPORTED = _PROGRAM_TAGS | _SKIPPED_TAGS | _KEPT_TAGS
+_COMPRESSED_TAGS = {gbl.TAG_PROGRAM_DATA_LZ4: "lz4", gbl.TAG_PROGRAM_DATA_LZMA: "lzma"}
+_COMPRESSED_MIN = {gbl.TAG_PROGRAM_DATA_LZ4: 4, gbl.TAG_PROGRAM_DATA_LZMA: 4 + 13}
 _KEPT_MAX = 256  # longest HEADER / APP_INFO value accepted
 
 
@@ -198,17 +237,28 @@ class GblStream:
 
     Tag sequence: HEADER first (version major 3), then any of APP_INFO, PROGRAM_DATA,
     ERASE_PROGRAM_DATA, METADATA, VERSION_DEPENDENCY, CERTIFICATE, SIGNATURE (only END may
-    follow it), and END last with the CRC-32 of every byte before its value. Compressed,
-    encrypted, delta, bootloader and SE-upgrade tags are refused: this bootloader is built
+    follow it), and END last with the CRC-32 of every byte before its value.
+    PROGRAM_DATA_LZ4 / _LZMA are decompressed as they stream in when the bootloader has
+    that decompressor (``decompressors``), and refused as unknown tags (0x44) when not;
+    corrupt compressed data aborts with the code the firmware prints for it (0x18).
+    Encrypted, delta, bootloader and SE-upgrade tags are refused: this bootloader is built
     without them. Bytes after END are XMODEM padding and ignored.
 
     Args:
         lowest, end: the application area; program data outside it is refused.
+        decompressors: the decompressors this bootloader was built with.
     """
 
-    def __init__(self, lowest: int = APP_BASE, end: int = FLASH_BASE + FLASH_SIZE) -> None:
+    def __init__(
+        self,
+        lowest: int = APP_BASE,
+        end: int = FLASH_BASE + FLASH_SIZE,
+        decompressors: tuple[str, ...] = DECOMPRESSORS,
+    ) -> None:
         self.lowest = lowest
         self.end = end
+        self.decompressors = decompressors
+        self._inflate: Decompressor | None = None
         self.complete = False  # END seen and its CRC right
         self.app_version: int | None = None
         self.program_bytes = 0
@@ -263,7 +313,13 @@ class GblStream:
         name = gbl.tag_name(tag)
         if self._tags == 1 and tag != gbl.TAG_HEADER:
             raise GblError(CODE_HEADER, f"the file starts with {name}, not a GBL HEADER tag")
-        if tag not in _SUPPORTED:
+        method = _COMPRESSED_TAGS.get(tag)
+        if method is not None and method not in self.decompressors:
+            raise GblError(
+                CODE_UNKNOWN_TAG,
+                f"{name}: this bootloader is built without the {method} decompressor",
+            )
+        if tag not in _SUPPORTED and method is None:
             raise GblError(CODE_UNKNOWN_TAG, f"{name} tags are not supported by this bootloader")
         if tag == gbl.TAG_HEADER and self._tags != 1:
             raise GblError(CODE_FILE, "a second HEADER tag")
@@ -273,11 +329,14 @@ class GblStream:
             raise GblError(CODE_FILE, f"END tag of {length} bytes (a CRC-32 is 4)")
         if tag in _PROGRAM_TAGS and length < 4:
             raise GblError(CODE_FILE, f"{name} tag of {length} bytes has no address")
+        if method is not None and length < _COMPRESSED_MIN[tag]:
+            raise GblError(CODE_FILE, f"{name} tag of {length} bytes is too short")
         if tag in _KEPT_TAGS and length > _KEPT_MAX:
             raise GblError(CODE_FILE, f"{name} tag of {length} bytes is too long")
         self._tag, self._left = tag, length
         self._value.clear()
         self._address = None
+        self._inflate = None
         self._after_signature = self._after_signature or tag == gbl.TAG_SIGNATURE
         if length == 0:
             self._end_tag(writes)
@@ -286,7 +345,7 @@ class GblStream:
         tag = self._tag
         if tag in _KEPT_TAGS:
             self._value += chunk
-        elif tag in _PROGRAM_TAGS:
+        elif tag in _PROGRAM_TAGS or tag in _COMPRESSED_TAGS:
             if self._address is None:
                 need = 4 - len(self._value)
                 self._value += chunk[:need]
@@ -294,6 +353,11 @@ class GblStream:
                 if len(self._value) < 4:
                     return
                 self._start_program(int.from_bytes(self._value, "little"))
+            if self._inflate is not None:
+                try:
+                    chunk = self._inflate.feed(bytes(chunk))
+                except DecompressError as exc:
+                    raise GblError(CODE_COMPRESSION, str(exc)) from None
             self._word += chunk
             whole = len(self._word) // 4 * 4
             if whole:
@@ -302,6 +366,12 @@ class GblStream:
 
     def _start_program(self, address: int) -> None:
         data_len = self._left + 4 - len(self._value) + len(self._word)
+        method = _COMPRESSED_TAGS.get(self._tag)
+        if method is not None:
+            # What it decompresses to is unknown yet: the decompressor stops at the end.
+            data_len = 0
+            limit = max(0, self.end - address)
+            self._inflate = Lz4Stream(limit) if method == "lz4" else LzmaStream(limit)
         if address % 4:
             raise GblError(CODE_FILE, f"program data at 0x{address:08X} is not word aligned")
         if address < self.lowest or address + data_len > self.end:
@@ -327,7 +397,13 @@ class GblStream:
                 raise GblError(CODE_UNKNOWN_TAG, "encrypted GBL files are not supported")
         elif tag == gbl.TAG_APP_INFO and len(value) >= 8:
             self.app_version = struct.unpack_from("<I", value, 4)[0]
-        elif tag in _PROGRAM_TAGS:
+        elif tag in _PROGRAM_TAGS or tag in _COMPRESSED_TAGS:
+            if self._inflate is not None:
+                try:
+                    self._inflate.finish()
+                except DecompressError as exc:
+                    raise GblError(CODE_COMPRESSION, str(exc)) from None
+                self._inflate = None
             if self._word:  # the tag ends inside a word: the rest of it stays erased
                 self._program(bytes(self._word) + b"\xff" * (4 - len(self._word)), writes)
                 self._word.clear()
@@ -360,6 +436,8 @@ class GeckoHub(TimedModel[Output]):
         start_in_bootloader: power on into the bootloader (as after the application's
             "launch bootloader", or a held activation pin); otherwise the application
             starts when it is valid.
+        decompressors: what the bootloader was built with (``"lz4"``, ``"lzma"``); a
+            compressed GBL whose method is missing is refused as the firmware does.
     """
 
     def __init__(
@@ -370,6 +448,7 @@ class GeckoHub(TimedModel[Output]):
         start_in_bootloader: bool = True,
         bootloader_version: int = BOOTLOADER_VERSION,
         faults: FaultPlan | None = None,
+        decompressors: tuple[str, ...] = DECOMPRESSORS,
     ) -> None:
         parse_eui64(eui64)
         if not 0 <= hw_version <= 0xFFFF:
@@ -380,6 +459,10 @@ class GeckoHub(TimedModel[Output]):
         self.hw_version = hw_version
         self.start_in_bootloader = start_in_bootloader
         self.bootloader_version = bootloader_version
+        unknown = set(decompressors) - set(DECOMPRESSORS)
+        if unknown:
+            raise ValueError(f"unknown decompressor(s) {sorted(unknown)}: {DECOMPRESSORS}")
+        self.decompressors = tuple(decompressors)
         self.faults = faults if faults is not None else FaultPlan()
         self.packets = 0  # SOH frames received since power-on
         self.uploads_completed = 0
@@ -553,7 +636,7 @@ class GeckoHub(TimedModel[Output]):
         self._set_mode(Mode.RECEIVING)
         self._packet.clear()
         self._started, self._last, self._errors, self._requests = False, 0, 0, 0
-        self._gbl = GblStream()
+        self._gbl = GblStream(decompressors=self.decompressors)
         self._erased.clear()
         self._request_start()
 

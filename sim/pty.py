@@ -110,6 +110,8 @@ class HubSpec:
     protocol: str = "an3155"
     #: What an AN3155 hub's Get ID answers: another value makes it another MCU (model).
     product_id: int = PRODUCT_ID
+    #: The decompressors a Gecko hub's bootloader is built with (compressed GBL files).
+    decompressors: tuple[str, ...] = gecko.DECOMPRESSORS
 
     def __post_init__(self) -> None:
         if self.slot < 1:
@@ -139,6 +141,8 @@ class HubSpec:
                 f"firmware size {self.firmware_size} must be a multiple of 4 "
                 f"from {smallest} to {largest} bytes"
             )
+        if set(self.decompressors) - set(gecko.DECOMPRESSORS):
+            raise ValueError(f"decompressors must be among {gecko.DECOMPRESSORS}")
         self.plan()  # raises ValueError on a bad fault SPEC
 
     def plan(self) -> FaultPlan:
@@ -163,6 +167,7 @@ class HubSpec:
                 hw_version=self.hw_version,
                 start_in_bootloader=self.start_in == "bootloader",
                 faults=self.plan(),
+                decompressors=self.decompressors,
             )
             if self.firmware is not None:
                 # Factory programming, not through the bootloader.

@@ -15,8 +15,9 @@ quick tests use it to flash a hub without starting a process.
 Options (those of ``station sim``, one hub): ``slot`` (1), ``seed`` (0), ``baud`` (115200),
 ``firmware`` (``0x01020304`` or ``1.2.3.4``; default blank), ``firmware-size``,
 ``start-in`` (``bootloader`` or ``app``), ``faults``, ``latency-ms`` (1), ``unpaced``,
-``hw`` (2), ``product-id``, and ``wait``: ``sleep`` (default) sleeps until 0.3 ms before a
-delivery is due and polls the rest; ``poll`` never sleeps, so the reading thread, and the
+``hw`` (2), ``product-id``, ``decompress`` (a Gecko bootloader's decompressors:
+``lz4,lzma`` by default, ``none`` for a bootloader built without them), and ``wait``:
+``sleep`` (default) sleeps until 0.3 ms before a delivery is due and polls the rest; ``poll`` never sleeps, so the reading thread, and the
 station code it returns to, never pays a wake-up (tens of µs on a small virtual machine, as
 Linux's ``idle=poll`` would avoid) at the price of a busy CPU: for benchmarks of the
 station's own cost. For example ``sim://gecko?slot=3&firmware=1.1.0.0&start-in=app``.
@@ -100,6 +101,8 @@ def _parse(url: str) -> tuple[HubSpec, str]:
             kwargs["product_id"] = int(product, 0)
         except ValueError:
             raise ValueError(f"{url!r}: product-id={product!r} is not a whole number") from None
+    if (methods := options.pop("decompress", None)) is not None:
+        kwargs["decompressors"] = tuple(m for m in methods.split(",") if m and m != "none")
     if (wait := options.pop("wait", "sleep")) not in WAIT_MODES:
         raise ValueError(f"{url!r}: wait={wait!r}: expected one of {', '.join(WAIT_MODES)}")
     if options:
