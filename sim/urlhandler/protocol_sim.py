@@ -18,9 +18,10 @@ Options (those of ``station sim``, one hub): ``slot`` (1), ``seed`` (0), ``baud`
 ``hw`` (2), ``product-id``, ``decompress`` (a Gecko bootloader's decompressors:
 ``lz4,lzma`` by default, ``none`` for a bootloader built without them), and ``wait``:
 ``sleep`` (default) sleeps until 0.3 ms before a delivery is due and polls the rest;
-``poll`` never sleeps, so the reading thread, and the station code it returns to, never pays a wake-up (tens of µs on a small virtual machine, as
-Linux's ``idle=poll`` would avoid) at the price of a busy CPU: for benchmarks of the
-station's own cost. For example ``sim://gecko?slot=3&firmware=1.1.0.0&start-in=app``.
+``poll`` never sleeps, so the reading thread, and the station code it returns to, never
+pays a wake-up (tens of µs on a small virtual machine, as Linux's ``idle=poll`` would
+avoid) at the price of a busy CPU: for benchmarks of the station's own cost. For example
+``sim://gecko?slot=3&firmware=1.1.0.0&start-in=app``.
 
 A hub lives as long as the process: closing the port and opening the same URL again
 reaches the same hub, in the state it has reached meanwhile (its time runs on while the port
