@@ -123,6 +123,7 @@ def image_report(image: ParsedImage) -> dict[str, Any]:
         "segments": [
             {"name": s.name, "address": s.address, "size": len(s.data)} for s in image.segments
         ],
+        "compression": _compression(image),
         "sha256": image.sha256,
         "crc32": f"0x{image.crc32:08X}",
         "signature": {
@@ -150,6 +151,20 @@ def _identity_text(i: dict[str, Any]) -> str:
     return ", ".join(parts) + f"  ({i['source']})"
 
 
+def _compression(image: ParsedImage) -> dict[str, Any] | None:
+    """How much smaller a compressed GBL's program data is on the wire than in flash."""
+    packed = image.fields.get("compressed_bytes")
+    unpacked = image.fields.get("decompressed_bytes")
+    if not isinstance(packed, int) or not isinstance(unpacked, int):
+        return None
+    return {
+        "method": image.fields.get("compression"),
+        "compressed_bytes": packed,
+        "decompressed_bytes": unpacked,
+        "ratio": round(unpacked / packed, 3) if packed else None,
+    }
+
+
 def _print_report(report: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None)
     rows: list[tuple[str | Text, str]] = []
@@ -175,6 +190,15 @@ def _print_report(report: dict[str, Any]) -> None:
         rows.append(("signature covers", part))
     for part in report["outside_signature"]:
         rows.append(("outside signature", part))
+    if (packed := report.get("compression")) is not None:
+        ratio = "-" if packed["ratio"] is None else f"{packed['ratio']:.2f}:1"
+        rows.append(
+            (
+                "compression",
+                f"{packed['method']}: {packed['compressed_bytes']} bytes in the file, "
+                f"{packed['decompressed_bytes']} in flash (ratio {ratio})",
+            )
+        )
     for seg in report["segments"]:
         at = "profile address" if seg["address"] is None else f"0x{seg['address']:08X}"
         rows.append(("segment", f"{seg['name']}: {seg['size']} bytes at {at}"))

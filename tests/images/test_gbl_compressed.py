@@ -7,9 +7,11 @@ identity) is what lands in flash, derived only from bytes the signature's span c
 
 from __future__ import annotations
 
+import json
 import lzma
 import struct
 import tracemalloc
+from pathlib import Path
 
 import lz4.block
 import pytest
@@ -29,8 +31,10 @@ from firmware_images.gbl import (
 )
 from firmware_images.model import ImageFormatError, Segment
 from sim.gecko import APP_BASE, demo_app
+from station.cli import main
 
 from .test_gbl import app_info, header, prog, seal, tag
+from .test_hostile_files import station_error, station_limited
 
 
 def lz4_block(data: bytes) -> bytes:
@@ -198,3 +202,26 @@ def test_build_gbl_refuses_an_unknown_method() -> None:
 def test_plain_tags_still_use_the_plain_tag() -> None:
     assert struct.pack("<I", TAG_PROGRAM_DATA) in build_gbl([(0, b"abcd")])
     assert gbl.tag_name(TAG_PROGRAM_DATA_LZ4) == "PROGRAM_DATA_LZ4"
+
+
+def test_image_inspect_shows_the_compression_ratio(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "app.gbl"
+    app = demo_app(0x01050000, size=32 * 1024, compressible=True)
+    path.write_bytes(build_gbl([(APP_BASE, app)], app_version=0x01050000, compression="lzma"))
+    assert main(["image", "inspect", "--json", str(path)]) == 0
+    packed = json.loads(capsys.readouterr().out)["compression"]
+    assert packed["method"] == "lzma" and packed["decompressed_bytes"] == len(app)
+    assert packed["ratio"] == round(len(app) / packed["compressed_bytes"], 3) > 1.6
+    assert main(["image", "inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(app)} in flash (ratio {packed['ratio']:.2f}:1)" in text
+
+
+def test_a_gbl_bomb_through_the_cli_is_one_line_under_the_memory_ceiling(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.gbl"
+    packed = lzma_alone(b"\0" * (4 * MAX_DECOMPRESSED))
+    path.write_bytes(seal(header() + app_info() + prog(APP_BASE, packed, TAG_PROGRAM_DATA_LZMA)))
+    line = station_error(station_limited("image", "inspect", str(path)))
+    assert str(path) in line and "decompression bomb" in line
