@@ -392,6 +392,8 @@ def cmd_build(args: argparse.Namespace, err: Console) -> int:
                 f"--{key.replace('_', '-')} is needed: the payload carries no descriptor"
             )
     sign = ecdsa_p256_sign(_load_private_key(args.sign_key)) if args.sign_key else None
+    if args.compress is not None and args.format != "gbl":
+        raise ConfigError("--compress is for --format gbl only")
     if args.format == "gbl":
         if sign is not None:
             raise ConfigError("GBL signing is not done by this tool; use --format gbcs")
@@ -403,7 +405,11 @@ def cmd_build(args: argparse.Namespace, err: Console) -> int:
                 load_address=address,
                 image_type=int(ident["image_type"] or 0),
             )
-        data = build_gbl([(address, payload)], app_version=int(ident["file_version"] or 0))
+        data = build_gbl(
+            [(address, payload)],
+            app_version=int(ident["file_version"] or 0),
+            compression=args.compress,
+        )
     elif args.format == "gbcs":
         data = build_gbcs_image(
             payload,
@@ -643,6 +649,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         choices=["gbcs", "zigbee", "gbl"],
         default="gbcs",
         help="gbcs (signable), zigbee, or gbl for Gecko hubs (with --address, e.g. 0x4000)",
+    )
+    q.add_argument(
+        "--compress",
+        choices=["lz4", "lzma"],
+        help="GBL only: LZ4- or LZMA-compress the program data (for bootloaders built with "
+        "that decompressor)",
     )
     q.add_argument("--manufacturer-code", type=_int)
     q.add_argument("--image-type", type=_int)

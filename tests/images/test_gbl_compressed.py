@@ -225,3 +225,18 @@ def test_a_gbl_bomb_through_the_cli_is_one_line_under_the_memory_ceiling(tmp_pat
     path.write_bytes(seal(header() + app_info() + prog(APP_BASE, packed, TAG_PROGRAM_DATA_LZMA)))
     line = station_error(station_limited("image", "inspect", str(path)))
     assert str(path) in line and "decompression bomb" in line
+
+
+def test_image_build_compresses_a_gbl_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payload = tmp_path / "app.bin"
+    payload.write_bytes(demo_app(0x01050000, size=16 * 1024, compressible=True))
+    out = tmp_path / "app.gbl"
+    build = ["image", "build", "--payload", str(payload), "--address", "0x4000"]
+    assert main([*build, "--format", "gbl", "--compress", "lz4", "-o", str(out)]) == 0
+    image = parse_gbl(out.read_bytes())
+    assert image.fields["compression"] == "lz4" and image.segments[0].data == payload.read_bytes()
+    capsys.readouterr()
+    assert main([*build, "--format", "zigbee", "--compress", "lz4", "-o", str(out)]) == 2
+    assert "--compress is for --format gbl only" in capsys.readouterr().err
