@@ -21,6 +21,7 @@ from firmware_images.identity import check_identity
 from firmware_images.loader import LoadedImage, flashable
 from firmware_images.trust import TrustStore, signature_hint, signature_refusal
 from station.events import JobState
+from station.latency import take_adapter_latency
 from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
 from station.profiles import Profile, load_profile
 from station.sessions import BootloaderFacts, HubSession, open_session
@@ -402,6 +403,7 @@ def flash_hub(
     try:
         job.enter(Phase.CONNECT)
         session.connect(job.out)
+        take_adapter_latency(session, job.out, job.progress)
         job.enter(Phase.IDENTIFY)
         session.identify(job.out)
         job.checkpoint(JobState.IDENTIFIED, job.out)  # what was read, durable before a plan

@@ -50,6 +50,8 @@ class FlashOutcome:
     notes: list[str] = field(default_factory=list)
     exchanges: list[str] = field(default_factory=list)  # last bytes on the wire, when failed
     bytes_written: int = 0
+    #: The latency timer the port's USB-serial adapter ran at (ms), when it says.
+    adapter_latency_ms: float | None = None
     seconds: float = 0.0
     #: Wall time spent in each phase the job entered (``connect``, ``identify``, ``plan``,
     #: ``erase``, ``write``, ``verify``, ``boot``, ``confirm``), in the order entered; the

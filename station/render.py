@@ -61,6 +61,7 @@ from station.events import (
     SlotFault,
 )
 from station.flash import FlashOutcome, Result
+from station.latency import is_latency_note, latency_of
 
 # -- showing external text -------------------------------------------------------------------
 
@@ -264,6 +265,7 @@ class EventBoard:
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self.enabled = enabled
         self._tasks: dict[int, TaskID] = {}
+        self._slow: dict[int, str] = {}  # slots whose adapter latency is high: the mark
         self._progress = _slot_progress(console, enabled, "slot {task.fields[slot]:>3}", 11)
 
     def __enter__(self) -> EventBoard:
@@ -285,14 +287,20 @@ class EventBoard:
         if not self.enabled or event.slot is None:
             return
         task = self._task(event.slot)
+        slow = self._slow.get(event.slot, "")
         match event:
             case HubDetected() | HubIdentified() | JobPlanned() | JobStateChanged():
+                if isinstance(event, HubDetected):
+                    slow = self._slow.pop(event.slot, "")  # each job's port says again
                 self._progress.reset(task, total=None)
-                self._progress.update(task, phase=literal(event.state), note="")
+                self._progress.update(task, phase=literal(event.state), note=slow)
             case JobProgress():
                 self._progress.update(task, completed=event.done, total=event.total)
             case Note():
-                self._progress.update(task, note=literal(event.note)[:60])
+                note = event.note
+                if is_latency_note(note):
+                    note = self._slow[event.slot] = f"⚠ adapter latency {latency_of(note)}"
+                self._progress.update(task, note=literal(note)[:60])
             case JobFinished():
                 after = event.version_after
                 note = (
@@ -303,7 +311,7 @@ class EventBoard:
                 self._progress.update(
                     task,
                     phase=literal(event.state),
-                    note=literal(note)[:60],
+                    note=(f"{slow}; " if slow else "") + literal(note)[:60],
                     completed=event.bytes_written,
                     total=max(event.bytes_written, 1),
                 )

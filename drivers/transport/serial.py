@@ -30,6 +30,7 @@ from drivers.errors import (
     RemotePortLost,
     TransportError,
 )
+from drivers.transport.latency import AdapterLatency, set_low_latency
 from drivers.transport.rfc2217 import Rfc2217Port, exporter_host, is_rfc2217
 
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}
@@ -77,6 +78,9 @@ class SerialLink:
         self.exporter = exporter_host(url) if is_rfc2217(url) else None
         #: True when the port is a pseudo-terminal that could not carry the parity bit.
         self.parity_dropped = False
+        #: What the port's USB-serial adapter ended up with (low-latency mode asked on
+        #: every open of a local port; see drivers.transport.latency). None until open.
+        self.adapter: AdapterLatency | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -129,6 +133,12 @@ class SerialLink:
                 time.sleep(0.1)
         self._ser = ser
         self._timeout_s = 1.0
+        if self.exporter is None:
+            self.adapter = set_low_latency(ser, self.url)
+        else:
+            self.adapter = AdapterLatency(
+                None, None, f"network port: the adapter is at {self.exporter}"
+            )
 
     def _open_error(self, exc: Exception) -> TransportError:
         code = getattr(exc, "errno", None)

@@ -14,7 +14,9 @@ quick tests use it to flash a hub without starting a process.
 
 Options (those of ``station sim``, one hub): ``slot`` (1), ``seed`` (0), ``baud`` (115200),
 ``firmware`` (``0x01020304`` or ``1.2.3.4``; default blank), ``firmware-size``,
-``start-in`` (``bootloader`` or ``app``), ``faults``, ``latency-ms`` (1), ``unpaced``,
+``start-in`` (``bootloader`` or ``app``), ``faults``, ``latency-ms`` (1: the adapter's
+latency in low-latency mode), ``adapter-latency-ms`` (16: its latency until low-latency
+mode is asked for through the port, as an FTDI adapter's default timer), ``unpaced``,
 ``hw`` (2), ``product-id``, ``decompress`` (a Gecko bootloader's decompressors:
 ``lz4,lzma`` by default, ``none`` for a bootloader built without them), and ``wait``:
 ``sleep`` (default) sleeps until 0.3 ms before a delivery is due and polls the rest;
@@ -22,6 +24,13 @@ Options (those of ``station sim``, one hub): ``slot`` (1), ``seed`` (0), ``baud`
 pays a wake-up (tens of µs on a small virtual machine, as Linux's ``idle=poll`` would
 avoid) at the price of a busy CPU: for benchmarks of the station's own cost. For example
 ``sim://gecko?slot=3&firmware=1.1.0.0&start-in=app``.
+
+Adapter latency: the port class has pyserial's ``set_low_latency_mode``; ``True`` switches
+the modelled adapter to ``latency-ms`` for the hub's next deliveries, ``False`` back to
+``adapter-latency-ms``, and ``latency_timer_ms`` reports the one in force, as sysfs does
+for an FTDI port. The setting stays with the hub (as the driver's flag stays with a tty).
+Pseudo-terminal hubs cannot see that ioctl (Linux refuses it on a pty): they always
+model ``--latency-ms``, i.e. an adapter already in low-latency mode.
 
 A hub lives as long as the process: closing the port and opening the same URL again
 reaches the same hub, in the state it has reached meanwhile (its time runs on while the port
@@ -49,6 +58,9 @@ _IDLE_S = 0.05
 #: How a read waits for a delivery: sleep (then poll its last 0.3 ms), or poll all along.
 WAIT_MODES = ("sleep", "poll")
 _INT_OPTIONS = {"slot": 1, "seed": 0, "baud": 115200, "hw": 2}
+#: An FTDI adapter's default latency timer: what the hub's deliveries wait until
+#: low-latency mode is asked for through the port.
+ADAPTER_LATENCY_S = 0.016
 
 
 def parse_url(url: str) -> HubSpec:
@@ -62,6 +74,12 @@ def parse_url(url: str) -> HubSpec:
 
 def _parse(url: str) -> tuple[HubSpec, str]:
     """The hub a ``sim://`` URL describes, and how a read waits for it (``wait``)."""
+    spec, wait, _ = _parse_all(url)
+    return spec, wait
+
+
+def _parse_all(url: str) -> tuple[HubSpec, str, float]:
+    """:func:`_parse`, and the adapter's latency before low-latency mode (seconds)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "sim" or not parts.netloc:
         raise ValueError(f"{url!r}: expected sim://PROTOCOL?option=value&...")
@@ -97,6 +115,14 @@ def _parse(url: str) -> tuple[HubSpec, str]:
             kwargs["latency_s"] = float(latency) / 1000.0
         except ValueError:
             raise ValueError(f"{url!r}: latency-ms={latency!r} is not a number") from None
+    adapter_s = ADAPTER_LATENCY_S
+    if (adapter := options.pop("adapter-latency-ms", None)) is not None:
+        try:
+            adapter_s = float(adapter) / 1000.0
+        except ValueError:
+            raise ValueError(f"{url!r}: adapter-latency-ms={adapter!r} is not a number") from None
+        if not (adapter_s >= 0 and math.isfinite(adapter_s)):
+            raise ValueError(f"{url!r}: adapter-latency-ms={adapter!r} is out of range")
     if (product := options.pop("product-id", None)) is not None:
         try:
             kwargs["product_id"] = int(product, 0)
@@ -108,7 +134,7 @@ def _parse(url: str) -> tuple[HubSpec, str]:
         raise ValueError(f"{url!r}: wait={wait!r}: expected one of {', '.join(WAIT_MODES)}")
     if options:
         raise ValueError(f"{url!r}: unknown option(s) {', '.join(sorted(options))}")
-    return HubSpec(**kwargs), wait
+    return HubSpec(**kwargs), wait, adapter_s
 
 
 @dataclass
@@ -117,6 +143,7 @@ class _Hub:
 
     spec: HubSpec
     pacer: Pacer
+    adapter_latency_s: float = ADAPTER_LATENCY_S
     lock: threading.Lock = field(default_factory=threading.Lock)
     received: bytearray = field(default_factory=bytearray)
     poll: bool = False
@@ -150,17 +177,17 @@ def _hub_for(url: str) -> _Hub:
     with _HUBS_LOCK:
         hub = _HUBS.get(url)
         if hub is None:
-            spec, wait = _parse(url)
+            spec, wait, adapter_s = _parse_all(url)
             pacer = Pacer(
                 spec.build_device(),
                 baud=spec.baud,
                 paced=spec.paced,
-                latency_s=spec.latency_s,
+                latency_s=adapter_s,  # until low-latency mode is asked for
                 plan=spec.plan(),
                 bits_per_byte=spec.bits_per_byte,
             )
             pacer.start(time.monotonic())
-            hub = _HUBS[url] = _Hub(spec, pacer, poll=wait == "poll")
+            hub = _HUBS[url] = _Hub(spec, pacer, adapter_s, poll=wait == "poll")
         return hub
 
 
@@ -308,6 +335,20 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
         """Bytes written and not yet on the line: always none here."""
         self._live()
         return 0
+
+    def set_low_latency_mode(self, low_latency_settings: bool) -> None:
+        """Switch the modelled adapter's latency (pyserial's Linux-only method)."""
+        hub = self._live()
+        with hub.lock:
+            hub.pump(time.monotonic())
+            if hub.spec.paced:
+                wanted = hub.spec.latency_s if low_latency_settings else hub.adapter_latency_s
+                hub.pacer.latency_s = wanted
+
+    @property
+    def latency_timer_ms(self) -> float:
+        """The modelled adapter's latency in force, in ms (as an FTDI port's sysfs file)."""
+        return self._live().pacer.latency_s * 1000.0
 
     def _no_modem_lines(self) -> None:
         if self.is_open:

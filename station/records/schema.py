@@ -48,7 +48,8 @@ __all__ = [
 #: Version 2: station leases, job ownership, per-hub running/exported versions, DSP exports.
 #: Version 3: a station's slots on its lease row, one job in flight per hub (a partial unique
 #: index), consignments loaded once and served by every station.
-SCHEMA_VERSION: Final = 3
+#: Version 4: the latency each job's serial adapter ran at (``jobs.adapter_latency_ms``).
+SCHEMA_VERSION: Final = 4
 #: The states of a job still in flight (not ended), as stored.
 LIVE_STATES: Final = tuple(str(s) for s in CHAIN)
 #: The index that lets a hub (an EUI-64) be in flight in one job only, across every station
@@ -230,6 +231,9 @@ jobs = Table(
     Column("finished_at", UtcDateTime),
     Column("seconds", Float),
     Column("bytes_written", Integer, nullable=False, default=0),
+    # What the port's USB-serial adapter ran at after low-latency mode was asked for
+    # (ms; NULL: not a serial port, or the adapter does not say).
+    Column("adapter_latency_ms", Float),
     Index("ix_jobs_batch", "batch_id"),
     Index("ix_jobs_eui64", "eui64"),
     Index("ix_jobs_state", "state"),

@@ -221,6 +221,7 @@ class JobRow:
     finished_at: datetime | None
     seconds: float | None
     bytes_written: int
+    adapter_latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -1547,6 +1548,7 @@ class Store:
                 "finished_at": at,
                 "seconds": float(outcome.seconds),
                 "bytes_written": int(outcome.bytes_written),
+                "adapter_latency_ms": outcome.adapter_latency_ms,
             }
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**checked(jobs, values)))
             event_detail: dict[str, Any] = {"result": str(outcome.result)}
@@ -1941,6 +1943,7 @@ def _job(r: Row[Any]) -> JobRow:
         finished_at=r.finished_at,
         seconds=r.seconds,
         bytes_written=r.bytes_written or 0,
+        adapter_latency_ms=r.adapter_latency_ms,
     )
 
 

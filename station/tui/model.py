@@ -32,6 +32,7 @@ from station.events import (
     SlotFault,
     StateEvent,
 )
+from station.latency import is_latency_note, latency_of
 from station.records.consignments import ConsignmentStatus
 from station.records.manifest import normalise_eui64
 from station.render import literal, shown_version
@@ -157,6 +158,7 @@ class SlotView:
     fail_phase: str | None = None
     tries: int = 0  # tries before the current one
     fault: bool = False
+    slow_adapter: str = ""  # the adapter's latency when the job warned it is high
     label: str | None = None
     exchanges: list[str] = field(default_factory=list)
     trace: deque[str] = field(default_factory=lambda: deque(maxlen=_TRACE))
@@ -201,6 +203,8 @@ class SlotView:
                 return  # progress is not worth a trace line each time
             case Note():
                 stamp = f"note: {ev.note}"
+                if is_latency_note(ev.note):
+                    self.slow_adapter = latency_of(ev.note)
             case Retry():
                 self._retrying = True
                 stamp = f"retry (try {ev.tries}): {ev.why}"
@@ -280,6 +284,7 @@ class SlotView:
         self._retrying = False
         self.version_after = None
         self.reason = self.hint = ""
+        self.slow_adapter = ""
         self.fail_phase = None
         self.exchanges = []
 
@@ -495,6 +500,8 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
         head.append(" ≠LABEL", style="bold reverse red")
     elif v.label_check is True and width >= 30:
         head.append(" label✓", style="green")
+    if v.slow_adapter:
+        head.append(f" ⚠LATENCY {v.slow_adapter}" if width >= 30 else " ⚠", style="bold yellow")
     running = v.state in ("erasing", "writing", "verifying") and v.total > 0
 
     def progress(avail: int) -> Text:
