@@ -19,7 +19,7 @@ from sim.urlhandler import register
 from sim.urlhandler.protocol_sim import forget_hubs
 from station.controller import Controller
 from station.demo import prepare_demo_catalog
-from station.events import Event, JobState
+from station.events import Event, HubDetected, JobState
 from station.flash import Policy, catalog_chooser
 from station.records.store import Store
 from station.render import EventBoard
@@ -110,5 +110,5 @@ def test_the_tui_tile_marks_the_slow_slot(
     assert "⚠LATENCY 16 ms" in tile_text(views[2], 40, 2).plain
     assert "⚠" in tile_text(views[2], 19, 1).plain  # words shrink, the mark stays
     assert "LATENCY" not in tile_text(views[1], 40, 2).plain
-    views[2].apply(Event("state", 2, 99, "detected", {"port": SLOW}))
+    views[2].apply(HubDetected(slot=2, job_id=99, port=SLOW))
     assert "LATENCY" not in tile_text(views[2], 40, 2).plain  # the next job says again
