@@ -394,6 +394,25 @@ class An3155Hub(TimedModel[Output]):
         """Power-on reset: SRAM cleared, block count restarted, then boot as the pin says."""
         return self._entry(lambda: self._power_cycle(force_bootloader=False))
 
+    def hold_reset(self) -> list[Output]:
+        """NRST held low (or power gone): the core stops and hears nothing."""
+        return self._entry(lambda: self._set_mode(Mode.OFF))
+
+    def release_reset(self, boot: bool, *, cold: bool = False) -> list[Output]:
+        """NRST released with BOOT0 at ``boot``: the bootloader when it (or the strap)
+        selects it or no application is valid, else the application; ``cold`` after
+        power came back (SRAM cleared)."""
+
+        def start() -> None:
+            if cold:
+                self._power_cycle(force_bootloader=boot)
+            elif boot:
+                self._set_mode(Mode.WAIT_SYNC)
+            else:
+                self._reset()
+
+        return self._entry(start)
+
     def feed(self, data: bytes) -> list[Output]:
         """Consume host bytes in order; returns what the device does in response."""
         self._out = []

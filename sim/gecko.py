@@ -509,6 +509,18 @@ class GeckoHub(TimedModel[Output]):
         """Power-on reset: block count restarted, then the bootloader or the application."""
         return self._entry(lambda: self._power_cycle(force_bootloader=self.start_in_bootloader))
 
+    def hold_reset(self) -> list[Output]:
+        """RESETn held (or power gone): the core stops and hears nothing."""
+        return self._entry(lambda: self._set_mode(Mode.OFF))
+
+    def release_reset(self, boot: bool, *, cold: bool = False) -> list[Output]:
+        """RESETn released with the bootloader's GPIO activation pin at ``boot``: the
+        bootloader stays (menu) when the pin selects it or no application is valid;
+        ``cold`` after power came back."""
+        if cold:
+            return self._entry(lambda: self._power_cycle(force_bootloader=boot))
+        return self._entry(lambda: self._reset(force_bootloader=boot))
+
     def feed(self, data: bytes) -> list[Output]:
         """Consume host bytes in order; returns what the device does in response."""
         self._out = []

@@ -269,6 +269,18 @@ class Pacer:
 
         self._feed(kept, arrive)
 
+    def interrupt(self, outputs: Sequence[DeviceOutput], now: float) -> None:
+        """A hardware event at ``now`` (reset pin, power) that stopped or restarted the
+        core: its waits and the input held for them are dropped, so is output it had not
+        started to send, and ``outputs`` (what the model did) are scheduled from ``now``."""
+        self._timer = self._alarm = None
+        self._held = []
+        self._outbox = [item for item in self._outbox if item[0] <= now + self.latency_s]
+        heapq.heapify(self._outbox)
+        self.dev_free = now
+        self.tx_free = min(self.tx_free, now)
+        self._schedule(outputs, None, now)
+
     def next_due(self) -> float | None:
         """When something is next due (delivery, timer or alarm); None if nothing is."""
         due = self._timer[0] if self._timer is not None else math.inf

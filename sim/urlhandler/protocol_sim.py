@@ -18,7 +18,11 @@ Options (those of ``station sim``, one hub): ``slot`` (1), ``seed`` (0), ``baud`
 latency in low-latency mode), ``adapter-latency-ms`` (16: its latency until low-latency
 mode is asked for through the port, as an FTDI adapter's default timer), ``unpaced``,
 ``hw`` (2), ``product-id``, ``decompress`` (a Gecko bootloader's decompressors:
-``lz4,lzma`` by default, ``none`` for a bootloader built without them), and ``wait``:
+``lz4,lzma`` by default, ``none`` for a bootloader built without them), ``lines`` (how
+DTR/RTS are wired to the hub's reset and boot pins, ``reset=rts,boot=dtr`` as
+:class:`drivers.lines.Wiring` reads it; without it the port refuses modem-line changes as a
+pseudo-terminal does), ``pin-faults`` (``stuck-boot``, ``two-resets``: :mod:`sim.pins`),
+and ``wait``:
 ``sleep`` (default) sleeps until 0.3 ms before a delivery is due and polls the rest;
 ``poll`` never sleeps, so the reading thread, and the station code it returns to, never
 pays a wake-up (tens of µs on a small virtual machine, as Linux's ``idle=poll`` would
@@ -51,7 +55,9 @@ from typing import Any
 
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
+from drivers.lines import Wiring
 from sim.cli import parse_version
+from sim.pins import HubPins, PinFaults
 from sim.pty import SPIN_S, HubSpec, Pacer, derive_eui64
 
 _IDLE_S = 0.05
@@ -69,17 +75,22 @@ def parse_url(url: str) -> HubSpec:
     Raises:
         ValueError: not a ``sim://`` URL, an unknown option, or a value out of range.
     """
-    return _parse(url)[0]
+    return _parse(url).spec
 
 
-def _parse(url: str) -> tuple[HubSpec, str]:
-    """The hub a ``sim://`` URL describes, and how a read waits for it (``wait``)."""
-    spec, wait, _ = _parse_all(url)
-    return spec, wait
+@dataclass(frozen=True)
+class _Parsed:
+    spec: HubSpec
+    wait: str
+    #: The adapter's latency before low-latency mode (seconds).
+    adapter_s: float
+    wiring: Wiring | None
+    pin_faults: PinFaults
 
 
-def _parse_all(url: str) -> tuple[HubSpec, str, float]:
-    """:func:`_parse`, and the adapter's latency before low-latency mode (seconds)."""
+def _parse(url: str) -> _Parsed:
+    """The hub a ``sim://`` URL describes, how a read waits for it (``wait``), its
+    adapter's latency before low-latency mode, and how its pins are wired."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "sim" or not parts.netloc:
         raise ValueError(f"{url!r}: expected sim://PROTOCOL?option=value&...")
@@ -132,9 +143,16 @@ def _parse_all(url: str) -> tuple[HubSpec, str, float]:
         kwargs["decompressors"] = tuple(m for m in methods.split(",") if m and m != "none")
     if (wait := options.pop("wait", "sleep")) not in WAIT_MODES:
         raise ValueError(f"{url!r}: wait={wait!r}: expected one of {', '.join(WAIT_MODES)}")
+    wiring = None
+    try:
+        if (lines := options.pop("lines", None)) is not None:
+            wiring = Wiring.parse(lines)
+        pin_faults = PinFaults.parse(options.pop("pin-faults", ""))
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: {exc}") from None
     if options:
         raise ValueError(f"{url!r}: unknown option(s) {', '.join(sorted(options))}")
-    return HubSpec(**kwargs), wait, adapter_s
+    return _Parsed(HubSpec(**kwargs), wait, adapter_s, wiring, pin_faults)
 
 
 @dataclass
@@ -150,6 +168,9 @@ class _Hub:
     clock: float = -math.inf  # how far the model has been run
     is_open: bool = False
     vanished: bool = False
+    pins: HubPins | None = None
+    #: Set when another thread's write or line change may have made output due sooner.
+    wake: threading.Event = field(default_factory=threading.Event)
 
     def pump(self, now: float) -> None:
         """Run the model up to ``now``: deliveries due by then become readable."""
@@ -177,17 +198,20 @@ def _hub_for(url: str) -> _Hub:
     with _HUBS_LOCK:
         hub = _HUBS.get(url)
         if hub is None:
-            spec, wait, adapter_s = _parse_all(url)
+            parsed = _parse(url)
+            spec = parsed.spec
             pacer = Pacer(
                 spec.build_device(),
                 baud=spec.baud,
                 paced=spec.paced,
-                latency_s=adapter_s,  # until low-latency mode is asked for
+                latency_s=parsed.adapter_s,  # until low-latency mode is asked for
                 plan=spec.plan(),
                 bits_per_byte=spec.bits_per_byte,
             )
             pacer.start(time.monotonic())
-            hub = _HUBS[url] = _Hub(spec, pacer, adapter_s, poll=wait == "poll")
+            hub = _HUBS[url] = _Hub(spec, pacer, parsed.adapter_s, poll=parsed.wait == "poll")
+            if parsed.wiring is not None:
+                hub.pins = HubPins(pacer, parsed.wiring, parsed.pin_faults)
         return hub
 
 
@@ -233,6 +257,8 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
                 )
             hub.is_open = True
             hub.received.clear()  # as pyserial's open flushes a real port's input
+            if hub.pins is not None:  # a real port's open drives DTR and RTS as set
+                hub.pins.set_lines(hub.clock, dtr=self._dtr_state, rts=self._rts_state)
         self._hub = hub
         self.is_open = True
 
@@ -240,8 +266,13 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
         """Disconnect; the hub keeps running."""
         if self.is_open:
             self.is_open = False
-            with self._hub.lock:
-                self._hub.is_open = False
+            hub = self._hub
+            with hub.lock:
+                hub.is_open = False
+                if hub.pins is not None and not hub.vanished:
+                    # Closing a real port clears DTR and RTS (HUPCL).
+                    hub.pump(time.monotonic())
+                    hub.pins.set_lines(hub.clock, dtr=False, rts=False)
 
     def _reconfigure_port(self, *args: Any) -> None:
         """Line settings are the hub's (from its URL), as on a pseudo-terminal."""
@@ -272,6 +303,7 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
         got = bytearray()
         while True:
             with hub.lock:
+                hub.wake.clear()
                 hub.pump(time.monotonic())
                 take = hub.received[: size - len(got)]
                 del hub.received[: len(take)]
@@ -294,7 +326,7 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
                     pass
                 continue
             if left > SPIN_S:
-                time.sleep(left - SPIN_S)
+                hub.wake.wait(left - SPIN_S)
             else:
                 # Poll by going round this loop; sched_yield lets other threads (other
                 # slots) run meanwhile, and costs no timer slack as sleep(0) does.
@@ -312,6 +344,7 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
                 raise SerialException(errno.EIO, "write failed: device disconnected")
             if data:
                 hub.pacer.receive(data, now)
+                hub.wake.set()
         return len(data)
 
     def flush(self) -> None:
@@ -351,10 +384,30 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
         return self._live().pacer.latency_s * 1000.0
 
     def _no_modem_lines(self) -> None:
-        if self.is_open:
+        if self.is_open and self._hub.pins is None:
             raise SerialException(errno.ENOTTY, "Inappropriate ioctl for device")
 
-    _update_dtr_state = _update_rts_state = _update_break_state = _no_modem_lines
+    def _drive(self, **levels: bool) -> None:
+        """The hub's wired pins see DTR/RTS change now (unwired: ENOTTY, as a pty)."""
+        if not self.is_open:
+            return
+        hub = self._hub
+        if hub.pins is None:
+            self._no_modem_lines()
+            return
+        with hub.lock:
+            now = max(time.monotonic(), hub.clock)
+            hub.pump(now)  # what was due before the change happens before it
+            hub.pins.set_lines(now, **levels)
+            hub.wake.set()
+
+    def _update_dtr_state(self) -> None:
+        self._drive(dtr=bool(self._dtr_state))
+
+    def _update_rts_state(self) -> None:
+        self._drive(rts=bool(self._rts_state))
+
+    _update_break_state = _no_modem_lines
 
     def _modem_line(self) -> bool:
         self._no_modem_lines()

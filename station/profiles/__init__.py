@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from drivers.errors import ConfigError
+from drivers.lines import LinePlan, Wire, Wiring, parse_sequence
 from firmware_images.files import read_regular_text
 from firmware_images.tomlfile import TomlLines
 from station.config import Spec, Table, shown
@@ -51,6 +52,11 @@ class Profile:
     ack_timeout_s: float
     #: Protocol-specific settings (the whole TOML table), read by that protocol's session.
     options: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: How the application is started after a write: its bootloader's command, or a
+    #: reset by modem lines (``lines``).
+    exit: str = "command"
+    #: The modem-line fixture (``[lines]``), when the profile has one.
+    lines: LinePlan | None = None
 
     @property
     def flash_end(self) -> int:
@@ -80,6 +86,7 @@ PROFILE_KEYS = {
     "memory": Spec(dict, required=True),
     "model": Spec(dict, required=True),
     "bootloader": Spec(dict),
+    "lines": Spec(dict),
 }
 LINK_KEYS = {
     "baud": Spec(int, 50, 12_000_000, required=True),
@@ -98,13 +105,23 @@ MODEL_KEYS = {
     "image_type": Spec(int, 0, 0xFFFF, required=True),
 }
 BOOTLOADER_KEYS = {
-    "entry": Spec(str, choices=("console", "strapped", "detach")),
+    "entry": Spec(str, choices=("console", "strapped", "detach", "lines")),
+    "exit": Spec(str, choices=("command", "lines")),
     "pipeline_writes": Spec(bool),
     "retries": Spec(int, 0, 100),
     "verify": Spec(str, choices=("auto", "crc", "readback")),
     "boot_timeout_s": Spec(float, 0, 600),
     "resync_timeout_s": Spec(float, 0, 600),
     "ack_timeout_s": Spec(float, 0.001, 60),
+}
+_WIRE = Spec(str, choices=("dtr", "-dtr", "rts", "-rts", "none"))
+#: ``[lines]``: DTR/RTS wired to the hub's reset and boot pins (docs/hardware.md).
+LINES_KEYS = {
+    "reset": Spec(str, choices=("dtr", "-dtr", "rts", "-rts"), required=True),
+    "boot": _WIRE,
+    "entry_sequence": Spec(str, max_len=400),
+    "exit_sequence": Spec(str, max_len=400),
+    "attempts": Spec(int, 1, 10),
 }
 
 
@@ -128,6 +145,8 @@ def parse_profile(data: dict[str, Any], where: str, text: str | None = None) -> 
         ("model", MODEL_KEYS),
         ("bootloader", BOOTLOADER_KEYS),
     ]
+    if "lines" in data:
+        sections.append(("lines", LINES_KEYS))
     if own:
         sections.append((protocol, SECTIONS[protocol]))
     tables = {key: root.table(key) for key, _ in sections}
@@ -156,7 +175,16 @@ def parse_profile(data: dict[str, Any], where: str, text: str | None = None) -> 
         resync_timeout_s=float(boot.get("resync_timeout_s", 10.0)),
         ack_timeout_s=float(boot.get("ack_timeout_s", 1.0)),
         options=MappingProxyType(data),
+        exit=boot.get("exit", "command"),
+        lines=_line_plan(tables["lines"]) if "lines" in data else None,
     )
+    if profile.lines is None and "lines" in (profile.entry, profile.exit):
+        key = "entry" if profile.entry == "lines" else "exit"
+        raise tables["bootloader"].error(
+            key, f"{key} = 'lines' needs a [lines] section saying how DTR/RTS are wired"
+        )
+    if profile.lines is not None and profile.protocol not in ("an3155", "gecko"):
+        raise tables["lines"].error(None, f"{profile.protocol} hubs are not reset by modem lines")
     memory = tables["memory"]
     if profile.protocol == "an3155" and profile.identity_address is None:
         raise memory.error(None, "an3155 profiles need identity_address")
@@ -273,3 +301,25 @@ def _load(name_or_path: str) -> Profile:
             hint="rename the file or fix its name, so a rig's profile name finds this file",
         )
     return profile
+
+
+def _line_plan(table: Table) -> LinePlan:
+    """The ``[lines]`` section: wiring, sequences (checked against the wiring), attempts."""
+    data = table.data
+    try:
+        wiring = Wiring(Wire.parse(data["reset"]), Wire.parse(data.get("boot", "none")))
+    except ValueError as exc:
+        raise table.error("boot", str(exc)) from None
+    sequences = []
+    for key, default, to_bootloader in (
+        ("entry_sequence", wiring.default_entry, True),
+        ("exit_sequence", wiring.default_exit, False),
+    ):
+        try:
+            steps = parse_sequence(data[key]) if key in data else default()
+            wiring.check(steps, to_bootloader=to_bootloader)
+        except ValueError as exc:
+            shown = repr(data[key]) if key in data else "the default sequence"
+            raise table.error(key, f"{shown}: {exc}") from None
+        sequences.append(steps)
+    return LinePlan(wiring, sequences[0], sequences[1], data.get("attempts", 2))

@@ -20,6 +20,7 @@ from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome, Refusal
 from station.profiles import Profile
 from station.sessions import BootloaderFacts, wrong_profile_hint
+from station.sessions.lines import LineControl
 from station.sessions.trace import TracedLink
 
 IDENTITY_MAGIC = b"HBID"
@@ -51,6 +52,7 @@ class An3155Session:
         )
         self.console = AppConsole(self.link)
         self.notes = self.drv.notes
+        self.lines = LineControl.of(self.link, profile)
 
     def close(self) -> None:
         self.link.close()
@@ -61,6 +63,10 @@ class An3155Session:
 
     def connect(self, out: FlashOutcome) -> None:
         self.link.open()
+        if self.lines is not None and self.profile.entry == "lines":
+            self._enter_by_lines(Phase.CONNECT)
+            out.found_in = "bootloader"
+            return
         try:
             self.drv.sync(timeout_s=0.6)
             out.found_in = "bootloader"
@@ -81,6 +87,35 @@ class An3155Session:
         except NoSync as exc:  # its application obeyed BOOT: its bootloader is not ST's
             exc.hint = self._wrong_profile(exc)
             raise
+
+    def _enter_by_lines(self, phase: Phase) -> None:
+        """Reset into the bootloader by DTR/RTS, then synchronise (each try bounded)."""
+        assert self.lines is not None
+
+        def synced() -> bool:
+            try:
+                self.drv.sync(timeout_s=0.6, phase=phase)
+            except NoSync:
+                return False
+            return True
+
+        self.lines.enter(synced, self.notes, phase)
+
+    def _to_bootloader(self) -> None:
+        """From the running application back to the bootloader: by lines when the
+        profile enters that way, else by the console's BOOT."""
+        if self.lines is not None and self.profile.entry == "lines":
+            self._enter_by_lines(Phase.IDENTIFY)
+            return
+        self.console.enter_bootloader()
+        self.drv.sync(timeout_s=2.0, phase=Phase.IDENTIFY)
+
+    def _start_app(self) -> None:
+        """Leave the bootloader for the application: a reset by lines, or Go."""
+        if self.lines is not None and self.profile.exit == "lines":
+            self.lines.exit()
+        else:
+            self.drv.go(self.profile.app_address)
 
     def _wrong_profile(self, exc: NoSync) -> str:
         return wrong_profile_hint(self.profile, self.link.url, exc.default_hint)
@@ -159,7 +194,7 @@ class An3155Session:
             claimed = unpack_descriptor(raw).firmware_version
         except ImageError:
             return None  # blank or foreign flash: nothing to compare against
-        self.drv.go(self.profile.app_address)
+        self._start_app()
         self.console.wait_banner(self.profile.boot_timeout_s)
         running = self.console.version()
         if running is None:
@@ -167,11 +202,14 @@ class An3155Session:
                 f"flash claims 0x{claimed:08X} but the application does not start: "
                 "treated as holding no valid firmware"
             )
-            # The core faulted; its watchdog brings the strapped hub back to the bootloader.
-            self.drv.sync(timeout_s=2.0, phase=Phase.IDENTIFY)
+            if self.lines is not None and self.profile.entry == "lines":
+                self._enter_by_lines(Phase.IDENTIFY)
+            else:
+                # The core faulted; its watchdog brings the strapped hub back to the
+                # bootloader.
+                self.drv.sync(timeout_s=2.0, phase=Phase.IDENTIFY)
             return None
-        self.console.enter_bootloader()
-        self.drv.sync(timeout_s=2.0, phase=Phase.IDENTIFY)
+        self._to_bootloader()
         return f"0x{running:08X}"
 
     def erase(self, image: LoadedImage, progress: ProgressFn) -> None:
@@ -251,10 +289,10 @@ class An3155Session:
         return bool(bad)
 
     def boot(self, image: LoadedImage) -> None:
-        self.drv.go(self.profile.app_address)
+        self._start_app()
 
     def start_application(self) -> None:
-        self.drv.go(self.profile.app_address)
+        self._start_app()
 
     def describe(self) -> BootloaderFacts | None:
         info, p = self.drv.info, self.profile

@@ -42,6 +42,7 @@ from firmware_images.loader import LoadedImage
 from station.outcome import FlashOutcome
 from station.profiles import Profile
 from station.sessions import BootloaderFacts, wrong_profile_hint
+from station.sessions.lines import LineControl
 from station.sessions.trace import TracedLink
 
 _BANNER = re.compile(rb"CHUB APP 0x[0-9A-Fa-f]{8} READY\r?\n")
@@ -69,6 +70,7 @@ class GeckoSession:
         )
         self.console = AppConsole(self.link)
         self.notes = self.drv.notes
+        self.lines = LineControl.of(self.link, profile)
         self._out: FlashOutcome | None = None
         self._report: UploadReport | None = None
 
@@ -84,6 +86,10 @@ class GeckoSession:
     def connect(self, out: FlashOutcome) -> None:
         self._out = out
         self.link.open()
+        if self.lines is not None and self.profile.entry == "lines":
+            self._enter_by_lines(Phase.CONNECT)
+            out.found_in = "bootloader"
+            return
         if self.drv.probe() is not None:
             out.found_in = "bootloader"
             return
@@ -120,8 +126,24 @@ class GeckoSession:
         out.hw_version = self.console.hw_version()
 
     def _to_bootloader(self) -> None:
+        if self.lines is not None and self.profile.entry == "lines":
+            self._enter_by_lines(Phase.IDENTIFY)
+            return
         self.console.enter_bootloader()
         self.drv.wait_menu(self.profile.boot_timeout_s)
+
+    def _enter_by_lines(self, phase: Phase) -> None:
+        """Reset into the bootloader by DTR/RTS with the activation pin held, then look
+        for its menu (each try bounded by the menu timeout)."""
+        assert self.lines is not None
+        self.lines.enter(lambda: self.drv.probe() is not None, self.notes, phase)
+
+    def _start_app(self) -> None:
+        """Leave the bootloader for the application: a reset by lines, or '2' (run)."""
+        if self.lines is not None and self.profile.exit == "lines":
+            self.lines.exit()
+        else:
+            self.drv.run_application()
 
     def identify(self, out: FlashOutcome) -> None:
         if out.found_in == "application" or not self.identify_via_application:
@@ -217,10 +239,10 @@ class GeckoSession:
     # -- boot and confirm --------------------------------------------------------------
 
     def boot(self, image: LoadedImage) -> None:
-        self.drv.run_application()
+        self._start_app()
 
     def start_application(self) -> None:
-        self.drv.run_application()
+        self._start_app()
 
     def describe(self) -> BootloaderFacts | None:
         p = self.profile

@@ -1,0 +1,213 @@
+"""Simulated hubs served over RFC 2217, as ser2net serves a real adapter's port.
+
+Each hub is an in-process ``sim://`` hub (:mod:`sim.urlhandler.protocol_sim`) behind a TCP
+port, with pyserial's own server side of RFC 2217 (:class:`serial.rfc2217.PortManager`)
+between: a client's DTR/RTS changes reach the hub's wired pins (:mod:`sim.pins`), so the
+station, stm32loader or esptool can reset a simulated hub into its bootloader over the
+network. No pseudo-terminal is involved (a pty refuses modem-line ioctls).
+
+Like ser2net, an endpoint serves one client at a time (a second connection is closed at
+once), opens the hub's port when a client connects and closes it when the client goes
+(which clears DTR and RTS, as closing a real port does).
+
+``station sim --rfc2217 BASEPORT`` serves slot N on TCP port BASEPORT + N - 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+import serial
+import serial.rfc2217
+
+from sim import urlhandler
+from sim.pty import HubSpec
+
+_ACCEPT_POLL_S = 0.2
+_READ_POLL_S = 0.05
+
+
+def sim_url(spec: HubSpec, *, lines: str = "", pin_faults: str = "") -> str:
+    """The ``sim://`` URL of the hub ``spec`` describes (same hub, same identity)."""
+    query: dict[str, str] = {
+        "slot": str(spec.slot),
+        "seed": str(spec.seed),
+        "baud": str(spec.baud),
+        "hw": str(spec.hw_version),
+        "start-in": spec.start_in,
+        "latency-ms": repr(spec.latency_s * 1000.0),
+        "firmware-size": str(spec.firmware_size),
+        "product-id": str(spec.product_id),
+    }
+    if spec.firmware is not None:
+        query["firmware"] = f"{spec.firmware:#010x}"
+    if spec.faults:
+        query["faults"] = spec.faults
+    if not spec.paced:
+        query["unpaced"] = "1"
+    if lines:
+        query["lines"] = lines
+    if pin_faults:
+        query["pin-faults"] = pin_faults
+    return f"sim://{spec.protocol}?{urllib.parse.urlencode(query)}"
+
+
+class _PortManager(serial.rfc2217.PortManager):  # type: ignore[misc]  # pyserial is untyped
+    """pyserial's server side, quiet about a hub whose lines are not wired: a change is
+    then not acknowledged (as ser2net does for a port without modem lines) and its modem
+    status reads all clear."""
+
+    def _telnet_process_subnegotiation(self, suboption: bytes) -> None:
+        with contextlib.suppress(serial.SerialException):
+            super()._telnet_process_subnegotiation(suboption)
+
+    def check_modem_lines(self, force_notification: bool = False) -> None:
+        with contextlib.suppress(serial.SerialException):
+            super().check_modem_lines(force_notification)
+
+
+class _Connection:
+    """The client's socket, written by two threads (negotiation answers and hub data)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock, contextlib.suppress(OSError):
+            self.sock.sendall(data)
+
+
+class Rfc2217Endpoint:
+    """One simulated hub on one TCP port.
+
+    Args:
+        url: the hub's ``sim://`` URL.
+        port: TCP port to listen on (0: any free one; see :attr:`port`).
+        host: address to listen on.
+    """
+
+    def __init__(self, url: str, port: int, host: str = "127.0.0.1") -> None:
+        urlhandler.register()
+        self.hub_url = url
+        self.host = host
+        self._listener = socket.create_server((host, port))
+        self._listener.settimeout(_ACCEPT_POLL_S)
+        self.port: int = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._busy = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(
+            target=self._accept, name=f"rfc2217-{self.port}", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        """What a client opens: ``rfc2217://host:port``."""
+        return f"rfc2217://{self.host}:{self.port}"
+
+    def start(self) -> Rfc2217Endpoint:
+        """Start accepting clients (in a thread of its own)."""
+        self._accepter.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and any client; the hub itself keeps living (sim://)."""
+        self._stop.set()
+        self._listener.close()
+        if self._accepter.is_alive():
+            self._accepter.join(2.0)
+        for thread in self._threads:
+            thread.join(2.0)
+
+    def __enter__(self) -> Rfc2217Endpoint:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # the listener was closed
+            if not self._busy.acquire(blocking=False):
+                sock.close()  # one client at a time, as ser2net
+                continue
+            thread = threading.Thread(
+                target=self._serve, args=(sock,), name=f"rfc2217-{self.port}-client", daemon=True
+            )
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            try:
+                port: Any = serial.serial_for_url(self.hub_url, timeout=_READ_POLL_S)
+            except serial.SerialException:
+                return  # the hub's port vanished: the client sees its connection close
+            try:
+                self._relay(sock, port)
+            finally:
+                with contextlib.suppress(serial.SerialException):
+                    port.close()
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._busy.release()
+
+    def _relay(self, sock: socket.socket, port: Any) -> None:
+        # Each reply goes out at once, as a serial line would carry it (no Nagle delay).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Connection(sock)
+        manager = _PortManager(port, conn)
+        done = threading.Event()
+
+        def hub_to_client() -> None:
+            while not done.is_set() and not self._stop.is_set():
+                try:
+                    data = port.read(1)
+                    if data and port.in_waiting:
+                        data += port.read(port.in_waiting)
+                except serial.SerialException:
+                    break  # vanished
+                if data:
+                    conn.write(b"".join(_escaped(manager, data)))
+            done.set()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        reader = threading.Thread(target=hub_to_client, name=f"rfc2217-{self.port}-hub")
+        reader.start()
+        sock.settimeout(_ACCEPT_POLL_S)
+        try:
+            while not done.is_set() and not self._stop.is_set():
+                try:
+                    data = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                payload = b"".join(manager.filter(data))
+                if payload:
+                    try:
+                        port.write(payload)
+                    except serial.SerialException:
+                        break
+        finally:
+            done.set()
+            reader.join()
+
+
+def _escaped(manager: Any, data: bytes) -> Iterable[bytes]:
+    return manager.escape(data)  # type: ignore[no-any-return]
