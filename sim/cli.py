@@ -94,6 +94,13 @@ def _latency_ms(text: str) -> float:
     return value
 
 
+def _tcp_port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``station sim`` options to ``parser``."""
     parser.add_argument(
@@ -145,6 +152,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="keep DIR/slot-N pointing at slot N's port (stable across swaps: bind rig slots "
         "to these paths)",
+    )
+    parser.add_argument(
+        "--rfc2217",
+        type=_tcp_port,
+        metavar="BASEPORT",
+        help="serve slot N over RFC 2217 on TCP port BASEPORT+N-1 (rfc2217://HOST:PORT, as "
+        "ser2net would) instead of on a pseudo-terminal: DTR/RTS changes reach the hub",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address the --rfc2217 ports listen on")
+    parser.add_argument(
+        "--lines",
+        metavar="WIRING",
+        help="with --rfc2217: DTR/RTS wired to the hubs' reset and boot pins, e.g. "
+        "reset=rts,boot=dtr (the demo-*-lines profiles); '-rts' = active while clear",
+    )
+    parser.add_argument(
+        "--pin-faults",
+        default="",
+        metavar="SPEC",
+        help="with --lines: [S:]stuck-boot (the boot pin never selects the bootloader), "
+        "[S:]two-resets (the first reset after power-on hangs the hub), comma-separated",
     )
     parser.add_argument(
         "--commands",
@@ -265,6 +293,17 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"station sim: error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "rfc2217", None) is not None:
+        from sim.rfc2217 import run_rig
+
+        return run_rig(args, specs)
+    if getattr(args, "lines", None) or getattr(args, "pin_faults", ""):
+        print(
+            "station sim: error: --lines and --pin-faults need --rfc2217 (a pseudo-terminal "
+            "has no modem lines)",
+            file=sys.stderr,
+        )
         return 2
     signals = SignalStop()
     stop = signals.event

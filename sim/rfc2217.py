@@ -16,17 +16,22 @@ once), opens the hub's port when a client connects and closes it when the client
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+import sys
 import threading
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import serial
 import serial.rfc2217
 
+from firmware_images.descriptor import dotted_version, format_version
 from sim import urlhandler
+from sim.pins import PinFaults
 from sim.pty import HubSpec
+from sim.signals import SignalStop
 
 _ACCEPT_POLL_S = 0.2
 _READ_POLL_S = 0.05
@@ -211,3 +216,97 @@ class Rfc2217Endpoint:
 
 def _escaped(manager: Any, data: bytes) -> Iterable[bytes]:
     return manager.escape(data)  # type: ignore[no-any-return]
+
+
+def pin_faults_for(spec: str, slot: int) -> str:
+    """Slot ``slot``'s pin faults from ``[S:]FAULT,...`` (no ``S:``: every slot).
+
+    Raises:
+        ValueError: an unknown fault or a bad slot number.
+    """
+    faults = []
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        where, _, fault = item.rpartition(":")
+        if where and not where.isdigit():
+            raise ValueError(f"pin fault {item!r}: expected [SLOT:]FAULT")
+        PinFaults.parse(fault)
+        if not where or int(where) == slot:
+            faults.append(fault)
+    return ",".join(faults)
+
+
+def run_rig(args: Any, specs: Sequence[HubSpec]) -> int:
+    from sim.urlhandler.protocol_sim import parse_url
+
+    """``station sim --rfc2217 BASEPORT``: serve each hub on BASEPORT + slot - 1 until
+    SIGINT/SIGTERM; 0 on a clean stop, 2 on bad settings, 1 when a port cannot be bound."""
+    if getattr(args, "links", None) or getattr(args, "commands", False):
+        print(
+            "station sim: error: --links and --commands are for hubs on pseudo-terminals, "
+            "not with --rfc2217",
+            file=sys.stderr,
+        )
+        return 2
+    lines = args.lines or ""
+    if args.rfc2217 + len(specs) - 1 > 65535:
+        print(
+            f"station sim: error: --rfc2217 {args.rfc2217}: slot {len(specs)} would be "
+            "beyond TCP port 65535",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        urls = [
+            sim_url(spec, lines=lines, pin_faults=pin_faults_for(args.pin_faults, spec.slot))
+            for spec in specs
+        ]
+        for url in urls:
+            parse_url(url)
+    except ValueError as exc:
+        print(f"station sim: error: {exc}", file=sys.stderr)
+        return 2
+    signals = SignalStop()
+    endpoints: list[Rfc2217Endpoint] = []
+    try:
+        for spec, url in zip(specs, urls, strict=True):
+            try:
+                endpoint = Rfc2217Endpoint(url, args.rfc2217 + spec.slot - 1, args.host)
+            except OSError as exc:
+                print(
+                    f"station sim: error: slot {spec.slot}: cannot listen on "
+                    f"{args.host}:{args.rfc2217 + spec.slot - 1}: {exc.strerror}",
+                    file=sys.stderr,
+                )
+                return 1
+            endpoints.append(endpoint.start())
+            info = {
+                "slot": spec.slot,
+                "port": endpoint.url,
+                "profile": f"{spec.profile}-lines" if lines else spec.profile,
+                "eui64": spec.eui64,
+                "firmware": None if spec.firmware is None else format_version(spec.firmware),
+                "lines": lines or None,
+            }
+            if args.json:
+                print(json.dumps(info), flush=True)
+            else:
+                shown = "blank" if spec.firmware is None else dotted_version(spec.firmware)
+                wired = f"  lines {lines}" if lines else ""
+                print(
+                    f"slot {spec.slot:>3}  {endpoint.url:<26} EUI-64 {spec.eui64}  "
+                    f"firmware {shown:<10}{wired}",
+                    flush=True,
+                )
+        if not args.json:
+            print(
+                f"{len(endpoints)} hub(s) served over RFC 2217; Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+        while not signals.event.wait(0.5):
+            pass
+        return 0
+    finally:
+        for endpoint in endpoints:
+            endpoint.stop()
+        signals.restore()

@@ -193,6 +193,8 @@ def _auto_candidates(port: str, err: Console) -> list[str]:
     for name in names:
         try:
             protocol = load_profile(name).protocol
+            if load_profile(name).lines is not None:
+                continue  # resets the hub by DTR/RTS: only when named (--profile NAME)
         except ConfigError as exc:
             err.print(styled("note: not tried: ", exc.message))
             continue

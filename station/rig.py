@@ -200,7 +200,8 @@ def default_candidates(*, usb_capable: bool) -> tuple[str, ...]:
     from station.profiles import builtin_names, user_profiles
 
     names = [*builtin_names(), *(n for n in user_profiles() if n not in builtin_names())]
-    serial = [n for n in names if load_profile(n).protocol != "dfu"]
+    # Never a modem-line profile unasked: its entry resets the hub by a wiring only guessed.
+    serial = [n for n in names if load_profile(n).protocol != "dfu" and not load_profile(n).lines]
     usb = [n for n in names if load_profile(n).protocol == "dfu"] if usb_capable else []
     return (*serial, *usb)
 

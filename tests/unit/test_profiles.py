@@ -41,7 +41,7 @@ def test_bad_profile_file_names_key(tmp_path: Path) -> None:
 
 
 PROFILES = Path(__file__).parents[2] / "station" / "profiles"
-COMMON = "(known: bootloader, description, link, memory, model, name, protocol"
+COMMON = "(known: bootloader, description, lines, link, memory, model, name, protocol"
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,8 @@ COMMON = "(known: bootloader, description, link, memory, model, name, protocol"
         (
             "gecko",
             ("[gecko]", "[dfu]"),
-            "line 37: unknown key 'dfu' (known: bootloader, description, gecko, link, memory",
+            "line 37: unknown key 'dfu' (known: bootloader, description, gecko, lines, link, "
+            "memory",
         ),
         (
             "dfu",
