@@ -18,7 +18,7 @@ Two notations are read, so a sequence proven with either tool can be pasted as i
 
 "Set" is pyserial's ``dtr = True``: the line is asserted, which on a TTL-level adapter
 (FTDI, CP210x, CH340) drives the pin *low*. A wiring is written the stm32flash way, per
-pin: ``reset = "rts"`` (reset held while RTS is set, esptool's and stm32loader's circuit)
+pin: ``reset = "rts"`` (reset held while RTS is set: a straight wire to an active-low pin)
 or ``reset = "-dtr"`` (held while DTR is clear, an inverting transistor between).
 """
 

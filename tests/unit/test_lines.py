@@ -168,10 +168,10 @@ def test_builtin_lines_profiles_load() -> None:
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        (('reset = "rts"', 'reset = "nrst"'), "line 38 ([lines]): 'reset' must be one of"),
+        (('reset = "rts"', 'reset = "nrst"'), "line 39 ([lines]): 'reset' must be one of"),
         (
             ('entry_sequence = "D1|R1|W0.1|R0|W0.05|D0"', 'entry_sequence = "D1|R1|W0.1"'),
-            "line 41 ([lines]): 'D1|R1|W0.1': it leaves the hub held in reset",
+            "line 42 ([lines]): 'D1|R1|W0.1': it leaves the hub held in reset",
         ),
         (
             ('exit_sequence = "D0|R1|W0.1|R0"', 'exit_sequence = "D1|R1|W0.1|R0"'),
