@@ -6,6 +6,9 @@ without modem lines."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from sim.gecko import demo_gbl
 from sim.rfc2217 import Rfc2217Endpoint
 from sim.urlhandler.protocol_sim import forget_hubs
 from station.cli import main
+from station.demo import prepare_demo_catalog
 from station.flash import FlashOutcome, Policy, Result, flash_hub
 from station.profiles import Profile, load_profile
 
@@ -63,10 +67,11 @@ def gbl_image(tmp_path_factory: pytest.TempPathFactory) -> LoadedImage:
 
 
 def hub_url(protocol: str, faults: str = "", **extra: str) -> str:
-    query = "&".join(f"{k}={v}" for k, v in extra.items())
+    options = {"firmware-size": "16384", **extra}
+    query = "&".join(f"{k}={v}" for k, v in options.items())
     return (
-        f"sim://{protocol}?firmware={OLD:#010x}&firmware-size=16384&start-in=app&unpaced=1"
-        f"&lines=reset=rts,boot=dtr&pin-faults={faults}" + (f"&{query}" if query else "")
+        f"sim://{protocol}?firmware={OLD:#010x}&start-in=app&unpaced=1"
+        f"&lines=reset=rts,boot=dtr&pin-faults={faults}&{query}"
     )
 
 
@@ -189,3 +194,37 @@ def test_a_second_client_is_turned_away_as_ser2net_does(serve: Serve) -> None:
     url = serve(hub_url("an3155"))
     with SerialLink(url), pytest.raises(PortBusy, match="ser2net serves one"):
         SerialLink(url).open()
+
+
+@pytest.mark.slow
+def test_rig_run_over_rfc2217_isolates_a_slot_with_a_stuck_boot_line(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """``station run`` (its own process) with two slots on simulated fixtures served over
+    RFC 2217: the good hub passes, the stuck one fails in connect naming the line."""
+    cat, trust = prepare_demo_catalog(tmp_path / "demo", size=8192)
+    # The catalogue names the profile of each model: here the model on its fixture.
+    listing = cat.root / "catalog.toml"
+    listing.write_text(listing.read_text().replace('"demo-an3155"', '"demo-an3155-lines"'))
+    ports = {
+        1: serve(hub_url("an3155", slot="1", **{"firmware-size": "8192"})),
+        2: serve(hub_url("an3155", "stuck-boot", slot="2", **{"firmware-size": "8192"})),
+    }
+    rig = 'station_id = "bench-lines"\n'
+    for slot, port in ports.items():
+        rig += f'[[slot]]\nnumber = {slot}\nport = "{port}"\nprofile = "demo-an3155-lines"\n'
+    (tmp_path / "rig.toml").write_text(rig)
+    run = subprocess.run(
+        [sys.executable, "-m", "station.cli", "run", "--rig", str(tmp_path / "rig.toml")]
+        + ["--catalog", str(cat.root), "--trust", trust.source, "--json"]
+        + ["--db", f"sqlite:///{tmp_path}/station.db"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 1, run.stderr
+    events = [json.loads(line) for line in run.stdout.splitlines()]
+    finished = {e["slot"]: e for e in events if e["kind"] == "job-finished"}
+    assert finished[1]["state"] == "passed", json.dumps(finished[1])
+    assert finished[2]["state"] == "failed"
+    assert "boot line DTR" in json.dumps(finished[2])
