@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.lines import Wiring
+from firmware_images.build import demo_payload
 from sim import urlhandler
-from sim.an3155 import An3155Hub, Mode
+from sim.an3155 import APP_START_S, FLASH_BASE, An3155Hub, Mode
 from sim.gecko import GeckoHub, menu_text
 from sim.gecko import Mode as GeckoMode
 from sim.pins import HubPins, PinFaults
@@ -190,3 +193,52 @@ def test_reset_pulse_api_and_faults() -> None:
     pins.reset(1.0)
     assert hub.mode in (GeckoMode.BOOTING, GeckoMode.MENU)  # blank flash: its bootloader
     assert PinFaults.parse("two-resets, stuck-boot").text == "stuck-boot,two-resets"
+
+
+# -- invariants against a reference -------------------------------------------------------
+
+lines_states = st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines_states, st.booleans(), st.booleans())
+def test_the_hub_follows_its_pins(
+    changes: list[tuple[bool, bool]], has_app: bool, two_resets: bool
+) -> None:
+    """Whatever DTR/RTS do: while reset is held the core is off; after a release it runs
+    the bootloader exactly when the boot pin selected it at that release (or no valid
+    application is in flash), except the hung first release of a two-reset hub."""
+    hub = An3155Hub(boot_pin_strapped=False)
+    if has_app:
+        hub.flash.program(FLASH_BASE, demo_payload(0x01010000, size=4096))
+    pins = pins_on(hub, "two-resets" if two_resets else "")
+    expected = Mode.APP if has_app else Mode.WAIT_SYNC  # powered with both lines clear
+    releases = 0
+    for t, (dtr, rts) in enumerate(changes, start=1):
+        held_before = pins.in_reset
+        pins.set_lines(float(t), dtr=dtr, rts=rts)
+        hub.settle()  # let the application finish starting (unpaced: at once)
+        if rts:  # reset is on RTS, held while set
+            expected = Mode.OFF
+        elif held_before:
+            releases += 1
+            if two_resets and releases == 1:
+                expected = Mode.OFF  # hung
+            else:
+                expected = Mode.WAIT_SYNC if dtr or not has_app else Mode.APP
+        assert hub.mode is expected
+        assert pins.in_reset is rts
+
+
+def test_never_faster_than_the_wire_after_a_release() -> None:
+    """Released into its application, the hub's banner comes no sooner than the start
+    time plus the banner's bytes on the line (8E1 at 115200) and the adapter latency."""
+    port = open_port(f"sim://an3155?firmware=1.1.0.0&start-in=app&latency-ms=2&{WIRED}")
+    port.read(len(BANNER))
+    port.rts = True
+    time.sleep(0.01)
+    released = time.monotonic()
+    port.rts = False
+    assert port.read(len(BANNER)) == BANNER
+    floor = APP_START_S + len(BANNER) * 11 / 115200 + 0.002
+    assert time.monotonic() - released >= floor
