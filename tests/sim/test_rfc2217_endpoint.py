@@ -88,7 +88,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.slow
 def test_station_sim_rfc2217_serves_each_slot() -> None:
     base = free_port()
     proc = subprocess.Popen(

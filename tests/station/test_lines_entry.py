@@ -215,9 +215,11 @@ def test_rig_run_over_rfc2217_isolates_a_slot_with_a_stuck_boot_line(
         rig += f'[[slot]]\nnumber = {slot}\nport = "{port}"\nprofile = "demo-an3155-lines"\n'
     (tmp_path / "rig.toml").write_text(rig)
     run = subprocess.run(
-        [sys.executable, "-m", "station.cli", "run", "--rig", str(tmp_path / "rig.toml")]
-        + ["--catalog", str(cat.root), "--trust", trust.source, "--json"]
-        + ["--db", f"sqlite:///{tmp_path}/station.db"],
+        [
+            *(sys.executable, "-m", "station.cli", "run", "--rig", str(tmp_path / "rig.toml")),
+            *("--catalog", str(cat.root), "--trust", trust.source, "--json"),
+            *("--db", f"sqlite:///{tmp_path}/station.db"),
+        ],
         capture_output=True,
         text=True,
         timeout=180,
