@@ -275,6 +275,14 @@ def describe(hub: SimHub) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the rig until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad settings, 1 on failure."""
+    serial_only = [o for o in ("rfc2217", "lines", "pin_faults") if getattr(args, o, None)]
+    if args.protocol == "dfu" and serial_only:
+        print(
+            f"station sim: error: --{serial_only[0].replace('_', '-')} is for serial hubs; "
+            "DFU hubs are USB devices",
+            file=sys.stderr,
+        )
+        return 2
     if args.protocol == "dfu":
         from sim.dfu_rig import run_dfu_rig
 

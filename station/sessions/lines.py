@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from drivers.console import AppConsole
-from drivers.errors import NoSync
+from drivers.errors import NoSync, StationError
 from drivers.lines import LinePlan, run_sequence
 from drivers.transport.serial import SerialLink
 from drivers.types import Phase
@@ -62,7 +62,10 @@ class LineControl:
         """Why the bootloader never answered, as far as the hub's console can tell."""
         wiring, tries = self.plan.wiring, self.plan.attempts
         reset = wiring.reset.name if wiring.reset else "none"
-        running = AppConsole(self.link).version()
+        try:
+            running = AppConsole(self.link).version()
+        except StationError:  # an answer, but not a version: not the application we know
+            running = None
         if running is not None and wiring.boot is not None:
             boot = wiring.boot.name
             return NoSync(

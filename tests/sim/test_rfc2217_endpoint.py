@@ -142,6 +142,7 @@ def test_station_sim_rfc2217_serves_each_slot() -> None:
         (["--rfc2217", "7000", "--lines", "reset=xyz"], "expected dtr"),
         (["--rfc2217", "7000", "--pin-faults", "loose"], "unknown pin fault"),
         (["--rfc2217", "65535", "--hubs", "2"], "beyond TCP port 65535"),
+        (["--protocol", "dfu", "--rfc2217", "7000"], "DFU hubs are USB devices"),
     ],
 )
 def test_bad_rfc2217_settings_exit_2(args: list[str], says: str) -> None:
