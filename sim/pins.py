@@ -10,6 +10,9 @@ release, as BOOT0 is on an STM32 and the activation pin as the Gecko bootloader 
 Power is here too, so that a slot's power switch and its modem lines act on one hub the
 same way: unpowered, the hub is held as in reset whatever the lines say; power coming back
 is a cold start (RAM lost, flash kept) that samples the boot pin like a reset release.
+Every ``sim://`` hub has pins (DTR/RTS reach them only when its URL wires them); act on
+them from outside the port with :func:`sim.urlhandler.protocol_sim.with_pins`, e.g.
+``with_pins(url, lambda pins, now: pins.power(False, now))``.
 
 Faults (``sim://...?pin-faults=``, ``station sim --pin-faults``), comma-separated:
 

@@ -50,6 +50,7 @@ import os
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +169,9 @@ class _Hub:
     clock: float = -math.inf  # how far the model has been run
     is_open: bool = False
     vanished: bool = False
+    #: Its power, reset and boot pins (:mod:`sim.pins`); DTR/RTS reach them when ``wired``.
     pins: HubPins | None = None
+    wired: bool = False
     #: Set when another thread's write or line change may have made output due sooner.
     wake: threading.Event = field(default_factory=threading.Event)
 
@@ -210,9 +213,26 @@ def _hub_for(url: str) -> _Hub:
             )
             pacer.start(time.monotonic())
             hub = _HUBS[url] = _Hub(spec, pacer, parsed.adapter_s, poll=parsed.wait == "poll")
-            if parsed.wiring is not None:
-                hub.pins = HubPins(pacer, parsed.wiring, parsed.pin_faults)
+            hub.wired = parsed.wiring is not None
+            hub.pins = HubPins(pacer, parsed.wiring or Wiring(None), parsed.pin_faults)
         return hub
+
+
+def with_pins(url: str, action: Callable[[HubPins, float], None]) -> None:
+    """Run ``action(pins, now)`` on the hub of ``url`` (made if new), under its lock and
+    with its model run up to ``now``: for what acts on a hub besides its port (slot power,
+    a reset supervisor, tests). Its power and pins exist whether or not DTR/RTS are wired.
+
+    Raises:
+        ValueError: a malformed URL.
+    """
+    hub = _hub_for(url)
+    with hub.lock:
+        now = max(time.monotonic(), hub.clock)
+        hub.pump(now)
+        assert hub.pins is not None
+        action(hub.pins, now)
+        hub.wake.set()
 
 
 def _sleep_until(due: float) -> None:
@@ -257,7 +277,7 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
                 )
             hub.is_open = True
             hub.received.clear()  # as pyserial's open flushes a real port's input
-            if hub.pins is not None:  # a real port's open drives DTR and RTS as set
+            if hub.wired and hub.pins is not None:  # a real open drives DTR and RTS as set
                 hub.pins.set_lines(hub.clock, dtr=self._dtr_state, rts=self._rts_state)
         self._hub = hub
         self.is_open = True
@@ -269,7 +289,7 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
             hub = self._hub
             with hub.lock:
                 hub.is_open = False
-                if hub.pins is not None and not hub.vanished:
+                if hub.wired and hub.pins is not None and not hub.vanished:
                     # Closing a real port clears DTR and RTS (HUPCL).
                     hub.pump(time.monotonic())
                     hub.pins.set_lines(hub.clock, dtr=False, rts=False)
@@ -384,7 +404,7 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
         return self._live().pacer.latency_s * 1000.0
 
     def _no_modem_lines(self) -> None:
-        if self.is_open and self._hub.pins is None:
+        if self.is_open and not self._hub.wired:
             raise SerialException(errno.ENOTTY, "Inappropriate ioctl for device")
 
     def _drive(self, **levels: bool) -> None:
@@ -392,7 +412,7 @@ class Serial(SerialBase):  # type: ignore[misc]  # pyserial is untyped
         if not self.is_open:
             return
         hub = self._hub
-        if hub.pins is None:
+        if not hub.wired or hub.pins is None:
             self._no_modem_lines()
             return
         with hub.lock:

@@ -20,7 +20,7 @@ from sim.gecko import GeckoHub, menu_text
 from sim.gecko import Mode as GeckoMode
 from sim.pins import HubPins, PinFaults
 from sim.pty import Pacer
-from sim.urlhandler.protocol_sim import forget_hubs
+from sim.urlhandler.protocol_sim import forget_hubs, with_pins
 
 WIRED = "lines=reset=rts,boot=dtr"
 BANNER = b"CHUB APP 0x01010000 READY\r\n"
@@ -242,3 +242,16 @@ def test_never_faster_than_the_wire_after_a_release() -> None:
     assert port.read(len(BANNER)) == BANNER
     floor = APP_START_S + len(BANNER) * 11 / 115200 + 0.002
     assert time.monotonic() - released >= floor
+
+
+def test_power_through_with_pins_on_an_unwired_hub() -> None:
+    """Slot power acts on any sim:// hub (wired or not) through :func:`with_pins`: off, it
+    answers nothing; on again, it starts cold (its application, here)."""
+    url = "sim://an3155?firmware=1.1.0.0&start-in=app"
+    port = open_port(url)
+    assert port.read(len(BANNER)) == BANNER
+    with_pins(url, lambda pins, now: pins.power(False, now))
+    port.write(b"VER?\r\n")
+    assert port.read(64) == b""
+    with_pins(url, lambda pins, now: pins.power(True, now))
+    assert port.read(len(BANNER)) == BANNER
