@@ -22,6 +22,10 @@ pyserial 3.5's :class:`serial.rfc2217.Serial` cannot carry a re-flash as it stan
 - when the exporter closes the connection, ``read`` returns short as if it had timed
   out. Here it raises :class:`serial.SerialException`, so a dropped connection is
   reported as such and never mistaken for a silent hub;
+- a DTR/RTS change waits for its acknowledgement by polling every 50 ms, so each costs at
+  least 50 ms (a reset sequence of four changes 0.2-0.4 s on loopback). Here the wait polls
+  every millisecond, still bounded by the same network timeout and failing with the same
+  message;
 - ``close`` sleeps 0.3 s, and a connection that breaks during the option negotiation
   ends pyserial's reader thread with a traceback on stderr; neither happens here.
 """
@@ -37,6 +41,8 @@ from urllib.parse import urlsplit
 import serial
 import serial.rfc2217
 
+#: How often a DTR/RTS change looks for the exporter's acknowledgement.
+_CONTROL_POLL_S = 0.001
 #: How long a reader that saw the connection end waits for pyserial's reader thread to
 #: finish, to tell the end of the connection from an ordinary timeout.
 _READER_END_S = 1.0
@@ -61,6 +67,9 @@ class Rfc2217Port(serial.rfc2217.Serial):  # type: ignore[misc]
     _thread: Any
     _read_buffer: Any
     _timeout: float | None
+    _rfc2217_options: Any
+    _ignore_set_control_answer: bool
+    _network_timeout: float
 
     @property
     def timeout(self) -> float | None:
@@ -88,6 +97,28 @@ class Rfc2217Port(serial.rfc2217.Serial):  # type: ignore[misc]
     def _update_rts_state(self) -> None:
         if not self._opening:
             super()._update_rts_state()
+
+    def rfc2217_set_control(self, value: bytes) -> None:
+        """Send a SET-CONTROL request (DTR, RTS, break) and wait for its acknowledgement,
+        looking every millisecond instead of every 50 ms.
+
+        Raises:
+            serial.SerialException: no acknowledgement within the network timeout
+                ("timeout while waiting for option 'control'", as pyserial says it).
+        """
+        item: Any = self._rfc2217_options["control"]
+        item.set(value)
+        if self._ignore_set_control_answer:
+            time.sleep(0.1)  # pyserial's wait for servers that never answer right
+            return
+        deadline = time.monotonic() + float(self._network_timeout)
+        try:
+            while not item.is_ready():
+                if time.monotonic() >= deadline:
+                    raise serial.SerialException("timeout while waiting for option 'control'")
+                time.sleep(_CONTROL_POLL_S)
+        except ValueError as exc:  # the exporter answered with another value
+            raise serial.SerialException(str(exc)) from exc
 
     def reset_input_buffer(self) -> None:
         """Discard what has been received and not read, without a PURGE-DATA round trip."""

@@ -230,3 +230,16 @@ def test_rig_run_over_rfc2217_isolates_a_slot_with_a_stuck_boot_line(
     assert finished[1]["state"] == "passed", json.dumps(finished[1])
     assert finished[2]["state"] == "failed"
     assert "boot line DTR" in json.dumps(finished[2])
+
+
+def test_an_exporter_that_does_not_confirm_dtr_rts_fails_in_connect(
+    serve: Serve, new_image: LoadedImage
+) -> None:
+    """A port without modem lines behind RFC 2217 (as ser2net exporting a pty): the
+    change is never acknowledged, and connect says so within the network timeout."""
+    port = serve(f"sim://an3155?firmware={OLD:#010x}&start-in=app&unpaced=1")  # not wired
+    started = time.monotonic()
+    out = flash_hub(port, load_profile("demo-an3155-lines"), new_image, policy=UNSIGNED_OK)
+    assert (out.result, out.phase) == (Result.FAILED, "connect")
+    assert "did not confirm DTR/RTS" in out.message
+    assert time.monotonic() - started < 10
