@@ -154,7 +154,8 @@ def test_run_sequence_drives_levels_and_waits_in_order() -> None:
 
 # -- the [lines] profile section --------------------------------------------------------
 
-BUILTIN = Path(__file__).parents[2] / "station" / "profiles" / "demo-an3155-lines.toml"
+PROFILES = Path(__file__).parents[2] / "station" / "profiles"
+BUILTIN = PROFILES / "demo-an3155-lines.toml"
 
 
 def test_builtin_lines_profiles_load() -> None:
@@ -200,4 +201,19 @@ def test_lines_entry_needs_a_lines_section(tmp_path: Path) -> None:
     path = tmp_path / "hub.toml"
     path.write_text(text[: text.index("\n[lines]")])
     with pytest.raises(ConfigError, match="entry = 'lines' needs a \\[lines\\] section"):
+        load_profile(str(path))
+
+
+def test_exit_by_lines_needs_a_lines_section_too(tmp_path: Path) -> None:
+    text = (PROFILES / "demo-gecko.toml").read_text()
+    path = tmp_path / "hub.toml"
+    path.write_text(text.replace('entry = "console"', 'entry = "console"\nexit = "lines"'))
+    with pytest.raises(ConfigError, match="exit = 'lines' needs a \\[lines\\] section"):
+        load_profile(str(path))
+
+
+def test_dfu_hubs_have_no_modem_lines(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text((PROFILES / "demo-dfu.toml").read_text() + '\n[lines]\nreset = "rts"\n')
+    with pytest.raises(ConfigError, match="dfu hubs are not reset by modem lines"):
         load_profile(str(path))
