@@ -6,6 +6,7 @@ without modem lines."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from drivers.console import AppConsole
 from drivers.errors import PortBusy
@@ -23,10 +25,11 @@ from sim import urlhandler
 from sim.gecko import demo_gbl
 from sim.rfc2217 import Rfc2217Endpoint
 from sim.urlhandler.protocol_sim import forget_hubs
-from station.cli import main
+from station.cli import _auto_candidates, main
 from station.demo import prepare_demo_catalog
 from station.flash import FlashOutcome, Policy, Result, flash_hub
 from station.profiles import Profile, load_profile
+from station.rig import default_candidates
 
 from ..conftest import NEW, OLD
 
@@ -243,3 +246,11 @@ def test_an_exporter_that_does_not_confirm_dtr_rts_fails_in_connect(
     assert (out.result, out.phase) == (Result.FAILED, "connect")
     assert "did not confirm DTR/RTS" in out.message
     assert time.monotonic() - started < 10
+
+
+def test_auto_detection_never_tries_a_modem_line_profile() -> None:
+    """Its entry would reset whatever hub is on the port, by a wiring only guessed."""
+    lines = {"demo-an3155-lines", "demo-gecko-lines"}
+    assert not lines & set(default_candidates(usb_capable=True))
+    assert not lines & set(_auto_candidates("/dev/ttyUSB0", Console(file=io.StringIO())))
+    assert {"demo-an3155", "demo-gecko"} <= set(default_candidates(usb_capable=False))
