@@ -1,6 +1,7 @@
 """The AN3155 (STM32 USART bootloader) part of a re-flash.
 
-Reaches the bootloader (a strapped boot pin, or the application console's BOOT command),
+Reaches the bootloader (a strapped boot pin, the application console's BOOT command, or a
+reset by the adapter's modem lines: :mod:`station.sessions.lines`),
 identifies the hub from its product ID and identity area, erases only the pages the image
 covers, writes with resume after a power loss, verifies by device CRC (readback otherwise)
 and repairs pages a noisy line spoiled, then starts the application and asks its version.

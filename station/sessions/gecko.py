@@ -1,6 +1,7 @@
 """The Gecko (Silicon Labs UART XMODEM bootloader) part of a re-flash.
 
-Reaches the bootloader menu (a hub already in it, or the application console's BOOT),
+Reaches the bootloader menu (a hub already in it, the application console's BOOT, or a
+reset with the activation pin held, by modem lines: :mod:`station.sessions.lines`),
 learns the hub's identity from its application (the bootloader can report neither the
 EUI-64 nor the hardware version, nor read flash back), uploads the GBL file over XMODEM,
 takes the bootloader's own check of the GBL (tag sequence and END CRC-32) as the verify, then
