@@ -4,9 +4,9 @@ Flashes a paced simulated hub (115200 baud; AN3155 24 KiB HEX, Gecko 16 KiB GBL)
 reset and boot pins are wired to DTR/RTS (``demo-*-lines`` profiles), in turns: in this
 process (``sim://``) and through the simulated hubs' RFC 2217 endpoint on 127.0.0.1
 (``sim.rfc2217``, pyserial's server side, where every DTR/RTS change waits for the
-endpoint's acknowledgement). Prints the median whole job, the median connect phase (the
-entry sequence and the first sync) and the boot phase (the exit sequence), and each
-against its floor: the sequences' own waits.
+endpoint's acknowledgement); the adapter is in low-latency mode (1 ms) either way. Prints
+the median whole job, the median connect phase (the entry sequence and the first sync) and
+the boot phase (the exit sequence), and each against its floor: the sequences' own waits.
 
 Run: ``.venv/bin/python benchmarks/bench_lines.py [--runs N]``
 """
@@ -76,7 +76,7 @@ def main() -> None:
             for over in ("sim", "rfc2217"):
                 url = (
                     f"sim://{protocol}?slot={1 if over == 'sim' else 2}&firmware=1.1.0.0"
-                    "&start-in=app&lines=reset=rts,boot=dtr"
+                    "&start-in=app&lines=reset=rts,boot=dtr&adapter-latency-ms=1"
                 )
                 endpoint = Rfc2217Endpoint(url, 0).start() if over == "rfc2217" else None
                 port = endpoint.url if endpoint is not None else url

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import sys
 import threading
@@ -35,6 +36,8 @@ from sim.signals import SignalStop
 
 _ACCEPT_POLL_S = 0.2
 _READ_POLL_S = 0.05
+#: How long a new client waits for the previous one's session to end before it is refused.
+_TAKEOVER_S = 0.5
 
 
 def sim_url(spec: HubSpec, *, lines: str = "", pin_faults: str = "") -> str:
@@ -46,6 +49,9 @@ def sim_url(spec: HubSpec, *, lines: str = "", pin_faults: str = "") -> str:
         "hw": str(spec.hw_version),
         "start-in": spec.start_in,
         "latency-ms": repr(spec.latency_s * 1000.0),
+        # No client can ask for low-latency mode across the network: the exporter's
+        # adapter is taken as set up for it (ser2net's host with its udev rule).
+        "adapter-latency-ms": repr(spec.latency_s * 1000.0),
         "firmware-size": str(spec.firmware_size),
         "product-id": str(spec.product_id),
     }
@@ -106,6 +112,7 @@ class Rfc2217Endpoint:
         self.port: int = self._listener.getsockname()[1]
         self._stop = threading.Event()
         self._busy = threading.Lock()
+        self._client: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._accepter = threading.Thread(
             target=self._accept, name=f"rfc2217-{self.port}", daemon=True
@@ -144,8 +151,14 @@ class Rfc2217Endpoint:
                 continue
             except OSError:
                 return  # the listener was closed
-            if not self._busy.acquire(blocking=False):
-                sock.close()  # one client at a time, as ser2net
+            # One client at a time, as ser2net: another is turned away at once (its
+            # client meets a broken pipe mid-negotiation, as with ser2net). One that comes
+            # as the last one is leaving (its session takes up to a read poll to wind
+            # down, where ser2net's takes none) is let in once that one has gone.
+            if not self._busy.acquire(blocking=False) and not (
+                self._leaving() and self._busy.acquire(timeout=_TAKEOVER_S)
+            ):
+                sock.close()
                 continue
             thread = threading.Thread(
                 target=self._serve, args=(sock,), name=f"rfc2217-{self.port}-client", daemon=True
@@ -153,7 +166,20 @@ class Rfc2217Endpoint:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
 
+    def _leaving(self) -> bool:
+        """Whether the current client has closed its end (its session is winding down)."""
+        client = self._client
+        if client is None:
+            return True
+        try:
+            readable, _, _ = select.select([client], [], [], 0)
+            # Readable with nothing to read is the end of the stream (a peek takes none).
+            return bool(readable) and client.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):  # closed meanwhile
+            return True
+
     def _serve(self, sock: socket.socket) -> None:
+        self._client = sock
         try:
             try:
                 port: Any = serial.serial_for_url(self.hub_url, timeout=_READ_POLL_S)
@@ -165,6 +191,7 @@ class Rfc2217Endpoint:
                 with contextlib.suppress(serial.SerialException):
                     port.close()
         finally:
+            self._client = None
             with contextlib.suppress(OSError):
                 sock.close()
             self._busy.release()
