@@ -112,6 +112,8 @@ class HubSpec:
     product_id: int = PRODUCT_ID
     #: The decompressors a Gecko hub's bootloader is built with (compressed GBL files).
     decompressors: tuple[str, ...] = gecko.DECOMPRESSORS
+    #: Whether an AN3155 hub's bootloader offers Get Checksum (0xA1); older ones do not.
+    checksum: bool = True
 
     def __post_init__(self) -> None:
         if self.slot < 1:
@@ -182,6 +184,7 @@ class HubSpec:
             erase_command=self.erase_command,
             faults=self.plan(),
             product_id=self.product_id,
+            checksum=self.checksum,
         )
         if self.firmware is not None:
             # Factory programming, not through the bootloader.

@@ -421,7 +421,8 @@ def flash_hub(
         session.erase(job.image, on_progress)
         job.enter(Phase.WRITE, state=JobState.WRITING)
         session.write(job.image, on_progress, job.out)
-        job.out.bytes_written = len(job.image.data)
+        if job.out.pages_written is None:  # a session that writes by pages counts its own
+            job.out.bytes_written = len(job.image.data)
         job.enter(Phase.VERIFY, state=JobState.VERIFYING)
         if not session.verify(job.image, verify or profile.verify, on_progress, job.out):
             return job.end(

@@ -52,6 +52,11 @@ class FlashOutcome:
     bytes_written: int = 0
     #: The latency timer the port's USB-serial adapter ran at (ms), when it says.
     adapter_latency_ms: float | None = None
+    #: Pages of the image erased and written, and pages left as they were because the flash
+    #: already held them (device CRC or readback, asked twice); None: the protocol does not
+    #: write by pages (Gecko) or the job never got to writing.
+    pages_written: int | None = None
+    pages_skipped: int | None = None
     seconds: float = 0.0
     #: Wall time spent in each phase the job entered (``connect``, ``identify``, ``plan``,
     #: ``erase``, ``write``, ``verify``, ``boot``, ``confirm``), in the order entered; the

@@ -17,7 +17,8 @@ Options (those of ``station sim``, one hub): ``slot`` (1), ``seed`` (0), ``baud`
 ``start-in`` (``bootloader`` or ``app``), ``faults``, ``latency-ms`` (1: the adapter's
 latency in low-latency mode), ``adapter-latency-ms`` (16: its latency until low-latency
 mode is asked for through the port, as an FTDI adapter's default timer), ``unpaced``,
-``hw`` (2), ``product-id``, ``decompress`` (a Gecko bootloader's decompressors:
+``hw`` (2), ``product-id``, ``no-checksum`` (an AN3155 bootloader without Get Checksum,
+0xA1), ``decompress`` (a Gecko bootloader's decompressors:
 ``lz4,lzma`` by default, ``none`` for a bootloader built without them), ``lines`` (how
 DTR/RTS are wired to the hub's reset and boot pins, ``reset=rts,boot=dtr`` as
 :class:`drivers.lines.Wiring` reads it; without it the port refuses modem-line changes as a
@@ -114,6 +115,7 @@ def _parse(url: str) -> _Parsed:
         "start_in": options.pop("start-in", "bootloader"),
         "faults": options.pop("faults", ""),
         "paced": options.pop("unpaced", None) in (None, "0", "false", "no"),
+        "checksum": options.pop("no-checksum", "0") in ("0", "false", "no"),
     }
     if (firmware := options.pop("firmware", None)) is not None:
         kwargs["firmware"] = parse_version(firmware)
@@ -233,6 +235,12 @@ def with_pins(url: str, action: Callable[[HubPins, float], None]) -> None:
         assert hub.pins is not None
         action(hub.pins, now)
         hub.wake.set()
+
+
+def device(url: str) -> Any:
+    """The hub model behind ``url`` (made and powered on if new): for tests that set up its
+    flash by hand or look at it, below the line the station talks over."""
+    return _hub_for(url).pacer.device
 
 
 def _sleep_until(due: float) -> None:

@@ -2,19 +2,29 @@
 
 Reaches the bootloader (a strapped boot pin, the application console's BOOT command, or a
 reset by the adapter's modem lines: :mod:`station.sessions.lines`),
-identifies the hub from its product ID and identity area, erases only the pages the image
-covers, writes with resume after a power loss, verifies by device CRC (readback otherwise)
-and repairs pages a noisy line spoiled, then starts the application and asks its version.
+identifies the hub from its product ID and identity area, learns by device CRC which of the
+image's pages the flash already holds and erases and writes only the others (every page
+when the bootloader has no Get Checksum), writes with resume after a power loss, verifies
+the whole image by device CRC (readback otherwise) and repairs pages a noisy line spoiled,
+then starts the application and asks its version.
 """
 
 from __future__ import annotations
 
 import struct
 
-from drivers.an3155 import An3155Driver, NeedsErase, Timeouts
+from drivers.an3155 import An3155Driver, NeedsErase, Timeouts, pad4
 from drivers.an3155_codes import MAX_BLOCK, Cmd
 from drivers.console import AppConsole
-from drivers.errors import HubReset, ImageError, LinkTimeout, NoSync, StationError
+from drivers.errors import (
+    HubReset,
+    ImageError,
+    LinkTimeout,
+    NoSync,
+    ProtocolError,
+    StationError,
+)
+from drivers.page_diff import PagePlan, crc_plan
 from drivers.types import Phase, ProgressFn
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
 from firmware_images.loader import LoadedImage
@@ -54,6 +64,8 @@ class An3155Session:
         self.console = AppConsole(self.link)
         self.notes = self.drv.notes
         self.lines = LineControl.of(self.link, profile)
+        #: Which pages the write covers, learnt before erasing (:meth:`erase`).
+        self.page_plan: PagePlan | None = None
 
     def close(self) -> None:
         self.link.close()
@@ -214,39 +226,105 @@ class An3155Session:
         return f"0x{running:08X}"
 
     def erase(self, image: LoadedImage, progress: ProgressFn) -> None:
-        pages = self.profile.pages_for(image.address, image.end)
+        """Learn which pages already hold the image (:meth:`_plan_pages`), erase the others."""
+        self.page_plan = self._plan_pages(image, progress)
+        first = self.profile.pages_for(image.address, image.address + 1)[0]
+        pages = [first + n for n in self.page_plan.erase]
         progress(Phase.ERASE, 0, 0, f"{len(pages)} pages")
         self.drv.erase_pages(pages, progress)
 
+    def _plan_pages(self, image: LoadedImage, progress: ProgressFn) -> PagePlan:
+        """Which of the image's pages differ, from device CRCs (Get Checksum per page or run
+        of pages, each run of matches asked twice: :func:`drivers.page_diff.crc_plan`).
+
+        A bootloader without Get Checksum cannot say so trustworthily (a readback over a
+        noisy line is no proof), nor one that fails to answer it: then every page is
+        written, as before.
+        """
+        size, base = self.profile.page_size, image.address
+        data = pad4(image.data)
+        pages = -(-len(data) // size)
+        if not self.drv.has_checksum:
+            plan = PagePlan.full(base, size, pages)
+            plan.notes.append("no Get Checksum (0xA1): every page written, none compared")
+            return plan
+        try:
+            plan = crc_plan(lambda at, n: self.drv.checksum(at, n, Phase.ERASE), base, data, size)
+        except (ProtocolError, LinkTimeout) as exc:
+            self.drv.notes.append(f"pages not compared ({exc.message}): every page written")
+            return PagePlan.full(base, size, pages)
+        progress(
+            Phase.ERASE,
+            0,
+            0,
+            f"{plan.skipped} of {pages} pages already hold the image ({plan.asked} device "
+            f"CRCs); {len(plan.written)} to write",
+        )
+        return plan
+
     def write(self, image: LoadedImage, progress: ProgressFn, out: FlashOutcome) -> None:
+        """Write the pages the plan says differ, each run of them with resume after a power
+        loss; fill the job's page counts."""
+        plan = self.page_plan
+        if plan is None or plan.base != image.address:
+            plan = self.page_plan = PagePlan.full(
+                image.address, self.profile.page_size, -(-len(image.data) // self.profile.page_size)
+            )
+        out.notes.extend(plan.notes)
+        data, size = image.data, plan.page_size
+        spans = [
+            (first * size, min((first + count) * size, len(data))) for first, count in plan.runs()
+        ]
+        total = sum(end - start for start, end in spans)
+        out.pages_written, out.pages_skipped = len(plan.written), plan.skipped
+        done = 0
+        resumes = [0]
+        for start, end in spans:
+            self._write_span(image, start, end, done, total, resumes, progress, out)
+            done += end - start
+        out.bytes_written = total
+
+    def _write_span(
+        self,
+        image: LoadedImage,
+        start: int,
+        end: int,
+        done: int,
+        total: int,
+        resumes: list[int],
+        progress: ProgressFn,
+        out: FlashOutcome,
+    ) -> None:
+        """Write ``image.data[start:end]``, resuming from the start of a page whose block
+        failed after a power loss or partial programming (``resumes`` counts across spans)."""
         data, base = image.data, image.address
-        offset, resumes = 0, 0
+        offset = start
         while True:
             try:
                 self.drv.write_memory(
                     base + offset,
-                    data[offset:],
+                    data[offset:end],
                     first_block=offset // MAX_BLOCK,
                     on_progress=progress,
-                    progress_base=offset,
-                    progress_total=len(data),
+                    progress_base=done + offset - start,
+                    progress_total=total,
                 )
                 return
             except (HubReset, NeedsErase) as exc:
-                resumes += 1
-                if resumes > self.profile.retries or exc.address is None:
+                resumes[0] += 1
+                if resumes[0] > self.profile.retries or exc.address is None:
                     raise
                 # The block's page may hold half-programmed words: erase that page and
                 # rewrite it from its first block; earlier pages were acknowledged and the
                 # final verify covers them all.
-                page_addr = max(self.profile.page_start(exc.address), base)
+                page_addr = max(self.profile.page_start(exc.address), base + start)
                 self.drv.erase_pages(self.profile.pages_for(page_addr, page_addr + 1))
                 offset = page_addr - base
                 note = (
                     f"{exc.message}; re-erased the page at 0x{page_addr:08X} and resumed from there"
                 )
                 out.notes.append(note)
-                progress(Phase.WRITE, offset, len(data), note)
+                progress(Phase.WRITE, done + offset - start, total, note)
 
     def verify(
         self, image: LoadedImage, method: str, progress: ProgressFn, out: FlashOutcome
