@@ -508,21 +508,30 @@ class An3155Driver:
         what = f"checksum of {length} bytes at 0x{address:08X}"
         raw = struct.pack(">I", length)
         frame = address_frame(address), raw + bytes([xor8(raw)])
+        # The device computes before its last ACK: allow for a slow CRC of a big region.
+        compute_s = self.timeouts.ack_s + length * 1e-6
         if self.pipeline:
-            # One burst, as a Write Memory: a page-by-page diff asks one per page, and each
-            # line turnaround saved is a millisecond on a USB-serial adapter.
+            # One burst out and one read back, as a Write Memory: a page-by-page diff asks
+            # one per page, and each turnaround saved is a millisecond on a USB adapter.
             self.link.write(bytes([Cmd.GET_CHECKSUM, Cmd.GET_CHECKSUM ^ 0xFF]) + b"".join(frame))
-            for step in ("command", "address", "length"):
-                self._expect_ack(f"{what} ({step})", self.timeouts.ack_s, Phase.VERIFY, address)
-        else:
-            self._command(Cmd.GET_CHECKSUM, Phase.VERIFY, address)
-            self.link.write(frame[0])
-            self._expect_ack(f"{what} (address)", self.timeouts.ack_s, Phase.VERIFY, address)
-            self.link.write(frame[1])
-            self._expect_ack(f"{what} (length)", self.timeouts.ack_s, Phase.VERIFY, address)
-        # The device computes before its second ACK: allow for a slow CRC of a big region.
-        self._expect_ack(what, self.timeouts.ack_s + length * 1e-6, Phase.VERIFY, address)
-        reply = self.link.read_exact(5, self.timeouts.ack_s, f"{what} (value)")
+            got = self.link.read(9, compute_s)
+            if got[:4] != bytes([ACK] * 4) or len(got) < 9:
+                bad = "no answer" if not got else f"got {got.hex(' ')}, not 4 ACKs and a CRC"
+                raise NackError(
+                    f"{what}: {bad}", port=self.port, phase=Phase.VERIFY, address=address
+                )
+            return self._checksum_value(what, got[4:])
+        self._command(Cmd.GET_CHECKSUM, Phase.VERIFY, address)
+        self.link.write(frame[0])
+        self._expect_ack(f"{what} (address)", self.timeouts.ack_s, Phase.VERIFY, address)
+        self.link.write(frame[1])
+        self._expect_ack(f"{what} (length)", self.timeouts.ack_s, Phase.VERIFY, address)
+        self._expect_ack(what, compute_s, Phase.VERIFY, address)
+        return self._checksum_value(
+            what, self.link.read_exact(5, self.timeouts.ack_s, f"{what} (value)")
+        )
+
+    def _checksum_value(self, what: str, reply: bytes) -> int:
         if xor8(reply[:4]) != reply[4]:
             raise ProtocolError(
                 f"{what}: reply checksum mismatch", port=self.port, phase=Phase.VERIFY

@@ -140,14 +140,21 @@ def crc_plan(crc_of: CrcFn, base: int, data: bytes, page_size: int) -> PagePlan:
         elif count == 1:
             plan.erase.append(first)
         else:
-            parts = [(part, ask(*part)) for part in _split(first, count)]
+            parts = answers(_split(first, count))
             dense = sum(a == "differs" for _, a in parts) >= DENSE
             for (sub, n), a in parts:
                 if dense and a == "differs" and n > 1:
-                    for page in range(sub, sub + n):
-                        settle(page, 1, ask(page, 1))
+                    for (page, _), a1 in answers([(p, 1) for p in range(sub, sub + n)]):
+                        settle(page, 1, a1)
                 else:
                     settle(sub, n, a)
+
+    def answers(parts: list[tuple[int, int]]) -> list[tuple[tuple[int, int], str]]:
+        """The answers for the parts of a range known to differ; when all but the last
+        matched, the last differs and is not asked (a wrong inference only writes it)."""
+        out = [(part, ask(*part)) for part in parts[:-1]]
+        last = "differs" if all(a == "same" for _, a in out) else ask(*parts[-1])
+        return [*out, (parts[-1], last)]
 
     if pages:
         settle(0, pages, ask(0, pages))
