@@ -532,8 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
         "flash",
         help="re-flash one hub: identify, erase, write, verify, boot, confirm",
         description="Re-flash the hub on --port. The image is checked before the port is "
-        "opened; only the pages it covers are erased; the flash is verified (device CRC "
-        "when the bootloader offers it, readback otherwise); the application is started and "
+        "opened; of the pages it covers, only those the flash does not already hold are "
+        "erased and written (every one when the bootloader cannot say: no Get Checksum); the "
+        "whole image is verified (device CRC when the bootloader offers it, readback "
+        "otherwise); the application is started and "
         "its running version read back. Exit 0 only when all of that succeeded.",
         epilog=_FLASH_EPILOG,
     )

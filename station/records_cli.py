@@ -373,6 +373,8 @@ def _job_doc(job: JobRow, events: list[EventRow]) -> dict[str, Any]:
         "started_at": utc_text(job.started_at),
         "finished_at": utc_text(job.finished_at),
         "seconds": job.seconds,
+        "pages_written": job.pages_written,
+        "pages_skipped": job.pages_skipped,
         "events": [{"state": str(e.state), "at": utc_text(e.at), **e.detail} for e in events],
     }
 

@@ -329,12 +329,20 @@ def outcome_line(out: FlashOutcome) -> Text:
             head,
             f" HW {out.hw_version}: {shown_version(out.version_before or 'blank')} -> "
             f"{shown_version(out.version_after)}, "
-            f"verified by {out.verify_method} ({out.verify_detail}), {out.seconds:.1f} s",
+            f"verified by {out.verify_method} ({out.verify_detail}){pages_text(out)}, "
+            f"{out.seconds:.1f} s",
         )
     line = styled(head, *((" in ", out.phase) if out.phase else ()), ": ", out.message)
     if out.hint:
         line.append_text(styled(("\n        what to do: ", ""), out.hint))
     return line
+
+
+def pages_text(out: FlashOutcome) -> str:
+    """``, 3 pages written, 125 already held the image`` (empty where not by pages)."""
+    if out.pages_written is None or out.pages_skipped is None:
+        return ""
+    return f", {out.pages_written} pages written, {out.pages_skipped} already held the image"
 
 
 def summary_table(rows: Sequence[tuple[int, FlashOutcome]]) -> Table:

@@ -234,6 +234,10 @@ jobs = Table(
     # What the port's USB-serial adapter ran at after low-latency mode was asked for
     # (ms; NULL: not a serial port, or the adapter does not say).
     Column("adapter_latency_ms", Float),
+    # Pages of the image written, and left as they were because the flash already held
+    # them (NULL: a protocol that does not write by pages, a job that wrote nothing).
+    Column("pages_written", Integer),
+    Column("pages_skipped", Integer),
     Index("ix_jobs_batch", "batch_id"),
     Index("ix_jobs_eui64", "eui64"),
     Index("ix_jobs_state", "state"),

@@ -222,6 +222,9 @@ class JobRow:
     seconds: float | None
     bytes_written: int
     adapter_latency_ms: float | None = None
+    #: Pages written and pages the flash already held (None: not written by pages).
+    pages_written: int | None = None
+    pages_skipped: int | None = None
 
 
 @dataclass(frozen=True)
@@ -1549,6 +1552,8 @@ class Store:
                 "seconds": float(outcome.seconds),
                 "bytes_written": int(outcome.bytes_written),
                 "adapter_latency_ms": outcome.adapter_latency_ms,
+                "pages_written": outcome.pages_written,
+                "pages_skipped": outcome.pages_skipped,
             }
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**checked(jobs, values)))
             event_detail: dict[str, Any] = {"result": str(outcome.result)}
@@ -1944,6 +1949,8 @@ def _job(r: Row[Any]) -> JobRow:
         seconds=r.seconds,
         bytes_written=r.bytes_written or 0,
         adapter_latency_ms=r.adapter_latency_ms,
+        pages_written=r.pages_written,
+        pages_skipped=r.pages_skipped,
     )
 
 

@@ -9,7 +9,10 @@ held it. A hub that answers two ways, or cannot answer at all (no Get Checksum),
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -259,3 +262,24 @@ def test_plans_skip_exactly_the_pages_that_hold_the_image(
     for plan in (crc_plan(crc, BASE, data, PAGE), readback_plan(read, BASE, data, PAGE)):
         assert set(range(pages)) - set(plan.written) == held
         assert not set(plan.erase) & set(plan.blank)
+
+
+def test_station_flash_shows_and_reports_the_pages(tmp_path: Path) -> None:
+    """``station flash`` says how many pages it wrote and left; ``--json`` carries both."""
+    old = demo_payload(0x0101_0000, size=8 * PAGE)
+    image = tmp_path / "release.hex"
+    hexfile = bincopy.BinFile()
+    hexfile.add_binary(demo_release(old, NEW, changed=2, page_size=PAGE), address=BASE)
+    image.write_text(hexfile.as_ihex())
+    port = f"sim://an3155?firmware=1.1.0.0&firmware-size={8 * PAGE}&unpaced"
+    cmd = [
+        sys.executable, "-m", "station.cli", "flash", "--port", port, "--profile", "demo-an3155",
+        "--allow-unsigned", str(image),
+    ]  # fmt: skip
+    shown = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "2 pages written, 6 already held the image" in " ".join(shown.stdout.split())
+    done = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["pages_written"], out["pages_skipped"], out["bytes_written"]) == (2, 6, 2 * PAGE)

@@ -119,6 +119,7 @@ def test_a_passed_job_round_trips_every_field(store: Store) -> None:
     assert (row.seconds, row.bytes_written) == (42.5, 65536)
     assert row.finished_at is not None and row.finished_at >= row.started_at
     assert row.started_at.tzinfo is not None
+    assert (row.pages_written, row.pages_skipped) == (None, None)  # not written by pages
 
     events = store.job_events(j)
     assert [e.state for e in events] == [*CHAIN, JobState.PASSED]
@@ -719,3 +720,14 @@ def test_a_group_commits_once_and_undoes_only_the_write_that_failed(store: Store
         JobState.PLANNED,
     ]
     assert store.verify_audit().ok
+
+
+def test_a_job_records_the_pages_it_wrote_and_left(store: Store) -> None:
+    b = _batch(store, None)
+    j = store.start_job(b, 1, "/dev/pts/4", "demo-an3155")
+    walk(store, j, JobState.BOOTING, eui(1))
+    out = passed(eui(1))
+    out.pages_written, out.pages_skipped, out.bytes_written = 3, 125, 6144
+    assert store.finish_job(j, out) is JobState.PASSED
+    [row] = store.jobs(b)
+    assert (row.pages_written, row.pages_skipped, row.bytes_written) == (3, 125, 6144)
