@@ -12,8 +12,10 @@ selection matching two hubs (two hubs with one serial number) is refused, naming
   on a hub found blank or strapped into DFU mode; a hub found running must agree with it.
   The version of a hub found in DFU mode is the application descriptor read by UPLOAD.
   The device's DfuSe memory map must agree with the profile's flash and page size;
-* erase: DfuSe page erase of the pages the image covers (from the memory map);
-* write: DfuSe download at the image's address. After a failure (STALL, errWRITE,
+* erase: the image's range is read back (UPLOAD) and compared page by page, each run of
+  matching pages read again; DfuSe page erase of the pages that differ (from the memory
+  map), none of those read back erased; every page when the hub cannot upload;
+* write: DfuSe download of each run of pages that differ. After a failure (STALL, errWRITE,
   errVERIFY, the hub dropping off the bus and re-enumerating) the hub is brought back to
   dfuIDLE (CLRSTATUS/ABORT; found again if it re-enumerated), the failed block is read
   back, and the write resumes: after it if it holds the data, at it if it is still erased,
@@ -39,10 +41,12 @@ from drivers.errors import (
     ImageError,
     LinkTimeout,
     PortVanished,
+    ProtocolError,
     StationError,
     Unsupported,
     UsbStall,
 )
+from drivers.page_diff import PagePlan, readback_plan
 from drivers.transport.usb import OtherDevice
 from drivers.types import Phase, ProgressFn
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
@@ -131,6 +135,8 @@ class DfuSession:
         self.drv = DfuDriver(self.link, timeouts=timeouts, transfer_size=transfer or None)
         self.notes = self.drv.notes
         self.memory: MemoryMap | None = None
+        #: Which pages the write covers, learnt before erasing (:meth:`erase`).
+        self.page_plan: PagePlan | None = None
 
     def close(self) -> None:
         self.drv.close()
@@ -225,29 +231,73 @@ class DfuSession:
         return [p.flash_start + n * p.page_size for n in p.pages_for(start, end)]
 
     def erase(self, image: LoadedImage, progress: ProgressFn) -> None:
-        pages = self._pages(image.address, image.address + len(pad4(image.data)))
+        """Learn which pages already hold the image (:meth:`_plan_pages`), erase the others."""
+        self.page_plan = self._plan_pages(image, progress)
+        plan = self.page_plan
+        pages = [plan.base + n * plan.page_size for n in plan.erase]
         progress(Phase.ERASE, 0, 0, f"{len(pages)} pages")
         self.drv.erase_pages(pages, progress)
 
+    def _plan_pages(self, image: LoadedImage, progress: ProgressFn) -> PagePlan:
+        """Which of the image's pages differ: the image's range read back (UPLOAD; USB
+        reads are cheap and checked by the bus's CRC) and compared on the host, each run of
+        matching pages read a second time (:func:`drivers.page_diff.readback_plan`). A hub
+        that cannot upload, or fails to, is written whole."""
+        size, base = self.profile.page_size, image.address
+        data = pad4(image.data)
+        pages = -(-len(data) // size)
+        try:
+            plan = readback_plan(
+                lambda at, n: self.drv.read(at, n, phase=Phase.ERASE), base, data, size
+            )
+        except (ProtocolError, LinkTimeout) as exc:
+            plan = PagePlan.full(base, size, pages)
+            plan.notes.append(f"pages not compared ({exc.message}): every page written")
+            with contextlib.suppress(StationError):
+                self.drv.to_idle(Phase.ERASE)
+            return plan
+        progress(
+            Phase.ERASE,
+            0,
+            0,
+            f"{plan.skipped} of {pages} pages already hold the image (read back); "
+            f"{len(plan.written)} to write",
+        )
+        return plan
+
     def write(self, image: LoadedImage, progress: ProgressFn, out: FlashOutcome) -> None:
+        """Write the pages the plan says differ, each run of them resumed after a failure;
+        fill the job's page counts."""
+        size = self.profile.page_size
         data, base = pad4(image.data), image.address
-        offset, resumes = 0, 0
-        while True:
-            try:
-                self.drv.write(
-                    base + offset,
-                    data[offset:],
-                    first_block=offset // self.drv.transfer_size,
-                    on_progress=progress,
-                    progress_base=offset,
-                    progress_total=len(data),
-                )
-                return
-            except _RESUMABLE as exc:
-                resumes += 1
-                if resumes > self.profile.retries or exc.address is None:
-                    raise
-                offset = self._resume(exc, data, base, out, progress)
+        plan = self.page_plan
+        if plan is None or plan.base != base:
+            plan = self.page_plan = PagePlan.full(base, size, -(-len(data) // size))
+        out.notes.extend(plan.notes)
+        spans = [(f * size, min((f + n) * size, len(data))) for f, n in plan.runs()]
+        total = sum(end - start for start, end in spans)
+        out.pages_written, out.pages_skipped = len(plan.written), plan.skipped
+        done, resumes = 0, 0
+        for start, end in spans:
+            offset = start
+            while offset < end:
+                try:
+                    self.drv.write(
+                        base + offset,
+                        data[offset:end],
+                        first_block=offset // self.drv.transfer_size,
+                        on_progress=progress,
+                        progress_base=done + offset - start,
+                        progress_total=total,
+                    )
+                    break
+                except _RESUMABLE as exc:
+                    resumes += 1
+                    if resumes > self.profile.retries or exc.address is None:
+                        raise
+                    offset = self._resume(exc, data[:end], base, out, progress)
+            done += end - start
+        out.bytes_written = total
 
     def _resume(
         self,

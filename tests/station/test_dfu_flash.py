@@ -235,3 +235,26 @@ def test_station_sim_and_station_flash_as_processes(dfu_file: Path) -> None:
             sim.communicate()
     assert sim.returncode == 0
     assert not Path(setting[4:]).exists()  # the socket is removed on exit
+
+
+def test_only_the_pages_that_differ_are_downloaded(rig: Rig, tmp_path: Path) -> None:
+    """The hub holds the last release; the new one changed its descriptor's page and one
+    code page: those two are erased and downloaded, the other fourteen read back equal."""
+    from firmware_images.build import demo_release
+
+    old = demo_payload(OLD, size=32 * 1024)
+    new = demo_release(old, NEW, changed=2, page_size=PROFILE.page_size)
+    path = tmp_path / "release.dfu"
+    path.write_bytes(
+        build_dfuse([(0, "Internal Flash", [(0x0800_0000, new)])], vid=0x0483, pid=0xDF11)
+    )
+    service = rig(firmware_size=len(old))
+    hub = service.hub(1)
+    erased: list[int] = []
+    erase = hub.flash.erase_page
+    hub.flash.erase_page = lambda page: (erased.append(page), erase(page))[1]  # type: ignore[method-assign]
+    out = flash_hub(f"usb:{hub.serial}", PROFILE, load_image(path), policy=POLICY)
+    assert out.result is Result.PASSED, out.message
+    assert (out.pages_written, out.pages_skipped, out.bytes_written) == (2, 14, 2 * 2048)
+    assert len(erased) == 2 and bytes(hub.flash.data[: len(new)]) == new
+    assert out.verify_method == "readback" and hub.violations == []
