@@ -102,6 +102,8 @@ def run(size: int, share: int, slot: int) -> tuple[float, float, FlashOutcome]:
         f"skipped {out.pages_skipped:4d}  {took:7.2f} s  limit {sum(lim.values()):7.2f} s  "
         f"ratio {took / sum(lim.values()):.3f}   ({asked})"
     )
+    phases = "  ".join(f"{k} {v:.3f}" for k, v in out.phase_seconds.items() if v >= 0.0005)
+    print(f"        phases (s): {phases}")
     return took, sum(lim.values()), out
 
 
