@@ -107,9 +107,55 @@ def run(size: int, share: int, slot: int) -> tuple[float, float, FlashOutcome]:
     return took, sum(lim.values()), out
 
 
+def run_dfu(size: int, share: int) -> float:
+    """The same job on a paced simulated DfuSe hub (USB full speed, in this process, on the
+    system clock): the image's range read back (UPLOAD) and compared, each run of matching
+    pages read again, only the pages that differ erased and downloaded, all read back to
+    verify. No limit is computed here (bench_dfu.py models the download's); the time says
+    what the readback diff costs against a full download."""
+    import os
+
+    from drivers.transport.usb import ENV_BACKEND, register_backend
+    from firmware_images.dfu import build_dfuse
+    from sim.dfu_rig import dfu_rig_specs
+    from sim.usb_backend import SimUsbBackend, SimUsbService
+
+    profile = load_profile("demo-dfu")
+    page = profile.page_size
+    pages = -(-size // page)
+    changed = 0 if share == 0 else max(1, round(pages * share / 100))
+    old = demo_payload(OLD, size=size)
+    new = demo_release(old, NEW, changed=changed, page_size=page)
+    service = SimUsbService.of(dfu_rig_specs(1, firmware=OLD, firmware_size=size))
+    register_backend("bench-diff-dfu", lambda: SimUsbBackend(service))
+    os.environ[ENV_BACKEND] = "bench-diff-dfu"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "release.dfu"
+        path.write_bytes(
+            build_dfuse([(0, "Internal Flash", [(DEMO_LOAD_ADDRESS, new)])], vid=0x0483, pid=0xDF11)
+        )
+        image = load_image(path)
+        t0 = time.monotonic()
+        out = flash_hub(
+            f"usb:{service.hub(1).serial}",
+            profile,
+            image,
+            policy=Policy(allow_unsigned=True, force=True),
+        )
+        took = time.monotonic() - t0
+    if out.result is not Result.PASSED:
+        raise SystemExit(f"DFU {share} %: the job did not pass: {out.message}")
+    print(
+        f"DFU {share:4d} %  {changed:4d} pages changed  written {out.pages_written:4d}  "
+        f"skipped {out.pages_skipped:4d}  {took:7.2f} s"
+    )
+    return took
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256 * 1024, help="image bytes")
+    parser.add_argument("--no-dfu", action="store_true", help="skip the DfuSe runs")
     args = parser.parse_args()
     print(
         f"{args.size} bytes, {BAUD} baud 8E1, 1 ms adapter latency; whole job "
@@ -127,6 +173,10 @@ def main() -> None:
         f"worst ratio {worst:.3f} (target <= 1.10); 0 % case {times[0]:.2f} s = "
         f"{100 * fraction:.1f} % of the full write's {times[100]:.2f} s (target < 10 %)"
     )
+    if not args.no_dfu:
+        print("\nDfuSe hub, USB full speed, same releases (whole job, connect..confirm):")
+        for share in SHARES:
+            run_dfu(args.size, share)
 
 
 if __name__ == "__main__":
