@@ -231,6 +231,22 @@ def test_crc_plan_writes_a_run_whose_second_answer_differs() -> None:
     assert plan.skipped == 0 and plan.erase == list(range(8)) and plan.notes
 
 
+def test_readback_plan_writes_a_run_read_back_otherwise_the_second_time() -> None:
+    data = bytes(range(256)) * 32  # 4 pages of 2 KiB, all already in flash
+    reads: list[tuple[int, int]] = []
+
+    def two_faced(address: int, length: int) -> bytes:
+        reads.append((address, length))
+        back = bytearray(data[address - BASE : address - BASE + length])
+        if len(reads) > 1:
+            back[-1] ^= 0x80  # a marginal bit on the second read
+        return bytes(back)
+
+    plan = readback_plan(two_faced, BASE, data, PAGE)
+    assert reads == [(BASE, 4 * PAGE), (BASE, 4 * PAGE)]
+    assert plan.skipped == 0 and plan.erase == [0, 1, 2, 3] and plan.notes
+
+
 @given(
     size=st.integers(1, PAGE).map(lambda n: n * 4),
     same=st.sets(st.integers(0, 3)),
