@@ -35,6 +35,7 @@ from station.records.errors import (
 )
 from station.records.keys import KeyRing, StationKey
 from station.records.manifest import Manifest
+from station.records.schema import SCHEMA_VERSION
 from station.records.store import Store
 
 from .recordkit import (
@@ -551,7 +552,8 @@ def test_open_without_create_refuses_a_missing_database(tmp_path: Path) -> None:
 def test_open_refuses_another_schema_version(tmp_path: Path) -> None:
     with Store.open(data_dir=tmp_path) as store:
         _raw(store, "UPDATE station_meta SET value = '1' WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="schema version 1; this station writes version 3"):
+    expected = f"schema version 1; this station writes version {SCHEMA_VERSION}"
+    with pytest.raises(StoreError, match=expected):
         Store.open(data_dir=tmp_path)
 
 
