@@ -34,6 +34,10 @@ from sim.usb_dfu import (
     Reply,
     SimUsbBus,
 )
+from sim.usb_hubdev import SimUsbHubDevice, UsbHubSpec
+
+#: A device on the simulated bus: a DFU hub in a slot, or a switching USB hub.
+Device = DfuHub | SimUsbHubDevice
 
 
 class VirtualClock:
@@ -71,11 +75,23 @@ class SimUsbService:
         clock: the time the hubs live in; a request's completion is waited for on it.
     """
 
-    def __init__(self, bus: SimUsbBus, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        bus: SimUsbBus,
+        clock: Clock = SYSTEM_CLOCK,
+        usb_hubs: Sequence[UsbHubSpec | SimUsbHubDevice] = (),
+    ) -> None:
         self.bus = bus
         self.clock = clock
         self.lock = threading.Lock()
-        self._handles: dict[str, tuple[DfuHub, int]] = {}
+        self._handles: dict[str, tuple[Device, int]] = {}
+        #: Switching hubs the slots hang from (``usb_hubs``); their ports feed the slots.
+        self.usb_hubs = [
+            h if isinstance(h, SimUsbHubDevice) else SimUsbHubDevice(h) for h in usb_hubs
+        ]
+        for dev in self.usb_hubs:
+            dev.hook = self._slot_power
+            dev.connected = self._slot_present
         self._ids = itertools.count(1)
         # Time 0 of the model is when the service starts: the hubs attach then.
         self._t0 = clock.monotonic()
@@ -85,10 +101,15 @@ class SimUsbService:
 
     @classmethod
     def of(
-        cls, specs: Sequence[DfuHubSpec], *, clock: Clock = SYSTEM_CLOCK, paced: bool | None = None
+        cls,
+        specs: Sequence[DfuHubSpec],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        paced: bool | None = None,
+        usb_hubs: Sequence[UsbHubSpec | SimUsbHubDevice] = (),
     ) -> SimUsbService:
-        """A service over hubs built from ``specs``."""
-        return cls(SimUsbBus.of(specs, paced=paced), clock)
+        """A service over hubs built from ``specs`` (hanging from ``usb_hubs``)."""
+        return cls(SimUsbBus.of(specs, paced=paced), clock, usb_hubs)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -101,11 +122,30 @@ class SimUsbService:
         """The hub in ``slot``."""
         return next(h for h in self.bus.hubs if h.spec.slot == slot)
 
-    def _device(self, token: str) -> tuple[DfuHub, int]:
+    def usb_hub(self, number: int) -> SimUsbHubDevice:
+        """The switching hub on root port ``number``."""
+        return next(h for h in self.usb_hubs if h.spec.number == number)
+
+    def _slot_power(self, slot: int, on: bool, at: float) -> None:
+        """A switching hub's port really changed: the slot's DFU hub, if any, follows."""
+        hub = next((h for h in self.bus.hubs if h.spec.slot == slot), None)
+        if hub is not None:
+            if on:
+                hub.power_on(at)
+            else:
+                hub.power_off()
+
+    def _slot_present(self, slot: int) -> bool:
+        return any(h.spec.slot == slot and h.present for h in self.bus.hubs)
+
+    def _device(self, token: str) -> tuple[Device, int]:
+        if token.startswith("H"):
+            number, gen = (int(part) for part in token[1:].split(":"))
+            return self.usb_hub(number), gen
         slot, gen = (int(part) for part in token.split(":"))
         return self.hub(slot), gen
 
-    def _live(self, handle: str) -> DfuHub:
+    def _live(self, handle: str) -> Device:
         """The hub behind an open handle, if it is still the same enumeration."""
         try:
             hub, gen = self._handles[handle]
@@ -130,7 +170,8 @@ class SimUsbService:
         """Tokens of the devices on the bus now."""
         with self.lock:
             now = self.clock.monotonic()
-            return [f"{h.spec.slot}:{h.generation}" for h in self.bus.present(now)]
+            hubs = [h.token for h in self.usb_hubs]
+            return hubs + [f"{h.spec.slot}:{h.generation}" for h in self.bus.present(now)]
 
     def get_device_descriptor(self, dev: str) -> dict[str, Any]:
         """Device descriptor fields (libusb keeps them after the device is gone)."""
@@ -208,7 +249,7 @@ class SimUsbService:
     def set_interface_altsetting(self, handle: str, intf: int, alt: int) -> None:
         """SET_INTERFACE: a control transfer that selects an alternate setting."""
 
-        def select(hub: DfuHub, start: float, done: float) -> Reply:
+        def select(hub: Device, start: float, done: float) -> Reply:
             if intf != 0 or not 0 <= alt < len(hub.current().interfaces):
                 return Reply(done, error=-9)
             hub.alt = alt
@@ -303,10 +344,15 @@ class SimUsbBackend(ForwardingBackend):
 
     @classmethod
     def of(
-        cls, specs: Sequence[DfuHubSpec], *, clock: Clock = SYSTEM_CLOCK, paced: bool | None = None
+        cls,
+        specs: Sequence[DfuHubSpec],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        paced: bool | None = None,
+        usb_hubs: Sequence[UsbHubSpec | SimUsbHubDevice] = (),
     ) -> SimUsbBackend:
-        """A backend over new hubs built from ``specs``."""
-        return cls(SimUsbService.of(specs, clock=clock, paced=paced))
+        """A backend over new hubs built from ``specs`` (hanging from ``usb_hubs``)."""
+        return cls(SimUsbService.of(specs, clock=clock, paced=paced, usb_hubs=usb_hubs))
 
     def _call(self, op: str, *args: Any, wait_s: float | None = None) -> Any:
         try:

@@ -451,6 +451,20 @@ class DfuHub:
         if self.mode is Mode.DFU and self.manifest_at is not None and now >= self.manifest_at:
             self._manifest_done(self.manifest_at)
 
+    def power_off(self) -> None:
+        """Its port's power is cut: off the bus, RAM gone (flash keeps), until power_on."""
+        if self.mode is Mode.GONE:
+            return
+        self.leave_bus(0.0, Mode.DETACHED, 0.0)
+        self.attach_at = None  # nothing comes back without power
+        self.detach_deadline = None
+        self.hung = False
+
+    def power_on(self, at: float) -> None:
+        """Power returns at ``at``: a power-on reset, booting where the boot rule says."""
+        if self.mode is Mode.DETACHED and self.attach_at is None:
+            self.reboot(at)
+
     def unplug(self) -> None:
         """The cable is pulled: gone for good."""
         self.mode = Mode.GONE
