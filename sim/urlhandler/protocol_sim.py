@@ -23,7 +23,8 @@ mode is asked for through the port, as an FTDI adapter's default timer), ``unpac
 DTR/RTS are wired to the hub's reset and boot pins, ``reset=rts,boot=dtr`` as
 :class:`drivers.lines.Wiring` reads it; without it the port refuses modem-line changes as a
 pseudo-terminal does), ``pin-faults`` (``stuck-boot``, ``two-resets``: :mod:`sim.pins`),
-and ``wait``:
+``power`` (a :class:`~sim.power.PowerBoard` folder: the hub's power follows the board's
+channel numbered as its slot, switched by a relay command in any process), and ``wait``:
 ``sleep`` (default) sleeps until 0.3 ms before a delivery is due and polls the rest;
 ``poll`` never sleeps, so the reading thread, and the station code it returns to, never
 pays a wake-up (tens of µs on a small virtual machine, as Linux's ``idle=poll`` would
@@ -60,6 +61,7 @@ from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 from drivers.lines import Wiring
 from sim.cli import parse_version
 from sim.pins import HubPins, PinFaults
+from sim.power import PowerBoard, PowerWatch
 from sim.pty import SPIN_S, HubSpec, Pacer, derive_eui64
 
 _IDLE_S = 0.05
@@ -88,6 +90,8 @@ class _Parsed:
     adapter_s: float
     wiring: Wiring | None
     pin_faults: PinFaults
+    #: The relay board folder the hub's power comes from (None: always powered).
+    board: str | None = None
 
 
 def _parse(url: str) -> _Parsed:
@@ -153,9 +157,10 @@ def _parse(url: str) -> _Parsed:
         pin_faults = PinFaults.parse(options.pop("pin-faults", ""))
     except ValueError as exc:
         raise ValueError(f"{url!r}: {exc}") from None
+    board = options.pop("power", None)
     if options:
         raise ValueError(f"{url!r}: unknown option(s) {', '.join(sorted(options))}")
-    return _Parsed(HubSpec(**kwargs), wait, adapter_s, wiring, pin_faults)
+    return _Parsed(HubSpec(**kwargs), wait, adapter_s, wiring, pin_faults, board)
 
 
 @dataclass
@@ -176,12 +181,26 @@ class _Hub:
     wired: bool = False
     #: Set when another thread's write or line change may have made output due sooner.
     wake: threading.Event = field(default_factory=threading.Event)
+    #: Its relay board channel (``power=``), looked at each time the hub is used.
+    power: PowerWatch | None = None
+
+    def follow_power(self, now: float) -> None:
+        """Switch the hub's power as its board channel did since the last look (a whole
+        cycle in between is still a cold start)."""
+        if self.power is None or self.pins is None:
+            return
+        powered, lost = self.power.look()
+        if lost and self.pins.powered:
+            self.pins.power(False, now)
+        if powered != self.pins.powered:
+            self.pins.power(powered, now)
 
     def pump(self, now: float) -> None:
         """Run the model up to ``now``: deliveries due by then become readable."""
         self.clock = max(self.clock, now)
         if self.vanished:
             return
+        self.follow_power(now)
         for data in self.pacer.pop_due(now):
             if data is None:
                 self.vanished = True
@@ -217,6 +236,10 @@ def _hub_for(url: str) -> _Hub:
             hub = _HUBS[url] = _Hub(spec, pacer, parsed.adapter_s, poll=parsed.wait == "poll")
             hub.wired = parsed.wiring is not None
             hub.pins = HubPins(pacer, parsed.wiring or Wiring(None), parsed.pin_faults)
+            if parsed.board is not None:
+                hub.power = PowerWatch(PowerBoard(parsed.board), spec.slot)
+                if not hub.power.seen.on:  # the channel is off: the hub never started
+                    hub.pins.power(False, time.monotonic())
         return hub
 
 
