@@ -39,6 +39,7 @@ from station.flash import (
 )
 from station.images_cli import add_commands as add_image_commands
 from station.paths import trust_store
+from station.power_cli import add_command as add_power_command
 from station.profiles import Profile, builtin_names, load_profile
 from station.records_cli import add_commands as add_record_commands
 from station.render import (
@@ -631,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_record_commands(sub)
     add_db_commands(sub)
     add_warehouse_commands(sub)
+    add_power_command(sub)
     isub = next(
         a for a in sub.choices["image"]._actions if isinstance(a, argparse._SubParsersAction)
     )

@@ -32,6 +32,9 @@
     candidates = ["demo-an3155", "demo-gecko"]   # optional; default: every profile whose
                                                  # transport fits the binding
 
+    [slot.power]                   # optional: the slot's power switch (station.power)
+    command = ["relay", "--ch", "{slot}", "{state}"]
+
 A slot names exactly one of ``port``, ``usb_location`` or ``usb_serial``, resolved each time a
 job starts, so a hub re-plugged under a new device name still lands in its slot. With
 ``profile = "auto"`` each hub is identified (read-only) with each candidate in turn and
@@ -53,6 +56,7 @@ from pathlib import Path
 from drivers.errors import ConfigError
 from firmware_images.files import read_regular_text
 from station.config import Spec, Table
+from station.power import PowerSpec, parse_power
 from station.profiles import load_profile
 
 _BINDINGS = ("port", "usb_location", "usb_serial")
@@ -71,6 +75,8 @@ class Slot:
     usb_serial: str | None = None
     #: With ``profile = "auto"``: the profiles to try, in order.
     candidates: tuple[str, ...] = ()
+    #: The slot's power switch, when it has one (``[slot.power]``).
+    power: PowerSpec | None = None
 
     @property
     def binding(self) -> str:
@@ -120,6 +126,7 @@ SLOT_KEYS = {
     "usb_location": _ID,
     "usb_serial": Spec(str, max_len=126),  # a USB string descriptor holds 126 characters
     "candidates": Spec(list, items=str, max_len=64),
+    "power": Spec(dict),
 }
 
 
@@ -178,8 +185,15 @@ def parse_rig(text: str, source: str = "rig") -> Rig:
             except ConfigError as exc:
                 key = "candidates" if names else "profile"
                 raise entry.error(key, exc.message, hint=exc.hint) from exc
+        power = parse_power(entry.table("power", "[slot.power]")) if "power" in raw else None
         slots.append(
-            Slot(number, profile, candidates=candidates if profile == AUTO else (), **bindings)
+            Slot(
+                number,
+                profile,
+                candidates=candidates if profile == AUTO else (),
+                power=power,
+                **bindings,
+            )
         )
     if not slots:
         raise ConfigError(f"{source}: the rig has no [[slot]] entries")
