@@ -36,7 +36,7 @@ def test_good_rig() -> None:
 
 
 KNOWN = "(known: catalog, policy, slot, station_id, storage)"
-SLOT_KEYS = "(known: candidates, number, port, profile, usb_location, usb_serial)"
+SLOT_KEYS = "(known: candidates, number, port, power, profile, usb_location, usb_serial)"
 
 
 @pytest.mark.parametrize(
