@@ -23,6 +23,7 @@ from firmware_images.trust import TrustStore, signature_hint, signature_refusal
 from station.events import JobState
 from station.latency import take_adapter_latency
 from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
+from station.power import SlotPower
 from station.profiles import Profile, load_profile
 from station.sessions import BootloaderFacts, HubSession, open_session
 
@@ -354,6 +355,7 @@ def flash_hub(
     verify: str | None = None,
     on_progress: ProgressFn = no_progress,
     checkpoint: Checkpoint = _no_checkpoint,
+    power: SlotPower | None = None,
 ) -> FlashOutcome:
     """Re-flash the hub on ``port`` and say how it ended.
 
@@ -362,6 +364,8 @@ def flash_hub(
             (:func:`catalog_chooser`).
         policy: trust store, overrides and ``force`` (default: strict, no trust store).
         verify: ``auto``, ``crc`` or ``readback`` (default: the profile's).
+        power: the slot's power; with ``entry`` set, the hub is power-cycled with its boot
+            pin held before it is spoken to (a switch that fails ends the job in connect).
 
     Hub and link failures are reported in the outcome (result ``failed`` with the phase),
     never raised. ``on_progress`` may raise :class:`Cancelled` to stop the job at the next
@@ -402,6 +406,9 @@ def flash_hub(
     session = job.session
     try:
         job.enter(Phase.CONNECT)
+        if power is not None and power.spec.entry:
+            power.enter_bootloader(port)
+            job.out.notes.append(f"power-cycled by {power.spec.switch_text}, boot pin held")
         session.connect(job.out)
         take_adapter_latency(session, job.out, job.progress)
         job.enter(Phase.IDENTIFY)

@@ -270,20 +270,45 @@ def hub_answers(port: str | None, profile: Profile | None, backend: object = Non
             return False
         finally:
             link.close()
-    baud = profile.baud if profile is not None else 115200
-    parity = {"even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}.get(
-        profile.parity if profile is not None else "none", serial.PARITY_NONE
-    )
-    poke = b"\r\nVER?\r\n"
-    if profile is not None and profile.protocol == "an3155":
-        poke = b"\x7f" + poke
     try:
-        link = serial.serial_for_url(port, baudrate=baud, parity=parity, timeout=0.05)
+        link = open_port(port, profile)
     except (serial.SerialException, OSError, ValueError):
         return False  # the port is gone with the power (an adapter on the switched supply)
     try:
+        return poke(link, profile)
+    finally:
+        link.close()
+
+
+def open_port(port: str, profile: Profile | None, *, boot_line: str = "none") -> serial.Serial:
+    """Open a serial port at the profile's settings, ``boot_line`` asserted from the start.
+
+    Raises:
+        serial.SerialException, OSError, ValueError: as pyserial does.
+    """
+    link = serial.serial_for_url(port, do_not_open=True, timeout=0.05)
+    if profile is not None:
+        link.baudrate = profile.baud
+        link.parity = {"even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}.get(
+            profile.parity, serial.PARITY_NONE
+        )
+    if boot_line != "none":
+        link.dtr = boot_line == "dtr"
+        link.rts = boot_line == "rts"
+    link.open()
+    return link
+
+
+def poke(link: serial.Serial, profile: Profile | None) -> bool:
+    """Whether the hub on an open port replies to a harmless poke within half a second:
+    an AN3155 bootloader's sync byte, then the application console's ``VER?`` (which a
+    Gecko bootloader answers with its menu)."""
+    data = b"\r\nVER?\r\n"
+    if profile is not None and profile.protocol == "an3155":
+        data = b"\x7f" + data
+    try:
         link.reset_input_buffer()
-        link.write(poke)
+        link.write(data)
         end = time.monotonic() + _PROBE_S
         while time.monotonic() < end:
             if link.read(1):
@@ -291,8 +316,6 @@ def hub_answers(port: str | None, profile: Profile | None, backend: object = Non
         return False
     except (serial.SerialException, OSError):
         return False
-    finally:
-        link.close()
 
 
 # -- a slot's power --------------------------------------------------------------------------
@@ -306,6 +329,7 @@ class SlotPower:
         spec: the slot's power table.
         switch: the switch (default: the one ``spec`` names).
         answers: whether the slot's hub answers now (None: do not check).
+        profile: the hub's profile (its line settings, for the checks).
         sleep: how to wait (tests pass a fake clock's).
     """
 
@@ -316,8 +340,10 @@ class SlotPower:
         switch: PowerSwitch,
         *,
         answers: Callable[[], bool] | None = None,
+        profile: Profile | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self.profile = profile
         self.slot = slot
         self.spec = spec
         self.switch = switch
@@ -346,7 +372,10 @@ class SlotPower:
         """
         self.switch.set(False)
         self._readback(False)
-        if self.answers is not None and self.answers():
+        self._check_quiet(self.answers)
+
+    def _check_quiet(self, answers: Callable[[], bool] | None) -> None:
+        if answers is not None and answers():
             raise PowerError(
                 f"slot {self.slot}: the hub still answers with its power off: "
                 f"{self.spec.switch_text} does not switch it",
@@ -354,9 +383,12 @@ class SlotPower:
                 "before swapping hubs in this slot",
             )
 
-    def cycle(self) -> None:
-        """Off (checked), ``off_s`` without power, on, ``settle_s``."""
-        self.off()
+    def cycle(self, answers: Callable[[], bool] | None = None) -> None:
+        """Off (checked, by ``answers`` when given), ``off_s`` without power, on,
+        ``settle_s``."""
+        self.switch.set(False)
+        self._readback(False)
+        self._check_quiet(answers or self.answers)
         self.sleep(self.spec.off_s)
         self.on()
 
@@ -368,21 +400,18 @@ class SlotPower:
             PowerError: the cycle failed (see :meth:`cycle`), or the port cannot be held.
         """
         line = self.spec.boot_line
-        if line == "none" or port.startswith("usb:"):
-            self.cycle()  # a fixture (or a DFU strap) holds the boot pin
+        if port.startswith("usb:"):
+            self.cycle()  # a DFU hub's boot pin is strapped on its board
             return
         try:
-            link = serial.serial_for_url(port, do_not_open=True)
-            link.dtr = line == "dtr"
-            link.rts = line == "rts"
-            link.open()
+            link = open_port(port, self.profile, boot_line=line)
         except (serial.SerialException, OSError, ValueError) as exc:
+            held = line.upper() if line != "none" else "held by the fixture"
             raise PowerError(
-                f"slot {self.slot}: cannot hold the boot pin through {line.upper()} on "
-                f"{port}: {exc}"
+                f"slot {self.slot}: cannot open {port} to hold the boot pin ({held}): {exc}"
             ) from exc
-        try:
-            self.cycle()
+        try:  # "off" is checked through the port held open, which no one else can open
+            self.cycle(answers=None if self.answers is None else lambda: poke(link, self.profile))
         finally:
             link.close()
 
@@ -402,9 +431,8 @@ def slot_power(
 ) -> SlotPower:
     """A slot's power, checking "off" by probing ``port()`` (when given) with ``profile``."""
     answers = None if port is None else (lambda: hub_answers(port(), profile, backend))
-    return SlotPower(
-        slot_number, spec, make_switch(spec, slot_number, station, backend), answers=answers
-    )
+    switch = make_switch(spec, slot_number, station, backend)
+    return SlotPower(slot_number, spec, switch, answers=answers, profile=profile)
 
 
 __all__ = [
