@@ -36,6 +36,7 @@ from station.events import (
     SlotEmpty,
     SlotError,
     SlotFault,
+    SlotPowered,
     state_event,
 )
 from station.flash import (
@@ -50,6 +51,7 @@ from station.flash import (
     flash_hub,
     identify_hub,
 )
+from station.power import NO_ANSWER, slot_power, switch_slot
 from station.profiles import Profile, load_profile
 from station.records.errors import HubInFlight, LeaseLost
 from station.records.recorder import JobStore, Recorder
@@ -303,6 +305,8 @@ class Controller:
         # (a retry), so overrides confirmed in between apply.
         choosers: dict[str, ImageChooser] = {}
         failing: list[str | None] = []  # EUI-64s of the hubs that failed here in a row
+        if slot.power is not None and slot.power.off_when_done:
+            self._switch(slot, "on", "the slot is served")  # a previous run may have left it off
         while not stop.is_set() and not self.lease_lost.is_set():
             port = resolve(slot)
             if port is None:
@@ -320,21 +324,49 @@ class Controller:
                     and not stop.is_set()
                     and not self.lease_lost.is_set()
                     and not self._cancel[slot.number].is_set()
-                    and resolve(slot) == port
                 )
+                silent = any(out.ended_by(kind) for kind in NO_ANSWER)
+                if retry and slot.power and slot.power.recover and silent:
+                    # The hub stopped answering: a power cycle is what an operator would try.
+                    retry = self._switch(slot, "cycle", f"the hub stopped answering: {out.message}")
+                retry = retry and resolve(slot) == port
                 if not retry:
                     break
                 tries += 1
                 self._recorder.event(Retry(slot=slot.number, tries=tries + 1, why=out.message))
             self._watch_slot(slot, out, failing)
+            off = bool(slot.power and slot.power.off_when_done)
+            if off:  # switched off so the operator swaps it safely
+                off = self._switch(slot, "off", f"the job ended {out.result}: swap the hub")
             if not continuous:
                 return
-            # The same hub stays until the operator takes it out (or asks for it again).
+            # The same hub stays until the operator takes it out (or asks for it again); a
+            # slot switched off waits for the operator to say the next hub is in.
             again = self._again[slot.number]
-            while not stop.is_set() and not again.is_set() and resolve(slot) == port:
+            while not stop.is_set() and not again.is_set() and (off or resolve(slot) == port):
                 again.wait(self.poll_s)
+            if off and not stop.is_set():
+                self._switch(slot, "on", "the operator swapped the hub")
             again.clear()
             self._cancel[slot.number].clear()  # an abort ends one hub's job, not the slot
+
+    def _switch(self, slot: Slot, action: str, why: str) -> bool:
+        """Switch the slot's power and say so; a switch that fails (or does not switch the
+        hub) flags the slot. Returns whether it switched."""
+        try:
+            switch = switch_slot(slot, self.rig.station_id, action)
+        except StationError as exc:
+            event = SlotPowered(slot=slot.number, action=action, why=why, error=exc.message)
+            self._recorder.event(event)
+            if slot.number not in self.flagged:
+                self.flagged.add(slot.number)
+                fault = SlotFault(slot=slot.number, failed_hubs=0, last=why, power=exc.message)
+                self._recorder.audit(
+                    "station", "slot-fault", {"slot": slot.number, **data_of(fault)}, then=fault
+                )
+            return False
+        self._recorder.event(SlotPowered(slot=slot.number, action=action, why=why, switch=switch))
+        return True
 
     def _watch_slot(self, slot: Slot, out: FlashOutcome, failing: list[str | None]) -> None:
         """Flag the slot, not the hubs, when different hubs keep failing in it."""
@@ -433,6 +465,9 @@ class Controller:
             if note:
                 self._recorder.event(Note(slot=slot.number, job_id=job_id, note=note))
 
+        power = None
+        if slot.power is not None and slot.power.entry:  # into the bootloader by a cycle
+            power = slot_power(slot.number, slot.power, self.rig.station_id, profile=profile)
         try:
             out = flash_hub(
                 port,
@@ -441,11 +476,15 @@ class Controller:
                 policy=self.policy,
                 on_progress=progress,
                 checkpoint=checkpoint,
+                power=power,
             )
         except Exception as exc:  # a bug must end the job as failed, never as passed
             out = FlashOutcome(port=port, profile=profile.name, phase=str(state))
             out.message = f"internal error: {exc!r}"
             out.raised(exc)
+        finally:
+            if power is not None:
+                power.close()
         if out.ended_by(PortVanished) and resolve(slot) != port:
             out.result = Result.INTERRUPTED
             out.hint = "the hub was taken out mid-job; put it back to re-flash it"

@@ -330,12 +330,27 @@ class SlotEmpty(_Base):
 
 @dataclass(frozen=True, kw_only=True)
 class SlotFault(_Base):
-    """Different hubs kept failing in this slot: check its cable and fixture."""
+    """Different hubs kept failing in this slot: check its cable and fixture; or (``power``
+    says why) its power switch does not switch."""
 
     kind: ClassVar[str] = "slot-fault"
     slot: int
     failed_hubs: int
     last: str
+    power: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlotPowered(_Base):
+    """The slot's power was switched (``action``: ``on``, ``off`` or ``cycle``) by ``switch``,
+    for ``why``; ``error`` (empty when it switched) says why it failed or did not switch."""
+
+    kind: ClassVar[str] = "power"
+    slot: int
+    action: str
+    why: str
+    switch: str = ""
+    error: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -370,6 +385,7 @@ Event = (
     | Retry
     | SlotEmpty
     | SlotFault
+    | SlotPowered
     | RecordError
     | SlotError
 )
@@ -389,6 +405,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     JobFinished,
     SlotEmpty,
     SlotFault,
+    SlotPowered,
     RecordError,
     SlotError,
     LeaseTakenOver,

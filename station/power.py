@@ -31,13 +31,25 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import serial
 
-from drivers.errors import StationError
+from drivers.errors import (
+    ConfigError,
+    DeviceTimeout,
+    HubReset,
+    LinkTimeout,
+    NoSync,
+    PortVanished,
+    StationError,
+)
 from station.config import Spec, Table
 from station.profiles import Profile
+
+if TYPE_CHECKING:
+    from drivers.usb_hub import UsbHubPorts
+    from station.rig import Slot
 
 #: The placeholders a power command may use.
 PLACEHOLDERS = ("slot", "state", "station")
@@ -56,7 +68,13 @@ POWER_KEYS = {
     "off_when_done": Spec(bool),
 }
 #: Job errors that mean "the hub stopped answering": a power cycle may bring it back.
-NO_ANSWER = frozenset({"NoSync", "DeviceTimeout", "LinkTimeout", "HubReset", "PortVanished"})
+NO_ANSWER: tuple[type[StationError], ...] = (
+    NoSync,
+    DeviceTimeout,
+    LinkTimeout,
+    HubReset,
+    PortVanished,
+)
 _PROBE_S = 0.5
 
 
@@ -216,13 +234,27 @@ class UsbPortSwitch:
     """A port of a hub that switches power per port (:mod:`drivers.usb_hub`)."""
 
     def __init__(self, spec: PowerSpec, slot: int, backend: object = None) -> None:
-        from drivers.transport.usb import backend_from_env
-        from drivers.usb_hub import UsbHubPorts
-
         assert spec.usb_hub is not None and spec.usb_port is not None
         self.slot = slot
         self.port = spec.usb_port
-        self.hub = UsbHubPorts(spec.usb_hub, backend if backend is not None else backend_from_env())
+        self.location = spec.usb_hub
+        self.backend = backend
+        self._hub: UsbHubPorts | None = None
+
+    @property
+    def hub(self) -> UsbHubPorts:
+        """The hub, reached through the USB backend (``STATION_USB_BACKEND``) on first use.
+
+        Raises:
+            ConfigError: the backend setting is not understood.
+        """
+        if self._hub is None:
+            from drivers.transport.usb import backend_from_env
+            from drivers.usb_hub import UsbHubPorts
+
+            backend = self.backend if self.backend is not None else backend_from_env()
+            self._hub = UsbHubPorts(self.location, backend)
+        return self._hub
 
     def set(self, on: bool) -> None:
         from drivers.usb_hub import HubPowerError
@@ -241,7 +273,8 @@ class UsbPortSwitch:
             raise PowerError(f"slot {self.slot}: {exc.message}", hint=exc.hint) from exc
 
     def close(self) -> None:
-        self.hub.close()
+        if self._hub is not None:
+            self._hub.close()
 
 
 def make_switch(spec: PowerSpec, slot: int, station: str, backend: object = None) -> PowerSwitch:
@@ -411,7 +444,7 @@ class SlotPower:
                 f"slot {self.slot}: cannot open {port} to hold the boot pin ({held}): {exc}"
             ) from exc
         try:  # "off" is checked through the port held open, which no one else can open
-            self.cycle(answers=None if self.answers is None else lambda: poke(link, self.profile))
+            self.cycle(answers=lambda: poke(link, self.profile))
         finally:
             link.close()
 
@@ -435,6 +468,33 @@ def slot_power(
     return SlotPower(slot_number, spec, switch, answers=answers, profile=profile)
 
 
+def switch_slot(slot: Slot, station: str, state: str) -> str:
+    """Switch a rig slot ``on``, ``off`` or through a ``cycle`` (checked as
+    :class:`SlotPower` does); returns the switch, for messages.
+
+    Raises:
+        PowerError: the switch failed, or did not switch the hub.
+        ConfigError: the slot has no power table (or no USB backend for its hub port).
+    """
+    from station.profiles import load_profile
+    from station.rig import AUTO, resolve
+
+    if slot.power is None:
+        raise ConfigError(
+            f"slot {slot.number} has no [slot.power] table",
+            hint="see docs/hardware.md, 'Slot power'",
+        )
+    name = slot.candidates[0] if slot.profile == AUTO else slot.profile
+    power = slot_power(
+        slot.number, slot.power, station, port=lambda: resolve(slot), profile=load_profile(name)
+    )
+    try:
+        {"on": power.on, "off": power.off, "cycle": power.cycle}[state]()
+    finally:
+        power.close()
+    return slot.power.switch_text
+
+
 __all__ = [
     "NO_ANSWER",
     "PowerError",
@@ -445,4 +505,5 @@ __all__ = [
     "parse_power",
     "render_command",
     "slot_power",
+    "switch_slot",
 ]

@@ -8,9 +8,9 @@ import json
 from rich.console import Console
 
 from drivers.errors import ConfigError
-from station.power import PowerError, slot_power
+from station.power import PowerError, switch_slot
 from station.render import console, error_line, styled
-from station.rig import AUTO, load_rig, resolve
+from station.rig import load_rig
 
 _EPILOG = """\
 The slot's [slot.power] table in the rig file names its switch: a port of a USB hub that
@@ -42,42 +42,23 @@ def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def cmd_power(args: argparse.Namespace, err: Console) -> int:
     """Switch the slot; say what happened."""
-    from station.profiles import load_profile
-
     rig = load_rig(args.rig)
     slot = next((s for s in rig.slots if s.number == args.slot), None)
     if slot is None:
         numbers = ", ".join(str(s.number) for s in rig.slots)
         raise ConfigError(f"{rig.source}: no slot {args.slot} (slots: {numbers})")
-    if slot.power is None:
-        raise ConfigError(
-            f"{rig.source}: slot {slot.number} has no [slot.power] table",
-            hint="see docs/hardware.md, 'Slot power'",
-        )
-    name = slot.candidates[0] if slot.profile == AUTO else slot.profile
-    power = slot_power(
-        slot.number,
-        slot.power,
-        rig.station_id,
-        port=lambda: resolve(slot),
-        profile=load_profile(name),
-    )
     try:
-        {"on": power.on, "off": power.off, "cycle": power.cycle}[args.state]()
+        switch = switch_slot(slot, rig.station_id, args.state)
     except PowerError as exc:
         if args.json:
             print(json.dumps({"slot": slot.number, "state": args.state, "error": exc.message}))
         err.print(error_line(exc))
         return 1
-    finally:
-        power.close()
+    except ConfigError as exc:
+        raise ConfigError(f"{rig.source}: {exc.message}", hint=exc.hint) from exc
     if args.json:
-        print(
-            json.dumps({"slot": slot.number, "state": args.state, "switch": slot.power.switch_text})
-        )
+        print(json.dumps({"slot": slot.number, "state": args.state, "switch": switch}))
     else:
         done = {"on": "on", "off": "off (the hub is quiet)", "cycle": "power-cycled"}[args.state]
-        console().print(
-            styled(f"slot {slot.number}: ", (done, "green"), f" by {slot.power.switch_text}")
-        )
+        console().print(styled(f"slot {slot.number}: ", (done, "green"), f" by {switch}"))
     return 0

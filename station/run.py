@@ -39,6 +39,7 @@ from station.events import (
     SlotEmpty,
     SlotError,
     SlotFault,
+    SlotPowered,
 )
 from station.render import EventBoard, console, shown_version, station_command, styled
 
@@ -175,6 +176,12 @@ def event_line(event: Event) -> str | None:
                 f"{slot}: trying the same hub again (try {event.tries}), as the previous try "
                 f"failed: {event.why}"
             )
+        case SlotFault(power=power) if power:
+            return f"{slot}: flagged: its power switch does not work: {power}"
+        case SlotPowered(error=error) if error:
+            return f"{slot}: power {event.action} failed ({event.why}): {error}"
+        case SlotPowered():
+            return f"{slot}: power {event.action} by {event.switch}: {event.why}"
         case SlotFault():
             return (
                 f"{slot}: flagged: {event.failed_hubs} different hubs failed here in a row "

@@ -35,7 +35,7 @@ def _fresh_hubs():
 def power(board: Path, profile, *, boot_line: str = "dtr", entry: bool = True):
     words = (sys.executable, "-m", "sim.power", str(board), "{slot}", "{state}")
     spec = PowerSpec(command=words, off_s=0.05, settle_s=0.05, entry=entry, boot_line=boot_line)
-    return slot_power(2, spec, "bench-1", port=lambda: None, profile=profile)
+    return slot_power(2, spec, "bench-1", profile=profile)
 
 
 def hub_url(protocol: str, board: Path, boot_line: str = "dtr") -> str:
@@ -93,8 +93,6 @@ def test_a_boot_line_on_the_wrong_wire_leaves_the_hub_in_its_application(
 def test_a_stuck_relay_fails_the_job_in_connect_and_says_so(tmp_path: Path, new_image) -> None:
     PowerBoard(tmp_path).set_stuck(2)
     url = hub_url("an3155", tmp_path)
-    p = power(tmp_path, AN3155)
-    p.answers = lambda: True  # the station checks "off" (through the port it holds)
-    out = flash_hub(url, AN3155, new_image, policy=UNSIGNED, power=p)
+    out = flash_hub(url, AN3155, new_image, policy=UNSIGNED, power=power(tmp_path, AN3155))
     assert out.result is Result.FAILED and out.phase == "connect"
     assert "still answers with its power off" in out.message
