@@ -59,6 +59,7 @@ from station.events import (
     Retry,
     SlotEmpty,
     SlotFault,
+    SlotPowered,
 )
 from station.flash import FlashOutcome, Result
 from station.latency import is_latency_note, latency_of
@@ -315,6 +316,10 @@ class EventBoard:
                     completed=event.bytes_written,
                     total=max(event.bytes_written, 1),
                 )
+            case SlotPowered(action=action, error=error):
+                said = f"power {action} FAILED" if error else f"power {action}"
+                swap = ": swap the hub" if action == "off" and not error else ""
+                self._progress.update(task, note=literal(said + swap))
             case SlotEmpty() | SlotFault() | Retry():
                 self._progress.update(task, note=event.kind)
 

@@ -30,6 +30,7 @@ from station.events import (
     SlotEmpty,
     SlotError,
     SlotFault,
+    SlotPowered,
     StateEvent,
 )
 from station.latency import is_latency_note, latency_of
@@ -159,6 +160,8 @@ class SlotView:
     tries: int = 0  # tries before the current one
     fault: bool = False
     slow_adapter: str = ""  # the adapter's latency when the job warned it is high
+    #: "off" while the station keeps the slot's power off (swap the hub safely).
+    power: str | None = None
     label: str | None = None
     exchanges: list[str] = field(default_factory=list)
     trace: deque[str] = field(default_factory=lambda: deque(maxlen=_TRACE))
@@ -215,6 +218,14 @@ class SlotView:
             case SlotEmpty():
                 self.state = "empty"
                 stamp = f"no hub at {ev.binding}"
+            case SlotPowered(error=error) if error:
+                stamp = f"power {ev.action} FAILED: {error}"
+            case SlotPowered():
+                self.power = "off" if ev.action == "off" else None
+                stamp = f"power {ev.action}: {ev.why}"
+            case SlotFault(power=power) if power:
+                self.fault = True
+                stamp = f"SLOT FAULT: power switch: {power}"
             case SlotFault():
                 self.fault = True
                 stamp = f"SLOT FAULT: {ev.failed_hubs} different hubs failed here"
@@ -496,6 +507,8 @@ def tile_text(v: SlotView, width: int, height: int) -> Text:
         symbol, word = "‼", "FAULT " + word
     head = Text(f"{v.number:>2} ", style="bold")
     head.append(f"{symbol} {word}", style=style)
+    if v.power == "off":  # said in words: the operator may take the hub out now
+        head.append(" ⏻ off: swap" if width >= 30 else " ⏻off", style="bold")
     if v.label_check is False:
         head.append(" ≠LABEL", style="bold reverse red")
     elif v.label_check is True and width >= 30:

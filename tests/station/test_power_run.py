@@ -122,3 +122,34 @@ def test_power_events_have_a_text_line() -> None:
     assert ok == "slot 2: power off by command 'r': done"
     assert bad == "slot 2: power off failed (done): stuck"
     assert fault == "slot 2: flagged: its power switch does not work: stuck"
+
+
+def test_the_tile_says_a_slot_is_off_in_words_and_on_again_clears_it() -> None:
+    from station.events import SlotFault, SlotPowered
+    from station.tui.model import SlotView, tile_text
+
+    view = SlotView(3, "demo-an3155", "/dev/x", state="passed")
+    view.apply(SlotPowered(slot=3, action="off", why="done", switch="relay"))
+    assert "off: swap" in tile_text(view, 40, 3).plain
+    assert "⏻off" in tile_text(view, 19, 1).plain
+    view.apply(SlotPowered(slot=3, action="on", why="swapped", switch="relay"))
+    assert "⏻" not in tile_text(view, 40, 3).plain
+    view.apply(SlotFault(slot=3, failed_hubs=0, last="x", power="relay does not switch it"))
+    assert view.fault and "power switch: relay does not switch it" in view.trace[-1]
+
+
+def test_the_live_board_says_power_off_and_a_failed_switch() -> None:
+    import io
+
+    from rich.console import Console
+
+    from station.events import SlotPowered
+    from station.render import EventBoard
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=200, force_terminal=True, color_system=None)
+    with EventBoard(console) as board:
+        board(SlotPowered(slot=1, action="off", why="done", switch="r"))
+        board(SlotPowered(slot=2, action="off", why="done", error="stuck"))
+    out = buf.getvalue()
+    assert "power off: swap the hub" in out and "power off FAILED" in out
