@@ -10,7 +10,8 @@ A rig slot's ``[slot.power]`` table names the switch (docs/hardware.md, "Slot po
     off_s = 1.0            # how long a cycle keeps the power off
     settle_s = 0.5         # how long a hub needs after power-on before it is spoken to
     entry = true           # enter the bootloader by a power cycle with the boot pin held
-    boot_line = "dtr"      # what holds the boot pin meanwhile: dtr, rts, or none (a fixture)
+    boot_line = "dtr"      # what holds the boot pin meanwhile: dtr/rts (active while set),
+                           #   -dtr/-rts (while clear), or none (the fixture holds it)
     recover = true         # cycle a hub that stopped answering before its retry
     off_when_done = false  # switch the slot off when its job ends, for a safe swap
 
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
 
 #: The placeholders a power command may use.
 PLACEHOLDERS = ("slot", "state", "station")
-BOOT_LINES = ("dtr", "rts", "none")
+#: The line that holds the boot pin during a power-cycle entry: ``dtr`` active while set,
+#: ``-dtr`` while clear (stm32flash's notation, as the profiles' ``[lines]``), or ``none``.
+BOOT_LINES = ("dtr", "-dtr", "rts", "-rts", "none")
 STATES = ("on", "off", "cycle")
 POWER_KEYS = {
     "usb_hub": Spec(str, max_len=64, what="a USB location such as 1-1 or 1-1.4"),
@@ -326,8 +329,7 @@ def open_port(port: str, profile: Profile | None, *, boot_line: str = "none") ->
             profile.parity, serial.PARITY_NONE
         )
     if boot_line != "none":
-        link.dtr = boot_line == "dtr"
-        link.rts = boot_line == "rts"
+        setattr(link, boot_line.lstrip("-"), not boot_line.startswith("-"))
     link.open()
     return link
 
@@ -439,7 +441,7 @@ class SlotPower:
         try:
             link = open_port(port, self.profile, boot_line=line)
         except (serial.SerialException, OSError, ValueError) as exc:
-            held = line.upper() if line != "none" else "held by the fixture"
+            held = line if line != "none" else "held by the fixture"
             raise PowerError(
                 f"slot {self.slot}: cannot open {port} to hold the boot pin ({held}): {exc}"
             ) from exc

@@ -80,13 +80,13 @@ def test_gecko_hub_enters_its_bootloader_by_power_cycle(tmp_path: Path, gbl) -> 
     assert out.version_after == f"0x{NEW:08X}"
 
 
-def test_a_boot_line_on_the_wrong_wire_leaves_the_hub_in_its_application(
-    tmp_path: Path, new_image
+@pytest.mark.parametrize(("wired", "said"), [("rts", "dtr"), ("dtr", "-dtr")])
+def test_a_boot_line_on_the_wrong_wire_or_level_leaves_the_hub_in_its_application(
+    tmp_path: Path, new_image, wired: str, said: str
 ) -> None:
-    url = hub_url("an3155", tmp_path, "rts")  # the fixture wires RTS; the rig says DTR
-    out = flash_hub(
-        url, AN3155, new_image, policy=UNSIGNED, power=power(tmp_path, AN3155, boot_line="dtr")
-    )
+    url = hub_url("an3155", tmp_path, wired)
+    p = power(tmp_path, AN3155, boot_line=said)
+    out = flash_hub(url, AN3155, new_image, policy=UNSIGNED, power=p)
     assert out.found_in == "application"  # the cycle happened, the pin was not held
 
 
