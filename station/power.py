@@ -328,8 +328,10 @@ def open_port(port: str, profile: Profile | None, *, boot_line: str = "none") ->
         link.parity = {"even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}.get(
             profile.parity, serial.PARITY_NONE
         )
-    if boot_line != "none":
-        setattr(link, boot_line.lstrip("-"), not boot_line.startswith("-"))
+    if boot_line != "none":  # the boot line active, the other one clear (pyserial sets both)
+        name = boot_line.lstrip("-")
+        setattr(link, name, not boot_line.startswith("-"))
+        setattr(link, "rts" if name == "dtr" else "dtr", False)
     link.open()
     return link
 
