@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,76 @@ def test_the_live_board_says_power_off_and_a_failed_switch() -> None:
         board(SlotPowered(slot=2, action="off", why="done", error="stuck"))
     out = buf.getvalue()
     assert "power off: swap the hub" in out and "power off FAILED" in out
+
+
+@pytest.mark.slow
+def test_continuous_a_slot_switched_off_waits_for_the_operator_then_powers_on(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    from firmware_images.catalog import Catalog
+    from sim.urlhandler import register
+    from sim.urlhandler.protocol_sim import forget_hubs
+    from station.controller import Controller
+    from station.events import Event
+    from station.flash import Policy, catalog_chooser
+    from station.records.store import Store
+    from station.rig import parse_rig
+
+    register()
+    forget_hubs()
+    cat, trust = prepare_demo_catalog(tmp_path / "demo", size=SIZE)
+    board = tmp_path / "board"
+    relay = json.dumps([sys.executable, "-m", "sim.power", str(board), "{slot}", "{state}"])
+    rig = parse_rig(
+        'station_id = "t"\n[policy]\njob_retries = 0\n[[slot]]\nnumber = 1\n'
+        f'port = "{hub(tmp_path)}&unpaced"\nprofile = "demo-an3155"\n'
+        f"[slot.power]\ncommand = {relay}\noff_s = 0\nsettle_s = 0\noff_when_done = true\n"
+    )
+    policy = Policy(trust=trust)
+    seen: list[Event] = []
+    got = threading.Condition()
+
+    def publish(ev: Event) -> None:
+        with got:
+            seen.append(ev)
+            got.notify_all()
+
+    def wait_for(count: int) -> None:
+        with got:
+            assert got.wait_for(
+                lambda: sum(e.kind == "power" for e in seen) >= count, timeout=60
+            ), [e.kind for e in seen]
+
+    stop = threading.Event()
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        store.acquire_lease("t")
+        batch = store.start_batch(station_id="t", operator="o", rig="r", catalog="c")
+        ctl = Controller(
+            rig,
+            store=store,
+            batch_id=batch,
+            chooser_for=lambda p: catalog_chooser(Catalog.load(cat.root), p, policy),
+            policy=policy,
+            publish=publish,
+            poll_s=0.05,
+        )
+        worker = threading.Thread(target=ctl.run, kwargs={"continuous": True, "stop": stop})
+        worker.start()
+        try:
+            wait_for(2)  # on as the slot is served, off when its job ended
+            assert not PowerBoard(board).read(1).on
+            time.sleep(0.3)
+            assert sum(e.kind == "job-finished" for e in seen) == 1  # it waits, powered off
+            assert ctl.retry(1)  # the operator: the next hub is in
+            wait_for(4)  # on again, and off after the next job
+        finally:
+            stop.set()
+            ctl.retry(1)
+            worker.join(30)
+    states = [(e.data["state"], e.data["why"]) for e in seen if e.kind == "power"]
+    assert [s for s, _ in states[:4]] == ["on", "off", "on", "off"]
+    assert states[2][1] == "the operator swapped the hub"
+    assert sum(e.kind == "job-finished" for e in seen) == 2
+    forget_hubs()
