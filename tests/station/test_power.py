@@ -217,3 +217,37 @@ def test_station_power_cli(tmp_path: Path, capsys) -> None:
     assert "no slot 4 (slots: 3)" in capsys.readouterr().err
     rig.write_text(rig_text(relay(board)).replace("[slot.power]", "[other]"))
     assert main(["power", "3", "on", "--rig", str(rig)]) == 2
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+def test_station_power_over_the_simulated_bus_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, stuck: bool
+) -> None:
+    """The pyusb hub path from another process's view: STATION_USB_BACKEND=sim:<socket>."""
+    from sim.usb_backend import SimUsbService
+    from sim.usb_server import UsbBusServer
+
+    spec = DfuHubSpec(slot=3, eui64="00-DB-12-00-00-00-00-03", firmware=0x01000000, paced=False)
+    service = SimUsbService.of(
+        [spec], usb_hubs=[UsbHubSpec(1, stuck=frozenset({3} if stuck else ()))]
+    )
+    rig = tmp_path / "rig.toml"
+    rig.write_text(
+        f'station_id = "b"\n[[slot]]\nnumber = 3\nusb_serial = "{spec.usb_serial}"\n'
+        'profile = "demo-dfu"\n[slot.power]\nusb_hub = "1-1"\nusb_port = 3\n'
+        "off_s = 0\nsettle_s = 0\n"
+    )
+    with UsbBusServer(service, str(tmp_path / "bus.sock")) as server:
+        monkeypatch.setenv("STATION_USB_BACKEND", server.setting)
+        status = main(["power", "3", "off", "--rig", str(rig)])
+        if stuck:
+            assert status == 1
+            assert "still answers with its power off: port 3 of USB hub 1-1" in (
+                capsys.readouterr().err
+            )
+            return
+        assert status == 0 and not service.hub(3).present
+        assert main(["power", "3", "on", "--rig", str(rig)]) == 0
+        service.wait_quiet()
+        assert service.hub(3).present
+    assert "slot 3: on by port 3 of USB hub 1-1" in capsys.readouterr().out
