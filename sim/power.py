@@ -86,15 +86,32 @@ class PowerBoard:
 
 
 class PowerWatch:
-    """A hub's view of its channel: has it lost power since it last looked?"""
+    """A hub's view of its channel: has it lost power since it last looked?
+
+    A hub is pumped far more often than a relay switches: the channel's file is read again
+    only when its inode or modification time changed (one ``stat``); a whole cycle between
+    two looks is still seen, by the off count.
+    """
 
     def __init__(self, board: PowerBoard, channel: int) -> None:
         self.board = board
         self.channel = channel
+        self._stamp = self._stat()
         self.seen = board.read(channel)
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.board.folder / str(self.channel))
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
 
     def look(self) -> tuple[bool, bool]:
         """(powered now, lost power since the last look)."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return self.seen.on, False
+        self._stamp = stamp
         now = self.board.read(self.channel)
         lost = now.offs != self.seen.offs or (self.seen.on and not now.on)
         self.seen = now
