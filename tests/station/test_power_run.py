@@ -166,7 +166,7 @@ def test_continuous_a_slot_switched_off_waits_for_the_operator_then_powers_on(
     from sim.urlhandler import register
     from sim.urlhandler.protocol_sim import forget_hubs
     from station.controller import Controller
-    from station.events import Event
+    from station.events import Event, SlotPowered
     from station.flash import Policy, catalog_chooser
     from station.records.store import Store
     from station.rig import parse_rig
@@ -222,7 +222,7 @@ def test_continuous_a_slot_switched_off_waits_for_the_operator_then_powers_on(
             stop.set()
             ctl.retry(1)
             worker.join(30)
-    states = [(e.data["state"], e.data["why"]) for e in seen if e.kind == "power"]
+    states = [(e.action, e.why) for e in seen if isinstance(e, SlotPowered)]
     assert [s for s, _ in states[:4]] == ["on", "off", "on", "off"]
     assert states[2][1] == "the operator swapped the hub"
     assert sum(e.kind == "job-finished" for e in seen) == 2
