@@ -175,6 +175,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "[S:]two-resets (the first reset after power-on hangs the hub), comma-separated",
     )
     parser.add_argument(
+        "--power",
+        metavar="BOARD",
+        help="with --rfc2217: the hubs take their power from this simulated relay board "
+        "folder, channel N for slot N (switch it with 'python -m sim.power BOARD N on|off')",
+    )
+    parser.add_argument(
         "--commands",
         action="store_true",
         help="read operator commands from stdin, one per line: 'remove N' takes slot N's hub "
@@ -275,7 +281,7 @@ def describe(hub: SimHub) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the rig until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad settings, 1 on failure."""
-    serial_only = [o for o in ("rfc2217", "lines", "pin_faults") if getattr(args, o, None)]
+    serial_only = [o for o in ("rfc2217", "lines", "pin_faults", "power") if getattr(args, o, None)]
     if args.protocol == "dfu" and serial_only:
         print(
             f"station sim: error: --{serial_only[0].replace('_', '-')} is for serial hubs; "
@@ -306,10 +312,14 @@ def run(args: argparse.Namespace) -> int:
         from sim.rfc2217 import run_rig
 
         return run_rig(args, specs)
-    if getattr(args, "lines", None) or getattr(args, "pin_faults", ""):
+    if (
+        getattr(args, "lines", None)
+        or getattr(args, "pin_faults", "")
+        or getattr(args, "power", None)
+    ):
         print(
-            "station sim: error: --lines and --pin-faults need --rfc2217 (a pseudo-terminal "
-            "has no modem lines)",
+            "station sim: error: --lines, --pin-faults and --power need --rfc2217 (a "
+            "pseudo-terminal has no modem lines, and its hub no power switch)",
             file=sys.stderr,
         )
         return 2

@@ -13,8 +13,8 @@ Fault: a channel whose contact is welded (``<board>/<channel>.stuck`` exists, ma
 station must notice (the hub still answers after "off").
 
 A hub reads its channel each time it is used: power that went off (the count moved on)
-since it last looked means it lost its RAM and restarts from flash, sampling its boot pin
-when power comes back (``boot_held``).
+since it last looked means it lost its RAM and restarts from flash, its boot pin sampled as
+power comes back (:meth:`sim.pins.HubPins.power`).
 """
 
 from __future__ import annotations

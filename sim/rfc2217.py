@@ -40,8 +40,9 @@ _READ_POLL_S = 0.05
 _TAKEOVER_S = 0.5
 
 
-def sim_url(spec: HubSpec, *, lines: str = "", pin_faults: str = "") -> str:
-    """The ``sim://`` URL of the hub ``spec`` describes (same hub, same identity)."""
+def sim_url(spec: HubSpec, *, lines: str = "", pin_faults: str = "", power: str = "") -> str:
+    """The ``sim://`` URL of the hub ``spec`` describes (same hub, same identity), wired as
+    ``lines`` says and powered from the relay board folder ``power`` (when given)."""
     query: dict[str, str] = {
         "slot": str(spec.slot),
         "seed": str(spec.seed),
@@ -65,6 +66,8 @@ def sim_url(spec: HubSpec, *, lines: str = "", pin_faults: str = "") -> str:
         query["lines"] = lines
     if pin_faults:
         query["pin-faults"] = pin_faults
+    if power:
+        query["power"] = power
     return f"sim://{spec.protocol}?{urllib.parse.urlencode(query)}"
 
 
@@ -284,7 +287,12 @@ def run_rig(args: Any, specs: Sequence[HubSpec]) -> int:
         return 2
     try:
         urls = [
-            sim_url(spec, lines=lines, pin_faults=pin_faults_for(args.pin_faults, spec.slot))
+            sim_url(
+                spec,
+                lines=lines,
+                pin_faults=pin_faults_for(args.pin_faults, spec.slot),
+                power=getattr(args, "power", None) or "",
+            )
             for spec in specs
         ]
         for url in urls:

@@ -11,7 +11,8 @@ A rig slot's ``[slot.power]`` table names the switch (docs/hardware.md, "Slot po
     settle_s = 0.5         # how long a hub needs after power-on before it is spoken to
     entry = true           # enter the bootloader by a power cycle with the boot pin held
     boot_line = "dtr"      # what holds the boot pin meanwhile: dtr/rts (active while set),
-                           #   -dtr/-rts (while clear), or none (the fixture holds it)
+                           #   -dtr/-rts (while clear), or none (the fixture holds it);
+                           #   default: the profile's [lines] boot wire, else dtr
     recover = true         # cycle a hub that stopped answering before its retry
     off_when_done = false  # switch the slot off when its job ends, for a safe swap
 
@@ -45,6 +46,7 @@ from drivers.errors import (
     PortVanished,
     StationError,
 )
+from drivers.lines import Wire
 from station.config import Spec, Table
 from station.profiles import Profile
 
@@ -98,7 +100,8 @@ class PowerSpec:
     off_s: float = 1.0
     settle_s: float = 0.5
     entry: bool = False
-    boot_line: str = "dtr"
+    #: None: the profile's ``[lines]`` boot wire, else ``dtr``.
+    boot_line: str | None = None
     recover: bool = True
     off_when_done: bool = False
 
@@ -167,7 +170,7 @@ def parse_power(table: Table) -> PowerSpec:
         off_s=float(raw.get("off_s", 1.0)),
         settle_s=float(raw.get("settle_s", 0.5)),
         entry=raw.get("entry", False),
-        boot_line=raw.get("boot_line", "dtr"),
+        boot_line=raw.get("boot_line"),
         recover=raw.get("recover", True),
         off_when_done=raw.get("off_when_done", False),
     )
@@ -316,8 +319,27 @@ def hub_answers(port: str | None, profile: Profile | None, backend: object = Non
         link.close()
 
 
-def open_port(port: str, profile: Profile | None, *, boot_line: str = "none") -> serial.Serial:
-    """Open a serial port at the profile's settings, ``boot_line`` asserted from the start.
+def entry_levels(boot_line: str | None, profile: Profile | None) -> dict[str, bool]:
+    """DTR/RTS levels that hold the boot pin through a power-cycle entry: the boot wire
+    (the rig's ``boot_line``, else the profile's ``[lines]`` boot wire, else ``dtr``) active,
+    the profile's reset wire inactive, any other line clear (pyserial would set it)."""
+    wiring = profile.lines.wiring if profile is not None and profile.lines else None
+    boot = wiring.boot if boot_line is None and wiring is not None else None
+    if boot is None:
+        boot = Wire.parse(boot_line or "dtr")
+    levels = {"dtr": False, "rts": False}
+    if wiring is not None and wiring.reset is not None:
+        levels[wiring.reset.line] = not wiring.reset.active_when_set
+    if boot is not None:
+        levels[boot.line] = boot.active_when_set
+    return levels
+
+
+def open_port(
+    port: str, profile: Profile | None, *, levels: dict[str, bool] | None = None
+) -> serial.Serial:
+    """Open a serial port at the profile's settings, DTR/RTS at ``levels`` from the start
+    (None: as pyserial opens it).
 
     Raises:
         serial.SerialException, OSError, ValueError: as pyserial does.
@@ -328,10 +350,8 @@ def open_port(port: str, profile: Profile | None, *, boot_line: str = "none") ->
         link.parity = {"even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}.get(
             profile.parity, serial.PARITY_NONE
         )
-    if boot_line != "none":  # the boot line active, the other one clear (pyserial sets both)
-        name = boot_line.lstrip("-")
-        setattr(link, name, not boot_line.startswith("-"))
-        setattr(link, "rts" if name == "dtr" else "dtr", False)
+    if levels is not None:
+        link.dtr, link.rts = levels["dtr"], levels["rts"]
     link.open()
     return link
 
@@ -430,22 +450,21 @@ class SlotPower:
         self.on()
 
     def enter_bootloader(self, port: str) -> None:
-        """Power-cycle the hub with its boot pin held by ``boot_line`` (asserted), so it
-        starts in its bootloader; the line is let go once it has settled.
+        """Power-cycle the hub with its boot pin held (:func:`entry_levels`), so it starts
+        in its bootloader; the line is let go once it has settled.
 
         Raises:
             PowerError: the cycle failed (see :meth:`cycle`), or the port cannot be held.
         """
-        line = self.spec.boot_line
         if port.startswith("usb:"):
             self.cycle()  # a DFU hub's boot pin is strapped on its board
             return
+        levels = entry_levels(self.spec.boot_line, self.profile)
         try:
-            link = open_port(port, self.profile, boot_line=line)
+            link = open_port(port, self.profile, levels=levels)
         except (serial.SerialException, OSError, ValueError) as exc:
-            held = line if line != "none" else "held by the fixture"
             raise PowerError(
-                f"slot {self.slot}: cannot open {port} to hold the boot pin ({held}): {exc}"
+                f"slot {self.slot}: cannot open {port} to hold the boot pin: {exc}"
             ) from exc
         try:  # "off" is checked through the port held open, which no one else can open
             self.cycle(answers=lambda: poke(link, self.profile))

@@ -32,13 +32,15 @@ def quick_profile(tmp_path: Path) -> Path:
     return path
 
 
-def run(tmp_path: Path, port: str, power: str, *, retries: int = 1) -> list[dict[str, Any]]:
+def run(
+    tmp_path: Path, port: str, power: str, *, retries: int = 1, profile: str | None = None
+) -> list[dict[str, Any]]:
     cat, trust = prepare_demo_catalog(tmp_path / "demo", size=SIZE)
     board = tmp_path / "board"
     relay = json.dumps([sys.executable, "-m", "sim.power", str(board), "{slot}", "{state}"])
     (tmp_path / "rig.toml").write_text(
         f'station_id = "bench-p"\n[policy]\njob_retries = {retries}\n'
-        f'[[slot]]\nnumber = 1\nport = "{port}"\nprofile = "{quick_profile(tmp_path)}"\n'
+        f'[[slot]]\nnumber = 1\nport = "{port}"\nprofile = "{profile or quick_profile(tmp_path)}"\n'
         f"[slot.power]\ncommand = {relay}\noff_s = 0.05\nsettle_s = 0.05\n{power}\n"
     )
     done = subprocess.run(
@@ -227,3 +229,42 @@ def test_continuous_a_slot_switched_off_waits_for_the_operator_then_powers_on(
     assert states[2][1] == "the operator swapped the hub"
     assert sum(e.kind == "job-finished" for e in seen) == 2
     forget_hubs()
+
+
+@pytest.mark.slow
+def test_station_run_enters_by_power_cycle_over_station_sim_rfc2217(tmp_path: Path) -> None:
+    """The whole path over the network: `station sim --rfc2217 --power BOARD` serves a hub
+    running its application; the rig's relay command cycles it with DTR (its boot line)
+    held over RFC 2217; it starts in its bootloader and is flashed."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        base = int(sock.getsockname()[1])
+    board = tmp_path / "board"
+    sim = subprocess.Popen(
+        [
+            *[sys.executable, "-m", "sim"],
+            *["--rfc2217", str(base), "--hubs", "1", "--firmware", "1.1.0.0"],
+            *["--start-in", "app", "--lines", "boot=dtr", "--power", str(board), "--json"],
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        (hub_port,) = [json.loads(sim.stdout.readline())["port"]]
+        events = run(tmp_path, hub_port, "entry = true", retries=0, profile="demo-an3155")
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    (done,) = [e for e in events if e["kind"] == "job-finished"]
+    assert done["state"] == "passed", done["data"]["message"]
+    assert done["data"]["found_in"] == "bootloader"  # not by its application's BOOT command
+    assert PowerBoard(board).read(1).offs == 1
+
+
+def test_station_sim_power_needs_rfc2217() -> None:
+    argv = [sys.executable, "-m", "sim", "--hubs", "1", "--power", "/tmp/x"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "need --rfc2217" in done.stderr
