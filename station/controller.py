@@ -51,7 +51,7 @@ from station.flash import (
     flash_hub,
     identify_hub,
 )
-from station.power import NO_ANSWER, slot_power, switch_slot
+from station.power import NO_ANSWER, PowerError, slot_power, switch_slot
 from station.profiles import Profile, load_profile
 from station.records.errors import HubInFlight, LeaseLost
 from station.records.recorder import JobStore, Recorder
@@ -335,6 +335,8 @@ class Controller:
                 tries += 1
                 self._recorder.event(Retry(slot=slot.number, tries=tries + 1, why=out.message))
             self._watch_slot(slot, out, failing)
+            if out.ended_by(PowerError):  # the power-cycle entry could not be trusted
+                self._power_fault(slot, "bootloader entry by power cycle", out.message)
             off = bool(slot.power and slot.power.off_when_done)
             if off:  # switched off so the operator swaps it safely
                 off = self._switch(slot, "off", f"the job ended {out.result}: swap the hub")
@@ -358,15 +360,19 @@ class Controller:
         except StationError as exc:
             event = SlotPowered(slot=slot.number, action=action, why=why, error=exc.message)
             self._recorder.event(event)
-            if slot.number not in self.flagged:
-                self.flagged.add(slot.number)
-                fault = SlotFault(slot=slot.number, failed_hubs=0, last=why, power=exc.message)
-                self._recorder.audit(
-                    "station", "slot-fault", {"slot": slot.number, **data_of(fault)}, then=fault
-                )
+            self._power_fault(slot, why, exc.message)
             return False
         self._recorder.event(SlotPowered(slot=slot.number, action=action, why=why, switch=switch))
         return True
+
+    def _power_fault(self, slot: Slot, why: str, problem: str) -> None:
+        """Flag the slot: its power switch failed or does not switch its hub."""
+        if slot.number not in self.flagged:
+            self.flagged.add(slot.number)
+            fault = SlotFault(slot=slot.number, failed_hubs=0, last=why, power=problem)
+            self._recorder.audit(
+                "station", "slot-fault", {"slot": slot.number, **data_of(fault)}, then=fault
+            )
 
     def _watch_slot(self, slot: Slot, out: FlashOutcome, failing: list[str | None]) -> None:
         """Flag the slot, not the hubs, when different hubs keep failing in it."""

@@ -268,3 +268,13 @@ def test_station_sim_power_needs_rfc2217() -> None:
     argv = [sys.executable, "-m", "sim", "--hubs", "1", "--power", "/tmp/x"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "need --rfc2217" in done.stderr
+
+
+def test_a_stuck_relay_during_power_entry_fails_the_job_and_flags_the_slot(tmp_path: Path) -> None:
+    PowerBoard(tmp_path / "board").set_stuck(1)
+    events = run(tmp_path, hub(tmp_path), "entry = true", retries=0)
+    (done,) = [e for e in events if e["kind"] == "job-finished"]
+    assert done["state"] == "failed" and done["data"]["phase"] == "connect"
+    assert done["data"]["error"] == "PowerError"
+    (fault,) = [e for e in events if e["kind"] == "slot-fault"]
+    assert "still answers with its power off" in fault["data"]["power"]
