@@ -148,3 +148,26 @@ def test_locations() -> None:
     for bad in ("x", "1-", "1-0", "1-a.b"):
         with pytest.raises(ValueError):
             parse_location(bad)
+
+
+@given(
+    steps=st.lists(st.tuples(st.sampled_from([1, 3]), st.booleans()), max_size=12),
+    stuck=st.booleans(),
+)
+def test_port_power_invariants(steps: list[tuple[int, bool]], stuck: bool) -> None:
+    """Whatever the order of switching: GetPortStatus reports the last state asked for,
+    and a slot's DFU hub is on the bus exactly when its port really has power (a stuck
+    port's always has)."""
+    be = backend(stuck=frozenset({3}) if stuck else frozenset())
+    ports = UsbHubPorts("1-1", backend=be)
+    asked = {1: True, 3: True}
+    for port, on in steps:
+        ports.set_power(port, on)
+        asked[port] = on
+        be.service.clock.sleep(1.0)
+        be.service.wait_quiet()
+        for p in (1, 3):
+            assert ports.status(p).powered is asked[p]
+            really = asked[p] or (stuck and p == 3)
+            assert be.service.hub(p).present is really
+            assert ports.status(p).connected is (really and asked[p])
