@@ -264,6 +264,9 @@ class JobFinished(_Base):
     notes: tuple[str, ...] = ()
     exchanges: tuple[str, ...] = ()
     bytes_written: int = 0
+    adapter_latency_ms: float | None = None
+    pages_written: int | None = None
+    pages_skipped: int | None = None
     seconds: float = 0.0
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -301,6 +304,9 @@ class JobFinished(_Base):
             notes=tuple(out.notes),
             exchanges=tuple(out.exchanges),
             bytes_written=out.bytes_written,
+            adapter_latency_ms=out.adapter_latency_ms,
+            pages_written=out.pages_written,
+            pages_skipped=out.pages_skipped,
             seconds=round(out.seconds, 3),
             phase_seconds={k: round(v, 4) for k, v in out.phase_seconds.items()},
         )
