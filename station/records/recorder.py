@@ -186,7 +186,10 @@ class Recorder:
 
     def _apply(self, batch: list[_Record]) -> None:
         writes = [r for r in batch if r.write is not None]
-        group: Callable[[], AbstractContextManager[Any]] = getattr(self.store, "group", nullcontext)
+        # A pass of progress counters and notes alone (most passes) needs no transaction.
+        group: Callable[[], AbstractContextManager[Any]] = (
+            getattr(self.store, "group", nullcontext) if writes else nullcontext
+        )
         try:
             with group():
                 for record in writes:

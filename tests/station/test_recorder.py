@@ -216,3 +216,16 @@ def test_a_broken_subscriber_does_not_stop_the_records(store: Store) -> None:
     runner.join()
     assert final is JobState.FAILED and store.job(job).state is JobState.FAILED
     assert isinstance(rec.publish_error, RuntimeError)
+
+
+def test_a_pass_of_progress_and_notes_alone_opens_no_transaction(store: Store) -> None:
+    # Progress counters and notes are not records: a pass holding only them must not
+    # cost a database transaction (at 32 slots they are most of the recorder's passes).
+    seen: list[Event] = []
+    rec = Recorder(store, seen.append)
+    for n in range(1, 41):
+        rec.event(Event("progress", n % 4 + 1, 7, data={"done": n, "total": 40}))
+    rec.close()
+    rec.run()
+    assert [e.data["done"] for e in seen] == list(range(1, 41))
+    assert CountingStore.groups == 0
