@@ -49,6 +49,10 @@ class Timeouts:
     resync_s: float = 35.0
 
 
+_WRITE_HEAD = bytes((Cmd.WRITE_MEMORY, Cmd.WRITE_MEMORY ^ 0xFF))
+_THREE_ACKS = bytes((ACK, ACK, ACK))
+
+
 class NeedsErase(ProtocolError):
     """A block is partly programmed; its page must be erased before it can be written."""
 
@@ -321,19 +325,46 @@ class An3155Driver:
 
     def _write_block_once(self, address: int, chunk: bytes, lockstep: bool) -> None:
         n = len(chunk) - 1
-        body = bytes([n]) + chunk + bytes([xor8(chunk, n)])
+        body = b"".join((bytes((n,)), chunk, bytes((xor8(chunk, n),))))
         addr = address_frame(address)
-        what = f"write at 0x{address:08X}"
         if self.pipeline and not lockstep:
-            self.link.write(bytes([Cmd.WRITE_MEMORY, Cmd.WRITE_MEMORY ^ 0xFF]) + addr + body)
-            for step in ("command", "address", "data"):
-                self._expect_ack(f"{what} ({step})", self.timeouts.ack_s, Phase.WRITE, address)
+            # The hot loop (one pass per 256 bytes, in every slot): the frame in one write,
+            # its three ACKs through one read, which a refusal ends early (the bytes after
+            # it draw NACKs of their own); messages are only made for a failure.
+            frame = _WRITE_HEAD + addr + body
+            self.link.write(frame)
+            timeout_s = self.timeouts.ack_s + len(frame) * self.link.byte_time_s()
+            acks = self.link.read(3, timeout_s)
+            if acks != _THREE_ACKS:
+                self._refused(address, acks, timeout_s)
             return
+        what = f"write at 0x{address:08X}"
         self._command(Cmd.WRITE_MEMORY, Phase.WRITE, address)
         self.link.write(addr)
         self._expect_ack(f"{what} (address)", self.timeouts.ack_s, Phase.WRITE, address)
         self.link.write(body)
         self._expect_ack(f"{what} (data)", self.timeouts.ack_s, Phase.WRITE, address)
+
+    def _refused(self, address: int, acks: bytes, timeout_s: float) -> None:
+        """Raise for a pipelined block whose answer is not three ACKs, naming the first
+        step (command, address, data) not acknowledged."""
+        step = next(i for i in range(3) if i >= len(acks) or acks[i] != ACK)
+        what = f"write at 0x{address:08X} ({('command', 'address', 'data')[step]})"
+        if step >= len(acks):
+            raise DeviceTimeout(
+                f"{what}: no answer within {timeout_s:g} s",
+                port=self.port,
+                phase=Phase.WRITE,
+                address=address,
+            )
+        if acks[step] == NACK:
+            raise NackError(f"{what}: NACK", port=self.port, phase=Phase.WRITE, address=address)
+        raise ProtocolError(
+            f"{what}: expected ACK (0x79), got 0x{acks[step]:02X}",
+            port=self.port,
+            phase=Phase.WRITE,
+            address=address,
+        )
 
     def write_block(self, index: int, address: int, chunk: bytes) -> None:
         """Write one block (<= 256 bytes, 4-byte multiple, 4-aligned address), with retries.
@@ -347,7 +378,6 @@ class An3155Driver:
             NeedsErase: the block is partly programmed.
             NackError: every try was refused or went unanswered.
         """
-        label = f"write block {index} at 0x{address:08X}"
         last = ""
         for attempt in range(1, self.retries + 1):
             try:
@@ -355,6 +385,7 @@ class An3155Driver:
                 return
             except (ProtocolError, LinkTimeout) as exc:
                 last = "NACK" if isinstance(exc, NackError) else exc.message
+            label = f"write block {index} at 0x{address:08X}"
             self.notes.append(f"{label}: {last} (try {attempt})")
             if self._recover(Phase.WRITE, address):
                 raise HubReset(

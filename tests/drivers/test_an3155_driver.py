@@ -139,3 +139,35 @@ def test_socket_url(start_hub: Callable[..., SimHub]) -> None:
         assert drv.identify().product_id == 0x462
         assert drv.read_memory(0x1FFF_7000, 4) == b"HBID"
     server.close()
+
+
+class CountingLink(SerialLink):
+    """A real serial link that counts the calls the driver makes of it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads = self.writes = 0
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        self.reads += 1
+        return super().read(n, timeout_s)
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def test_a_pipelined_block_is_one_write_and_one_read(start_hub: Callable[..., SimHub]) -> None:
+    # Per-block overhead is what 32 slots pay 32 times over: each 256-byte block goes out
+    # as one burst and its three ACKs come back through one read, not three.
+    hub = start_hub()
+    with CountingLink(hub.port) as link:
+        drv = An3155Driver(link)
+        drv.sync()
+        drv.identify()
+        drv.erase_pages([16, 17, 18, 19])
+        data = os.urandom(32 * 256)
+        link.reads = link.writes = 0
+        drv.write_memory(BASE + 16 * 2048, data)
+        assert (link.writes, link.reads) == (32, 32)
+        assert drv.get_checksum(BASE + 16 * 2048, len(data)) == stm32_crc(data)
