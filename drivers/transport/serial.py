@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import termios
 import time
 from types import TracebackType
@@ -74,6 +75,9 @@ class SerialLink:
         self._exclusive = exclusive
         self._timeout_s: float | None = None
         self._ser: Any = None
+        #: The descriptor of an open local port (a tty or pseudo-terminal), read and
+        #: written directly: see :meth:`_read_fd`. None for network and URL ports.
+        self._fd: int | None = None
         #: The host exporting the port when it is reached over the network, else None.
         self.exporter = exporter_host(url) if is_rfc2217(url) else None
         #: True when the port is a pseudo-terminal that could not carry the parity bit.
@@ -139,6 +143,7 @@ class SerialLink:
             self.adapter = AdapterLatency(
                 None, None, f"network port: the adapter is at {self.exporter}"
             )
+        self._fd = ser.fd if type(ser) is serial.Serial and os.name == "posix" else None
 
     def _open_error(self, exc: Exception) -> TransportError:
         code = getattr(exc, "errno", None)
@@ -190,6 +195,7 @@ class SerialLink:
     def close(self) -> None:
         """Close the port; safe to call twice and after the port vanished."""
         ser, self._ser = self._ser, None
+        self._fd = None
         if ser is not None:
             # A vanished port cannot be closed cleanly; nothing is lost by ignoring that.
             with contextlib.suppress(OSError, serial.SerialException):
@@ -231,6 +237,17 @@ class SerialLink:
 
     def write(self, data: bytes) -> None:
         """Send bytes (returns once the OS has taken them)."""
+        fd = self._fd
+        if fd is not None:  # the OS takes a block at once; pyserial's loop only if not
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise self._lost("write", exc) from exc
+            if sent == len(data):
+                return
+            data = data[sent:]
         try:
             self._port().write(data)
         except serial.SerialTimeoutException as exc:
@@ -240,12 +257,43 @@ class SerialLink:
 
     def read(self, n: int, timeout_s: float) -> bytes:
         """Read up to ``n`` bytes, returning early only when ``timeout_s`` expires."""
+        fd = self._fd
+        if fd is not None:
+            return self._read_fd(fd, n, timeout_s)
         port = self._port()
         try:
             self._set_timeout(timeout_s)
             return bytes(port.read(n))
         except (serial.SerialException, OSError, termios.error) as exc:
             raise self._lost("read", exc) from exc
+
+    def _read_fd(self, fd: int, n: int, timeout_s: float) -> bytes:
+        """:meth:`read` of a local port through its descriptor (non-blocking, as pyserial
+        opens it): what pyserial's ``read`` does, without its timer object and per-call
+        set-up, which a slot pays for every block it writes."""
+        got = b""
+        deadline = time.monotonic() + timeout_s
+        left = timeout_s
+        while True:
+            try:
+                if not select.select((fd,), (), (), left)[0]:
+                    return got
+                chunk = os.read(fd, n - len(got))
+            except (BlockingIOError, InterruptedError):
+                chunk = None
+            except OSError as exc:
+                raise self._lost("read", exc) from exc
+            if chunk is not None:
+                if not chunk:  # readable yet empty: the device is gone (as pyserial says)
+                    raise self._lost(
+                        "read", OSError("device reports readiness to read but returned no data")
+                    )
+                got += chunk
+                if len(got) >= n:
+                    return got
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return got
 
     def read_waiting(self, n: int) -> bytes:
         """Up to ``n`` bytes that have already arrived, without waiting for more.
