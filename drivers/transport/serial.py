@@ -37,6 +37,8 @@ from drivers.transport.rfc2217 import Rfc2217Port, exporter_host, is_rfc2217
 _PARITY = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}
 _BUSY_ERRNOS = {errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES}
 _MISSING_ERRNOS = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ECONNREFUSED}
+#: The most bytes a read of a local port waits for before its select wakes (VMIN).
+_MAX_VMIN = 64
 #: How long a network port that its exporter says is busy is tried again before giving up.
 _REOPEN_S = 1.0
 
@@ -78,6 +80,7 @@ class SerialLink:
         #: The descriptor of an open local port (a tty or pseudo-terminal), read and
         #: written directly: see :meth:`_read_fd`. None for network and URL ports.
         self._fd: int | None = None
+        self._vmin = 0  # the port's VMIN as last set (pyserial opens with 0)
         #: The host exporting the port when it is reached over the network, else None.
         self.exporter = exporter_host(url) if is_rfc2217(url) else None
         #: True when the port is a pseudo-terminal that could not carry the parity bit.
@@ -144,6 +147,7 @@ class SerialLink:
                 None, None, f"network port: the adapter is at {self.exporter}"
             )
         self._fd = ser.fd if type(ser) is serial.Serial and os.name == "posix" else None
+        self._vmin = 0
 
     def _open_error(self, exc: Exception) -> TransportError:
         code = getattr(exc, "errno", None)
@@ -269,20 +273,26 @@ class SerialLink:
 
     def _read_fd(self, fd: int, n: int, timeout_s: float) -> bytes:
         """:meth:`read` of a local port through its descriptor (non-blocking, as pyserial
-        opens it): what pyserial's ``read`` does, without its timer object and per-call
-        set-up, which a slot pays for every block it writes."""
+        opens it), woken once when the ``n``-th byte has come (see :meth:`_wake_at`)
+        rather than at each byte that arrives: a slot writing a hub waits for every block's
+        three ACKs, which come at three times."""
         got = b""
         deadline = time.monotonic() + timeout_s
         left = timeout_s
         while True:
+            want = n - len(got)
             try:
-                if not select.select((fd,), (), (), left)[0]:
-                    return got
-                chunk = os.read(fd, n - len(got))
+                if min(want, _MAX_VMIN) != self._vmin:
+                    self._wake_at(fd, want)
+                ready = select.select((fd,), (), (), left)[0]
+                # Out of time, too: fewer bytes than wake the select may have come.
+                chunk: bytes | None = os.read(fd, want)
             except (BlockingIOError, InterruptedError):
                 chunk = None
-            except OSError as exc:
+            except (OSError, termios.error) as exc:
                 raise self._lost("read", exc) from exc
+            if not ready:
+                return got + (chunk or b"")
             if chunk is not None:
                 if not chunk:  # readable yet empty: the device is gone (as pyserial says)
                     raise self._lost(
@@ -295,6 +305,16 @@ class SerialLink:
             if left <= 0:
                 return got
 
+    def _wake_at(self, fd: int, n: int) -> None:
+        """Have a select on the port report it readable once ``n`` bytes wait, not one:
+        the line discipline's VMIN, which Linux's tty layer honours in select when VTIME is
+        0 (pyserial's setting). A read of the non-blocking descriptor still returns all that
+        has come, so where an OS wakes sooner the read only loops. At most 64: above that,
+        Linux hands a non-blocking read 64 bytes at a time."""
+        attrs = termios.tcgetattr(fd)
+        attrs[6][termios.VMIN] = self._vmin = max(1, min(n, _MAX_VMIN))
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+
     def read_waiting(self, n: int) -> bytes:
         """Up to ``n`` bytes that have already arrived, without waiting for more.
 
@@ -302,6 +322,14 @@ class SerialLink:
         this takes the rest of what came with it, so the reader can look for the end of the
         text at once instead of waiting out a quiet time after it.
         """
+        fd = self._fd
+        if fd is not None:
+            try:
+                return os.read(fd, n)
+            except (BlockingIOError, InterruptedError):
+                return b""
+            except OSError as exc:
+                raise self._lost("read", exc) from exc
         port = self._port()
         try:
             waiting = port.in_waiting
@@ -325,9 +353,17 @@ class SerialLink:
 
     def read_line(self, timeout_s: float) -> bytes | None:
         """Read one line ending in LF (CR stripped); None if no full line came in time."""
-        port = self._port()
+        fd = self._fd
         deadline = time.monotonic() + timeout_s
         line = bytearray()
+        while fd is not None:  # a byte at a time, as pyserial's read_until: none beyond LF
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            line += self._read_fd(fd, 1, left)
+            if line.endswith(b"\n"):
+                return bytes(line).rstrip(b"\r\n")
+        port = self._port()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
