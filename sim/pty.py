@@ -48,6 +48,7 @@ from sim.an3155 import (
 )
 from sim.faults import ByteFaults, FaultPlan, fault_plan
 from sim.gecko import Alarm, GeckoHub
+from sim.wakeup import WakeMargin
 
 PROFILE = "demo-an3155"
 #: The hub profile that describes each simulated protocol's hubs.
@@ -59,8 +60,9 @@ START_MODES = ("bootloader", "app")
 _APP_MODES = ("app-starting", "app")  # Mode values of a hub in (or starting) its application
 _FEED_CHUNK = 256  # bytes given to a model at once, so alarms are checked between chunks
 _PR_SET_TIMERSLACK = 29  # prctl option (linux/prctl.h)
-# A sleeping process wakes 0.1-0.2 ms late on a busy or virtual machine; the hub sleeps
-# until this long before a delivery is due and polls the rest, so it delivers on time.
+# A sleeping process wakes 0.1-0.2 ms late on a busy or virtual machine; before an answer
+# the host waits for, the hub sleeps until at most this long before it is due and polls
+# the rest, so it delivers on time (sim.wakeup.WakeMargin learns how much less will do).
 SPIN_S = 300e-6
 _READ_SIZE = 4096
 _IDLE_WAKE_S = 1.0  # how often an idle hub checks that its parent is still alive
@@ -293,6 +295,21 @@ class Pacer:
             due = min(due, self._outbox[0][0])
         return due if math.isfinite(due) else None
 
+    def waited_for(self) -> bool:
+        """Whether what is next due is a delivery with nothing queued behind it: the answer a
+        host in lock-step waits for before it sends again, which must leave on time.
+
+        A timer or alarm runs on the model's clock (what it causes is timed from when it
+        was due, not from when it ran), and a delivery with more queued behind it answers
+        bytes the host has already sent, all of whose answers it awaits: those may go a
+        wake-up late (the hub does not poll for them), never early.
+        """
+        if len(self._outbox) != 1:
+            return False
+        at = self._outbox[0][0]
+        timer, alarm = self._timer, self._alarm
+        return (timer is None or timer[0] > at) and (alarm is None or alarm[0] > at)
+
     def pop_due(self, now: float) -> list[bytes | None]:
         """Run everything due by ``now``: returns data to write, in order; None = vanish."""
         out: list[bytes | None] = []
@@ -476,6 +493,8 @@ def _loop(
     pacer: Pacer, device: An3155Hub | GeckoHub, master: int, conn: Connection, parent: int
 ) -> None:
     master_quiet_until = 0.0
+    pipe = conn.fileno()
+    margin = WakeMargin(SPIN_S)
     while True:
         now = monotonic()
         for data in pacer.pop_due(now):
@@ -483,19 +502,24 @@ def _loop(
                 return  # vanish: the finally in _serve closes both ends
             _write(master, data)
         due = pacer.next_due()
-        watch: list[int | Connection] = [conn] if now < master_quiet_until else [master, conn]
-        if due is not None and due - now <= SPIN_S:
+        watch = [pipe] if now < master_quiet_until else [master, pipe]
+        # Poll the last stretch only before an answer the host may be waiting for.
+        lead = margin.seconds if due is not None and pacer.waited_for() else 0.0
+        if due is not None and due - now <= lead:
             # A sleep this short would overrun (wake-up latency): poll the port until due.
             readable = _poll_until(due, watch)
         else:
-            timeout = _IDLE_WAKE_S if due is None else min(due - now - SPIN_S, _IDLE_WAKE_S)
+            timeout = _IDLE_WAKE_S if due is None else min(due - now - lead, _IDLE_WAKE_S)
             readable, _, _ = select.select(watch, [], [], timeout)
-            if not readable and os.getppid() != parent:
-                return
+            if not readable:
+                if timeout < _IDLE_WAKE_S:
+                    margin.observe(monotonic() - now - timeout)
+                elif os.getppid() != parent:
+                    return
         # The host's bytes were on the port by now: their time on the line starts here
         # (not after the read below), which is still never before the host wrote them.
         seen = monotonic()
-        if conn in readable:
+        if pipe in readable:
             try:
                 message = conn.recv()
             except EOFError:
@@ -524,7 +548,7 @@ def _loop(
                 pacer.receive(data, seen)
 
 
-def _poll_until(due: float, watch: list[int | Connection]) -> list[int | Connection]:
+def _poll_until(due: float, watch: list[int]) -> list[int]:
     """Poll ``watch`` until something is readable (returned) or ``due`` has come (empty).
 
     Each turn is one non-blocking select and one clock read, so a delivery leaves within

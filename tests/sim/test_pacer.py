@@ -151,3 +151,38 @@ def test_dropped_bytes_still_took_line_time() -> None:
     p.receive(b"\x7f" * 10, 0.0)
     assert p.next_due() is None
     assert p.rx_free == pytest.approx(10 * BT)
+
+
+def test_only_the_answer_a_host_waits_for_is_delivered_on_time() -> None:
+    # A pipelined block queues three ACKs at once: the host awaits them all, so the hub
+    # polls (burns CPU to be on time) only for the last; alone, an answer is waited for.
+    p = pacer()
+    p.receive(b"\x7f", 0.0)
+    assert p.waited_for()
+    deliveries(p)
+    assert not p.waited_for()  # nothing queued
+    p.receive(write_frame(FLASH_BASE, bytes(256)), 1.0)
+    waited = []
+    while (due := p.next_due()) is not None:
+        waited.append(p.waited_for())
+        p.pop_due(due)
+    assert waited == [False, False, True]
+    p.receive(cmd(0x11), 2.0)  # lock-step: the command alone
+    assert p.waited_for()
+
+
+def test_a_timer_is_never_waited_for() -> None:
+    # Go: two ACKs, then the application starts after a deaf wait. The timer runs on the
+    # model's clock (waking for it late shifts nothing); the banner it brings is waited for.
+    hub = An3155Hub()
+    hub.flash.program(FLASH_BASE, demo_payload(0x0101_0000, size=4096))
+    p = pacer(hub)
+    p.receive(b"\x7f", 0.0)
+    deliveries(p)
+    p.receive(cmd(0x21) + addr(FLASH_BASE), 1.0)
+    waited, out = [], []
+    while (due := p.next_due()) is not None and due < 2.0:
+        waited.append(p.waited_for())
+        out.append(b"".join(d or b"" for d in p.pop_due(due)))
+    assert out[:2] == [b"\x79", b"\x79"] and out[2] == b"" and out[3].startswith(b"CHUB APP")
+    assert waited[:4] == [False, True, False, True]
