@@ -49,7 +49,9 @@ class Timeouts:
     resync_s: float = 35.0
 
 
-_WRITE_HEAD = bytes((Cmd.WRITE_MEMORY, Cmd.WRITE_MEMORY ^ 0xFF))
+#: A Write Memory frame's head: the command and its complement, address, its XOR, count.
+_WRITE_HEAD = struct.Struct(">BBIBB")
+_WRITE, _WRITE_NOT = int(Cmd.WRITE_MEMORY), int(Cmd.WRITE_MEMORY) ^ 0xFF
 _THREE_ACKS = bytes((ACK, ACK, ACK))
 
 
@@ -86,6 +88,7 @@ class An3155Driver:
         self.retries = max(1, retries)
         self.pipeline = pipeline
         self.timeouts = timeouts or Timeouts()
+        self._byte_s = link.byte_time_s()
         self.info: BootloaderInfo | None = None
         #: Human-readable notes on recoveries (retries, re-syncs), for the job record.
         self.notes: list[str] = []
@@ -325,19 +328,24 @@ class An3155Driver:
 
     def _write_block_once(self, address: int, chunk: bytes, lockstep: bool) -> None:
         n = len(chunk) - 1
-        body = b"".join((bytes((n,)), chunk, bytes((xor8(chunk, n),))))
-        addr = address_frame(address)
+        check = xor8(chunk, n)
         if self.pipeline and not lockstep:
-            # The hot loop (one pass per 256 bytes, in every slot): the frame in one write,
-            # its three ACKs through one read, which a refusal ends early (the bytes after
-            # it draw NACKs of their own); messages are only made for a failure.
-            frame = _WRITE_HEAD + addr + body
-            self.link.write(frame)
-            timeout_s = self.timeouts.ack_s + len(frame) * self.link.byte_time_s()
+            # The hot loop (one pass per 256 bytes, in every slot): the whole frame (command,
+            # address and its XOR, count, data, checksum) in one write, its three ACKs
+            # through one read, which a refusal ends early (the bytes after it draw NACKs of
+            # their own); messages are made only for a failure.
+            a = address
+            head = _WRITE_HEAD.pack(
+                _WRITE, _WRITE_NOT, a, (a ^ a >> 8 ^ a >> 16 ^ a >> 24) & 0xFF, n
+            )
+            self.link.write(b"".join((head, chunk, bytes((check,)))))
+            timeout_s = self.timeouts.ack_s + (len(chunk) + 9) * self._byte_s
             acks = self.link.read(3, timeout_s)
             if acks != _THREE_ACKS:
                 self._refused(address, acks, timeout_s)
             return
+        addr = address_frame(address)
+        body = b"".join((bytes((n,)), chunk, bytes((check,))))
         what = f"write at 0x{address:08X}"
         self._command(Cmd.WRITE_MEMORY, Phase.WRITE, address)
         self.link.write(addr)
