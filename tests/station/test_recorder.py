@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from station.events import CHAIN, Event, JobState, RecordError
+from drivers.types import Phase
+from station.events import CHAIN, Event, JobProgress, JobState, Note, RecordError
 from station.outcome import Result
 from station.records.errors import HubInFlight, IllegalTransition
 from station.records.recorder import Recorder
@@ -224,8 +225,12 @@ def test_a_pass_of_progress_and_notes_alone_opens_no_transaction(store: Store) -
     seen: list[Event] = []
     rec = Recorder(store, seen.append)
     for n in range(1, 41):
-        rec.event(Event("progress", n % 4 + 1, 7, data={"done": n, "total": 40}))
+        slot = n % 4 + 1
+        rec.event(JobProgress(slot=slot, job_id=7, phase=Phase.WRITE, done=n, total=40))
+        if n % 10 == 0:
+            rec.event(Note(slot=slot, job_id=7, note=f"block {n} retried"))
     rec.close()
     rec.run()
-    assert [e.data["done"] for e in seen] == list(range(1, 41))
+    assert [e.done for e in seen if isinstance(e, JobProgress)] == list(range(1, 41))
+    assert len(seen) == 44
     assert CountingStore.groups == 0
