@@ -11,7 +11,7 @@ class WakeMargin:
     every delivery, so a fixed margin large enough for a busy machine made polling most of
     a hub's CPU. The margin follows how late this process's sleeps actually end, the way TCP
     follows round-trip times (Jacobson): a smoothed mean and mean deviation of recent
-    overshoots, margin = mean + 3 deviations, kept within ``[floor_s, ceiling_s]``. It
+    overshoots, margin = mean + 2 deviations, kept within ``[floor_s, ceiling_s]``. It
     starts at the ceiling and comes down as quiet wake-ups are seen.
 
     A delivery still never leaves early (the poll waits for its time); when a sleep
@@ -37,4 +37,4 @@ class WakeMargin:
         error = late - self.mean_s
         self.mean_s += self.GAIN * error
         self.deviation_s += self.DEVIATION_GAIN * (abs(error) - self.deviation_s)
-        self.seconds = min(self.ceiling_s, max(self.floor_s, self.mean_s + 3 * self.deviation_s))
+        self.seconds = min(self.ceiling_s, max(self.floor_s, self.mean_s + 2 * self.deviation_s))

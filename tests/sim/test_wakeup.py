@@ -25,7 +25,7 @@ def test_late_wake_ups_raise_it_at_once_and_a_stall_is_capped() -> None:
         margin.observe(40e-6)
     quiet = margin.seconds
     margin.observe(250e-6)
-    assert margin.seconds > quiet + 100e-6  # one late wake-up: three times its surprise
+    assert margin.seconds > quiet + 100e-6  # one late wake-up: twice its surprise and more
     margin.observe(5.0)  # preempted for seconds: counted as 4 ceilings at most
     assert margin.seconds == CEILING
     for _ in range(60):
