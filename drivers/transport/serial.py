@@ -80,7 +80,8 @@ class SerialLink:
         #: The descriptor of an open local port (a tty or pseudo-terminal), read and
         #: written directly: see :meth:`_read_fd`. None for network and URL ports.
         self._fd: int | None = None
-        self._vmin = 0  # the port's VMIN as last set (pyserial opens with 0)
+        #: The port's VMIN as last set (pyserial opens with 0); None: the port refused it.
+        self._vmin: int | None = 0
         #: The host exporting the port when it is reached over the network, else None.
         self.exporter = exporter_host(url) if is_rfc2217(url) else None
         #: True when the port is a pseudo-terminal that could not carry the parity bit.
@@ -282,7 +283,7 @@ class SerialLink:
         while True:
             want = n - len(got)
             try:
-                if min(want, _MAX_VMIN) != self._vmin:
+                if self._vmin is not None and min(want, _MAX_VMIN) != self._vmin:
                     self._wake_at(fd, want)
                 ready = select.select((fd,), (), (), left)[0]
                 # Out of time, too: fewer bytes than wake the select may have come.
@@ -311,9 +312,15 @@ class SerialLink:
         0 (pyserial's setting). A read of the non-blocking descriptor still returns all that
         has come, so where an OS wakes sooner the read only loops. At most 64: above that,
         Linux hands a non-blocking read 64 bytes at a time."""
-        attrs = termios.tcgetattr(fd)
-        attrs[6][termios.VMIN] = self._vmin = max(1, min(n, _MAX_VMIN))
-        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        vmin = max(1, min(n, _MAX_VMIN))
+        try:
+            attrs = termios.tcgetattr(fd)
+            attrs[6][termios.VMIN] = vmin
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        except termios.error:
+            self._vmin = None  # a port that refuses it is read a byte's wake-up at a time
+            return
+        self._vmin = vmin
 
     def read_waiting(self, n: int) -> bytes:
         """Up to ``n`` bytes that have already arrived, without waiting for more.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import sys
+import termios
 import threading
 import time
 import tty
@@ -108,3 +109,19 @@ def test_a_port_that_vanishes_under_a_read() -> None:
                 link.read(3, 2.0)
     finally:
         os.close(slave)
+
+
+def test_a_port_that_refuses_the_wake_up_threshold_is_still_read_whole(
+    pty_pair: tuple[int, SerialLink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    master, link = pty_pair
+
+    def refuse(*args: object) -> None:
+        raise termios.error(22, "Invalid argument")
+
+    monkeypatch.setattr(termios, "tcsetattr", refuse)
+    for at, ack in ((0.002, b"\x79"), (0.004, b"\x79"), (0.02, b"\x79")):
+        threading.Timer(at, os.write, (master, ack)).start()
+    assert link.read(3, 1.0) == b"\x79\x79\x79"
+    os.write(master, b"x" * 100)
+    assert link.read(100, 1.0) == b"x" * 100
