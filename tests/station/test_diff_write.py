@@ -125,20 +125,19 @@ def check_honest(hub: Watched, image: LoadedImage, out: FlashOutcome) -> None:
 PAGE_STATES = st.sampled_from(["same", "erased", "random", "one-bit", "tail"])
 
 
-@settings(
-    max_examples=40,
+PROPERTY = dict(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(
+FLASHES = dict(
     size=st.integers(600, 6 * PAGE).map(lambda n: n // 4 * 4),
     states=st.lists(PAGE_STATES, min_size=8, max_size=8),
     seed=st.integers(0, 2**32 - 1),
 )
-@pytest.mark.slow
-def test_any_flash_ends_holding_the_image_and_only_pages_that_held_it_are_skipped(
-    size: int, states: list[str], seed: int, tmp_path: Path
-) -> None:
+
+
+def flash_over(size: int, states: list[str], seed: int, tmp_path: Path) -> None:
+    """Flash a random image over a flash whose pages are in ``states`` and check honesty."""
     rng = random.Random(seed)
     image = as_image(payload(rng.randbytes(size)), tmp_path)
     expected = expected_pages(image.data, PAGE)
@@ -156,6 +155,23 @@ def test_any_flash_ends_holding_the_image_and_only_pages_that_held_it_are_skippe
         flash += page
     hub = Watched(bytes(flash))
     check_honest(hub, image, hub.flash(image))
+
+
+@settings(max_examples=6, **PROPERTY)
+@given(**FLASHES)
+def test_any_flash_ends_holding_the_image_and_only_pages_that_held_it_are_skipped(
+    size: int, states: list[str], seed: int, tmp_path: Path
+) -> None:
+    flash_over(size, states, seed, tmp_path)
+
+
+@settings(max_examples=40, **PROPERTY)
+@given(**FLASHES)
+@pytest.mark.slow
+def test_many_flashes_end_holding_the_image(
+    size: int, states: list[str], seed: int, tmp_path: Path
+) -> None:
+    flash_over(size, states, seed, tmp_path)
 
 
 def test_a_release_that_changed_a_few_pages_writes_only_those(tmp_path: Path) -> None:
