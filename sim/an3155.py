@@ -14,11 +14,11 @@ import math
 import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
 
 from drivers.an3155_codes import ACK, NACK, SYNC, Cmd
 from drivers.crc import stm32_crc, xor8
 from drivers.errors import ImageError
+from firmware_images.build import demo_payload
 from firmware_images.descriptor import (
     DESCRIPTOR_OFFSET,
     DESCRIPTOR_SIZE,
@@ -27,7 +27,16 @@ from firmware_images.descriptor import (
     parse_descriptor,
 )
 from sim.app_console import LineConsole, banner
-from sim.faults import BlockFault, BlockFaultKind, FaultPlan
+from sim.core.faults import SERIAL_FAULTS, BlockFault, BlockFaultKind, FaultPlan
+from sim.core.flash import Flash as _CoreFlash
+from sim.core.spec import HubSpec, SimModel
+from sim.core.spec import format_eui64 as format_eui64
+from sim.core.spec import parse_eui64 as parse_eui64
+from sim.core.timed import Emit as Emit
+from sim.core.timed import Output as Output
+from sim.core.timed import TimedModel as TimedModel
+from sim.core.timed import Timer as Timer
+from sim.core.timed import Vanish as Vanish
 
 # --- memory map (contract) -------------------------------------------------------------------
 
@@ -70,105 +79,6 @@ def program_time_s(nbytes: int) -> float:
     return math.ceil(nbytes / 8) * DOUBLEWORD_PROGRAM_S
 
 
-# --- outputs ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Bytes the device sends.
-
-    ``after_index`` is the index, in the data given to :meth:`An3155Hub.feed`, of the input
-    byte that produced them (-1: produced by :meth:`~An3155Hub.power_on` or
-    :meth:`~An3155Hub.timer_expired`). ``busy_s`` is the device time spent after that byte
-    has arrived *and* the device is free, before the bytes are ready to send. Empty ``data``
-    only accounts busy time (e.g. a block programmed whose ACK is lost).
-    """
-
-    after_index: int
-    busy_s: float
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Timer:
-    """The device goes deaf and waits: input is ignored until the adapter calls
-    :meth:`An3155Hub.timer_expired` with ``token``, ``delay_s`` after the device is free.
-
-    ``fault`` marks injected durations (a stall), which an unpaced adapter still honours;
-    other delays are device timing figures and vanish in unpaced mode. ``delay_s`` may be
-    infinite (stall forever). A Timer is always the last output of a call.
-    """
-
-    after_index: int
-    delay_s: float
-    token: int
-    fault: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Vanish:
-    """The port disappears (cable pulled) once earlier output has left; always last."""
-
-    after_index: int
-
-
-Output = Emit | Timer | Vanish
-
-
-OutputT = TypeVar("OutputT")
-
-
-class TimedModel(Generic[OutputT]):
-    """Timer bookkeeping every pure hub model shares.
-
-    A model collects its outputs in ``_out`` while it handles input or a timer; a deaf wait
-    is one pending ``(timer, action)`` pair that :meth:`timer_expired` runs when the
-    adapter says it is due (stale tokens are ignored).
-    """
-
-    def __init__(self) -> None:
-        self._pending: tuple[Any, Callable[[], None]] | None = None
-        self._token = 0
-        self._out: list[OutputT] = []
-        self._index = -1  # the input byte being handled (-1: a timer or power-on)
-
-    @property
-    def pending_timer(self) -> Timer | None:
-        """The deaf wait the device is in, if any."""
-        pending = self._pending[0] if self._pending else None
-        return pending if isinstance(pending, Timer) else None
-
-    def timer_expired(self, token: int) -> list[OutputT]:
-        """The adapter's call when a timer is due; stale tokens are ignored."""
-        if self._pending is None or self._pending[0].token != token:
-            return []
-        _, action = self._pending
-        self._pending = None
-        return self._entry(action)
-
-    def settle(self) -> list[OutputT]:
-        """Let every pending finite deaf wait expire at once (for tests that ignore time)."""
-        out: list[OutputT] = []
-        while (timer := self.pending_timer) is not None and math.isfinite(timer.delay_s):
-            out += self.timer_expired(timer.token)
-        return out
-
-    def _entry(self, action: Callable[[], None]) -> list[OutputT]:
-        self._out = []
-        self._index = -1
-        action()
-        out, self._out = self._out, []
-        return out
-
-    def _wait(self, delay_s: float, then: Callable[[], None], *, fault: bool = False) -> None:
-        """Go deaf until ``then`` runs, ``delay_s`` after the device is free."""
-        self._token += 1
-        timer = Timer(self._index, delay_s, self._token, fault)
-        self._pending = (timer, then)
-        # Every model's output type includes Timer; the TypeVar cannot say so.
-        self._out.append(cast(OutputT, timer))
-
-
 # A bootloader exchange as a coroutine: it yields how many bytes it needs next and receives
 # exactly that many, so each command reads like the AN3155 sequence it implements.
 _Exchange = Generator[int, bytes, None]
@@ -190,69 +100,13 @@ class Mode(enum.Enum):
 # --- memory ----------------------------------------------------------------------------------
 
 
-class Flash:
-    """NOR flash: erased to 0xFF, 32-bit words programmable only while erased, page erase."""
+class Flash(_CoreFlash):
+    """The STM32L4's main flash (:class:`sim.core.flash.Flash`, this part's sizes)."""
 
     def __init__(
         self, base: int = FLASH_BASE, size: int = FLASH_SIZE, page_size: int = PAGE_SIZE
     ) -> None:
-        if page_size <= 0 or page_size % 4 or size <= 0 or size % page_size:
-            raise ValueError("flash size must be a positive multiple of a word-aligned page")
-        self.base = base
-        self.size = size
-        self.page_size = page_size
-        self.data = bytearray(b"\xff") * size
-
-    @property
-    def pages(self) -> int:
-        """Number of pages."""
-        return self.size // self.page_size
-
-    @property
-    def end(self) -> int:
-        """First address after the flash."""
-        return self.base + self.size
-
-    def holds(self, address: int, length: int) -> bool:
-        """Whether ``[address, address+length)`` lies inside the flash."""
-        return self.base <= address and address + length <= self.end and length >= 0
-
-    def read(self, address: int, length: int) -> bytes:
-        """Bytes at ``address`` (caller checks :meth:`holds`)."""
-        offset = address - self.base
-        return bytes(self.data[offset : offset + length])
-
-    def can_program(self, address: int, length: int) -> bool:
-        """Whether a program of ``length`` bytes at ``address`` would be accepted."""
-        if address % 4 or length % 4 or not self.holds(address, length):
-            return False
-        offset = address - self.base
-        return self.data[offset : offset + length].count(0xFF) == length
-
-    def program(self, address: int, data: bytes) -> bool:
-        """Program whole erased words; all or nothing. Returns whether it was accepted."""
-        if not self.can_program(address, len(data)):
-            return False
-        offset = address - self.base
-        self.data[offset : offset + len(data)] = data
-        return True
-
-    def pages_of(self, address: int, length: int) -> range:
-        """Page numbers touched by ``[address, address+length)``."""
-        first = (address - self.base) // self.page_size
-        last = (address - self.base + max(length, 1) - 1) // self.page_size
-        return range(first, last + 1)
-
-    def erase_page(self, page: int) -> None:
-        """Erase one page to 0xFF."""
-        if not 0 <= page < self.pages:
-            raise ValueError(f"page {page} out of range 0..{self.pages - 1}")
-        start = page * self.page_size
-        self.data[start : start + self.page_size] = b"\xff" * self.page_size
-
-    def mass_erase(self) -> None:
-        """Erase every page."""
-        self.data[:] = b"\xff" * self.size
+        super().__init__(base, size, page_size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,22 +124,6 @@ class _Region:
 
     def holds(self, address: int, length: int) -> bool:
         return self.base <= address and address + length <= self.end
-
-
-def parse_eui64(text: str) -> bytes:
-    """The 8 bytes of an EUI-64 written ``00-DB-12-34-56-78-90-A0``.
-
-    Raises:
-        ValueError: not in that form.
-    """
-    if _EUI64.match(text) is None:
-        raise ValueError(f"EUI-64 {text!r} is not of the form 00-DB-12-34-56-78-90-A0")
-    return bytes.fromhex(text.replace("-", ""))
-
-
-def format_eui64(raw: bytes) -> str:
-    """``00-DB-12-34-56-78-90-A0`` from 8 bytes."""
-    return "-".join(f"{b:02X}" for b in raw)
 
 
 def identity_block(eui64: str, hw_version: int) -> bytes:
@@ -831,3 +669,35 @@ class An3155Hub(TimedModel[Output]):
         crc = stm32_crc(self._read_region(region, address, length))
         value = crc.to_bytes(4, "big")
         self._send(bytes([ACK, *value, xor8(value)]), (length // 4) * CRC_WORD_S)
+
+
+# --- as the simulator serves it ------------------------------------------------------------
+
+
+def build_hub(spec: HubSpec) -> An3155Hub:
+    """The hub a spec describes, powered off, its flash factory-programmed as it says."""
+    device = An3155Hub(
+        eui64=spec.eui64,
+        hw_version=spec.hw_version,
+        boot_pin_strapped=spec.start_in == "bootloader",
+        erase_command=spec.erase_command,
+        faults=spec.plan(),
+        product_id=spec.product_id,
+        checksum=spec.checksum,
+    )
+    if spec.firmware is not None:
+        # Factory programming, not through the bootloader.
+        device.flash.program(FLASH_BASE, demo_payload(spec.firmware, size=spec.firmware_size))
+    return device
+
+
+#: The simulated AN3155 hubs (``station sim --protocol an3155``, ``sim://an3155``): 8E1.
+MODEL = SimModel(
+    name="an3155",
+    profile="demo-an3155",
+    bits_per_byte=11,
+    app_base=FLASH_BASE,
+    largest_firmware=FLASH_SIZE,
+    build=build_hub,
+    fault_kinds=SERIAL_FAULTS,
+)

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from firmware_images.descriptor import dotted_version
-from sim.faults import parse_fault_spec, plan_for_slot
+from sim.core.faults import parse_fault_spec, plan_for_slot, split_spec
+from sim.core.spec import DEFAULT_PROTOCOL, SimLink, sim_model, sim_models
 from sim.pty import (
     START_MODES,
     HubSpec,
@@ -27,8 +28,6 @@ from sim.pty import (
     stop_hubs,
 )
 from sim.signals import SignalStop
-
-PROTOCOLS = ("an3155", "dfu", "gecko")
 
 
 def parse_version(text: str) -> int:
@@ -62,15 +61,11 @@ def _version_arg(text: str) -> int:
 
 
 def _faults_arg(text: str) -> str:
+    """The grammar is checked here; which kinds a protocol's hubs act on, once it is known."""
     try:
-        parse_fault_spec(text)
+        split_spec(text)
     except ValueError as exc:
-        from sim.usb_dfu import parse_dfu_faults  # --protocol dfu has fault kinds of its own
-
-        try:
-            parse_dfu_faults(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -105,11 +100,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``station sim`` options to ``parser``."""
     parser.add_argument(
         "--protocol",
-        choices=PROTOCOLS,
-        default="an3155",
-        help="bootloader protocol of the hubs; dfu: USB DFU hubs on a simulated bus served "
-        "on a UNIX socket, reached with the STATION_USB_BACKEND=sim:<socket> setting it "
-        "prints (docs/sim-dfu.md)",
+        choices=tuple(sim_models()),
+        default=DEFAULT_PROTOCOL,
+        help="bootloader protocol of the hubs (every installed protocol plug-in with "
+        "simulated hubs); USB hubs (dfu) are on a simulated bus served on a UNIX socket, "
+        "reached with the STATION_USB_BACKEND=sim:<socket> setting it prints "
+        "(docs/sim-dfu.md)",
     )
     parser.add_argument(
         "--hubs", type=_positive_int, required=True, metavar="N", help="number of hubs (slots 1..N)"
@@ -199,7 +195,7 @@ def rig_specs(
     paced: bool = True,
     latency_s: float = 0.001,
     hw_version: int = 2,
-    protocol: str = "an3155",
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> list[HubSpec]:
     """Specs of hubs in slots 1..``hubs``.
 
@@ -246,7 +242,7 @@ def start_rig(
     latency_s: float = 0.001,
     hw_version: int = 2,
     timeout_s: float | None = None,
-    protocol: str = "an3155",
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> list[SimHub]:
     """Start ``hubs`` simulated hubs (slots 1..N) in parallel; returns them ready.
 
@@ -281,18 +277,17 @@ def describe(hub: SimHub) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the rig until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad settings, 1 on failure."""
+    model = sim_model(args.protocol)
     serial_only = [o for o in ("rfc2217", "lines", "pin_faults", "power") if getattr(args, o, None)]
-    if args.protocol == "dfu" and serial_only:
+    if model.link is SimLink.USB and serial_only:
         print(
             f"station sim: error: --{serial_only[0].replace('_', '-')} is for serial hubs; "
-            "DFU hubs are USB devices",
+            f"{args.protocol.upper()} hubs are USB devices",
             file=sys.stderr,
         )
         return 2
-    if args.protocol == "dfu":
-        from sim.dfu_rig import run_dfu_rig
-
-        return run_dfu_rig(args)
+    if model.run_rig is not None:  # hubs with a rig of their own (a USB bus)
+        return model.run_rig(args)
     try:
         specs = rig_specs(
             args.hubs,

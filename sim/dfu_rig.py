@@ -29,10 +29,12 @@ from typing import Any
 
 from drivers.transport.usb import ENV_BACKEND
 from firmware_images.descriptor import dotted_text, format_version
+from sim.an3155 import FLASH_BASE, FLASH_SIZE
+from sim.core.spec import SimLink, SimModel
 from sim.pty import await_ready, derive_eui64, end_process
 from sim.signals import SignalStop
 from sim.usb_backend import SimUsbService
-from sim.usb_dfu import DfuHub, DfuHubSpec, parse_dfu_faults
+from sim.usb_dfu import FAULT_KINDS, DfuHub, DfuHubSpec, parse_dfu_faults
 from sim.usb_server import UsbBusServer
 
 PROFILE = "demo-dfu"
@@ -228,3 +230,16 @@ def run_dfu_rig(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         signals.restore()
+
+
+#: The simulated USB DFU hubs (``station sim --protocol dfu``): a bus of their own.
+MODEL = SimModel(
+    name="dfu",
+    profile=PROFILE,
+    link=SimLink.USB,
+    bits_per_byte=8,
+    app_base=FLASH_BASE,
+    largest_firmware=FLASH_SIZE,
+    run_rig=run_dfu_rig,
+    fault_kinds=frozenset(FAULT_KINDS),
+)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from drivers.crc import crc16_xmodem, crc32
 from drivers.errors import ImageError
@@ -41,10 +40,13 @@ from firmware_images.descriptor import (
     parse_descriptor,
     seal_payload,
 )
-from sim.an3155 import Emit, Flash, TimedModel, Timer, Vanish, parse_eui64
 from sim.app_console import LineConsole, banner
+from sim.core.faults import SERIAL_FAULTS, BlockFault, BlockFaultKind, FaultPlan
+from sim.core.flash import Flash
+from sim.core.spec import HubSpec, SimModel, parse_eui64
+from sim.core.timed import Alarm as Alarm
+from sim.core.timed import Emit, TimedModel, Timer, Vanish
 from sim.decompress import DecompressError, Decompressor, Lz4Stream, LzmaStream
-from sim.faults import BlockFault, BlockFaultKind, FaultPlan
 
 # --- memory map (contract) -------------------------------------------------------------------
 
@@ -174,22 +176,6 @@ def demo_gbl(
 
 
 # --- outputs ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    """A timeout the device keeps while it goes on listening.
-
-    Unlike a :class:`~sim.an3155.Timer` the device is not deaf: input keeps flowing, and
-    whatever it does with that input may replace the alarm. The adapter calls
-    :meth:`GeckoHub.timer_expired` with ``token`` once ``delay_s`` has passed after the
-    device was free, unless input reached the device first; stale tokens are ignored.
-    Protocol timeouts, so they keep their length in unpaced mode.
-    """
-
-    after_index: int
-    delay_s: float
-    token: int
 
 
 Output = Emit | Timer | Alarm | Vanish
@@ -821,3 +807,40 @@ class GeckoHub(TimedModel[Output]):
         else:
             return False
         return True
+
+
+# --- as the simulator serves it ------------------------------------------------------------
+
+
+def build_hub(spec: HubSpec) -> GeckoHub:
+    """The hub a spec describes, powered off, its flash factory-programmed as it says."""
+    hub = GeckoHub(
+        eui64=spec.eui64,
+        hw_version=spec.hw_version,
+        start_in_bootloader=spec.start_in == "bootloader",
+        faults=spec.plan(),
+        decompressors=DECOMPRESSORS if spec.decompressors is None else spec.decompressors,
+    )
+    if spec.firmware is not None:
+        # Factory programming, not through the bootloader.
+        hub.flash.program(APP_BASE, demo_app(spec.firmware, size=spec.firmware_size))
+    return hub
+
+
+def check_spec(spec: HubSpec) -> None:
+    """A Gecko bootloader is built with some of the decompressors it knows."""
+    if spec.decompressors is not None and set(spec.decompressors) - set(DECOMPRESSORS):
+        raise ValueError(f"decompressors must be among {DECOMPRESSORS}")
+
+
+#: The simulated Gecko hubs (``station sim --protocol gecko``, ``sim://gecko``): 8N1.
+MODEL = SimModel(
+    name="gecko",
+    profile="demo-gecko",
+    bits_per_byte=10,
+    app_base=APP_BASE,
+    largest_firmware=APP_MAX_SIZE,
+    build=build_hub,
+    check=check_spec,
+    fault_kinds=SERIAL_FAULTS,
+)

@@ -2,7 +2,7 @@
 
 A bench fixture wires the adapter's modem lines to the MCU (``drivers.lines.Wiring``); this
 is the hub's side of those wires. :class:`HubPins` keeps the lines' levels, works out the
-reset and boot pins from them, and tells the hub model through its :class:`~sim.pty.Pacer`
+reset and boot pins from them, and tells the hub model through its :class:`~sim.core.pacing.Pacer`
 when reset is held (the core stops and hears nothing) and when it is released (the core
 starts, in its bootloader if the boot pin selects it then: the pin is sampled at the
 release, as BOOT0 is on an STM32 and the activation pin as the Gecko bootloader starts).
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from drivers.lines import Wiring
-from sim.pty import DeviceOutput, Pacer
+from sim.core.pacing import Pacer
+from sim.core.timed import DeviceOutput
 
 PIN_FAULTS = ("stuck-boot", "two-resets")
 

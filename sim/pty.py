@@ -11,54 +11,31 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import enum
 import errno
-import functools
 import hashlib
-import heapq
-import itertools
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
 import select
 import signal
 import tty
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from time import monotonic
 from types import FrameType, TracebackType
-from typing import Any, Protocol
+from typing import Any
 
-from firmware_images.build import demo_payload
-from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, format_version
-from sim import gecko
-from sim.an3155 import (
-    FLASH_BASE,
-    FLASH_SIZE,
-    PRODUCT_ID,
-    An3155Hub,
-    Emit,
-    Timer,
-    Vanish,
-    parse_eui64,
-)
-from sim.faults import ByteFaults, FaultPlan, fault_plan
-from sim.gecko import Alarm, GeckoHub
+from firmware_images.descriptor import format_version
+from sim.core.pacing import BITS_PER_BYTE as BITS_PER_BYTE
+from sim.core.pacing import HubModel as HubModel
+from sim.core.pacing import Pacer as Pacer
+from sim.core.spec import START_MODES as START_MODES
+from sim.core.spec import HubSpec as HubSpec
+from sim.core.spec import derive_eui64 as derive_eui64
 from sim.wakeup import WakeMargin
 
-PROFILE = "demo-an3155"
-#: The hub profile that describes each simulated protocol's hubs.
-PROFILES = {"an3155": "demo-an3155", "gecko": "demo-gecko"}
-BITS_PER_BYTE = 11  # 8E1: start, 8 data, parity, stop
-#: Bit times per byte on each protocol's line: AN3155 is 8E1, the Gecko bootloader 8N1.
-LINE_BITS = {"an3155": 11, "gecko": 10}
-START_MODES = ("bootloader", "app")
 _APP_MODES = ("app-starting", "app")  # Mode values of a hub in (or starting) its application
-_FEED_CHUNK = 256  # bytes given to a model at once, so alarms are checked between chunks
 _PR_SET_TIMERSLACK = 29  # prctl option (linux/prctl.h)
 # A sleeping process wakes 0.1-0.2 ms late on a busy or virtual machine; before an answer
 # the host waits for, the hub sleeps until at most this long before it is due and polls
@@ -77,341 +54,6 @@ START_SLACK_S = 10.0
 
 class SimStartError(RuntimeError):
     """A simulated hub did not come up."""
-
-
-def derive_eui64(seed: int, slot: int) -> str:
-    """A deterministic EUI-64 ``00-DB-12-xx-xx-xx-xx-xx`` for (seed, slot)."""
-    tail = hashlib.sha256(f"chub-sim/{seed}/{slot}".encode()).digest()[:5]
-    return "-".join(f"{b:02X}" for b in (0x00, 0xDB, 0x12, *tail))
-
-
-@dataclass(frozen=True)
-class HubSpec:
-    """Everything one simulated hub needs; validated on construction.
-
-    ``firmware`` None means blank flash; otherwise flash holds ``demo_payload(firmware)``
-    (``firmware_size`` bytes) at 0x08000000. ``start_in="bootloader"`` straps the boot pin
-    (every reset lands in the bootloader); ``"app"`` leaves it free, so the hub boots its
-    application when that is valid.
-    """
-
-    slot: int
-    eui64: str
-    hw_version: int = 2
-    firmware: int | None = None
-    start_in: str = "bootloader"
-    baud: int = 115200
-    paced: bool = True
-    latency_s: float = 0.001
-    faults: str = ""
-    seed: int = 0
-    firmware_size: int = 64 * 1024
-    #: 0x44 (Extended Erase, bootloader v3.x) or 0x43 (Erase, older bootloaders).
-    erase_command: int = 0x44
-    #: "an3155" (STM32 USART bootloader) or "gecko" (Silicon Labs Gecko, UART XMODEM).
-    protocol: str = "an3155"
-    #: What an AN3155 hub's Get ID answers: another value makes it another MCU (model).
-    product_id: int = PRODUCT_ID
-    #: The decompressors a Gecko hub's bootloader is built with (compressed GBL files).
-    decompressors: tuple[str, ...] = gecko.DECOMPRESSORS
-    #: Whether an AN3155 hub's bootloader offers Get Checksum (0xA1); older ones do not.
-    checksum: bool = True
-
-    def __post_init__(self) -> None:
-        if self.slot < 1:
-            raise ValueError(f"slot {self.slot}: slots are numbered from 1")
-        object.__setattr__(self, "eui64", self.eui64.upper())
-        parse_eui64(self.eui64)
-        if not 0 <= self.hw_version <= 0xFFFF:
-            raise ValueError(f"hardware version {self.hw_version} does not fit in 16 bits")
-        if not 0 <= self.product_id <= 0xFFFF:
-            raise ValueError(f"product ID {self.product_id:#x} does not fit in 16 bits")
-        if self.firmware is not None and not 0 <= self.firmware <= 0xFFFF_FFFF:
-            raise ValueError(f"firmware version {self.firmware} does not fit in 32 bits")
-        if self.start_in not in START_MODES:
-            raise ValueError(f"start_in must be one of {START_MODES}, not {self.start_in!r}")
-        if self.baud <= 0:
-            raise ValueError(f"baud rate must be positive, not {self.baud}")
-        if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
-            raise ValueError(
-                f"latency must be a non-negative number of seconds, not {self.latency_s}"
-            )
-        if self.protocol not in PROFILES:
-            raise ValueError(f"protocol must be one of {tuple(PROFILES)}, not {self.protocol!r}")
-        smallest = DESCRIPTOR_OFFSET + DESCRIPTOR_SIZE
-        largest = FLASH_SIZE if self.protocol == "an3155" else gecko.APP_MAX_SIZE
-        if self.firmware_size % 4 or not smallest <= self.firmware_size <= largest:
-            raise ValueError(
-                f"firmware size {self.firmware_size} must be a multiple of 4 "
-                f"from {smallest} to {largest} bytes"
-            )
-        if set(self.decompressors) - set(gecko.DECOMPRESSORS):
-            raise ValueError(f"decompressors must be among {gecko.DECOMPRESSORS}")
-        self.plan()  # raises ValueError on a bad fault SPEC
-
-    def plan(self) -> FaultPlan:
-        """This hub's fault plan."""
-        return fault_plan(self.faults, self.slot, self.seed)
-
-    @property
-    def profile(self) -> str:
-        """The hub profile that describes this hub."""
-        return PROFILES[self.protocol]
-
-    @property
-    def bits_per_byte(self) -> int:
-        """Bit times one byte costs on this hub's line."""
-        return LINE_BITS[self.protocol]
-
-    def build_device(self) -> An3155Hub | GeckoHub:
-        """The model of this hub, powered off, flash loaded as the spec says."""
-        if self.protocol == "gecko":
-            hub = GeckoHub(
-                eui64=self.eui64,
-                hw_version=self.hw_version,
-                start_in_bootloader=self.start_in == "bootloader",
-                faults=self.plan(),
-                decompressors=self.decompressors,
-            )
-            if self.firmware is not None:
-                # Factory programming, not through the bootloader.
-                hub.flash.program(
-                    gecko.APP_BASE, gecko.demo_app(self.firmware, size=self.firmware_size)
-                )
-            return hub
-        device = An3155Hub(
-            eui64=self.eui64,
-            hw_version=self.hw_version,
-            boot_pin_strapped=self.start_in == "bootloader",
-            erase_command=self.erase_command,
-            faults=self.plan(),
-            product_id=self.product_id,
-            checksum=self.checksum,
-        )
-        if self.firmware is not None:
-            # Factory programming, not through the bootloader.
-            device.flash.program(FLASH_BASE, demo_payload(self.firmware, size=self.firmware_size))
-        return device
-
-
-DeviceOutput = Emit | Timer | Alarm | Vanish
-
-
-class HubModel(Protocol):
-    """What the pacer needs of a pure hub model (:class:`An3155Hub`, :class:`GeckoHub`)."""
-
-    @property
-    def mode(self) -> enum.Enum:
-        """What the device is doing (its value names the application as ``"app"``)."""
-        ...
-
-    def power_on(self) -> Sequence[DeviceOutput]:
-        """Power-on reset."""
-        ...
-
-    def feed(self, data: bytes) -> Sequence[DeviceOutput]:
-        """Host bytes, in order."""
-        ...
-
-    def timer_expired(self, token: int) -> Sequence[DeviceOutput]:
-        """A :class:`Timer` or :class:`Alarm` is due."""
-        ...
-
-
-class Pacer:
-    """Turns model outputs into timed deliveries; time is passed in, so it is testable.
-
-    Three clocks (seconds on the caller's clock): ``rx_free`` when the host-to-hub line is
-    next free, ``dev_free`` when the device core is next free, ``tx_free`` when the hub-to-host
-    line is next free. An output produced after input byte k is ready at
-    ``max(arrival_k, dev_free) + busy`` and is delivered ``latency`` after its last byte has
-    left the line. Unpaced, every delay is zero except injected stall durations and alarms
-    (protocol timeouts kept while listening: a byte arriving before an alarm is due reaches
-    the device first, one arriving after it only once the alarm has fired).
-    """
-
-    def __init__(
-        self,
-        device: HubModel,
-        *,
-        baud: int,
-        paced: bool = True,
-        latency_s: float = 0.001,
-        plan: FaultPlan | None = None,
-        bits_per_byte: int = BITS_PER_BYTE,
-    ) -> None:
-        self.device = device
-        self.paced = paced
-        self.byte_s = bits_per_byte / baud if paced else 0.0
-        self.latency_s = latency_s if paced else 0.0
-        self.rx_free = self.dev_free = self.tx_free = -math.inf
-        self._rx_faults, self._tx_faults = ByteFaults.pair(plan or FaultPlan())
-        self._outbox: list[tuple[float, int, bytes | None]] = []  # (at, seq, data | vanish)
-        self._seq = itertools.count()
-        self._timer: tuple[float, int] | None = None  # (due, token) while the device is deaf
-        self._alarm: tuple[float, int] | None = None  # (due, token) while it listens
-        self._held: list[tuple[float, int]] = []  # (arrival, byte) that arrive after `due`
-
-    def start(self, now: float) -> None:
-        """Power the device on at ``now``."""
-        self._schedule(self.device.power_on(), None, now)
-
-    def receive(self, data: bytes, now: float) -> None:
-        """Host bytes read from the port at ``now``."""
-        start = max(self.rx_free, now)
-        self.rx_free = start + len(data) * self.byte_s
-        kept, positions = self._rx_faults.apply(data)
-        byte_s = self.byte_s
-        if positions is None:
-
-            def arrive(i: int) -> float:
-                return start + (i + 1) * byte_s
-        else:
-            where = positions
-
-            def arrive(i: int) -> float:
-                return start + (where[i] + 1) * byte_s
-
-        self._feed(kept, arrive)
-
-    def interrupt(self, outputs: Sequence[DeviceOutput], now: float) -> None:
-        """A hardware event at ``now`` (reset pin, power) that stopped or restarted the
-        core: its waits and the input held for them are dropped, so is output it had not
-        started to send, and ``outputs`` (what the model did) are scheduled from ``now``."""
-        self._timer = self._alarm = None
-        self._held = []
-        self._outbox = [item for item in self._outbox if item[0] <= now + self.latency_s]
-        heapq.heapify(self._outbox)
-        self.dev_free = now
-        self.tx_free = min(self.tx_free, now)
-        self._schedule(outputs, None, now)
-
-    def next_due(self) -> float | None:
-        """When something is next due (delivery, timer or alarm); None if nothing is."""
-        due = self._timer[0] if self._timer is not None else math.inf
-        if self._alarm is not None:
-            due = min(due, self._alarm[0])
-        if self._outbox:
-            due = min(due, self._outbox[0][0])
-        return due if math.isfinite(due) else None
-
-    def waited_for(self) -> bool:
-        """Whether what is next due is a delivery with nothing queued behind it: the answer a
-        host in lock-step waits for before it sends again, which must leave on time.
-
-        A timer or alarm runs on the model's clock (what it causes is timed from when it
-        was due, not from when it ran), and a delivery with more queued behind it answers
-        bytes the host has already sent, all of whose answers it awaits: those may go a
-        wake-up late (the hub does not poll for them), never early.
-        """
-        if len(self._outbox) != 1:
-            return False
-        at = self._outbox[0][0]
-        timer, alarm = self._timer, self._alarm
-        return (timer is None or timer[0] > at) and (alarm is None or alarm[0] > at)
-
-    def pop_due(self, now: float) -> list[bytes | None]:
-        """Run everything due by ``now``: returns data to write, in order; None = vanish."""
-        out: list[bytes | None] = []
-        while True:
-            timer_due = self._timer[0] if self._timer is not None else math.inf
-            alarm_due = self._alarm[0] if self._alarm is not None else math.inf
-            send_due = self._outbox[0][0] if self._outbox else math.inf
-            if min(timer_due, alarm_due, send_due) > now:
-                return out
-            if timer_due <= min(alarm_due, send_due):
-                self._fire_timer()
-            elif alarm_due <= send_due:
-                self._fire_alarm()
-            else:
-                out.append(heapq.heappop(self._outbox)[2])
-
-    # --- internals ---------------------------------------------------------------------------
-
-    def _feed(self, data: bytes, arrive: Callable[[int], float]) -> None:
-        i, n = 0, len(data)
-        while i < n:
-            if self._timer is not None:
-                self._hold(data, arrive, i)
-                return
-            end = min(n, i + _FEED_CHUNK)
-            if self._alarm is not None:
-                # Bytes that arrive once the alarm is due go in after it has fired.
-                end = i + bisect_left(range(i, end), self._alarm[0], key=arrive)
-                if end == i:
-                    self._fire_alarm()
-                    continue
-            stopped_at = self._schedule(
-                self.device.feed(data[i:end]), functools.partial(_shifted, arrive, i), 0.0
-            )
-            i = end if stopped_at is None else i + stopped_at + 1
-
-    def _hold(self, data: bytes, arrive: Callable[[int], float], first: int) -> None:
-        """Keep bytes that reach a deaf device only after it wakes; the rest are lost."""
-        assert self._timer is not None
-        due = self._timer[0]
-        if not math.isfinite(due):
-            return
-        indices = range(first, len(data))
-        start = bisect_left(indices, due, key=arrive)
-        self._held += [(arrive(i), data[i]) for i in indices[start:]]
-
-    def _fire_timer(self) -> None:
-        assert self._timer is not None
-        due, token = self._timer
-        self._timer = None
-        self._schedule(self.device.timer_expired(token), None, due)
-        held, self._held = self._held, []
-        if held:
-            self._feed(bytes(b for _, b in held), lambda i: held[i][0])
-
-    def _fire_alarm(self) -> None:
-        assert self._alarm is not None
-        due, token = self._alarm
-        self._alarm = None
-        self._schedule(self.device.timer_expired(token), None, due)
-
-    def _schedule(
-        self,
-        outputs: Sequence[DeviceOutput],
-        arrive: Callable[[int], float] | None,
-        base: float,
-    ) -> int | None:
-        """Place outputs on the clocks; returns the input index a Timer stopped at."""
-        for out in outputs:
-            cause = arrive(out.after_index) if arrive is not None and out.after_index >= 0 else base
-            ready = max(cause, self.dev_free)
-            if isinstance(out, Emit):
-                ready += out.busy_s if self.paced else 0.0
-                self.dev_free = ready
-                if out.data:
-                    self._transmit(out.data, ready)
-            elif isinstance(out, Timer):
-                due = ready + (out.delay_s if self.paced or out.fault else 0.0)
-                if math.isfinite(due):
-                    self.dev_free = due
-                self._timer = (due, out.token)
-                self._alarm = None  # a deaf device keeps no listening timeout
-                return out.after_index
-            elif isinstance(out, Alarm):
-                self._alarm = (ready + out.delay_s, out.token)
-            else:  # Vanish: once what is already on the line has arrived
-                at = max(ready, self.tx_free) + self.latency_s
-                heapq.heappush(self._outbox, (at, next(self._seq), None))
-        return None
-
-    def _transmit(self, data: bytes, ready: float) -> None:
-        start = max(ready, self.tx_free)
-        self.tx_free = start + len(data) * self.byte_s
-        kept, _ = self._tx_faults.apply(data)
-        if kept:
-            at = self.tx_free + self.latency_s
-            heapq.heappush(self._outbox, (at, next(self._seq), kept))
-
-
-def _shifted(arrive: Callable[[int], float], offset: int, index: int) -> float:
-    """Arrival time of byte ``index`` of a slice that starts at ``offset``."""
-    return arrive(offset + index)
 
 
 # --- the hub process -------------------------------------------------------------------------
@@ -468,7 +110,7 @@ def _serve(spec: HubSpec, conn: Connection) -> None:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         raise
     try:
-        _loop(pacer, device, master, conn, parent)
+        _loop(pacer, spec, master, conn, parent)
     finally:
         for fd in (master, slave):
             with contextlib.suppress(OSError):
@@ -476,22 +118,21 @@ def _serve(spec: HubSpec, conn: Connection) -> None:
         conn.close()
 
 
-def ground_truth(device: An3155Hub | GeckoHub, length: int) -> dict[str, Any]:
+def ground_truth(device: HubModel, length: int, base: int) -> dict[str, Any]:
     """What the hub really is, read from its model, not over its line: its mode, the version
     of the application it runs (None: none runs) and the SHA-256 of the first ``length``
-    bytes of its application area. For tests and campaigns that check a reported pass."""
-    base = gecko.APP_BASE if isinstance(device, GeckoHub) else FLASH_BASE
+    bytes of its application area (from ``base``). For tests and campaigns that check a
+    reported pass."""
     app = device.running_app
     return {
         "mode": device.mode.value,
-        "running": None if app is None else app.firmware_version,
+        "running": None if app is None else getattr(app, "firmware_version", None),
         "sha256": hashlib.sha256(device.flash.read(base, length)).hexdigest(),
     }
 
 
-def _loop(
-    pacer: Pacer, device: An3155Hub | GeckoHub, master: int, conn: Connection, parent: int
-) -> None:
+def _loop(pacer: Pacer, spec: HubSpec, master: int, conn: Connection, parent: int) -> None:
+    device = pacer.device
     master_quiet_until = 0.0
     pipe = conn.fileno()
     margin = WakeMargin(SPIN_S)
@@ -532,7 +173,7 @@ def _loop(
                     if data is None:
                         return
                     _write(master, data)
-                conn.send(("truth", ground_truth(device, int(message[1]))))
+                conn.send(("truth", ground_truth(device, int(message[1]), spec.model.app_base)))
         if master in readable:
             try:
                 data = os.read(master, _READ_SIZE)

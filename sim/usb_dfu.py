@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import enum
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -68,6 +67,7 @@ from sim.an3155 import (
     identity_block,
     parse_eui64,
 )
+from sim.core.faults import GRAMMAR, USB_FAULTS, split_spec
 
 # --- USB timing (contract: docs/sim-dfu.md "Timing") ----------------------------------------
 
@@ -166,13 +166,8 @@ def port_path_for(slot: int) -> tuple[int, ...]:
 
 # --- faults ----------------------------------------------------------------------------------
 
-FAULT_KINDS = ("stall", "errwrite", "errverify", "vanish", "reenum", "hang", "dupserial")
-FAULT_GRAMMAR = (
-    "SPEC is ITEM[,ITEM...]; ITEM is [S:]KIND=N where S is a slot and KIND is stall, "
-    "errwrite, errverify, vanish, reenum or hang (N: data block counted from 0 over the "
-    "hub's life), or dupserial=T (the hub shows slot T's serial number)"
-)
-_FAULT_ITEM = re.compile(r"^(?:(?P<slot>\d+):)?(?P<kind>[a-z]+)=(?P<value>\d+)$")
+FAULT_KINDS = tuple(sorted(USB_FAULTS))
+FAULT_GRAMMAR = GRAMMAR
 
 
 @dataclass(frozen=True)
@@ -191,14 +186,12 @@ def parse_dfu_faults(spec: str) -> list[DfuFault]:
         ValueError: an item that is not in the grammar.
     """
     out = []
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        m = _FAULT_ITEM.match(item)
-        if m is None or m["kind"] not in FAULT_KINDS:
-            raise ValueError(f"fault item {item!r} is not understood: {FAULT_GRAMMAR}")
-        slot = int(m["slot"]) if m["slot"] else None
-        if m["kind"] == "dupserial" and slot is None:
-            raise ValueError(f"fault item {item!r}: dupserial needs a slot (S:dupserial=T)")
-        out.append(DfuFault(slot, m["kind"], int(m["value"])))
+    for item in split_spec(spec, USB_FAULTS):
+        if not item.value.isdigit():
+            raise ValueError(f"fault item {item.text!r} is not understood: {FAULT_GRAMMAR}")
+        if item.kind == "dupserial" and item.slot is None:
+            raise ValueError(f"fault item {item.text!r}: dupserial needs a slot (S:dupserial=T)")
+        out.append(DfuFault(item.slot, item.kind, int(item.value)))
     return out
 
 

@@ -26,6 +26,7 @@ from station.events import BatchFinished, BatchStarted, Event, LeaseTakenOver
 from station.flash import HubIdentity, ImageChooser, Policy, catalog_chooser
 from station.paths import keys_dir, trust_store
 from station.profiles import Profile, load_profile
+from station.protocols import plugin
 from station.records.keys import StationKey
 from station.records.leases import DEFAULT_TTL_S
 from station.records.manifest import Manifest
@@ -163,7 +164,7 @@ def preflight(
             size = None
         estimate = None
         if size is not None:
-            bits = 8 if profile.protocol == "dfu" else _bits_per_byte(profile)
+            bits = 8 if plugin(profile.protocol).usb else _bits_per_byte(profile)
             estimate = size * bits / profile.baud
         rows.append(
             replace(

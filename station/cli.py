@@ -41,6 +41,8 @@ from station.images_cli import add_commands as add_image_commands
 from station.paths import trust_store
 from station.power_cli import add_command as add_power_command
 from station.profiles import Profile, builtin_names, load_profile
+from station.protocols import plugin
+from station.protocols_cli import add_commands as add_protocol_commands
 from station.records_cli import add_commands as add_record_commands
 from station.render import (
     ProgressBoard,
@@ -131,10 +133,10 @@ def with_baud(profile: Profile, baud: int | None) -> Profile:
     """
     if baud is None:
         return profile
-    if profile.protocol == "dfu":
+    if plugin(profile.protocol).usb:
         raise ConfigError(
             f"--baud sets a serial line's rate; {profile.name} hubs are on USB",
-            hint="drop --baud for USB (DFU) hubs",
+            hint="drop --baud for USB hubs",
         )
     return dataclasses.replace(profile, baud=baud)
 
@@ -179,28 +181,26 @@ def cmd_flash(args: argparse.Namespace, err: Console) -> int:
     return EXIT_FOR[out.result]
 
 
-#: The order ``--profile auto`` tries protocols in: an STM32 bootloader takes the first
-#: byte it hears for its baud rate, so it must hear the AN3155 sync byte before anything.
-_AUTO_ORDER = {"an3155": 0, "gecko": 1, "dfu": 2}
-
-
 def _auto_candidates(port: str, err: Console) -> list[str]:
-    """Every profile that loads, built-in and user, for this kind of port (USB: DFU
-    profiles; serial: the others), in :data:`_AUTO_ORDER`."""
+    """Every profile that loads, built-in and user, for this kind of port (USB: profiles
+    of USB protocols; serial: the others), in their protocols' ``probe_order`` (an STM32
+    bootloader takes the first byte it hears for its baud rate, so it must hear the
+    AN3155 sync byte before anything)."""
     from station.profiles import user_profiles
 
     names = builtin_names() + [n for n in user_profiles() if n not in builtin_names()]
     ranked = []
     for name in names:
         try:
-            protocol = load_profile(name).protocol
-            if load_profile(name).lines is not None:
+            profile = load_profile(name)
+            if profile.lines is not None:
                 continue  # resets the hub by DTR/RTS: only when named (--profile NAME)
+            own = plugin(profile.protocol)
         except ConfigError as exc:
             err.print(styled("note: not tried: ", exc.message))
             continue
-        if port.startswith("usb:") == (protocol == "dfu"):
-            ranked.append((_AUTO_ORDER.get(protocol, len(_AUTO_ORDER)), name))
+        if own.link.takes(port):
+            ranked.append((own.probe_order, name))
     return [name for _, name in sorted(ranked)]
 
 
@@ -633,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_commands(sub)
     add_warehouse_commands(sub)
     add_power_command(sub)
+    add_protocol_commands(sub)
     isub = next(
         a for a in sub.choices["image"]._actions if isinstance(a, argparse._SubParsersAction)
     )

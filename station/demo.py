@@ -58,6 +58,7 @@ from sim.usb_dfu import DfuHubSpec
 from station.event_json import SCHEMA_VERSION
 from station.events import JobState
 from station.paths import DATA, keys_dir
+from station.profiles import load_profile
 from station.records.keys import KeyRing
 from station.records.reports import HubEntry, Reconciliation, reconcile, write_reports
 from station.records.store import JobRow, Store
@@ -276,7 +277,7 @@ def demo_rig(
             paced=paced,
             faults=h.faults,
             seed=seed,
-            protocol="gecko" if h.model == "demo-gecko" else "an3155",
+            protocol=load_profile(h.model).protocol,
             product_id=h.product_id,
         )
         for h in scenario

@@ -25,7 +25,8 @@ from station.latency import take_adapter_latency
 from station.outcome import AlreadyCurrent, Cancelled, FlashOutcome, Refusal, Result
 from station.power import SlotPower
 from station.profiles import Profile, load_profile
-from station.sessions import BootloaderFacts, HubSession, open_session
+from station.protocols import open_session, plugin
+from station.sessions import BootloaderFacts, HubSession
 
 __all__ = [
     "AlreadyCurrent",
@@ -587,7 +588,8 @@ def detect_profile(
     """Identify the hub on ``port`` (read-only, as :func:`identify_hub`) with the first of
     ``candidates`` that recognises it; also what each one tried before answered.
 
-    USB ports (``usb:...``) are tried with DFU profiles only, serial ports with the others.
+    USB ports (``usb:...``) are tried with profiles of USB protocols only, serial ports
+    with the others.
     With ``restore`` the hub is left as the first look found it (an earlier candidate may
     have sent a running hub to its bootloader before it was refused). ``on_look`` is
     given each look as it ends, the refused ones too (with the error behind each).
@@ -597,7 +599,7 @@ def detect_profile(
     was_running = False
     for name in candidates:
         profile = load_profile(name)
-        if usb != (profile.protocol == "dfu"):
+        if not plugin(profile.protocol).link.takes(port):
             tried.append(f"{name}: not for a {'USB' if usb else 'serial'} port")
             continue
         found = identify_hub(port, profile, restore=restore, was_running=was_running)

@@ -58,6 +58,7 @@ from firmware_images.files import read_regular_text
 from station.config import Spec, Table
 from station.power import PowerSpec, parse_power
 from station.profiles import load_profile
+from station.protocols import plugin
 
 _BINDINGS = ("port", "usb_location", "usb_serial")
 #: The profile name that asks for detection (see the module docstring).
@@ -210,13 +211,14 @@ def parse_rig(text: str, source: str = "rig") -> Rig:
 
 def default_candidates(*, usb_capable: bool) -> tuple[str, ...]:
     """Every known profile a slot's binding could reach: serial ones for a serial port,
-    and DFU ones too for a USB serial number (it may name a serial adapter or a DFU hub)."""
+    and USB ones too for a USB serial number (it may name a serial adapter or a USB hub)."""
     from station.profiles import builtin_names, user_profiles
 
     names = [*builtin_names(), *(n for n in user_profiles() if n not in builtin_names())]
+    on_usb = {n: plugin(load_profile(n).protocol).usb for n in names}
     # Never a modem-line profile unasked: its entry resets the hub by a wiring only guessed.
-    serial = [n for n in names if load_profile(n).protocol != "dfu" and not load_profile(n).lines]
-    usb = [n for n in names if load_profile(n).protocol == "dfu"] if usb_capable else []
+    serial = [n for n in names if not on_usb[n] and not load_profile(n).lines]
+    usb = [n for n in names if on_usb[n]] if usb_capable else []
     return (*serial, *usb)
 
 
@@ -279,10 +281,8 @@ def usb_devices() -> tuple[list[dict[str, str | None]], str | None]:
     known: dict[tuple[int, int], str] = {}
     for name in builtin_names():
         prof = load_profile(name)
-        for key in ("runtime_id", "dfu_id"):
-            ids = prof.options.get("dfu", {}).get(key)
-            if isinstance(ids, list) and len(ids) == 2:
-                known[(int(ids[0]), int(ids[1]))] = f"{name} ({key.split('_')[0]})"
+        for vid, pid, label in plugin(prof.protocol).usb_ids(prof):
+            known[(vid, pid)] = f"{name} ({label})"
     link = UsbLink(UsbSelector())
     try:
         found = link.candidates()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -24,61 +23,16 @@ from drivers.lines import LinePlan, Wire, Wiring, parse_sequence
 from firmware_images.files import read_regular_text
 from firmware_images.tomlfile import TomlLines
 from station.config import Spec, Table, shown
+from station.hubprofile import Profile
+from station.protocols import plugin, plugin_problems, plugins
 
-
-@dataclass(frozen=True)
-class Profile:
-    """Everything the station needs to know about one hub model."""
-
-    name: str
-    description: str
-    protocol: str
-    baud: int
-    parity: str
-    flash_start: int
-    flash_size: int
-    page_size: int
-    app_address: int
-    identity_address: int | None  # where the bootloader can read EUI-64 and hardware version
-    product_id: int | None  # what the bootloader reports as its chip/product ID
-    manufacturer_code: int
-    image_type: int
-    entry: str
-    pipeline_writes: bool
-    retries: int
-    verify: str
-    boot_timeout_s: float
-    resync_timeout_s: float
-    ack_timeout_s: float
-    #: Protocol-specific settings (the whole TOML table), read by that protocol's session.
-    options: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    #: How the application is started after a write: its bootloader's command, or a
-    #: reset by modem lines (``lines``).
-    exit: str = "command"
-    #: The modem-line fixture (``[lines]``), when the profile has one.
-    lines: LinePlan | None = None
-
-    @property
-    def flash_end(self) -> int:
-        """First address after the main flash."""
-        return self.flash_start + self.flash_size
-
-    def pages_for(self, start: int, end: int) -> list[int]:
-        """Page numbers covering [start, end)."""
-        first = (start - self.flash_start) // self.page_size
-        last = (end - 1 - self.flash_start) // self.page_size
-        return list(range(first, last + 1))
-
-    def page_start(self, address: int) -> int:
-        """Start address of the page holding ``address``."""
-        return address - (address - self.flash_start) % self.page_size
-
+__all__ = ["Profile", "builtin_names", "load_profile", "parse_profile", "user_dirs"]
 
 _ADDRESS = Spec(int, 0, 0xFFFF_FFFF)
 _CODE = Spec(int, 0, 0xFFFF)
 #: The common sections of every profile: unknown keys, wrong types and values out of these
 #: bounds are refused. A protocol's own section (``[gecko]``, ``[dfu]``) is checked against
-#: ``station.sessions.SECTIONS``.
+#: its plug-in's ``section`` (:mod:`station.protocols`).
 PROFILE_KEYS = {
     "name": Spec(str, max_len=64, required=True),
     "description": Spec(str, max_len=200),
@@ -133,13 +87,17 @@ def parse_profile(data: dict[str, Any], where: str, text: str | None = None) -> 
         ConfigError: an unknown key or section, a value of the wrong type or out of
             bounds, a missing key, or settings that contradict each other.
     """
-    from station.sessions import SECTIONS
-
     root = Table(data, (), where, TomlLines(text or ""))
-    protocol = root.value("protocol", Spec(str, choices=tuple(SECTIONS), required=True))
-    own = {protocol: Spec(dict)} if SECTIONS[protocol] else {}
+    broken = plugin_problems().get(str(data.get("protocol")))
+    if broken is not None:
+        raise root.error(
+            "protocol", f"protocol = {data['protocol']!r}: {broken}", hint="reinstall or fix it"
+        )
+    protocol = root.value("protocol", Spec(str, choices=tuple(plugins()), required=True))
+    own_plugin = plugin(protocol)
+    own = {protocol: Spec(dict)} if own_plugin.section else {}
     root.check({**PROFILE_KEYS, "protocol": Spec(str), **own})
-    sections = [
+    sections: list[tuple[str, Mapping[str, Spec]]] = [
         ("link", LINK_KEYS),
         ("memory", MEMORY_KEYS),
         ("model", MODEL_KEYS),
@@ -148,7 +106,7 @@ def parse_profile(data: dict[str, Any], where: str, text: str | None = None) -> 
     if "lines" in data:
         sections.append(("lines", LINES_KEYS))
     if own:
-        sections.append((protocol, SECTIONS[protocol]))
+        sections.append((protocol, own_plugin.section))
     tables = {key: root.table(key) for key, _ in sections}
     for key, schema in sections:
         tables[key].check(schema)
@@ -183,13 +141,17 @@ def parse_profile(data: dict[str, Any], where: str, text: str | None = None) -> 
         raise tables["bootloader"].error(
             key, f"{key} = 'lines' needs a [lines] section saying how DTR/RTS are wired"
         )
-    if profile.lines is not None and profile.protocol not in ("an3155", "gecko"):
+    if profile.lines is not None and not own_plugin.modem_lines:
         raise tables["lines"].error(None, f"{profile.protocol} hubs are not reset by modem lines")
     memory = tables["memory"]
-    if profile.protocol == "an3155" and profile.identity_address is None:
-        raise memory.error(None, "an3155 profiles need identity_address")
-    if profile.protocol == "an3155" and profile.product_id is None:
-        raise tables["model"].error(None, "an3155 profiles need product_id")
+    if profile.verify != "auto" and profile.verify not in own_plugin.verify_methods:
+        offered = ", ".join(("auto", *own_plugin.verify_methods))
+        raise tables["bootloader"].error(
+            "verify", f"verify = {profile.verify!r}: {protocol} hubs offer {offered}"
+        )
+    for problem in own_plugin.check(profile):
+        table = tables.get(problem.section) or root.table(problem.section)
+        raise table.error(problem.key, problem.message)
     if profile.flash_size % profile.page_size:
         raise memory.error("flash_size", "flash_size must be a multiple of page_size")
     if profile.flash_end > 1 << 32:

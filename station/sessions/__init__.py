@@ -1,61 +1,21 @@
 """Protocol sessions: what one bootloader protocol does in each phase of a re-flash.
 
 ``station.flash`` runs the phases, the policy and the record for every hub; a session does
-the protocol's part of each phase on one connected hub. A new bootloader protocol is a new
-module here with a class following :class:`HubSession`, named in ``SESSIONS``, and the keys
-of its profile section in ``SECTIONS``.
+the protocol's part of each phase on one connected hub. A bootloader protocol is a plug-in
+(:mod:`station.protocols`, docs/plugins.md) whose session follows :class:`HubSession`; the
+built-in ones are the modules here, each ending with its ``PLUGIN``.
 """
 
 from __future__ import annotations
 
-import importlib
 import shlex
 from dataclasses import dataclass
 from typing import Protocol
 
-from drivers.errors import ConfigError
 from drivers.types import ProgressFn
 from firmware_images.loader import LoadedImage
-from station.config import Spec
+from station.hubprofile import Profile
 from station.outcome import FlashOutcome
-from station.profiles import Profile
-
-#: protocol name -> "module:Class" (imported on first use, so a protocol's dependencies,
-#: e.g. pyusb for DFU, are only needed when it is used).
-SESSIONS = {
-    "an3155": "station.sessions.an3155:An3155Session",
-    "gecko": "station.sessions.gecko:GeckoSession",
-    "dfu": "station.sessions.dfu:DfuSession",
-}
-
-_USB_ID = Spec(list, items=int, min_len=2, max_len=2, lo=0, hi=0xFFFF)
-_STRING_INDEX = Spec(int, 0, 255)
-#: protocol name -> the keys of its own profile section (``[gecko]``, ``[dfu]``), which its
-#: session reads from ``profile.options``; ``parse_profile`` refuses other keys there and
-#: the section in another protocol's profile. Whether a key is required is the session's
-#: to say.
-SECTIONS: dict[str, dict[str, Spec]] = {
-    "an3155": {},
-    "gecko": {
-        "upload_attempts": Spec(int, 1, 100),
-        "menu_timeout_s": Spec(float, 0.01, 60),
-        "start_timeout_s": Spec(float, 0.01, 600),
-        "identify_via_application": Spec(bool),
-    },
-    "dfu": {
-        "runtime_id": _USB_ID,
-        "dfu_id": _USB_ID,
-        "flash_alt": Spec(int, 0, 255),
-        "identity_alt": Spec(int, 0, 255),
-        "version_from": Spec(str, choices=("string", "bcdDevice")),
-        "version_string": _STRING_INDEX,
-        "eui64_string": _STRING_INDEX,
-        "transfer_size": Spec(int, 0, 0xFFFF),
-        "request_timeout_ms": Spec(int, 1, 600_000),
-        "reenumerate_timeout_s": Spec(float, 0.1, 600),
-        "same_serial": Spec(bool),
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -143,14 +103,3 @@ def wrong_profile_hint(profile: Profile, port: str, otherwise: str = "") -> str:
         f"{shlex.quote(port)} --profile auto identifies it"
     )
     return f"{hint}; {otherwise}" if otherwise else hint
-
-
-def open_session(port: str, profile: Profile) -> HubSession:
-    """A session for ``profile``'s protocol on ``port`` (not yet connected)."""
-    target = SESSIONS.get(profile.protocol)
-    if target is None:
-        raise ConfigError(f"profile {profile.name}: no session for protocol {profile.protocol!r}")
-    module, name = target.split(":")
-    cls = getattr(importlib.import_module(module), name)
-    session: HubSession = cls(port, profile)
-    return session

@@ -28,8 +28,10 @@ from drivers.page_diff import PagePlan, crc_plan
 from drivers.types import Phase, ProgressFn
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
 from firmware_images.loader import LoadedImage
+from sim import an3155 as sim_an3155
 from station.outcome import FlashOutcome, Refusal
 from station.profiles import Profile
+from station.protocols import Link, ProfileProblem, ProtocolPlugin
 from station.sessions import BootloaderFacts, wrong_profile_hint
 from station.sessions.lines import LineControl
 from station.sessions.trace import TracedLink
@@ -405,3 +407,28 @@ def _command_name(code: int) -> str:
         return Cmd(code).name.replace("_", " ").title().replace("Id", "ID")
     except ValueError:
         return f"0x{code:02X}"
+
+
+def _check(profile: Profile) -> list[ProfileProblem]:
+    """The bootloader reads identity from memory and must report the profile's chip."""
+    problems = []
+    if profile.identity_address is None:
+        problems.append(ProfileProblem("memory", None, "an3155 profiles need identity_address"))
+    if profile.product_id is None:
+        problems.append(ProfileProblem("model", None, "an3155 profiles need product_id"))
+    return problems
+
+
+#: The STM32 system bootloader over a USART (AN3155), 8E1; registered in pyproject.toml.
+PLUGIN = ProtocolPlugin(
+    name="an3155",
+    description="STM32 system bootloader over a USART (ST AN3155)",
+    link=Link.SERIAL,
+    session=An3155Session,
+    driver=An3155Driver,
+    check=_check,
+    verify_methods=("crc", "readback"),
+    sim_model=sim_an3155.MODEL,
+    probe_order=0,
+    modem_lines=True,  # an STM32 bootloader takes the first byte it hears for its baud rate
+)

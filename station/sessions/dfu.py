@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from drivers.dfu import DfuDriver, DfuTimeouts, pad4
@@ -51,8 +52,11 @@ from drivers.transport.usb import OtherDevice
 from drivers.types import Phase, ProgressFn
 from firmware_images.descriptor import DESCRIPTOR_OFFSET, DESCRIPTOR_SIZE, unpack_descriptor
 from firmware_images.loader import LoadedImage
+from sim import dfu_rig as sim_dfu
+from station.config import Spec
 from station.outcome import FlashOutcome
 from station.profiles import Profile
+from station.protocols import Link, ProtocolPlugin
 from station.sessions import BootloaderFacts, wrong_profile_hint
 from station.sessions.trace import TracedUsbLink
 
@@ -386,3 +390,46 @@ class DfuSession:
         except (PortVanished, LinkTimeout):
             return None, None  # no run-time interface came up: the application did not start
         return self._running_version(Phase.CONFIRM), self._running_eui64(Phase.CONFIRM)
+
+
+_USB_ID = Spec(list, items=int, min_len=2, max_len=2, lo=0, hi=0xFFFF)
+_STRING_INDEX = Spec(int, 0, 255)
+
+
+def _usb_ids(profile: Profile) -> list[tuple[int, int, str]]:
+    """The run-time and DFU-mode (vendor, product) a profile's hubs show."""
+    found = []
+    for key in ("runtime_id", "dfu_id"):
+        ids = profile.options.get("dfu", {}).get(key)
+        if isinstance(ids, list) and len(ids) == 2:
+            found.append((int(ids[0]), int(ids[1]), key.split("_")[0]))
+    return found
+
+
+#: USB DFU 1.1 with ST's DfuSe extensions; registered in pyproject.toml.
+PLUGIN = ProtocolPlugin(
+    name="dfu",
+    description="USB DFU 1.1 with ST DfuSe extensions",
+    link=Link.USB,
+    session=DfuSession,
+    driver=DfuDriver,
+    section=MappingProxyType(
+        {
+            "runtime_id": _USB_ID,
+            "dfu_id": _USB_ID,
+            "flash_alt": Spec(int, 0, 255),
+            "identity_alt": Spec(int, 0, 255),
+            "version_from": Spec(str, choices=("string", "bcdDevice")),
+            "version_string": _STRING_INDEX,
+            "eui64_string": _STRING_INDEX,
+            "transfer_size": Spec(int, 0, 0xFFFF),
+            "request_timeout_ms": Spec(int, 1, 600_000),
+            "reenumerate_timeout_s": Spec(float, 0.1, 600),
+            "same_serial": Spec(bool),
+        }
+    ),
+    verify_methods=("readback",),  # DFU has no device-side CRC
+    sim_model=sim_dfu.MODEL,
+    probe_order=2,
+    usb_ids=_usb_ids,
+)

@@ -24,6 +24,7 @@ block, up to ``[gecko] upload_attempts`` times. A file the bootloader refuses as
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 from typing import Any
 
 from drivers.console import AppConsole
@@ -40,8 +41,11 @@ from drivers.gecko import (
 from drivers.types import Phase, ProgressFn
 from drivers.xmodem import TransferError
 from firmware_images.loader import LoadedImage
+from sim import gecko as sim_gecko
+from station.config import Spec
 from station.outcome import FlashOutcome
 from station.profiles import Profile
+from station.protocols import Link, ProtocolPlugin
 from station.sessions import BootloaderFacts, wrong_profile_hint
 from station.sessions.lines import LineControl
 from station.sessions.trace import TracedLink
@@ -282,3 +286,26 @@ def _worth_again(exc: Exception) -> bool:
     if isinstance(exc, UploadAborted) and exc.kind == "file":
         return exc.code == _GBL_CRC
     return True
+
+
+#: The Silicon Labs Gecko bootloader's UART XMODEM menu, 8N1; registered in pyproject.toml.
+PLUGIN = ProtocolPlugin(
+    name="gecko",
+    description="Silicon Labs Gecko bootloader, GBL upload over UART XMODEM",
+    link=Link.SERIAL,
+    session=GeckoSession,
+    driver=GeckoDriver,
+    section=MappingProxyType(
+        {
+            "upload_attempts": Spec(int, 1, 100),
+            "menu_timeout_s": Spec(float, 0.01, 60),
+            "start_timeout_s": Spec(float, 0.01, 600),
+            "identify_via_application": Spec(bool),
+        }
+    ),
+    image_formats=frozenset({"gbl"}),
+    verify_methods=("crc",),  # the bootloader checks the GBL's END CRC-32; no readback
+    sim_model=sim_gecko.MODEL,
+    probe_order=1,
+    modem_lines=True,
+)

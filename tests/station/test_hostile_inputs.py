@@ -8,6 +8,7 @@ import io
 import re
 import tomllib
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,9 @@ from station.profiles import (
     PROFILE_KEYS,
     parse_profile,
 )
+from station.protocols import plugin, plugins
 from station.render import console, error_line, literal, styled
 from station.rig import POLICY_KEYS, RIG_KEYS, SLOT_KEYS, parse_rig
-from station.sessions import SECTIONS
 from station.tui.model import SlotView, tile_text
 
 # -- writing TOML, knowing where each key is -----------------------------------------------
@@ -378,16 +379,16 @@ def test_tiles_show_hub_text_literally(reason: str) -> None:
 PROFILE_DIR = Path(__file__).parents[2] / "station" / "profiles"
 
 
-def _profile_levels(protocol: str) -> dict[str, dict[str, Spec]]:
-    levels = {
-        "": {**PROFILE_KEYS, "protocol": Spec(str, choices=tuple(SECTIONS))},
+def _profile_levels(protocol: str) -> dict[str, Mapping[str, Spec]]:
+    levels: dict[str, Mapping[str, Spec]] = {
+        "": {**PROFILE_KEYS, "protocol": Spec(str, choices=tuple(plugins()))},
         "link": LINK_KEYS,
         "memory": MEMORY_KEYS,
         "model": MODEL_KEYS,
         "bootloader": BOOTLOADER_KEYS,
     }
-    if SECTIONS[protocol]:
-        levels[protocol] = SECTIONS[protocol]
+    if plugin(protocol).section:
+        levels[protocol] = plugin(protocol).section
     return levels
 
 

@@ -1,0 +1,218 @@
+"""The protocol registry: one plug-in object per bootloader protocol, found through entry points.
+
+Hub makers keep their bootloader protocols private, so a protocol is a package of its own
+that registers a :class:`ProtocolPlugin` in the entry-point group ``chub_station.protocols``
+(``pyproject.toml``: ``[project.entry-points."chub_station.protocols"]``, ``NAME =
+"package.module:PLUGIN"``). The built-in AN3155, Gecko and DFU register the same way, and
+no code outside a plug-in names a protocol: the station asks the plug-in of a profile's
+``protocol`` for its session, link kind, profile section, image formats and verify
+methods; the simulator asks it for its simulated hubs. How to write one: docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import metadata
+from types import MappingProxyType
+
+from drivers.errors import ConfigError
+from sim.core.spec import GROUP, SimModel
+from station.config import Spec
+from station.hubprofile import Profile
+from station.sessions import HubSession
+
+__all__ = [
+    "GROUP",
+    "Link",
+    "ProfileProblem",
+    "ProtocolPlugin",
+    "open_session",
+    "plugin",
+    "plugin_problems",
+    "plugins",
+    "reload",
+]
+
+#: The verify methods a profile or ``--verify`` may name besides ``auto`` (the protocol's
+#: best); a plug-in offers some of them.
+VERIFY_METHODS = ("crc", "readback")
+
+
+class Link(StrEnum):
+    """How the station reaches a protocol's hubs: a serial port (pyserial URL) or USB
+    (``usb:<location or serial>``, pyusb)."""
+
+    SERIAL = "serial"
+    USB = "usb"
+
+    def takes(self, port: str) -> bool:
+        """Whether a port named ``port`` is of this kind."""
+        return port.startswith("usb:") == (self is Link.USB)
+
+
+@dataclass(frozen=True)
+class ProfileProblem:
+    """What a protocol finds wrong with a profile: the section and key it is about (key
+    None: the section as a whole), and why. The profile loader adds file and line."""
+
+    section: str
+    key: str | None
+    message: str
+
+
+def _no_problems(profile: Profile) -> Iterable[ProfileProblem]:
+    return ()
+
+
+def _no_usb_ids(profile: Profile) -> Iterable[tuple[int, int, str]]:
+    return ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProtocolPlugin:
+    """Everything the station and the simulator need of one bootloader protocol.
+
+    Attributes:
+        name: the protocol's name, as profiles give it (``protocol = "an3155"``); equal to
+            its entry point's name.
+        description: the protocol in a few words (``station protocols``).
+        link: serial or USB hubs.
+        session: makes a :class:`station.sessions.HubSession` for a port and profile (not
+            yet connected); usually the session class itself.
+        driver: the protocol's driver class in ``drivers`` (or the plug-in's own package),
+            for tools and documentation; the session is what uses it.
+        section: the keys of the protocol's own profile section (``[gecko]``); empty: the
+            protocol has none, and a profile may not have one.
+        check: what the protocol finds wrong with an otherwise valid profile (a key its
+            bootloader needs, say).
+        image_formats: the image containers its bootloader takes (``gbl``); None: any
+            image the loader can place at an address.
+        verify_methods: what ``verify`` may say besides ``auto``: ``crc`` (a device-side
+            check) and/or ``readback``.
+        sim_model: its simulated hubs (``station sim``, ``sim://NAME``); None: none.
+        probe_order: where ``--profile auto`` tries it among protocols on the same kind of
+            port, lowest first (an STM32 bootloader must hear its sync byte first).
+        modem_lines: whether its session can enter and leave the bootloader by DTR/RTS
+            (a profile's ``[lines]``); a profile with lines is refused otherwise.
+        usb_ids: (vendor, product, label) pairs a profile's USB hubs show, so ``station
+            ports`` can say which profile a USB device looks like.
+    """
+
+    name: str
+    description: str
+    link: Link
+    session: Callable[[str, Profile], HubSession]
+    driver: type
+    section: Mapping[str, Spec] = field(default_factory=lambda: MappingProxyType({}))
+    check: Callable[[Profile], Iterable[ProfileProblem]] = _no_problems
+    image_formats: frozenset[str] | None = None
+    verify_methods: tuple[str, ...] = ()
+    sim_model: SimModel | None = None
+    probe_order: int = 100
+    modem_lines: bool = False
+    usb_ids: Callable[[Profile], Iterable[tuple[int, int, str]]] = _no_usb_ids
+
+    def __post_init__(self) -> None:
+        unknown = set(self.verify_methods) - set(VERIFY_METHODS)
+        if unknown:
+            raise ValueError(
+                f"protocol {self.name}: verify methods are {VERIFY_METHODS}, not {unknown}"
+            )
+        if self.sim_model is not None and self.sim_model.name != self.name:
+            raise ValueError(f"protocol {self.name}: its sim_model is named {self.sim_model.name}")
+
+    @property
+    def usb(self) -> bool:
+        """Whether its hubs are on USB (no line rate, no parity)."""
+        return self.link is Link.USB
+
+    def accepts(self, kind: str) -> bool:
+        """Whether its bootloader takes an image in container ``kind`` (``gbl``, ``raw``)."""
+        return self.image_formats is None or kind in self.image_formats
+
+
+@dataclass(frozen=True)
+class _Found:
+    plugins: Mapping[str, ProtocolPlugin]
+    problems: Mapping[str, str]  # protocol name -> why its plug-in is not usable
+
+
+def _source(entry: metadata.EntryPoint) -> str:
+    dist = entry.dist
+    return f"{entry.value} (package {dist.name})" if dist is not None else entry.value
+
+
+@functools.cache
+def _discover() -> _Found:
+    """Load every plug-in in the group once; a broken one is kept as a problem, so that a
+    private package that fails to import costs only its own protocol."""
+    found: dict[str, ProtocolPlugin] = {}
+    problems: dict[str, str] = {}
+    for entry in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        where = _source(entry)
+        if entry.name in found or entry.name in problems:
+            problems[entry.name] = f"protocol {entry.name!r} is registered twice (also {where})"
+            found.pop(entry.name, None)
+            continue
+        try:
+            obj = entry.load()
+        except Exception as exc:  # whatever a third-party package raises on import
+            problems[entry.name] = f"plug-in {where} does not load: {type(exc).__name__}: {exc}"
+            continue
+        if not isinstance(obj, ProtocolPlugin):
+            problems[entry.name] = (
+                f"plug-in {where} is a {type(obj).__name__}, not a ProtocolPlugin"
+            )
+        elif obj.name != entry.name:
+            problems[entry.name] = f"plug-in {where} is named {obj.name!r}, not {entry.name!r}"
+        else:
+            found[entry.name] = obj
+    return _Found(MappingProxyType(found), MappingProxyType(problems))
+
+
+def plugins() -> Mapping[str, ProtocolPlugin]:
+    """Every usable protocol plug-in, by name (loaded once per process)."""
+    return _discover().plugins
+
+
+def plugin_problems() -> Mapping[str, str]:
+    """Protocols registered but not usable, with the reason (``station protocols``)."""
+    return _discover().problems
+
+
+def plugin(name: str) -> ProtocolPlugin:
+    """The plug-in of protocol ``name``.
+
+    Raises:
+        ConfigError: no usable plug-in has that name (the reason, when one is broken).
+    """
+    found = _discover()
+    if name in found.plugins:
+        return found.plugins[name]
+    if name in found.problems:
+        raise ConfigError(found.problems[name], hint="reinstall or fix that package")
+    raise ConfigError(
+        f"no protocol plug-in named {name!r}",
+        hint=f"installed: {', '.join(found.plugins) or 'none'}; a protocol is a package "
+        f"registered in the entry-point group {GROUP} (docs/plugins.md)",
+    )
+
+
+def reload() -> None:
+    """Forget what was found, so plug-ins installed since are seen (tests, long runs)."""
+    from sim.core.spec import sim_models
+
+    _discover.cache_clear()
+    sim_models.cache_clear()
+
+
+def open_session(port: str, profile: Profile) -> HubSession:
+    """A session for ``profile``'s protocol on ``port`` (not yet connected).
+
+    Raises:
+        ConfigError: the profile's protocol has no usable plug-in.
+    """
+    return plugin(profile.protocol).session(port, profile)
