@@ -17,7 +17,7 @@ from pathlib import Path
 
 from firmware_images.descriptor import dotted_version
 from sim.core.faults import parse_fault_spec, plan_for_slot, split_spec
-from sim.core.spec import DEFAULT_PROTOCOL, SimLink, sim_model, sim_models
+from sim.core.spec import DEFAULT_PROTOCOL, SimLink, parse_version, sim_model, sim_models
 from sim.pty import (
     START_MODES,
     HubSpec,
@@ -28,29 +28,6 @@ from sim.pty import (
     stop_hubs,
 )
 from sim.signals import SignalStop
-
-
-def parse_version(text: str) -> int:
-    """A firmware version written ``0x01020304`` or ``1.2.3.4``.
-
-    Raises:
-        ValueError: neither form, or out of range.
-    """
-    text = text.strip()
-    parts = text.split(".")
-    if len(parts) == 4 and all(p.isdigit() for p in parts):
-        values = [int(p) for p in parts]
-        if all(v <= 0xFF for v in values):
-            return int.from_bytes(bytes(values), "big")
-        raise ValueError(f"version {text!r}: each part of A.B.C.D must be 0..255")
-    if text.lower().startswith("0x"):
-        try:
-            value = int(text, 16)
-        except ValueError:
-            value = -1
-        if 0 <= value <= 0xFFFF_FFFF:
-            return value
-    raise ValueError(f"version {text!r} is neither 0x01020304 nor 1.2.3.4")
 
 
 def _version_arg(text: str) -> int:

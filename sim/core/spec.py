@@ -113,6 +113,29 @@ DEFAULT_PRODUCT_ID = 0x462
 _EUI64 = re.compile(r"^[0-9A-F]{2}(?:-[0-9A-F]{2}){7}$")
 
 
+def parse_version(text: str) -> int:
+    """A firmware version written ``0x01020304`` or ``1.2.3.4``.
+
+    Raises:
+        ValueError: neither form, or out of range.
+    """
+    text = text.strip()
+    parts = text.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        values = [int(p) for p in parts]
+        if all(v <= 0xFF for v in values):
+            return int.from_bytes(bytes(values), "big")
+        raise ValueError(f"version {text!r}: each part of A.B.C.D must be 0..255")
+    if text.lower().startswith("0x"):
+        try:
+            value = int(text, 16)
+        except ValueError:
+            value = -1
+        if 0 <= value <= 0xFFFF_FFFF:
+            return value
+    raise ValueError(f"version {text!r} is neither 0x01020304 nor 1.2.3.4")
+
+
 def parse_eui64(text: str) -> bytes:
     """The 8 bytes of an EUI-64 written ``00-DB-12-34-56-78-90-A0``.
 

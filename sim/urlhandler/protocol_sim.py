@@ -59,7 +59,7 @@ from typing import Any
 from serial.serialutil import PortNotOpenError, SerialBase, SerialException
 
 from drivers.lines import Wiring
-from sim.cli import parse_version
+from sim.core.spec import parse_version
 from sim.pins import HubPins, PinFaults
 from sim.power import PowerBoard, PowerWatch
 from sim.pty import SPIN_S, HubSpec, Pacer, derive_eui64

@@ -7,7 +7,7 @@ with ``markup=False`` (see :mod:`station.render`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 from rich.text import Text
 from textual import on
@@ -17,14 +17,32 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, Static
 
-from station.batch import OVERRIDES, PlanRow
+from station.batch import OVERRIDES, BatchRun, PlanRow
 from station.records.store import EventRow, JobRow
 from station.render import hex_version, literal, shown_version, styled
 from station.tui.model import LOOK, SlotView, clock_text, exchange_lines, known, plan_text
 from station.tui.widgets import StateBox
 
-if TYPE_CHECKING:
-    from station.tui.app import StationApp
+
+@runtime_checkable
+class StartHost(Protocol):
+    """What the start screen needs of the app that shows it (the station app): said here,
+    so that screens need not import the app that imports them."""
+
+    batch: BatchRun
+    plan_rows: list[PlanRow]
+    probing: bool
+
+    def probe(self) -> None: ...
+
+    def begin_batch(self, operator: str) -> None: ...
+
+    def overrides_text(self) -> str: ...
+
+    def action_manifest(self) -> None: ...
+
+    def action_overrides(self) -> None: ...
+
 
 #: The keys, each said in one line of an 80-column help (at most 58 characters).
 KEYS = [
@@ -127,10 +145,8 @@ class StartScreen(Screen[None]):
         self._probing = False
 
     @property
-    def station(self) -> StationApp:
-        from station.tui.app import StationApp
-
-        assert isinstance(self.app, StationApp)
+    def station(self) -> StartHost:
+        assert isinstance(self.app, StartHost)
         return self.app
 
     def compose(self) -> ComposeResult:
