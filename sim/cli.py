@@ -46,6 +46,17 @@ def _faults_arg(text: str) -> str:
     return text
 
 
+def _protocol_arg(text: str) -> str:
+    """A protocol with simulated hubs; looked up only when ``station sim`` runs, so other
+    commands do not load every plug-in to build their parser."""
+    if text not in sim_models():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a protocol with simulated hubs (installed: "
+            f"{', '.join(sim_models()) or 'none'})"
+        )
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -77,12 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``station sim`` options to ``parser``."""
     parser.add_argument(
         "--protocol",
-        choices=tuple(sim_models()),
+        type=_protocol_arg,
         default=DEFAULT_PROTOCOL,
-        help="bootloader protocol of the hubs (every installed protocol plug-in with "
-        "simulated hubs); USB hubs (dfu) are on a simulated bus served on a UNIX socket, "
-        "reached with the STATION_USB_BACKEND=sim:<socket> setting it prints "
-        "(docs/sim-dfu.md)",
+        metavar="NAME",
+        help=f"bootloader protocol of the hubs (default {DEFAULT_PROTOCOL}): any installed "
+        "protocol plug-in with simulated hubs (station protocols lists them); USB hubs "
+        "(dfu) are on a simulated bus served on a UNIX socket, reached with the "
+        "STATION_USB_BACKEND=sim:<socket> setting it prints (docs/sim-dfu.md)",
     )
     parser.add_argument(
         "--hubs", type=_positive_int, required=True, metavar="N", help="number of hubs (slots 1..N)"

@@ -87,14 +87,14 @@ def test_an_installed_plugin_flashes_a_simulated_hub(
 
 def test_station_sim_offers_an_installed_protocol(example_plugin: str) -> None:
     listed = subprocess.run(
-        [sys.executable, "-m", "station.cli", "sim", "--help"],
+        [sys.executable, "-m", "station.cli", "sim", "--protocol", example_plugin, "--hubs", "0"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert listed.returncode == 0, listed.stderr
-    assert example_plugin in listed.stdout
+    # The protocol is accepted; only the hub count is refused (nothing is started).
+    assert listed.returncode == 2 and "--hubs: 0 must be at least 1" in listed.stderr
 
 
 Dist = Callable[[str, str], None]
@@ -170,7 +170,7 @@ def test_a_plugin_object_of_the_wrong_kind_or_name_is_refused(
         "acme-odd", "notaplugin = station.protocols:Link\nmisnamed = station.sessions.gecko:PLUGIN"
     )
     assert "is a EnumType, not a ProtocolPlugin" in plugin_problems()["notaplugin"]
-    assert "is named 'dfu', not 'misnamed'" in plugin_problems()["misnamed"]
+    assert "is named 'gecko', not 'misnamed'" in plugin_problems()["misnamed"]
     with pytest.raises(ConfigError, match="no protocol plug-in named 'nothing'"):
         plugin("nothing")
 
