@@ -19,6 +19,7 @@ from drivers.crc import crc32
 from drivers.errors import ImageError
 from firmware_images.descriptor import AppDescriptor, check_payload
 from firmware_images.files import IMAGE_FILE_LIMIT, read_regular_file
+from firmware_images.formats import plugin_formats
 from firmware_images.identity import Identity, check_identity, descriptor_identity
 from firmware_images.model import ImageFormatError, ParsedImage, Segment, SigStatus
 
@@ -69,6 +70,12 @@ def _content_kind(data: bytes) -> tuple[str, str] | None:
     """
     if data[:4] == _GBL_MAGIC:
         return "gbl", "it starts with the GBL HEADER tag EB 17 A6 03"
+    for fmt in plugin_formats().values():
+        if fmt.magic and data.startswith(fmt.magic):
+            return (
+                fmt.kind,
+                f"it starts with {fmt.description}'s magic {fmt.magic.hex(' ').upper()}",
+            )
     at = data.find(_OTA_MAGIC, 0, OTA_PREFIX_LIMIT + 4)
     if at >= 0:
         where = f" at offset {at}" if at else ""
@@ -87,7 +94,8 @@ def looks_like(data: bytes) -> str | None:
 
 
 def detect(data: bytes, name: str = "") -> str:
-    """The container kind of ``data``: ota, gbl, dfu, ihex, srec or raw.
+    """The container kind of ``data``: ota, gbl, dfu, ihex, srec, raw, or one a protocol
+    plug-in brings (:mod:`firmware_images.formats`).
 
     The content decides (a GBL named ``.zigbee`` is a GBL); a file whose content marks no
     container but whose name does (``.zigbee``, ``.ota``, ``.gbl``, ``.dfu``) is that
@@ -100,6 +108,9 @@ def detect(data: bytes, name: str = "") -> str:
         return marked[0]
     if suffix in _NAMED_CONTAINERS:
         return _NAMED_CONTAINERS[suffix]
+    named = next((f.kind for f in plugin_formats().values() if suffix in f.suffixes), None)
+    if suffix and named is not None:
+        return named
     if suffix in _HEX_SUFFIXES or data[:1] == b":":
         return "ihex"
     if suffix in _SREC_SUFFIXES or (data[:1] == b"S" and data[1:2].isdigit()):
@@ -272,7 +283,7 @@ def _parse_any(
     if not data:
         raise ImageError(f"image file {path or ''} is empty".replace("  ", " "))
     kind = detect(data, path)
-    if kind in _CONTAINER_NAMES:
+    if kind in _CONTAINER_NAMES or kind in plugin_formats():
         try:
             return _parse_container(kind, data, path)
         except ImageFormatError as exc:
@@ -290,6 +301,8 @@ def _parse_any(
 
 
 def _parse_container(kind: str, data: bytes, path: str) -> ParsedImage:
+    if kind in plugin_formats():
+        return plugin_formats()[kind].parse(data, path)
     if kind == "ota":
         from firmware_images.zigbee import parse_ota_file
 
@@ -312,7 +325,8 @@ def _read_as(exc: ImageFormatError, kind: str, data: bytes, path: str) -> ImageF
         why = f"as its content says ({marked[1]})"
     else:
         why = f"as its name says ({Path(path).suffix})"
-    message = f"{exc.message}; read as {_CONTAINER_NAMES[kind]}, {why}"
+    name = _CONTAINER_NAMES.get(kind) or plugin_formats()[kind].description
+    message = f"{exc.message}; read as {name}, {why}"
     lookalike = looks_like(data) if marked is None else None
     if lookalike is not None:
         message += f"; it looks like {lookalike}"

@@ -188,8 +188,17 @@ def precheck(image: LoadedImage, profile: Profile) -> None:
     Compares the trusted identity (the signed descriptor), never the OTA header's fields.
 
     Raises:
-        ImageError: wrong manufacturer or image type, outside flash, misaligned, too big.
+        ImageError: a container the protocol's bootloader does not take, wrong
+            manufacturer or image type, outside flash, misaligned, too big.
     """
+    own = plugin(profile.protocol)
+    if not own.accepts(image.kind):
+        assert own.image_formats is not None
+        raise ImageError(
+            f"{image.path}: {profile.name} hubs ({profile.protocol}) take "
+            f"{' or '.join(sorted(own.image_formats))} images, and this is a {image.kind} image",
+            hint="give the image in a format its bootloader takes ('station protocols' lists them)",
+        )
     d = image.descriptor
     if d.manufacturer_code != profile.manufacturer_code:
         raise ImageError(

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from drivers.errors import ConfigError
 from drivers.types import ProgressFn
+from firmware_images.formats import ImageFormat
 from firmware_images.loader import LoadedImage
 from sim.core.spec import GROUP, SimModel
 from station.config import Spec
@@ -185,6 +186,8 @@ class ProtocolPlugin:
             bootloader needs, say).
         image_formats: the image containers its bootloader takes (``gbl``); None: any
             image the loader can place at an address.
+        containers: image containers the plug-in brings to the loader (recognised by
+            magic or suffix, parsed by its own code): :mod:`firmware_images.formats`.
         verify_methods: what ``verify`` may say besides ``auto``: ``crc`` (a device-side
             check) and/or ``readback``.
         sim_model: its simulated hubs (``station sim``, ``sim://NAME``); None: none.
@@ -204,6 +207,7 @@ class ProtocolPlugin:
     section: Mapping[str, Spec] = field(default_factory=lambda: MappingProxyType({}))
     check: Callable[[Profile], Iterable[ProfileProblem]] = _no_problems
     image_formats: frozenset[str] | None = None
+    containers: tuple[ImageFormat, ...] = ()
     verify_methods: tuple[str, ...] = ()
     sim_model: SimModel | None = None
     probe_order: int = 100
@@ -298,10 +302,12 @@ def plugin(name: str) -> ProtocolPlugin:
 
 def reload() -> None:
     """Forget what was found, so plug-ins installed since are seen (tests, long runs)."""
+    from firmware_images.formats import plugin_formats
     from sim.core.spec import sim_models
 
     _discover.cache_clear()
     sim_models.cache_clear()
+    plugin_formats.cache_clear()
 
 
 def open_session(port: str, profile: Profile) -> HubSession:

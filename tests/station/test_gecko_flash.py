@@ -16,14 +16,17 @@ import bincopy
 import pytest
 
 from drivers.console import AppConsole
+from drivers.errors import ImageError
 from drivers.gecko import GeckoDriver
 from drivers.transport.serial import SerialLink
+from drivers.types import no_progress
 from firmware_images.loader import LoadedImage, load_image
 from sim.gecko import APP_BASE, demo_app, demo_gbl
 from sim.pty import SimHub
 from station.cli import Exit, main
 from station.flash import FlashOutcome, Policy, Result, flash_hub
 from station.profiles import load_profile
+from station.sessions.gecko import GeckoSession
 
 from ..conftest import NEW, OLD
 
@@ -112,10 +115,11 @@ def test_an_image_that_is_not_a_gbl_is_refused(start_hub: StartHub, tmp_path: Pa
     path.write_text(hexfile.as_ihex())
     image = load_image(path)
     hub = gecko_hub(start_hub)
-    out = flash_hub(hub.port, PROFILE, image, policy=UNSIGNED_OK)
-    assert (out.result, out.phase) == (Result.REFUSED, "erase")
-    assert "the Gecko bootloader takes GBL files, and this is a ihex image" in out.message
-    assert out.bytes_written == 0
+    # Refused before the port is opened: the protocol's plug-in says it takes GBLs only.
+    with pytest.raises(ImageError, match="demo-gecko hubs \\(gecko\\) take gbl images, and this"):
+        flash_hub(hub.port, PROFILE, image, policy=UNSIGNED_OK)
+    with pytest.raises(ImageError, match="the Gecko bootloader takes GBL files, and this is a"):
+        GeckoSession(hub.port, PROFILE).erase(image, no_progress)  # and its session, again
 
 
 def test_readback_verify_is_refused(start_hub: StartHub, gbl_image: LoadedImage) -> None:

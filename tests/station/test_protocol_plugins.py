@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.errors import ConfigError
-from firmware_images.loader import LoadedImage
+from drivers.errors import ConfigError, ImageError
+from firmware_images.loader import LoadedImage, load_image
 from sim.core.spec import HubSpec, derive_eui64, sim_models
 from sim.pty import SimHub
 from station import protocols
@@ -61,12 +61,19 @@ def test_builtin_protocols_register_through_entry_points() -> None:
 
 
 def test_an_installed_plugin_flashes_a_simulated_hub(
-    example_plugin: str, new_image: LoadedImage
+    example_plugin: str, new_image: LoadedImage, tmp_path: Path
 ) -> None:
     own = plugin(example_plugin)
     assert own.link is Link.SERIAL and example_plugin in sim_models()
     profile = load_profile(str(EXAMPLE / "exline-demo.toml"))
     assert profile.protocol == example_plugin
+    # Its bootloader takes its own container, which the plug-in brings to the loader.
+    with pytest.raises(ImageError, match=r"exline-demo hubs \(exline\) take exline images"):
+        flash_hub("/dev/null", profile, new_image, policy=UNSIGNED_OK)
+    path = tmp_path / "app.bin"  # a name that says nothing: its magic does
+    path.write_bytes(b"EXLN" + new_image.address.to_bytes(4, "little") + new_image.data)
+    image = load_image(path)
+    assert (image.kind, image.address, image.data) == ("exline", new_image.address, new_image.data)
     spec = HubSpec(
         slot=1,
         eui64=derive_eui64(5, 1),
@@ -76,7 +83,7 @@ def test_an_installed_plugin_flashes_a_simulated_hub(
         baud=profile.baud,
     )
     with SimHub.start(spec) as hub:
-        out = flash_hub(hub.port, profile, new_image, policy=UNSIGNED_OK)
+        out = flash_hub(hub.port, profile, image, policy=UNSIGNED_OK)
         assert out.result is Result.PASSED, (out.message, out.exchanges)
         assert out.found_in == "application"
         assert (out.version_before, out.version_after) == (f"0x{OLD:08X}", f"0x{NEW:08X}")

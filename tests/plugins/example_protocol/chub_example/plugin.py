@@ -2,6 +2,7 @@
 
 from chub_example import sim
 from chub_example.driver import ExlineDriver
+from chub_example.image import FORMAT
 from chub_example.session import ExlineSession
 from station.protocols import Link, ProtocolPlugin
 
@@ -11,6 +12,8 @@ PLUGIN = ProtocolPlugin(
     link=Link.SERIAL,
     session=ExlineSession,
     driver=ExlineDriver,
+    image_formats=frozenset({"exline"}),  # its bootloader takes its own images only
+    containers=(FORMAT,),
     verify_methods=("crc",),
     sim_model=sim.MODEL,
 )
