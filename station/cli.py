@@ -556,8 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
         "file",
         nargs="?",
         help="image to write: GBCS OTA or Zigbee OTA (.zigbee, .ota), GBL (.gbl, Gecko hubs), "
-        "DFU or DfuSe (.dfu), Intel HEX, S-record, or a raw binary with --address "
-        "(omit it with --catalog: the catalogue chooses per hub)",
+        "DFU or DfuSe (.dfu), Intel HEX, S-record, a container a protocol plug-in brings, "
+        "or a raw binary with --address (omit it with --catalog: the catalogue chooses per "
+        "hub)",
     )
     p.add_argument(
         "--catalog",
