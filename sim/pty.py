@@ -1,10 +1,11 @@
 """Serve simulated serial hubs on POSIX pseudo-terminals, one process per hub.
 
 Any program (the station, stm32flash, a terminal) opens the hub's slave path like a serial
-port. The hub process owns the master side and runs the pure model (:mod:`sim.an3155` or
-:mod:`sim.gecko`) behind a :class:`Pacer`, which makes the link as slow as the wire it
-pretends to be: 11 bit times per byte for 8E1 (AN3155) or 10 for 8N1 (Gecko) each way,
-flash and core times, USB-serial adapter latency.
+port. The hub process owns the master side and runs the pure model that the spec's
+protocol plug-in builds (:class:`sim.core.spec.SimModel`) behind a
+:class:`~sim.core.pacing.Pacer`, which makes the link as slow as the wire it pretends to
+be: the model's bit times per byte (11 for 8E1, 10 for 8N1) each way, flash and core
+times, USB-serial adapter latency. Nothing here names a protocol.
 """
 
 from __future__ import annotations
