@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from firmware_images.descriptor import dotted_version
-from sim.core.faults import parse_fault_spec, plan_for_slot, split_spec
+from sim.core.faults import KINDS, parse_fault_spec, plan_for_slot, split_spec
 from sim.core.spec import DEFAULT_PROTOCOL, SimLink, parse_version, sim_model, sim_models
 from sim.pty import (
     START_MODES,
@@ -38,9 +38,11 @@ def _version_arg(text: str) -> int:
 
 
 def _faults_arg(text: str) -> str:
-    """The grammar is checked here; which kinds a protocol's hubs act on, once it is known."""
+    """The grammar is checked here (with every installed hub model's kinds: a plug-in may
+    bring its own); which kinds a protocol's hubs act on, once it is known."""
+    kinds = KINDS.union(*(m.fault_kinds for m in sim_models().values()))
     try:
-        split_spec(text)
+        split_spec(text, kinds)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text

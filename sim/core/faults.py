@@ -22,7 +22,9 @@ from dataclasses import dataclass
 SERIAL_FAULTS = frozenset({"nack", "lostack", "corrupt", "drop", "stall", "powerloss", "vanish"})
 #: The fault kinds a USB hub model acts on (data blocks over the hub's life).
 USB_FAULTS = frozenset({"stall", "errwrite", "errverify", "vanish", "reenum", "hang", "dupserial"})
-#: Every fault kind of the one grammar; a hub model says which it acts on.
+#: Every fault kind of the built-in hubs; a hub model says which it acts on (a plug-in's
+#: model may add kinds of its own: its ``SimModel.fault_kinds``, parsed with
+#: :func:`split_spec`).
 KINDS = SERIAL_FAULTS | USB_FAULTS
 GRAMMAR = (
     "SPEC is ITEM[,ITEM...]; ITEM is [S:]KIND=VALUE where S is a slot number (1, 2, ...) and "
