@@ -176,7 +176,7 @@ class ProtocolPlugin:
             its entry point's name.
         description: the protocol in a few words (``station protocols``).
         link: serial or USB hubs.
-        session: makes a :class:`station.sessions.HubSession` for a port and profile (not
+        session: makes a :class:`HubSession` for a port and profile (not
             yet connected); usually the session class itself.
         driver: the protocol's driver class in ``drivers`` (or the plug-in's own package),
             for tools and documentation; the session is what uses it.
