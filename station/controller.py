@@ -51,11 +51,11 @@ from station.flash import (
     flash_hub,
     identify_hub,
 )
-from station.power import NO_ANSWER, PowerError, slot_power, switch_slot
+from station.power import NO_ANSWER, PowerError, slot_power
 from station.profiles import Profile, load_profile
 from station.records.errors import HubInFlight, LeaseLost
 from station.records.recorder import JobStore, Recorder
-from station.rig import AUTO, Rig, Slot, resolve
+from station.rig import AUTO, Rig, Slot, resolve, switch_slot
 
 __all__ = ["Controller", "Heartbeat", "JobStore", "SlotRun", "probe_slots", "run_slots"]
 

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Protocol
 import serial
 
 from drivers.errors import (
-    ConfigError,
     DeviceTimeout,
     HubReset,
     LinkTimeout,
@@ -52,7 +51,6 @@ from station.profiles import Profile
 
 if TYPE_CHECKING:
     from drivers.usb_hub import UsbHubPorts
-    from station.rig import Slot
 
 #: The placeholders a power command may use.
 PLACEHOLDERS = ("slot", "state", "station")
@@ -491,33 +489,6 @@ def slot_power(
     return SlotPower(slot_number, spec, switch, answers=answers, profile=profile)
 
 
-def switch_slot(slot: Slot, station: str, state: str) -> str:
-    """Switch a rig slot ``on``, ``off`` or through a ``cycle`` (checked as
-    :class:`SlotPower` does); returns the switch, for messages.
-
-    Raises:
-        PowerError: the switch failed, or did not switch the hub.
-        ConfigError: the slot has no power table (or no USB backend for its hub port).
-    """
-    from station.profiles import load_profile
-    from station.rig import AUTO, resolve
-
-    if slot.power is None:
-        raise ConfigError(
-            f"slot {slot.number} has no [slot.power] table",
-            hint="see docs/hardware.md, 'Slot power'",
-        )
-    name = slot.candidates[0] if slot.profile == AUTO else slot.profile
-    power = slot_power(
-        slot.number, slot.power, station, port=lambda: resolve(slot), profile=load_profile(name)
-    )
-    try:
-        {"on": power.on, "off": power.off, "cycle": power.cycle}[state]()
-    finally:
-        power.close()
-    return slot.power.switch_text
-
-
 __all__ = [
     "NO_ANSWER",
     "PowerError",
@@ -528,5 +499,4 @@ __all__ = [
     "parse_power",
     "render_command",
     "slot_power",
-    "switch_slot",
 ]

@@ -8,9 +8,9 @@ import json
 from rich.console import Console
 
 from drivers.errors import ConfigError
-from station.power import PowerError, switch_slot
+from station.power import PowerError
 from station.render import console, error_line, styled
-from station.rig import load_rig
+from station.rig import load_rig, switch_slot
 
 _EPILOG = """\
 The slot's [slot.power] table in the rig file names its switch: a port of a USB hub that

@@ -56,7 +56,7 @@ from pathlib import Path
 from drivers.errors import ConfigError
 from firmware_images.files import read_regular_text
 from station.config import Spec, Table
-from station.power import PowerSpec, parse_power
+from station.power import PowerSpec, parse_power, slot_power
 from station.profiles import load_profile
 from station.protocols import plugin
 
@@ -299,3 +299,27 @@ def usb_devices() -> tuple[list[dict[str, str | None]], str | None]:
         }
         for c, _dev in found
     ], None
+
+
+def switch_slot(slot: Slot, station: str, state: str) -> str:
+    """Switch a rig slot ``on``, ``off`` or through a ``cycle`` (checked as
+    :class:`SlotPower` does); returns the switch, for messages.
+
+    Raises:
+        PowerError: the switch failed, or did not switch the hub.
+        ConfigError: the slot has no power table (or no USB backend for its hub port).
+    """
+    if slot.power is None:
+        raise ConfigError(
+            f"slot {slot.number} has no [slot.power] table",
+            hint="see docs/hardware.md, 'Slot power'",
+        )
+    name = slot.candidates[0] if slot.profile == AUTO else slot.profile
+    power = slot_power(
+        slot.number, slot.power, station, port=lambda: resolve(slot), profile=load_profile(name)
+    )
+    try:
+        {"on": power.on, "off": power.off, "cycle": power.cycle}[state]()
+    finally:
+        power.close()
+    return slot.power.switch_text
