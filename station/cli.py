@@ -507,8 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hubs",
         type=int,
-        default=10,
-        help="hubs (default 10: the scenario; more adds passing hubs of all three models)",
+        default=12,
+        help="hubs (default 12: the scenario; more adds passing hubs of all four models)",
     )
     p.add_argument(
         "--size", type=parse_int, default=64 * 1024, help="image size in bytes (default 64 KiB)"

@@ -3,9 +3,10 @@
 It exercises the product end to end, exactly as ``station run`` serves a real rig:
 
 * a signing key made at run time (never stored in the repository) and a catalogue of six
-  signed GBCS releases for each of the three demo hub models: ``demo-an3155`` (STM32
-  USART bootloader), ``demo-gecko`` (Silicon Labs Gecko over XMODEM: its GBCS images
-  carry a GBL file, as vendors ship radio firmware) and ``demo-dfu`` (USB DfuSe);
+  signed releases for each of the four demo hub models: ``demo-an3155`` (STM32 USART
+  bootloader), ``demo-gecko`` (Silicon Labs Gecko over XMODEM: its GBCS images carry a GBL
+  file, as vendors ship radio firmware), ``demo-dfu`` (USB DfuSe), all GBCS images, and
+  ``demo-smp`` (MCUboot serial recovery: MCUboot images signed with the same key);
 * a mixed rig of simulated hubs, each in its own process (pseudo-terminals, and one
   simulated USB bus): most on old releases, one already current, one of another model
   (its MCU reports another product ID), one that NACKs every write from its fourth block;
@@ -51,6 +52,7 @@ from firmware_images.loader import parse_bytes
 from firmware_images.trust import TrustStore
 from firmware_images.zigbee import build_gbcs_image, ecdsa_p256_sign, gbcs_file_name
 from sim import gecko as gecko_sim
+from sim import smp as smp_sim
 from sim.an3155 import PRODUCT_ID
 from sim.dfu_rig import DfuBus
 from sim.pty import HubSpec, SimHub, SimStartError, derive_eui64, start_hubs, stop_hubs
@@ -80,6 +82,7 @@ DEMO_MODELS = {
     "demo-an3155": DEMO_IMAGE_TYPE,
     "demo-gecko": gecko_sim.IMAGE_TYPE,
     "demo-dfu": DEMO_IMAGE_TYPE,
+    "demo-smp": smp_sim.IMAGE_TYPE,
 }
 
 
@@ -122,6 +125,18 @@ def prepare_demo_catalog(
         )
         cat.releases[model] = []
         for version in DEMO_RELEASES:
+            if model == "demo-smp":
+                # MCUboot images carry their own signature (ECDSA TLV), as imgtool signs them.
+                data = smp_sim.demo_image(version, size=size, sign=sign)
+                image = trust.check(parse_bytes(data))
+                name = (
+                    f"{DEMO_MANUFACTURER:04X}-{image_type:04X}-{version:08X}-"
+                    f"{image.sha256.upper()}.mcuboot.bin"
+                )
+                path = staging / name
+                path.write_bytes(data)
+                cat.add(image, path, model_name=model, predecessors=None, file_name=name)
+                continue
             data = build_gbcs_image(
                 demo_release(model, version, size=size),
                 manufacturer_code=DEMO_MANUFACTURER,
@@ -176,8 +191,8 @@ def _hub(slot: int, model: str, firmware: int, start_in: str) -> DemoHub:
     return DemoHub(slot, model, firmware, start_in, JobState.PASSED, f"n-{k}, {where}")
 
 
-#: Ten hubs: the three models on old releases (n-3 to n-5), found running or strapped into
-#: their bootloader, plus the cases a bench meets every day.
+#: Twelve hubs: the four models on old releases (n-3 to n-5), found running or strapped
+#: into their bootloader, plus the cases a bench meets every day.
 SCENARIO = (
     _hub(1, "demo-an3155", 0x0101_0000, "bootloader"),
     _hub(2, "demo-an3155", 0x0101_0200, "app"),
@@ -205,21 +220,23 @@ SCENARIO = (
     _hub(8, "demo-gecko", 0x0101_0200, "bootloader"),
     _hub(9, "demo-dfu", 0x0101_0000, "app"),
     _hub(10, "demo-dfu", 0x0102_0000, "bootloader"),
+    _hub(11, "demo-smp", 0x0101_0000, "app"),
+    _hub(12, "demo-smp", 0x0102_0000, "bootloader"),
 )
-_MODELS = ("demo-an3155", "demo-gecko", "demo-dfu")
+_MODELS = ("demo-an3155", "demo-gecko", "demo-dfu", "demo-smp")
 _OLD = (0x0101_0000, 0x0101_0200, 0x0102_0000)
 
 
 def demo_hubs(count: int) -> list[DemoHub]:
-    """The scenario's first ``count`` hubs; beyond ten, more passing hubs of all models."""
+    """The scenario's first ``count`` hubs; beyond twelve, more passing hubs of all models."""
     hubs = list(SCENARIO[:count])
     for slot in range(len(hubs) + 1, count + 1):
         i = slot - len(SCENARIO) - 1
         hubs.append(
             _hub(
                 slot,
-                _MODELS[i % 3],
-                _OLD[(i // 3) % 3],
+                _MODELS[i % len(_MODELS)],
+                _OLD[(i // len(_MODELS)) % 3],
                 "app" if slot % 2 == 0 else "bootloader",
             )
         )
@@ -318,7 +335,7 @@ def demo_rig(
             bindings.update({h["slot"]: f'usb_serial = "{h["serial"]}"' for h in bus.hubs})
         db = root / "station.db"
         rig_text = (
-            "# Written by station demo: simulated hubs of three models.\n"
+            "# Written by station demo: simulated hubs of four models.\n"
             'station_id = "demo-bench"\n'
             f'storage = "sqlite:///{db.resolve()}"\n'
             f'catalog = "{cat.root.resolve()}"\n\n'

@@ -8,8 +8,10 @@ takes MCUboot's own listing of the uploaded slot (its SHA-256 TLV, which MCUboot
 before listing an image, and its version) as the verify. Then reset, and the application's
 running version read back on its console.
 
-Identity: MCUboot cannot say which hub it is (no EUI-64, no hardware version); as with the
-Gecko bootloader, a hub found in recovery is identified by the new application at confirm.
+Identity: MCUboot cannot say which hub it is (no EUI-64, no hardware version). A hub found
+in recovery whose primary slot holds a valid image is reset into that application, asked
+on its console, and sent back with ``BOOT`` (``[smp] identify_via_application``); a hub
+with no valid image is identified by the new application at confirm (noted in the job).
 
 Recovery: an upload refused or interrupted (no answer, a flash error, the hub restarting)
 is tried again up to ``[smp] upload_attempts`` times, starting at the offset the hub last
@@ -47,6 +49,7 @@ class SmpSession:
         self.upload_image = int(opts.get("upload_image", 0))
         self.erase_timeout_s = float(opts.get("erase_timeout_s", 15.0))
         self.upload_attempts = max(1, int(opts.get("upload_attempts", 3)))
+        self.identify_via_application = bool(opts.get("identify_via_application", True))
         self.link = TracedLink(port, baudrate=profile.baud, parity=profile.parity)
         self.client = SmpClient(
             self.link,
@@ -70,6 +73,8 @@ class SmpSession:
     # -- connect and identify -------------------------------------------------------------
 
     def _probe(self, timeout_s: float = _PROBE_S) -> bool:
+        # A newline first ends whatever half line another probe left (MCUboot ignores it).
+        self.link.write(b"\n")
         try:
             self.client.echo("chub", timeout_s=timeout_s, tries=1)
         except (DeviceTimeout, SmpError):
@@ -119,11 +124,31 @@ class SmpSession:
             version = _as_int(primary.version)
             if version is not None:
                 out.version_before = f"0x{version:08X}"
-        if out.eui64 is None:
+        if out.eui64 is not None:
+            return
+        if primary is not None and self.identify_via_application:
+            self.client.reset()  # boots the valid primary image
+            running = self.console.wait_banner(self.profile.boot_timeout_s)
+            if running is None:
+                raise NoSync(
+                    f"after reset the application did not start within "
+                    f"{self.profile.boot_timeout_s:g} s, though MCUboot lists it",
+                    port=self.link.url,
+                    phase=Phase.IDENTIFY,
+                )
+            out.eui64 = self.console.eui64()
+            out.hw_version = self.console.hw_version()
             self.notes.append(
-                "MCUboot cannot report EUI-64 or hardware version: they are read from the new "
-                "application"
+                "identity read from the application (reset into it for that), then back to "
+                "serial recovery"
             )
+            self.console.enter_bootloader()
+            self._wait_recovery(self.profile.boot_timeout_s)
+            return
+        self.notes.append(
+            "MCUboot cannot report EUI-64 or hardware version and no valid application is "
+            "in the primary slot: they are read from the new application"
+        )
 
     # -- erase, write, verify -------------------------------------------------------------
 

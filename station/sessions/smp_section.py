@@ -11,4 +11,5 @@ SECTION: dict[str, Spec] = {
     "upload_image": Spec(int, 0, 2),
     "erase_timeout_s": Spec(float, 0.01, 600),
     "upload_attempts": Spec(int, 1, 100),
+    "identify_via_application": Spec(bool),
 }

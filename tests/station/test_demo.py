@@ -67,13 +67,18 @@ def test_demo_runs_the_mixed_rig_and_writes_every_report(tmp_path: Path) -> None
     with Store.open(final["db"]) as store:
         jobs = store.jobs(final["batch"])
     by_slot = {j.slot: j for j in jobs}  # the latest job of each slot
-    assert {j.profile for j in jobs} == {"demo-an3155", "demo-gecko", "demo-dfu"}
+    assert {j.profile for j in jobs} == {"demo-an3155", "demo-gecko", "demo-dfu", "demo-smp"}
     for hub in SCENARIO:
         job = by_slot[hub.slot]
         assert job.state is hub.expect
         if hub.expect is JobState.PASSED:  # verified and read back, by each protocol's means
             assert job.version_after == f"0x{DEMO_TARGET:08X}"
-            assert job.verify_method in ("device-crc", "bootloader-gbl", "readback")
+            assert job.verify_method in (
+                "device-crc",
+                "bootloader-gbl",
+                "readback",
+                "bootloader-hash",
+            )
     assert "product ID 0x415" in (by_slot[5].message or "")  # the hub of another model
     # Reports: one DSP row per passed hub; the consignment names the hub that never came.
     reports = {k: Path(v) for k, v in final["reports"].items()}
@@ -83,7 +88,7 @@ def test_demo_runs_the_mixed_rig_and_writes_every_report(tmp_path: Path) -> None
         dsp = list(csv.DictReader(f))
     passed = [h for h in SCENARIO if h.expect is JobState.PASSED]
     assert len(dsp) == len(passed)
-    assert {r["model"] for r in dsp} == {"demo-an3155", "demo-gecko", "demo-dfu"}
+    assert {r["model"] for r in dsp} == {"demo-an3155", "demo-gecko", "demo-dfu", "demo-smp"}
     assert {r["version_after"] for r in dsp} == {f"0x{DEMO_TARGET:08X}"}
     consignment = json.loads(reports["consignment"].read_text())
     assert [e["eui64"] for e in consignment["missing"]] == final["missing"]
@@ -100,10 +105,10 @@ def test_demo_runs_the_mixed_rig_and_writes_every_report(tmp_path: Path) -> None
 
 def test_scenario_grows_with_more_hubs_and_shrinks_to_its_head() -> None:
     assert [h.slot for h in demo_hubs(3)] == [1, 2, 3]
-    more = demo_hubs(16)
-    assert [h.slot for h in more] == list(range(1, 17))
-    assert {h.model for h in more[10:]} == {"demo-an3155", "demo-gecko", "demo-dfu"}
-    assert all(h.expect is JobState.PASSED for h in more[10:])
+    more = demo_hubs(18)
+    assert [h.slot for h in more] == list(range(1, 19))
+    assert {h.model for h in more[12:]} == {"demo-an3155", "demo-gecko", "demo-dfu", "demo-smp"}
+    assert all(h.expect is JobState.PASSED for h in more[12:])
 
 
 def test_a_pass_counts_as_planned_only_with_the_target_read_back() -> None:

@@ -42,7 +42,12 @@ async def test_the_demo_rig_runs_through_the_ui(tmp_path: Path) -> None:
             jobs = {j.slot: j for j in batch.store.jobs(batch.batch_id)}
         finally:
             batch.close()
-    assert {j.profile for j in jobs.values()} == {"demo-an3155", "demo-gecko", "demo-dfu"}
+    assert {j.profile for j in jobs.values()} == {
+        "demo-an3155",
+        "demo-gecko",
+        "demo-dfu",
+        "demo-smp",
+    }
     assert {s: str(j.state) for s, j in jobs.items()} == {h.slot: str(h.expect) for h in SCENARIO}
 
 
