@@ -50,6 +50,7 @@ class SmpSession:
         self.erase_timeout_s = float(opts.get("erase_timeout_s", 15.0))
         self.upload_attempts = max(1, int(opts.get("upload_attempts", 3)))
         self.identify_via_application = bool(opts.get("identify_via_application", True))
+        self.upgrade_only = bool(opts.get("upgrade_only", False))
         self.link = TracedLink(port, baudrate=profile.baud, parity=profile.parity)
         self.client = SmpClient(
             self.link,
@@ -173,6 +174,7 @@ class SmpSession:
             len(data),
             align=self.write_align,
             image=self.upload_image or None,
+            upgrade=self.upgrade_only or None,
         )
         start = 0
         for attempt in range(1, self.upload_attempts + 1):
@@ -181,6 +183,7 @@ class SmpSession:
                     data,
                     chunk=chunk,
                     image=self.upload_image or None,
+                    upgrade=self.upgrade_only or None,
                     start_at=start,
                     first_timeout_s=self.erase_timeout_s,
                     progress=progress,

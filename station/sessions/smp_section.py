@@ -12,4 +12,5 @@ SECTION: dict[str, Spec] = {
     "erase_timeout_s": Spec(float, 0.01, 600),
     "upload_attempts": Spec(int, 1, 100),
     "identify_via_application": Spec(bool),
+    "upgrade_only": Spec(bool),
 }

@@ -7,6 +7,7 @@ failure naming its phase.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from firmware_images.trust import TrustStore, signature_refusal
 from firmware_images.zigbee import ecdsa_p256_sign
 from sim.pty import SimHub
 from sim.smp import demo_app, demo_image
+from station.cli import main
 from station.flash import FlashOutcome, Policy, Result, flash_hub
 from station.profiles import load_profile
 
@@ -98,3 +100,22 @@ def test_refuses_images_that_are_not_mcuboot(start_hub: StartHub, tmp_path: Path
     loaded = load_image(raw, address=PROFILE.app_address)
     out = flash_hub(hub.port, PROFILE, loaded, policy=Policy(allow_unsigned=True))
     assert out.result is not Result.PASSED and "MCUboot images" in (out.message or "")
+
+
+@pytest.mark.slow  # the AN3155 and Gecko profiles are tried first, each waiting out its probe
+@pytest.mark.parametrize("start_in", ["bootloader", "app"])
+def test_station_info_auto_finds_an_mcuboot_hub_and_leaves_it_as_found(
+    start_hub: StartHub, capsys: pytest.CaptureFixture[str], start_in: str
+) -> None:
+    hub = smp_hub(start_hub, start_in=start_in)
+    before = hub.ground_truth(16 * 1024)
+    code = main(["info", "--port", hub.port, "--profile", "auto", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["profile"] == "demo-smp"
+    assert info["bootloader"]["name"] == "MCUboot serial recovery (SMP over UART)"
+    assert (info["eui64"], info["running_version"]) == (hub.spec.eui64, f"0x{OLD:08X}")
+    after = hub.ground_truth(16 * 1024)
+    assert after["sha256"] == before["sha256"]
+    assert str(after["mode"]).startswith("app") == (start_in == "app")
