@@ -351,6 +351,8 @@ class SmpClient:
         self.sent_bytes = 0
         #: The offset the server last answered to an upload chunk (None: none yet).
         self.last_offset: int | None = None
+        #: Answers received so far (any request).
+        self.answered = 0
 
     # -- requests ------------------------------------------------------------------------
 
@@ -411,6 +413,7 @@ class SmpClient:
                 if attempt < self.tries:
                     self.notes.append(f"no answer to {what} within {wait:g} s; sent it again")
                 continue
+            self.answered += 1
             check_rc(body, what, port=self.link.url, phase=phase)
             return body
         raise DeviceTimeout(
@@ -500,12 +503,24 @@ class SmpClient:
                 )
 
             before = self.sent_bytes
-            body = self.request(
-                build,
-                f"image upload at offset {at}",
-                timeout_s=first_timeout_s if at == 0 else None,
-                phase=Phase.WRITE,
-            )
+            try:
+                body = self.request(
+                    build,
+                    f"image upload at offset {at}",
+                    timeout_s=first_timeout_s if at == 0 else None,
+                    phase=Phase.WRITE,
+                )
+            except DeviceTimeout as exc:
+                if report.requests == 0 and self.answered:
+                    # It answers small requests but never a chunk: MCUboot drops a frame
+                    # larger than its buffer without a word.
+                    exc.hint = (
+                        f"the hub answers other requests but not a {len(build(0))}-byte "
+                        f"upload chunk: is the profile's [smp] receive_size "
+                        f"({self.receive_size}) larger than the hub's "
+                        "BOOT_SERIAL_MAX_RECEIVE_SIZE?"
+                    )
+                raise
             report.requests += 1
             report.sent += self.sent_bytes - before
             server = body.get("off")

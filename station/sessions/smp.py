@@ -85,7 +85,9 @@ class SmpSession:
     def connect(self, out: FlashOutcome) -> None:
         self._out = out
         self.link.open()
-        if self._probe():
+        # Twice: a hub powered on with the port (a simulated one, or a fixture that powers
+        # the slot) is deaf for the first milliseconds while MCUboot starts.
+        if self._probe() or self._probe():
             out.found_in = "bootloader"
             return
         running = self.console.version()

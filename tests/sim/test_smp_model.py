@@ -113,3 +113,16 @@ def test_boot_command_enters_recovery_and_reset_leaves_it() -> None:
     assert hub.mode is Mode.RECOVERY
     d.SmpClient(link, answer_timeout_s=1.0).reset()
     assert hub.mode is Mode.APP
+
+
+def test_a_profile_buffer_larger_than_the_hubs_is_named_in_the_hint() -> None:
+    hub = McubootHub(receive_size=512)
+    c, _ = client(hub)
+    assert c.echo("x") == "x"
+    image = demo_image(NEW, size=4096)
+    with pytest.raises(d.DeviceTimeout) as exc:
+        c.upload(image, chunk=d.chunk_size(1024, len(image)))
+    assert "receive_size (1024)" in (exc.value.hint or "")
+    assert hub.dropped_frames == 1  # dropped unanswered, as MCUboot does
+    report = c.upload(image, chunk=d.chunk_size(512, len(image)))
+    assert report.size == len(image) and hub.slot_image(0) == image

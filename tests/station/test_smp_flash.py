@@ -119,3 +119,16 @@ def test_station_info_auto_finds_an_mcuboot_hub_and_leaves_it_as_found(
     after = hub.ground_truth(16 * 1024)
     assert after["sha256"] == before["sha256"]
     assert str(after["mode"]).startswith("app") == (start_in == "app")
+
+
+def test_flash_through_a_sim_url_hub_powered_on_with_the_port(image: LoadedImage) -> None:
+    from sim.urlhandler import register
+    from sim.urlhandler.protocol_sim import forget_hubs
+
+    register()
+    forget_hubs()
+    url = "sim://smp?slot=9&firmware=1.1.0.0&unpaced"
+    out = flash_hub(url, PROFILE, image, policy=Policy(allow_unsigned=True))
+    assert out.result is Result.PASSED, out.message
+    assert (out.found_in, out.version_after) == ("bootloader", f"0x{NEW:08X}")
+    forget_hubs()
