@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from drivers.errors import ImageError
 from firmware_images.descriptor import check_payload
+from firmware_images.formats import ImageFormat
 from firmware_images.model import ImageFormatError, ParsedImage, Segment, Signature
 
 MAGIC = 0x96F3B83D
@@ -354,3 +355,12 @@ def build_mcuboot(
         tlvs.append((TLV_ECDSA_SIG, der))
     body = b"".join(TLV_ENTRY.pack(k, len(v)) + v for k, v in tlvs)
     return hashed + TLV_INFO.pack(TLV_INFO_MAGIC, TLV_INFO.size + len(body)) + body
+
+
+#: The container the ``smp`` plug-in brings to the loader (recognised by its magic).
+MCUBOOT_FORMAT = ImageFormat(
+    kind="mcuboot",
+    description="an MCUboot image",
+    parse=parse_mcuboot,
+    magic=MAGIC_BYTES,
+)

@@ -38,18 +38,12 @@ from firmware_images.build import demo_payload
 from firmware_images.descriptor import AppDescriptor, check_payload
 from firmware_images.mcuboot import ImageVersion, build_mcuboot, read_mcuboot
 from firmware_images.zigbee import ecdsa_p256_verify
-from sim.an3155 import (
-    DOUBLEWORD_PROGRAM_S,
-    PAGE_ERASE_S,
-    Emit,
-    Flash,
-    TimedModel,
-    Timer,
-    Vanish,
-    parse_eui64,
-)
+from sim.an3155 import DOUBLEWORD_PROGRAM_S, PAGE_ERASE_S
 from sim.app_console import LineConsole, banner
-from sim.faults import BlockFault, BlockFaultKind, FaultPlan
+from sim.core.faults import SERIAL_FAULTS, BlockFault, BlockFaultKind, FaultPlan
+from sim.core.flash import Flash
+from sim.core.spec import HubSpec, SimModel, parse_eui64
+from sim.core.timed import Emit, TimedModel, Timer, Vanish
 
 # --- memory map ------------------------------------------------------------------------
 
@@ -497,8 +491,8 @@ class McubootHub(TimedModel[Output]):
 APP_BASE = SLOT0 + HEADER_SIZE
 
 
-def build_hub(spec: Any) -> McubootHub:
-    """The hub a :class:`sim.pty.HubSpec` describes, powered off, its primary slot holding
+def build_hub(spec: HubSpec) -> McubootHub:
+    """The hub a :class:`sim.core.spec.HubSpec` describes, powered off, its primary slot holding
     ``demo_image(spec.firmware)`` when it has firmware (factory programming)."""
     hub = McubootHub(
         eui64=spec.eui64,
@@ -509,3 +503,16 @@ def build_hub(spec: Any) -> McubootHub:
     if spec.firmware is not None:
         hub.install(demo_image(spec.firmware, size=spec.firmware_size))
     return hub
+
+
+#: The simulated MCUboot hubs of the ``smp`` plug-in (``station sim --protocol smp``,
+#: ``sim://smp``).
+MODEL = SimModel(
+    name="smp",
+    profile="demo-smp",
+    bits_per_byte=10,
+    app_base=APP_BASE,
+    largest_firmware=SLOT_SIZE // 2,
+    build=build_hub,
+    fault_kinds=SERIAL_FAULTS,
+)

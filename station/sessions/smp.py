@@ -21,6 +21,7 @@ there, and one it lost (a restart) starts again from 0.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from drivers.console import AppConsole
@@ -28,9 +29,12 @@ from drivers.errors import DeviceTimeout, ImageError, NoSync, Unsupported
 from drivers.smp import SlotState, SmpClient, SmpError, UploadReport, chunk_size
 from drivers.types import Phase, ProgressFn
 from firmware_images.loader import LoadedImage
-from firmware_images.mcuboot import ImageVersion
+from firmware_images.mcuboot import MCUBOOT_FORMAT, ImageVersion
+from sim import smp as sim_smp
+from station.config import Spec
 from station.outcome import FlashOutcome
 from station.profiles import Profile
+from station.protocols import Link, ProtocolPlugin
 from station.sessions import BootloaderFacts, wrong_profile_hint
 from station.sessions.trace import TracedLink
 
@@ -286,3 +290,32 @@ def _as_int(text: str) -> int | None:
         return ImageVersion.parse_smp(text).as_int
     except ValueError:
         return None
+
+
+#: The keys of a profile's ``[smp]`` section (see docs/sim-smp.md).
+_SECTION: dict[str, Spec] = {
+    "receive_size": Spec(int, 64, 65535),
+    "line_max": Spec(int, 8, 4096),
+    "write_align": Spec(int, 1, 256),
+    "upload_image": Spec(int, 0, 2),
+    "erase_timeout_s": Spec(float, 0.01, 600),
+    "upload_attempts": Spec(int, 1, 100),
+    "identify_via_application": Spec(bool),
+    "upgrade_only": Spec(bool),
+}
+
+
+#: MCUboot serial recovery, SMP over a UART at 8N1; registered in pyproject.toml.
+PLUGIN = ProtocolPlugin(
+    name="smp",
+    description="MCUboot serial recovery, SMP over UART (MCUboot images)",
+    link=Link.SERIAL,
+    session=SmpSession,
+    driver=SmpClient,
+    section=MappingProxyType(_SECTION),
+    image_formats=frozenset({"mcuboot"}),
+    containers=(MCUBOOT_FORMAT,),
+    verify_methods=("crc",),  # MCUboot checks the image's SHA-256 TLV; no readback
+    sim_model=sim_smp.MODEL,
+    probe_order=3,
+)

@@ -124,7 +124,7 @@ def test_human_lines_then_sigint(rig: list[subprocess.Popen[str]]) -> None:
     ("args", "message"),
     [
         (["--hubs", "0"], "--hubs"),
-        (["--hubs", "2", "--protocol", "smp"], "--protocol"),
+        (["--hubs", "2", "--protocol", "kermit"], "--protocol"),
         (["--hubs", "2", "--firmware", "1.2"], "--firmware"),
         (["--hubs", "2", "--faults", "nack=?"], "nack=?"),
         (["--hubs", "2", "--faults", "5:vanish=1"], "slot 5"),

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from drivers.console import AppConsole
+from drivers.errors import ImageError
 from drivers.transport.serial import SerialLink
 from firmware_images.loader import LoadedImage, load_image
 from firmware_images.trust import TrustStore, signature_refusal
@@ -98,8 +99,10 @@ def test_refuses_images_that_are_not_mcuboot(start_hub: StartHub, tmp_path: Path
     raw = tmp_path / "app.bin"
     raw.write_bytes(demo_app(NEW, size=16 * 1024))
     loaded = load_image(raw, address=PROFILE.app_address)
-    out = flash_hub(hub.port, PROFILE, loaded, policy=Policy(allow_unsigned=True))
-    assert out.result is not Result.PASSED and "MCUboot images" in (out.message or "")
+    before = hub.ground_truth(16 * 1024)
+    with pytest.raises(ImageError, match="take mcuboot images"):
+        flash_hub(hub.port, PROFILE, loaded, policy=Policy(allow_unsigned=True))
+    assert hub.ground_truth(16 * 1024) == before  # refused before anything was written
 
 
 @pytest.mark.slow  # the AN3155 and Gecko profiles are tried first, each waiting out its probe

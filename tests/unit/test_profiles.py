@@ -223,7 +223,7 @@ COMMON = "(known: bootloader, description, lines, link, memory, model, name, pro
         (
             "an3155",
             ('protocol = "an3155"\n', ""),
-            "demo-an3155.toml: 'protocol' (one of an3155, dfu, gecko) is required",
+            "demo-an3155.toml: 'protocol' (one of an3155, dfu, gecko, smp) is required",
         ),
     ],
 )
