@@ -16,7 +16,7 @@ from firmware_images.trust import TrustStore
 from sim import urlhandler
 from station.flash import FlashOutcome, Policy, Result, flash_hub
 from station.profiles import Profile, load_profile
-from station.sessions import open_session
+from station.protocols import open_session
 
 pytestmark = pytest.mark.hardware
 
