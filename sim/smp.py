@@ -5,8 +5,10 @@ An STM32L4-class MCU (the flash figures of :mod:`sim.an3155`) running MCUboot wi
 recovery. The server follows ``mcu-tools/mcuboot`` ``boot/boot_serial/src/boot_serial.c``:
 
 * lines: a line longer than ``line_max`` bytes (newline included) is dropped, as the
-  Zephyr console adapter does; a line starting ``06 09`` starts a frame, ``04 14``
-  continues it, anything else is ignored;
+  Zephyr console adapter does; a line takes one of ``line_bufs`` buffers from its first
+  byte until the server has handled it (``boot/zephyr/serial_adapter.c``: recycled at the
+  next read), and bytes arriving while every buffer is taken are lost; a line starting
+  ``06 09`` starts a frame, ``04 14`` continues it, anything else is ignored;
 * a frame whose decoded bytes would exceed ``receive_size`` is dropped without an answer
   (``boot_serial_in_dec`` returns -1), as is one whose CRC is wrong or whose header is not
   a read or write request with a length covering its body;
@@ -20,12 +22,16 @@ recovery. The server follows ``mcu-tools/mcuboot`` ``boot/boot_serial/src/boot_s
 
 Time is spent as the device would: the slot erase and each chunk's programming before the
 answer (:class:`~sim.an3155.Emit` busy time), 250 ms before a reset, the swap or copy of an
-upgrade at boot. The pacer (:mod:`sim.pty`) adds the wire. No I/O, no clock, no threads.
+upgrade at boot. The pacer (:mod:`sim.core.pacing`) adds the wire and lends the model its
+clock (:meth:`McubootHub.clock`: when each byte arrives, when the core is free) for the line
+buffers; unpaced, no line is ever lost for want of a buffer. No I/O, no threads.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -147,6 +153,7 @@ class McubootHub(TimedModel[Output]):
         start_in_bootloader: bool = True,
         receive_size: int = RECEIVE_SIZE,
         line_max: int = LINE_MAX,
+        line_bufs: int = LINE_BUFS,
         upload_to: str = "primary",
         upgrade: str = "overwrite",
         trusted_key: ec.EllipticCurvePublicKey | None = None,
@@ -155,7 +162,7 @@ class McubootHub(TimedModel[Output]):
         parse_eui64(eui64)
         if upload_to not in UPLOAD_TO or upgrade not in UPGRADES:
             raise ValueError(f"upload_to in {UPLOAD_TO}, upgrade in {UPGRADES}")
-        if receive_size < 16 or line_max < 7:
+        if receive_size < 16 or line_max < 7 or line_bufs < 1:
             raise ValueError("receive size and line length are too small for any frame")
         super().__init__()
         self.flash = Flash(FLASH_BASE, FLASH_SIZE, PAGE_SIZE)
@@ -164,6 +171,7 @@ class McubootHub(TimedModel[Output]):
         self.start_in_bootloader = start_in_bootloader
         self.receive_size = receive_size
         self.line_max = line_max
+        self.line_bufs = line_bufs
         self.upload_to = upload_to
         self.upgrade = upgrade
         self.trusted_key = trusted_key
@@ -171,6 +179,7 @@ class McubootHub(TimedModel[Output]):
         self.uploads = 0  # upload requests since power-on
         self.dropped_lines = 0
         self.dropped_frames = 0
+        self.lost_lines = 0  # lines that lost bytes for want of a free line buffer
         self.resets = 0
         self.swaps = 0
         self._fired: set[tuple[BlockFault, int]] = set()
@@ -179,6 +188,12 @@ class McubootHub(TimedModel[Output]):
         self._console = LineConsole()
         self._line = bytearray()
         self._overlong = False
+        # line buffers (serial_adapter.c), timed by the pacer's clock (see clock())
+        self._arrive: Callable[[int], float] | None = None
+        self._busy_until = -math.inf  # when the server has handled every line read so far
+        self._releases: deque[float] = deque()  # when each taken buffer is recycled
+        self._has_buf = False  # the line being received holds a buffer
+        self._starved = False  # the line being received lost bytes
         self._decoder = wire.FrameDecoder(limit=receive_size + 1)
         self._recovery_requested = False
         # boot_serial.c's upload statics
@@ -200,6 +215,13 @@ class McubootHub(TimedModel[Output]):
     def upload_offset(self) -> int:
         """The offset the server expects next (boot_serial.c ``curr_off``)."""
         return self._curr_off
+
+    def clock(self, arrive: Callable[[int], float] | None, free_at: float) -> None:
+        """The pacer's clock for the next :meth:`feed` (:class:`sim.core.pacing.Clocked`):
+        ``arrive(i)`` when its byte ``i`` arrives (None: unpaced), ``free_at`` when the core
+        is next free. Only the line buffers use it."""
+        self._arrive = arrive
+        self._busy_until = free_at
 
     def power_on(self) -> list[Output]:
         self.uploads = 0
@@ -263,6 +285,8 @@ class McubootHub(TimedModel[Output]):
         self._console.clear()
         self._line.clear()
         self._overlong = False
+        self._releases.clear()
+        self._has_buf = self._starved = False
         self._decoder.reset()
         self._app = None
         self._mode = mode
@@ -328,7 +352,26 @@ class McubootHub(TimedModel[Output]):
     def _send(self, data: bytes, busy_s: float = 0.0) -> None:
         self._out.append(Emit(self._index, busy_s, data))
 
+    def _take_buffer(self) -> bool:
+        """Whether the byte being handled finds a line buffer (the UART ISR's
+        ``sys_slist_get(&avail_queue)``); always, when there is no clock."""
+        if self._has_buf or self._arrive is None:
+            return True
+        now = self._arrive(self._index)
+        while self._releases and self._releases[0] <= now:
+            self._releases.popleft()
+        if len(self._releases) >= self.line_bufs:
+            self._starved = True
+            return False
+        self._has_buf = True
+        return True
+
     def _line_byte(self, byte: int) -> None:
+        if not self._take_buffer():
+            if byte == 0x0A:  # that line is lost (what follows starts a new one)
+                self.lost_lines += 1
+                self._starved = False
+            return
         if byte != 0x0A:
             if len(self._line) >= self.line_max - 1:  # no room left for the newline
                 self._overlong = True
@@ -339,6 +382,27 @@ class McubootHub(TimedModel[Output]):
         line, overlong = bytes(self._line), self._overlong
         self._line.clear()
         self._overlong = False
+        if self._starved:  # its head was lost: the server reads a tail
+            self.lost_lines += 1
+            self._starved = False
+        if self._arrive is not None:
+            self._handled_after(line, overlong)
+        else:
+            self._handle_line(line, overlong)
+
+    def _handled_after(self, line: bytes, overlong: bool) -> None:
+        """Handle a line once the server is free, and keep its buffer until it is handled."""
+        assert self._arrive is not None
+        start = max(self._arrive(self._index), self._busy_until)
+        first = len(self._out)
+        self._has_buf = False
+        self._handle_line(line, overlong)
+        busy = sum(o.busy_s for o in self._out[first:] if isinstance(o, Emit))
+        self._busy_until = start + busy
+        if self._mode is Mode.RECOVERY:
+            self._releases.append(self._busy_until)
+
+    def _handle_line(self, line: bytes, overlong: bool) -> None:
         if overlong:
             self.dropped_lines += 1
             self._decoder.reset()

@@ -15,7 +15,7 @@ import itertools
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sim.core.faults import ByteFaults, FaultPlan
 from sim.core.flash import Flash
@@ -56,6 +56,18 @@ class HubModel(Protocol):
         ...
 
 
+@runtime_checkable
+class Clocked(Protocol):
+    """A model whose behaviour depends on when bytes arrive, not only on their order (e.g.
+    MCUboot's line buffers, which fill while the server is busy). The pacer lends it its
+    clock before each :meth:`HubModel.feed`; a model without this method never sees time."""
+
+    def clock(self, arrive: Callable[[int], float] | None, free_at: float) -> None:
+        """``arrive(i)``: when byte ``i`` of the next ``feed`` reaches the device (None:
+        unpaced, no time); ``free_at``: when the device core is next free."""
+        ...
+
+
 class Pacer:
     """Turns model outputs into timed deliveries; time is passed in, so it is testable.
 
@@ -89,6 +101,7 @@ class Pacer:
         self._timer: tuple[float, int] | None = None  # (due, token) while the device is deaf
         self._alarm: tuple[float, int] | None = None  # (due, token) while it listens
         self._held: list[tuple[float, int]] = []  # (arrival, byte) that arrive after `due`
+        self._clocked = device if isinstance(device, Clocked) else None
 
     def start(self, now: float) -> None:
         """Power the device on at ``now``."""
@@ -179,9 +192,10 @@ class Pacer:
                 if end == i:
                     self._fire_alarm()
                     continue
-            stopped_at = self._schedule(
-                self.device.feed(data[i:end]), functools.partial(_shifted, arrive, i), 0.0
-            )
+            arrive_i = functools.partial(_shifted, arrive, i)
+            if self._clocked is not None:
+                self._clocked.clock(arrive_i if self.paced else None, self.dev_free)
+            stopped_at = self._schedule(self.device.feed(data[i:end]), arrive_i, 0.0)
             i = end if stopped_at is None else i + stopped_at + 1
 
     def _hold(self, data: bytes, arrive: Callable[[int], float], first: int) -> None:
