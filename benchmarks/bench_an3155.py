@@ -58,6 +58,7 @@ def run(size: int, verify: str, slot: int) -> None:
             baud=BAUD,
             paced=True,
             latency_s=0.001,
+            protocol="an3155",
         )
         entered: dict[Phase, float] = {}
 
@@ -117,6 +118,7 @@ def run_peer(size: int, verify: bool, slot: int) -> None:
             baud=BAUD,
             paced=True,
             latency_s=0.001,
+            protocol="an3155",
         )
         with SimHub.start(spec) as hub:
             # -m 8n1: a pseudo-terminal cannot carry parity (the hub still times 8E1).

@@ -81,6 +81,7 @@ def run(size: int, share: int, slot: int) -> tuple[float, float, FlashOutcome]:
             baud=BAUD,
             paced=True,
             latency_s=0.001,
+            protocol="an3155",
         )
         with SimHub.start(spec) as hub:
             t0 = time.monotonic()

@@ -78,6 +78,7 @@ def main() -> None:
         baud=BAUD,
         paced=True,
         latency_s=0.001,
+        protocol="an3155",
     )
     times: dict[str, list[float]] = {"direct": [], "ser2net": []}
     spans: dict[str, dict[str, list[float]]] = {"direct": {}, "ser2net": {}}

@@ -46,7 +46,13 @@ def run(n: int, size: int, root: Path) -> tuple[float, float, float, int]:
     cat, trust = prepare_demo_catalog(root / f"demo{n}", size=size)
     policy = Policy(trust=trust)
     specs = [
-        HubSpec(slot=i, eui64=derive_eui64(11, i), firmware=0x0101_0000, firmware_size=size)
+        HubSpec(
+            slot=i,
+            eui64=derive_eui64(11, i),
+            firmware=0x0101_0000,
+            firmware_size=size,
+            protocol="an3155",
+        )
         for i in range(1, n + 1)
     ]
     hubs = [SimHub.launch(s) for s in specs]

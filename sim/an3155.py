@@ -700,4 +700,5 @@ MODEL = SimModel(
     largest_firmware=FLASH_SIZE,
     build=build_hub,
     fault_kinds=SERIAL_FAULTS,
+    default=True,
 )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from firmware_images.descriptor import dotted_version
 from sim.core.faults import KINDS, parse_fault_spec, plan_for_slot, split_spec
-from sim.core.spec import DEFAULT_PROTOCOL, SimLink, parse_version, sim_model, sim_models
+from sim.core.spec import SimLink, default_protocol, parse_version, sim_model, sim_models
 from sim.pty import (
     START_MODES,
     HubSpec,
@@ -91,10 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocol",
         type=_protocol_arg,
-        default=DEFAULT_PROTOCOL,
         metavar="NAME",
-        help=f"bootloader protocol of the hubs (default {DEFAULT_PROTOCOL}): any installed "
-        "protocol plug-in with simulated hubs (station protocols lists them); USB hubs "
+        help="bootloader protocol of the hubs (default: the simulator its plug-in marks as "
+        "the default, AN3155 among the built-in ones): any installed protocol plug-in "
+        "with simulated hubs (station protocols lists them); USB hubs "
         "(dfu) are on a simulated bus served on a UNIX socket, reached with the "
         "STATION_USB_BACKEND=sim:<socket> setting it prints (docs/sim-dfu.md)",
     )
@@ -186,7 +186,7 @@ def rig_specs(
     paced: bool = True,
     latency_s: float = 0.001,
     hw_version: int = 2,
-    protocol: str = DEFAULT_PROTOCOL,
+    protocol: str,
 ) -> list[HubSpec]:
     """Specs of hubs in slots 1..``hubs``.
 
@@ -233,7 +233,7 @@ def start_rig(
     latency_s: float = 0.001,
     hw_version: int = 2,
     timeout_s: float | None = None,
-    protocol: str = DEFAULT_PROTOCOL,
+    protocol: str,
 ) -> list[SimHub]:
     """Start ``hubs`` simulated hubs (slots 1..N) in parallel; returns them ready.
 
@@ -268,6 +268,15 @@ def describe(hub: SimHub) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the rig until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad settings, 1 on failure."""
+    if args.protocol is None:
+        args.protocol = default_protocol()
+        if args.protocol is None:
+            print(
+                "station sim: error: --protocol is required: no installed simulator is the "
+                f"default (installed: {', '.join(sim_models())})",
+                file=sys.stderr,
+            )
+            return 2
     model = sim_model(args.protocol)
     serial_only = [o for o in ("rfc2217", "lines", "pin_faults", "power") if getattr(args, o, None)]
     if model.link is SimLink.USB and serial_only:

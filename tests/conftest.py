@@ -41,6 +41,7 @@ def start_hub() -> Iterator[Callable[..., SimHub]]:
 
     def start(slot: int = 1, **kw: Any) -> SimHub:
         kw.setdefault("paced", False)
+        kw.setdefault("protocol", "an3155")
         kw.setdefault("firmware", OLD)
         kw.setdefault("firmware_size", 16 * 1024)
         hub = SimHub.start(HubSpec(slot=slot, eui64=derive_eui64(3, slot), **kw))

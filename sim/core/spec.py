@@ -54,6 +54,8 @@ class SimModel:
         check: raises ValueError for a spec its hubs cannot be (an option out of its
             range); called when a spec is made.
         fault_kinds: the ``--faults`` kinds its hubs act on (:data:`sim.core.faults.KINDS`).
+        default: ``station sim`` serves these hubs when no ``--protocol`` is given (the
+            plug-in says so, so no code outside it names a protocol).
     """
 
     name: str
@@ -66,6 +68,7 @@ class SimModel:
     run_rig: Callable[[argparse.Namespace], int] | None = None
     check: Callable[[HubSpec], None] | None = None
     fault_kinds: frozenset[str] = frozenset()
+    default: bool = False
 
     def __post_init__(self) -> None:
         if (self.build is None) == (self.run_rig is None):
@@ -103,8 +106,13 @@ def sim_model(name: str) -> SimModel:
     return models[name]
 
 
-#: The protocol of a hub whose spec names none (``station sim`` without ``--protocol``).
-DEFAULT_PROTOCOL = "an3155"
+def default_protocol() -> str | None:
+    """The protocol ``station sim`` serves without ``--protocol``: the one installed
+    simulator whose plug-in marks it ``default``; None when there is not exactly one."""
+    marked = [name for name, model in sim_models().items() if model.default]
+    return marked[0] if len(marked) == 1 else None
+
+
 START_MODES = ("bootloader", "app")
 #: What a hub's bootloader reports as its product ID unless the spec says otherwise (for
 #: models whose bootloader reports one: an STM32L4's 0x462).
@@ -182,8 +190,8 @@ class HubSpec:
     firmware_size: int = 64 * 1024
     #: 0x44 (Extended Erase, bootloader v3.x) or 0x43 (Erase, older bootloaders).
     erase_command: int = 0x44
-    #: The protocol (``station sim --protocol``); the default is the first simulator.
-    protocol: str = DEFAULT_PROTOCOL
+    #: The protocol whose simulated model serves the hub (``station sim --protocol``).
+    protocol: str = field(kw_only=True)
     #: What the bootloader reports as its product ID: another value makes it another MCU.
     product_id: int = DEFAULT_PRODUCT_ID
     #: Whether the bootloader offers a device-side checksum command (an AN3155 hub's Get

@@ -20,6 +20,7 @@ def start_hub() -> Iterator[Callable[..., SimHub]]:
 
     def start(**fields: Any) -> SimHub:
         fields.setdefault("slot", 1)
+        fields.setdefault("protocol", "an3155")
         fields.setdefault("eui64", "00-DB-12-34-56-78-90-A0")
         hub = SimHub.start(HubSpec(**fields))
         hubs.append(hub)

@@ -177,9 +177,9 @@ def test_specs_and_validation() -> None:
     assert [(s.protocol, s.profile, s.bits_per_byte) for s in specs] == [
         ("gecko", "demo-gecko", 10)
     ] * 2
-    assert HubSpec(slot=1, eui64="00-DB-12-34-56-78-90-A0").bits_per_byte == 11
+    assert HubSpec(slot=1, eui64="00-DB-12-34-56-78-90-A0", protocol="an3155").bits_per_byte == 11
     with pytest.raises(ValueError, match="protocol"):
-        HubSpec(slot=1, eui64="00-DB-12-34-56-78-90-A0", protocol="smp")
+        HubSpec(slot=1, eui64="00-DB-12-34-56-78-90-A0", protocol="dfu")
     with pytest.raises(ValueError, match=str(APP_MAX_SIZE)):
         HubSpec(slot=1, eui64="00-DB-12-34-56-78-90-A0", protocol="gecko", firmware_size=1 << 20)
     device = specs[0].build_device()

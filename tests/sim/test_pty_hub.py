@@ -219,7 +219,8 @@ def test_hub_exits_when_its_parent_dies(tmp_path: Path) -> None:
         "import sys, time\n"
         "from sim.pty import HubSpec, SimHub\n"
         "if __name__ == '__main__':\n"
-        "    hub = SimHub.start(HubSpec(slot=1, eui64='00-DB-12-00-00-00-00-01'))\n"
+        "    spec = HubSpec(slot=1, eui64='00-DB-12-00-00-00-00-01', protocol='an3155')\n"
+        "    hub = SimHub.start(spec)\n"
         "    print(hub.pid, flush=True)\n"
         "    time.sleep(60)\n"
     )
@@ -243,16 +244,19 @@ def test_hub_exits_when_its_parent_dies(tmp_path: Path) -> None:
 
 def test_specs_are_validated_before_anything_starts() -> None:
     with pytest.raises(ValueError, match="EUI-64"):
-        HubSpec(slot=1, eui64="00:DB:12:34:56:78:90:A0")
+        HubSpec(slot=1, eui64="00:DB:12:34:56:78:90:A0", protocol="an3155")
     with pytest.raises(ValueError, match="bogus"):
-        HubSpec(slot=1, eui64=derive_eui64(0, 1), faults="bogus=1")
+        HubSpec(slot=1, eui64=derive_eui64(0, 1), faults="bogus=1", protocol="an3155")
     with pytest.raises(ValueError, match="start_in"):
-        HubSpec(slot=1, eui64=derive_eui64(0, 1), start_in="dfu")
+        HubSpec(slot=1, eui64=derive_eui64(0, 1), start_in="dfu", protocol="an3155")
     with pytest.raises(ValueError, match="slot"):
-        HubSpec(slot=0, eui64=derive_eui64(0, 1))
+        HubSpec(slot=0, eui64=derive_eui64(0, 1), protocol="an3155")
     with pytest.raises(ValueError, match="firmware size"):
-        HubSpec(slot=1, eui64=derive_eui64(0, 1), firmware=1, firmware_size=1022)
-    assert HubSpec(slot=1, eui64="00-db-12-34-56-78-90-a0").eui64 == "00-DB-12-34-56-78-90-A0"
+        HubSpec(slot=1, eui64=derive_eui64(0, 1), firmware=1, firmware_size=1022, protocol="an3155")
+    assert (
+        HubSpec(slot=1, eui64="00-db-12-34-56-78-90-a0", protocol="an3155").eui64
+        == "00-DB-12-34-56-78-90-A0"
+    )
 
 
 def test_derived_eui64s_are_deterministic_and_distinct() -> None:

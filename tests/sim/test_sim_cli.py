@@ -41,7 +41,7 @@ def test_defaults() -> None:
     add_arguments(parser)
     args = parser.parse_args(["--hubs", "3"])
     assert (args.protocol, args.hubs, args.baud, args.firmware, args.start_in) == (
-        "an3155",
+        None,  # station sim: default_protocol() (the plug-in marks it)
         3,
         115200,
         None,
@@ -57,14 +57,16 @@ def test_defaults() -> None:
 
 
 def test_rig_specs() -> None:
-    specs = rig_specs(3, firmware=7, start_in="app", seed=5, paced=False, latency_s=0.0)
+    specs = rig_specs(
+        3, firmware=7, start_in="app", seed=5, paced=False, latency_s=0.0, protocol="an3155"
+    )
     assert [s.slot for s in specs] == [1, 2, 3]
     assert [s.eui64 for s in specs] == [derive_eui64(5, n) for n in (1, 2, 3)]
     assert all(s.firmware == 7 and s.start_in == "app" and not s.paced for s in specs)
     with pytest.raises(ValueError, match="slot 4"):
-        rig_specs(3, faults="4:nack=1")
+        rig_specs(3, faults="4:nack=1", protocol="an3155")
     with pytest.raises(ValueError, match="both"):
-        rig_specs(3, faults="2:nack=1,2:vanish=1")
+        rig_specs(3, faults="2:nack=1,2:vanish=1", protocol="an3155")
 
 
 def sim_process(*args: str) -> subprocess.Popen[str]:
@@ -144,7 +146,7 @@ def test_bad_arguments_exit_2(
 
 
 def test_start_rig_in_parallel_with_per_slot_faults() -> None:
-    hubs = start_rig(3, paced=False, faults="2:nack=0", seed=1)
+    hubs = start_rig(3, paced=False, faults="2:nack=0", seed=1, protocol="an3155")
     try:
         assert [h.spec.slot for h in hubs] == [1, 2, 3]
         assert len({h.port for h in hubs}) == 3

@@ -112,6 +112,7 @@ class Bench:
             firmware=OLD,
             firmware_size=SIZE,
             paced=True,
+            protocol="an3155",
         )
         hub = SimHub.start(spec)
         link = self.links / f"slot-{slot}"

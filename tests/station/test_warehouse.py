@@ -148,6 +148,7 @@ def hubs() -> Iterator[dict[str, list[SimHub]]]:
             paced=False,
             firmware=kw.pop("firmware", OLD),
             firmware_size=SIZE,
+            protocol="an3155",
             **kw,
         )
 
