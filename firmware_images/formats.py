@@ -33,6 +33,11 @@ class ImageFormat:
         magic: the bytes at offset 0 that mark it (empty: only its suffixes do).
         suffixes: file name suffixes (``.signed.bin`` is not one: ``.bin`` only) that say
             it when the content does not.
+        signed_parts: what the container's own signature covers, in words, when that
+            signature covers the payload and its scheme is one the trust store verifies
+            (``ParsedImage.signature``): then the payload's identity counts as signed, as a
+            GBCS Manufacturer Image's does. Empty: nothing in the file counts as signed.
+        unsigned_parts: what lies outside that signature, in words.
     """
 
     kind: str
@@ -40,6 +45,8 @@ class ImageFormat:
     parse: Callable[[bytes, str], ParsedImage]
     magic: bytes = b""
     suffixes: tuple[str, ...] = ()
+    signed_parts: tuple[str, ...] = ()
+    unsigned_parts: tuple[str, ...] = ()
 
 
 BUILT_IN = frozenset({"ota", "gbl", "dfu", "ihex", "srec", "raw"})

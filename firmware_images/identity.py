@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 from drivers.errors import ImageError
 from firmware_images.descriptor import AppDescriptor, format_version
+from firmware_images.formats import plugin_formats
 from firmware_images.gbl import TAG_HEADER, parse_gbl
 from firmware_images.model import ParsedImage
 
@@ -208,8 +209,14 @@ def _label(image: ParsedImage) -> str:
 
 
 def _payload_signed(image: ParsedImage) -> bool:
-    """Whether the payload lies inside a signature the station can verify (GBCS)."""
-    return image.container == "gbcs-ota" and image.signature is not None
+    """Whether the payload lies inside a signature the station can verify (GBCS, or a
+    plug-in's container that says what its signature covers)."""
+    if image.signature is None:
+        return False
+    if image.container == "gbcs-ota":
+        return True
+    fmt = plugin_formats().get(image.container)
+    return fmt is not None and bool(fmt.signed_parts)
 
 
 def _wrapped_gbl(image: ParsedImage) -> tuple[ParsedImage | None, str | None]:
@@ -470,6 +477,15 @@ def signature_coverage(image: ParsedImage) -> Coverage:
             outside,
             "ECDSA P-256 over the Manufacturer Image only; the station acts on the identity "
             "inside it and cross-checks the rest",
+        )
+    fmt = plugin_formats().get(image.container)
+    if sig is not None and fmt is not None and fmt.signed_parts:
+        return Coverage(
+            sig.scheme,
+            fmt.signed_parts,
+            fmt.unsigned_parts,
+            f"{sig.scheme} over {fmt.description}'s signed parts; the station acts on the "
+            "identity inside them and cross-checks the rest",
         )
     everything = ("the whole file",)
     if sig is not None:

@@ -363,4 +363,14 @@ MCUBOOT_FORMAT = ImageFormat(
     description="an MCUboot image",
     parse=parse_mcuboot,
     magic=MAGIC_BYTES,
+    # MCUboot's signature is over the SHA-256 of header, payload and protected TLVs.
+    signed_parts=(
+        "the image header: magic, load address, header and image sizes, flags, version",
+        "the payload (the application, with its descriptor)",
+        "the protected TLVs",
+    ),
+    unsigned_parts=(
+        "the unprotected TLVs: SHA-256 (checked against the bytes), key hash, signature",
+        "the file name",
+    ),
 )

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_images import mcuboot as m
+from firmware_images.identity import signature_coverage
 from firmware_images.loader import detect, parse_bytes
 from firmware_images.model import ImageFormatError, SigStatus
 from firmware_images.trust import TrustStore
@@ -48,6 +49,20 @@ def test_signed_image_verifies_only_with_its_key() -> None:
     assert other.signature_status is SigStatus.INVALID
     unsigned = parse_bytes(demo_image(VERSION, size=4096))
     assert unsigned.signature_status is SigStatus.UNSIGNED
+
+
+def test_a_signed_images_identity_counts_as_signed_and_inspect_says_what_is_covered() -> None:
+    """The trust store verifies MCUboot's signature, so the identity inside it is the signed
+    one (as a GBCS Manufacturer Image's is), and inspect does not call it unverifiable."""
+    signed = parse_bytes(demo_image(VERSION, size=4096, sign=ecdsa_p256_sign(KEY)), "app.bin")
+    trusted = signed.trusted_identity
+    assert trusted is not None and trusted.signed and trusted.version == VERSION
+    cover = signature_coverage(signed)
+    assert any("header" in part and "version" in part for part in cover.covered)
+    assert "not verified" not in cover.note
+    unsigned = parse_bytes(demo_image(VERSION, size=4096), "app.bin")
+    assert unsigned.trusted_identity is not None and not unsigned.trusted_identity.signed
+    assert signature_coverage(unsigned).covered == ()
 
 
 @settings(max_examples=60)
