@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, Table, insert, select, type_coerce, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, type_coerce, update
 from sqlalchemy import String as SqlString
 
 from station.events import JobState
@@ -194,9 +194,20 @@ def digest(records: Iterable[Mapping[str, Any]]) -> str:
 # -- writing -------------------------------------------------------------------------------
 
 
+# Built once (each job appends several entries; building a statement costs more CPU than
+# running it).
+_HEAD = select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)
+_LOCK = (
+    update(station_meta)
+    .where(station_meta.c.key == "audit_lock")
+    .values(value=station_meta.c.value)
+)
+_APPEND = insert(audit)
+
+
 def head(conn: Connection) -> Head:
     """The chain's last entry (seq 0 and the genesis hash when it is empty)."""
-    last = conn.execute(select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1))
+    last = conn.execute(_HEAD)
     row = last.first()
     return Head(0, GENESIS_HASH) if row is None else Head(int(row.seq), str(row.hash))
 
@@ -210,25 +221,22 @@ def append(
     row lock queues appenders from other processes, so each reads the head only after the
     previous append committed (SQLite writers are serialised anyway).
     """
-    conn.execute(
-        update(station_meta)
-        .where(station_meta.c.key == "audit_lock")
-        .values(value=station_meta.c.value)
-    )
+    conn.execute(_LOCK)
     last = head(conn)
     seq = last.seq + 1
     text = canonical_json(dict(detail))
     entry_hash = audit_hash(seq, at, operator, action, text, last.hash)
     conn.execute(
-        insert(audit).values(
-            seq=seq,
-            at=at,
-            operator=operator,
-            action=action,
-            detail=text,
-            prev_hash=last.hash,
-            hash=entry_hash,
-        )
+        _APPEND,
+        {
+            "seq": seq,
+            "at": at,
+            "operator": operator,
+            "action": action,
+            "detail": text,
+            "prev_hash": last.hash,
+            "hash": entry_hash,
+        },
     )
     return Head(seq, entry_hash)
 
@@ -269,11 +277,24 @@ def _rows(
     return [_project(table, r._mapping) for r in conn.execute(query)]
 
 
+_ROW_OF: dict[str, Any] = {}
+
+
+def _row_of(action: str) -> Any:
+    """The statement reading one covered row by its key (built once per table)."""
+    query = _ROW_OF.get(action)
+    if query is None:
+        table, pk = COVERED[action]
+        query = select(*_raw_columns(table)).where(table.c[pk] == bindparam("key"))
+        _ROW_OF[action] = query
+    return query
+
+
 def record_of(conn: Connection, action: str, key: Any) -> dict[str, Any] | None:
     """A covered row as the chain keeps it: every column (times as ISO text), plus the digest
     of the rows hanging off it. None: no such row."""
-    table, pk = COVERED[action]
-    found = _rows(conn, table, table.c[pk] == key)
+    table, _ = COVERED[action]
+    found = [_project(table, r._mapping) for r in conn.execute(_row_of(action), {"key": key})]
     if not found:
         return None
     record = found[0]

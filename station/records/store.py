@@ -53,6 +53,7 @@ from sqlalchemy import (
     Engine,
     Row,
     Table,
+    bindparam,
     create_engine,
     event,
     func,
@@ -97,6 +98,7 @@ from station.records.schema import (
     hubs,
     job_events,
     jobs,
+    station_leases,
     station_meta,
 )
 
@@ -1307,9 +1309,7 @@ class Store:
 
         def work(conn: Connection) -> int:
             lease = self._owned(conn)
-            found = conn.execute(
-                select(batches.c.finished_at, batches.c.lease_id).where(batches.c.id == batch_id)
-            ).first()
+            found = conn.execute(_BATCH_FOR_JOB, {"b_batch": batch_id}).first()
             if found is None:
                 raise UnknownRecord(f"no batch {batch_id} in the station database")
             if found.finished_at is not None:
@@ -1355,35 +1355,47 @@ class Store:
         detail: Mapping[str, Any],
     ) -> None:
         conn.execute(
-            insert(job_events).values(
-                **checked(
-                    job_events,
-                    {
-                        "job_id": job_id,
-                        "seq": seq,
-                        "state": str(state),
-                        "at": at,
-                        "detail": chain.canonical_json(dict(detail)),
-                    },
-                )
-            )
+            _ADD_EVENT,
+            checked(
+                job_events,
+                {
+                    "job_id": job_id,
+                    "seq": seq,
+                    "state": str(state),
+                    "at": at,
+                    "detail": chain.canonical_json(dict(detail)),
+                },
+            ),
         )
 
     @staticmethod
     def _next_seq(conn: Connection, job_id: int) -> int:
-        last = conn.execute(
-            select(func.max(job_events.c.seq)).where(job_events.c.job_id == job_id)
-        ).scalar_one_or_none()
+        last = conn.execute(_LAST_SEQ, {"b_job": job_id}).scalar_one_or_none()
         return 1 if last is None else int(last) + 1
 
-    def _own_job(self, conn: Connection, job_id: int) -> Row[Any]:
-        lease = self._owned(conn)
-        job = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+    def _own_job(self, conn: Connection, job_id: int) -> _Owned:
+        """The job's row, once this process is known to hold its station's lease and the
+        job belongs to this run; with its last event's ``seq`` and its batch's operator.
+
+        One statement when all is well (the lease check, the job and what follows from it,
+        read together); anything else runs the checks one by one, which raise.
+        """
+        lease = self._held()
+        row = conn.execute(_OWN_JOB, {"b_job": job_id, "b_station": lease.station_id}).first()
+        if (
+            row is not None
+            and row.x_holder == lease.lease_id
+            and row.x_released is None
+            and row.lease_id == lease.lease_id
+        ):
+            return _Owned(row, 0 if row.x_last_seq is None else int(row.x_last_seq), row.x_operator)
+        self._owned(conn)
+        job = conn.execute(_JOB, {"b_job": job_id}).first()
         if job is None:
             raise UnknownRecord(f"no job {job_id} in the station database")
         if job.lease_id != lease.lease_id:
             raise LeaseLost(f"job {job_id} belongs to another run of station {lease.station_id}")
-        return job
+        return _Owned(job, self._next_seq(conn, job_id) - 1, self._operator(conn, job.batch_id))
 
     def record_state(
         self, job_id: int, state: JobState, detail: dict[str, Any] | None = None
@@ -1413,7 +1425,8 @@ class Store:
         detail = dict(detail or {})
 
         def work(conn: Connection) -> None:
-            job = self._own_job(conn, job_id)
+            owned = self._own_job(conn, job_id)
+            job = owned.job
             src = _state(job)
             if state.final:
                 raise IllegalTransition(job_id, src, state, "only finish_job ends a job")
@@ -1430,13 +1443,16 @@ class Store:
                         value = chain.canonical_json(list(value or []))
                     values[column] = value
             values = checked(jobs, values)
+            seq = owned.last_seq + 1
             if state is JobState.IDENTIFIED and values.get("eui64"):
+                # A claim may interrupt a gone station's jobs first: read the seq afresh.
                 self._claim_hub(conn, job_id, str(values["eui64"]), values, at)
+                seq = self._next_seq(conn, job_id)
             else:
-                conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
-            self._add_event(conn, job_id, self._next_seq(conn, job_id), state, at, detail)
+                _set_job(conn, job_id, values)
+            self._add_event(conn, job_id, seq, state, at, detail)
             if state is JobState.IDENTIFIED or state is JobState.ERASING:
-                self._touch_hub(conn, job_id, at)
+                self._touch_hub(conn, job_id, at, owned.operator)
 
         self._write(work)
 
@@ -1475,7 +1491,7 @@ class Store:
             raise HubInFlight(eui64, other.station_id, other.slot, other.id, other.started_at)
         try:
             with conn.begin_nested():
-                conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+                _set_job(conn, job_id, values)
         except IntegrityError as exc:
             if IN_FLIGHT_INDEX not in str(exc.orig) and "jobs.eui64" not in str(exc.orig):
                 raise
@@ -1504,7 +1520,8 @@ class Store:
         """
 
         def work(conn: Connection) -> JobState:
-            job = self._own_job(conn, job_id)
+            owned = self._own_job(conn, job_id)
+            job = owned.job
             src = _state(job)
             target = _final_state(outcome.result)
             if src.final:
@@ -1555,7 +1572,7 @@ class Store:
                 "pages_written": outcome.pages_written,
                 "pages_skipped": outcome.pages_skipped,
             }
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**checked(jobs, values)))
+            _set_job(conn, job_id, checked(jobs, values))
             event_detail: dict[str, Any] = {"result": str(outcome.result)}
             if phase:
                 event_detail["phase"] = phase
@@ -1566,8 +1583,8 @@ class Store:
             if outcome.exchanges:
                 # The last bytes on the wire before a failure: kept for the post-mortem.
                 event_detail["exchanges"] = list(outcome.exchanges)
-            self._add_event(conn, job_id, self._next_seq(conn, job_id), target, at, event_detail)
-            operator = self._operator(conn, job.batch_id)
+            self._add_event(conn, job_id, owned.last_seq + 1, target, at, event_detail)
+            operator = owned.operator
             base = {"batch": job.batch_id, "job": job_id, "slot": job.slot, "eui64": eui}
             for override in outcome.overrides:
                 detail = {**base, "override": override, "image_sha256": outcome.image_sha256}
@@ -1581,7 +1598,7 @@ class Store:
                 ).scalar_one()
                 detail = {**base, "station_id": station, "reason": message}
                 chain.append(conn, operator, "hub-in-flight", detail, at)
-            hub = None if elsewhere else self._touch_hub(conn, job_id, at)
+            hub = None if elsewhere else self._touch_hub(conn, job_id, at, operator)
             chain.snapshot(conn, "job", job_id, operator, at)
             if hub is not None:
                 chain.snapshot(conn, "hub", hub, operator, at)
@@ -1590,14 +1607,15 @@ class Store:
         return self._write(work)
 
     def _operator(self, conn: Connection, batch_id: int) -> str:
-        return str(
-            conn.execute(select(batches.c.operator).where(batches.c.id == batch_id)).scalar_one()
-        )
+        return str(conn.execute(_OPERATOR, {"b_batch": batch_id}).scalar_one())
 
-    def _touch_hub(self, conn: Connection, job_id: int, at: datetime) -> str | None:
+    def _touch_hub(
+        self, conn: Connection, job_id: int, at: datetime, operator: str | None = None
+    ) -> str | None:
         """Bring the job's hub row up to date with what the job knows now (see
-        station.records.dsp); returns the hub's EUI-64 (None: the job has no valid one)."""
-        job = conn.execute(select(jobs).where(jobs.c.id == job_id)).one()
+        station.records.dsp); returns the hub's EUI-64 (None: the job has no valid one).
+        ``operator``: the job's batch's, when the caller has read it already."""
+        job = conn.execute(_JOB, {"b_job": job_id}).one()
         eui = _valid_eui(job.eui64)
         if eui is None:
             return None
@@ -1612,11 +1630,7 @@ class Store:
         if job.hw_version is not None:
             values["hw_version"] = job.hw_version
         reached = {
-            JobState(s)
-            for s in conn.execute(
-                select(job_events.c.state).where(job_events.c.job_id == job_id)
-            ).scalars()
-            if s in _LIVE
+            JobState(s) for s in conn.execute(_REACHED, {"b_job": job_id}).scalars() if s in _LIVE
         }
         if state is JobState.PASSED:
             values["running_version"] = job.version_after
@@ -1634,9 +1648,7 @@ class Store:
                 and job.target_version.lower() == job.version_before.lower()
             )
             values["running_sha256"] = job.image_sha256 if current else None
-            known = conn.execute(
-                select(hubs.c.running_version, hubs.c.running_job_id).where(hubs.c.eui64 == eui)
-            ).one_or_none()
+            known = conn.execute(_KNOWN_HUB, {"b_eui": eui}).one_or_none()
             if (
                 known is not None
                 and known.running_job_id not in (None, job_id)
@@ -1648,7 +1660,7 @@ class Store:
                 for source in ("running_job_id", "running_at", "running_sha256"):
                     del values[source]
         values = checked(hubs, values)
-        done = conn.execute(update(hubs).where(hubs.c.eui64 == eui).values(**values)).rowcount
+        done = conn.execute(_SET_HUB, {**values, "b_eui": eui}).rowcount
         if not done:
             listed = (
                 conn.execute(
@@ -1676,7 +1688,8 @@ class Store:
                 )
             )
         if state is JobState.IDENTIFIED or state is JobState.ERASING:
-            chain.snapshot(conn, "hub", eui, self._operator(conn, job.batch_id), at)
+            who = operator if operator is not None else self._operator(conn, job.batch_id)
+            chain.snapshot(conn, "hub", eui, who, at)
         return eui
 
     def _interrupt(self, conn: Connection, job_id: int, reason: str, at: datetime) -> bool:
@@ -1821,6 +1834,62 @@ class Store:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+# -- the statements every job runs, built once ------------------------------------------------
+# A job records eight or more states, each in a handful of statements; building a statement
+# and its cache key cost more CPU than running it, so the hot ones are built here, once, with
+# their values bound at execution.
+
+_JOB = select(jobs).where(jobs.c.id == bindparam("b_job"))
+_SET_JOB = update(jobs).where(jobs.c.id == bindparam("b_job"))
+_LAST_SEQ = select(func.max(job_events.c.seq)).where(job_events.c.job_id == bindparam("b_job"))
+_ADD_EVENT = insert(job_events)
+_REACHED = select(job_events.c.state).where(job_events.c.job_id == bindparam("b_job"))
+_OPERATOR = select(batches.c.operator).where(batches.c.id == bindparam("b_batch"))
+_KNOWN_HUB = select(hubs.c.running_version, hubs.c.running_job_id).where(
+    hubs.c.eui64 == bindparam("b_eui")
+)
+_SET_HUB = update(hubs).where(hubs.c.eui64 == bindparam("b_eui"))
+_BATCH_FOR_JOB = select(batches.c.finished_at, batches.c.lease_id).where(
+    batches.c.id == bindparam("b_batch")
+)
+
+
+# The job with what every write to it needs: the station's lease as recorded now (checked
+# against this process's), the job's last event and its batch's operator.
+_OWN_JOB = (
+    select(
+        jobs,
+        station_leases.c.lease_id.label("x_holder"),
+        station_leases.c.released_at.label("x_released"),
+        batches.c.operator.label("x_operator"),
+        select(func.max(job_events.c.seq))
+        .where(job_events.c.job_id == jobs.c.id)
+        .scalar_subquery()
+        .label("x_last_seq"),
+    )
+    .select_from(
+        jobs.join(batches, batches.c.id == jobs.c.batch_id).outerjoin(
+            station_leases, station_leases.c.station_id == bindparam("b_station")
+        )
+    )
+    .where(jobs.c.id == bindparam("b_job"))
+)
+
+
+@dataclass(frozen=True)
+class _Owned:
+    """A job this process may write (see :meth:`Store._own_job`)."""
+
+    job: Row[Any]
+    last_seq: int  # 0: no event yet
+    operator: str
+
+
+def _set_job(conn: Connection, job_id: int, values: Mapping[str, Any]) -> Any:
+    """UPDATE the job's row with ``values`` (already :func:`checked`)."""
+    return conn.execute(_SET_JOB, {**values, "b_job": job_id})
 
 
 def _final_state(result: Result) -> JobState:
