@@ -27,7 +27,10 @@ pyserial 3.5's :class:`serial.rfc2217.Serial` cannot carry a re-flash as it stan
   every millisecond, still bounded by the same network timeout and failing with the same
   message;
 - ``close`` sleeps 0.3 s, and a connection that breaks during the option negotiation
-  ends pyserial's reader thread with a traceback on stderr; neither happens here.
+  ends pyserial's reader thread with a traceback on stderr; neither happens here;
+- a connection the exporter closes once the negotiation has begun (ser2net turning away a
+  second client) fails ``open`` as "does not seem to support RFC2217"; here it says the
+  exporter closed it, so the port is reported busy.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Rfc2217Port(serial.rfc2217.Serial):  # type: ignore[misc]
     """pyserial's RFC 2217 client with the changes the module docstring lists."""
 
     _opening = False
+    _closed_by_exporter = False
     # pyserial's own state (untyped there), used by the overrides below.
     _socket: Any
     _thread: Any
@@ -84,9 +88,20 @@ class Rfc2217Port(serial.rfc2217.Serial):  # type: ignore[misc]
         self._timeout = timeout
 
     def open(self) -> None:
+        """Open as pyserial does; a connection the exporter closed during the option
+        negotiation is said to be closed (ser2net turning away a second client of a busy
+        port), not "does not support RFC2217", which pyserial says whenever the
+        negotiation did not finish, however it ended."""
         self._opening = True
+        self._closed_by_exporter = False
         try:
             super().open()
+        except serial.SerialException as exc:
+            if self._closed_by_exporter and "does not seem to support" in str(exc):
+                raise serial.SerialException(
+                    "the exporter closed the connection during the option negotiation"
+                ) from exc
+            raise
         finally:
             self._opening = False
 
@@ -170,6 +185,8 @@ class Rfc2217Port(serial.rfc2217.Serial):  # type: ignore[misc]
             super()._telnet_read_loop()
         except (OSError, ValueError, AttributeError):  # AttributeError: socket closed
             self._read_buffer.put(None)
+        if self._opening and self.is_open:  # the loop ends while open: the exporter closed
+            self._closed_by_exporter = True
 
     def _reader_ended(self) -> bool:
         """Whether pyserial's reader thread stopped (it stops when the connection ends)."""
