@@ -139,14 +139,13 @@ def _loop(pacer: Pacer, spec: HubSpec, master: int, conn: Connection, parent: in
     margin = WakeMargin(SPIN_S)
     while True:
         now = monotonic()
-        for data in pacer.pop_due(now):
-            if data is None:
-                return  # vanish: the finally in _serve closes both ends
-            _write(master, data)
-        due = pacer.next_due()
+        if not _deliver(pacer, master, now):
+            return  # vanish: the finally in _serve closes both ends
+        wake = pacer.next_wake()
+        due, precise = wake if wake is not None else (None, False)
         watch = [pipe] if now < master_quiet_until else [master, pipe]
         # Poll the last stretch only before an answer the host may be waiting for.
-        lead = margin.seconds if due is not None and pacer.waited_for() else 0.0
+        lead = margin.seconds if precise else 0.0
         if due is not None and due - now <= lead:
             # A sleep this short would overrun (wake-up latency): poll the port until due.
             readable = _poll_until(due, watch)
@@ -170,10 +169,8 @@ def _loop(pacer: Pacer, spec: HubSpec, master: int, conn: Connection, parent: in
                 return
             if isinstance(message, tuple) and message[0] == "truth":
                 # The truth as of now: first run what has come due since the loop's top.
-                for data in pacer.pop_due(monotonic()):
-                    if data is None:
-                        return
-                    _write(master, data)
+                if not _deliver(pacer, master, monotonic()):
+                    return
                 conn.send(("truth", ground_truth(device, int(message[1]), spec.model.app_base)))
         if master in readable:
             try:
@@ -188,6 +185,21 @@ def _loop(pacer: Pacer, spec: HubSpec, master: int, conn: Connection, parent: in
                 data = b""
             if data:
                 pacer.receive(data, seen)
+
+
+def _deliver(pacer: Pacer, master: int, now: float) -> bool:
+    """Write what is due by ``now``, what comes due together in one write (the host wakes
+    once for it); False: the hub vanished."""
+    run: list[bytes] = []
+    for data in pacer.pop_due(now):
+        if data is None:
+            if run:
+                _write(master, b"".join(run))
+            return False
+        run.append(data)
+    if run:
+        _write(master, b"".join(run))
+    return True
 
 
 def _poll_until(due: float, watch: list[int]) -> list[int]:

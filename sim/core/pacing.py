@@ -150,20 +150,40 @@ class Pacer:
             else:
                 out.append(heapq.heappop(self._outbox)[2])
 
-    def waited_for(self) -> bool:
-        """Whether what is next due is a delivery with nothing queued behind it: the answer a
-        host in lock-step waits for before it sends again, which must leave on time.
+    def next_wake(self) -> tuple[float, bool] | None:
+        """When the hub next acts, and whether it must act then to the µs (``precise``);
+        None: nothing is due.
 
-        A timer or alarm runs on the model's clock (what it causes is timed from when it
-        was due, not from when it ran), and a delivery with more queued behind it answers
-        bytes the host has already sent, all of whose answers it awaits: those may go a
-        wake-up late (the hub does not poll for them), never early.
+        A delivery with more queued behind it answers bytes the host has already sent, all
+        of whose answers it awaits: it may go late, never early. So it waits for the ones
+        due within the adapter's latency after it, and they leave in one write, as a
+        USB-serial adapter's latency timer sends what came within one period in one packet
+        (a pipelined AN3155 block's first two ACKs, 0.5 ms apart: one wake-up of the hub and
+        of the host instead of two). Precise is a batch with nothing queued behind it: the
+        answer a host in lock-step waits for before it sends again. A timer or alarm is never
+        precise: it runs on the model's clock (what it causes is timed from when it was due,
+        not from when it ran), and no batch reaches past one.
         """
-        if len(self._outbox) != 1:
-            return False
-        at = self._outbox[0][0]
-        timer, alarm = self._timer, self._alarm
-        return (timer is None or timer[0] > at) and (alarm is None or alarm[0] > at)
+        outbox = self._outbox
+        clock = min(
+            self._timer[0] if self._timer is not None else math.inf,
+            self._alarm[0] if self._alarm is not None else math.inf,
+        )
+        if not outbox:
+            return (clock, False) if math.isfinite(clock) else None
+        head = outbox[0][0]
+        if clock < head:
+            return clock, False
+        if len(outbox) == 1:  # the hot case (a lone answer): no batch to look for
+            return head, clock > head
+        limit, last, count = head + self.latency_s, head, 0
+        for at, _, _ in outbox:  # a heap of a few answers: one pass, no sort
+            if at <= limit:
+                count += 1
+                last = max(last, at)
+        if clock <= last:
+            return head, False
+        return last, count == len(outbox)
 
     def interrupt(self, outputs: Sequence[DeviceOutput], now: float) -> None:
         """A hardware event at ``now`` (reset pin, power) that stopped or restarted the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from simkit import addr, cmd, ext_erase_frame, write_frame
 
 from firmware_images.build import demo_payload
@@ -153,22 +155,45 @@ def test_dropped_bytes_still_took_line_time() -> None:
     assert p.rx_free == pytest.approx(10 * BT)
 
 
+def wakes(p: Pacer, until: float = 1e9) -> list[tuple[float, bool, bytes]]:
+    """Each wake-up the hub makes by ``until``: its time, whether it is precise, and what it
+    writes then (in one write)."""
+    out = []
+    while (wake := p.next_wake()) is not None and wake[0] <= until:
+        out.append((*wake, b"".join(d or b"" for d in p.pop_due(wake[0]))))
+    return out
+
+
 def test_only_the_answer_a_host_waits_for_is_delivered_on_time() -> None:
     # A pipelined block queues three ACKs at once: the host awaits them all, so the hub
-    # polls (burns CPU to be on time) only for the last; alone, an answer is waited for.
+    # polls (burns CPU to be on time) only for the last, and the first two, 0.5 ms apart
+    # (within the adapter's latency), leave together; alone, an answer is waited for.
     p = pacer()
     p.receive(b"\x7f", 0.0)
-    assert p.waited_for()
+    assert p.next_wake() == (pytest.approx(2 * BT + LAT), True)
     deliveries(p)
-    assert not p.waited_for()  # nothing queued
-    p.receive(write_frame(FLASH_BASE, bytes(256)), 1.0)
-    waited = []
-    while (due := p.next_due()) is not None:
-        waited.append(p.waited_for())
-        p.pop_due(due)
-    assert waited == [False, False, True]
+    assert p.next_wake() is None  # nothing queued
+    t0 = 1.0
+    p.receive(write_frame(FLASH_BASE, bytes(256)), t0)
+    got = wakes(p)
+    assert [(precise, data) for _, precise, data in got] == [(False, b"\x79\x79"), (True, b"\x79")]
+    assert got[0][0] == pytest.approx(t0 + 8 * BT + LAT)  # the second ACK's time: none early
     p.receive(cmd(0x11), 2.0)  # lock-step: the command alone
-    assert p.waited_for()
+    assert p.next_wake() == (pytest.approx(2.0 + 3 * BT + LAT), True)
+
+
+def test_answers_further_apart_than_the_latency_leave_on_their_own() -> None:
+    p = pacer(latency_s=0.0001)  # an adapter faster than the 5 byte times between two ACKs
+    p.receive(b"\x7f", 0.0)
+    deliveries(p)
+    p.receive(write_frame(FLASH_BASE, bytes(256)), 1.0)
+    got = wakes(p)
+    assert [(precise, data) for _, precise, data in got] == [
+        (False, b"\x79"),
+        (False, b"\x79"),
+        (True, b"\x79"),
+    ]
+    assert got[0][0] == pytest.approx(1.0 + 3 * BT + 0.0001)
 
 
 def test_a_timer_is_never_waited_for() -> None:
@@ -180,9 +205,38 @@ def test_a_timer_is_never_waited_for() -> None:
     p.receive(b"\x7f", 0.0)
     deliveries(p)
     p.receive(cmd(0x21) + addr(FLASH_BASE), 1.0)
-    waited, out = [], []
-    while (due := p.next_due()) is not None and due < 2.0:
-        waited.append(p.waited_for())
-        out.append(b"".join(d or b"" for d in p.pop_due(due)))
-    assert out[:2] == [b"\x79", b"\x79"] and out[2] == b"" and out[3].startswith(b"CHUB APP")
-    assert waited[:4] == [False, True, False, True]
+    got = wakes(p, until=2.0)
+    assert [(precise, data[:8]) for _, precise, data in got[:3]] == [
+        (True, b"\x79\x79"),  # the two ACKs, together; the host waits for the second
+        (False, b""),  # the deaf wait ends: a timer
+        (True, b"CHUB APP"),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    blocks=st.lists(
+        st.tuples(st.integers(0, 63), st.floats(0.0, 0.05), st.booleans()), min_size=1, max_size=6
+    )
+)
+def test_a_batched_answer_is_never_early_and_at_most_one_latency_late(
+    blocks: list[tuple[int, float, bool]],
+) -> None:
+    # Blocks written at random gaps, pipelined or a command alone: every answer leaves at
+    # or after its own time and within one adapter latency of it, and a wake is precise
+    # exactly when nothing is left queued behind what it sends.
+    p = pacer()
+    p.receive(b"\x7f", 0.0)
+    deliveries(p)
+    now = 1.0
+    for index, gap, whole in blocks:
+        now += gap
+        frame = write_frame(FLASH_BASE + 256 * index, bytes(range(256))) if whole else cmd(0x11)
+        p.receive(frame, now)
+        while (wake := p.next_wake()) is not None and wake[0] <= now + 1.0:
+            at, precise = wake
+            due = sorted(item[0] for item in p._outbox if item[0] <= at)
+            assert p.pop_due(at)
+            assert all(at - LAT - 1e-12 <= d <= at for d in due)
+            assert precise == (not p._outbox and p._timer is None and p._alarm is None)
+            now = max(now, at)
