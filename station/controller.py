@@ -463,7 +463,7 @@ class Controller:
             now = time.monotonic()
             if total and (done >= total or now - last_progress >= self.progress_interval_s):
                 last_progress = now
-                self._recorder.event(
+                self._recorder.progress(
                     JobProgress(
                         slot=slot.number, job_id=job_id, phase=phase, done=done, total=total
                     )

@@ -11,7 +11,11 @@ Every record waits for the database before the slot goes on: :meth:`Recorder.sta
 (the job's id is needed for everything after), :meth:`Recorder.state` (a state is durable
 *before* the step it names: the identity read before the plan, ``erasing`` before the first
 erase command; ARCHITECTURE.md §10) and :meth:`Recorder.finish_job` (the store decides the
-final state). Only progress counters, notes and retries run ahead. Waiting costs a slot one
+final state). Only progress counters, notes and retries run ahead. A progress counter is a
+latest value, not a record: a slot's newest one waits beside the queue and goes out at the
+recorder's next pass (at most :data:`PROGRESS_EVERY_S` later), or just before that slot's
+next record, so it never wakes the recorder by itself (at 32 slots, four counters a second
+each were most of its passes) and is never shown after what followed it. Waiting costs a slot one
 group commit per state, shared with every other slot that recorded in the same pass. A
 record the store refuses raises in the slot that handed it in, and is not published; a
 ``record-error`` event says so (except a claim on a hub in flight elsewhere, ``HubInFlight``:
@@ -34,6 +38,7 @@ from station.events import (
     Event,
     HubDetected,
     JobFinished,
+    JobProgress,
     JobState,
     RecordError,
     StateEvent,
@@ -59,6 +64,8 @@ class JobStore(Protocol):
 
 #: Most records committed in one transaction (bounds the latency of a pass).
 MAX_GROUP = 512
+#: Longest a progress counter waits for a pass (the live board's refresh rate).
+PROGRESS_EVERY_S = 0.25
 
 
 @dataclass
@@ -77,6 +84,10 @@ class _Record:
 _CLOSE = _Record(None, lambda _: [])
 
 
+def _counter_record(event: JobProgress) -> _Record:
+    return _Record(None, lambda _: [event], event.slot, event.job_id)
+
+
 class Recorder:
     """Persist, then publish, every record the slot workers hand in, in their order.
 
@@ -89,6 +100,8 @@ class Recorder:
         self.store = store
         self.publish = publish
         self._queue: queue.SimpleQueue[_Record] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # keeps a slot's counter and its records in order
+        self._progress: dict[int, JobProgress] = {}  # each slot's newest, not yet queued
         #: The first exception a subscriber raised (the controller reports it).
         self.publish_error: Exception | None = None
 
@@ -125,13 +138,19 @@ class Recorder:
         )
 
     def event(self, event: Event) -> None:
-        """Queue an event that is not a record (progress, notes, retries): published after
-        everything handed in before it."""
-        self._queue.put(_Record(None, lambda _: [event], event.slot, event.job_id))
+        """Queue an event that is not a record (notes, retries): published after everything
+        handed in before it."""
+        self._put(_Record(None, lambda _: [event], event.slot, event.job_id))
+
+    def progress(self, event: JobProgress) -> None:
+        """Keep a slot's progress counter, replacing one not yet published: it goes out at
+        the next pass, after everything the slot handed in before it."""
+        with self._lock:
+            self._progress[event.slot] = event
 
     def audit(self, operator: str, action: str, detail: dict[str, Any], then: Event) -> None:
         """Queue an audit entry, and the event ``then`` to publish once it is durable."""
-        self._queue.put(
+        self._put(
             _Record(
                 lambda store: store.audit(operator, action, detail),
                 lambda _: [then],
@@ -152,10 +171,23 @@ class Recorder:
 
     def flush(self) -> None:
         """Wait until everything handed in so far is persisted and published."""
-        self._wait(_Record(None, lambda _: []))
+        self._wait(_Record(None, lambda _: []), every_slot=True)
 
-    def _wait(self, record: _Record) -> Any:
-        self._queue.put(record)
+    def _put(self, record: _Record, every_slot: bool = False) -> None:
+        """Queue ``record`` behind the progress counter its slot (or every slot) handed in
+        before it."""
+        with self._lock:
+            if every_slot:
+                counters, self._progress = list(self._progress.values()), {}
+            else:
+                counter = self._progress.pop(record.slot, None) if record.slot is not None else None
+                counters = [counter] if counter is not None else []
+            for counter in counters:
+                self._queue.put(_counter_record(counter))
+            self._queue.put(record)
+
+    def _wait(self, record: _Record, every_slot: bool = False) -> Any:
+        self._put(record, every_slot)
         record.done.wait()
         if record.error is not None:
             raise record.error
@@ -168,16 +200,22 @@ class Recorder:
         while True:
             batch = list(self._take())
             closing = any(r is _CLOSE for r in batch)
-            self._apply([r for r in batch if r is not _CLOSE])
+            with self._lock:  # the counters no record has taken along yet
+                counters, self._progress = list(self._progress.values()), {}
+            batch = [r for r in batch if r is not _CLOSE] + [_counter_record(c) for c in counters]
+            self._apply(batch)
             if closing:
                 return
 
     def close(self) -> None:
         """Ask :meth:`run` to finish what is queued and return."""
-        self._queue.put(_CLOSE)
+        self._put(_CLOSE, every_slot=True)
 
     def _take(self) -> Iterator[_Record]:
-        yield self._queue.get()
+        try:
+            yield self._queue.get(timeout=PROGRESS_EVERY_S)
+        except queue.Empty:
+            return
         for _ in range(MAX_GROUP - 1):
             try:
                 yield self._queue.get_nowait()

@@ -73,8 +73,10 @@ def test_many_slots_every_event_is_durable_when_published_and_in_order(store: St
                 else {}
             )
             rec.state(event("state", n, job, str(state), detail))
-            rec.event(
-                event("progress", n, job, data={"phase": "write", "done": CHAIN.index(state)})
+            rec.progress(
+                JobProgress(
+                    slot=n, job_id=job, phase=Phase.WRITE, done=CHAIN.index(state), total=9
+                )
             )
         outcome = passed(eui(n)) if n % 2 else ended(eui(n), Result.FAILED, "write", "NACK")
         finals[n] = rec.finish_job(n, job, outcome)
@@ -93,9 +95,15 @@ def test_many_slots_every_event_is_durable_when_published_and_in_order(store: St
         states = [e.state for e in mine if e.kind == "state"]
         assert states == [str(s) for s in CHAIN]
         assert mine[-1].kind == "job-finished"
-        # Progress is published after the state it follows, never before.
+        # Progress is published after the state it follows and before the next, never
+        # before or after; a counter may be replaced by a newer one, never shown late.
         kinds = [e.kind for e in mine]
-        assert kinds[:3] == ["state", "state", "progress"]
+        assert kinds[:2] == ["state", "state"]
+        done = [e.done for e in mine if isinstance(e, JobProgress)]
+        assert done == sorted(done) and done[-1] == len(CHAIN) - 1
+        for i, e in enumerate(mine):
+            if isinstance(e, JobProgress):
+                assert [x.state for x in mine[:i] if x.kind == "state"][-1] == str(CHAIN[e.done])
     # 16 slots, 8 records each: far fewer transactions than records.
     assert CountingStore.groups < 16 * 8
 
@@ -234,3 +242,42 @@ def test_a_pass_of_progress_and_notes_alone_opens_no_transaction(store: Store) -
     assert [e.done for e in seen if isinstance(e, JobProgress)] == list(range(1, 41))
     assert len(seen) == 44
     assert CountingStore.groups == 0
+
+
+def test_a_progress_counter_is_a_latest_value_and_keeps_its_place(store: Store) -> None:
+    # A slot's counters replace one another until a pass or the slot's next record takes
+    # the newest: it is published before that record, never after, and a run of counters
+    # alone costs no pass of its own.
+    batch = _batch(store)
+    seen: list[Event] = []
+    rec = Recorder(store, seen.append)
+    runner = threading.Thread(target=rec.run)
+    runner.start()
+    job = rec.start_job(batch, 1, "p", "demo-an3155")
+    for n in range(1, 1001):
+        rec.progress(JobProgress(slot=1, job_id=job, phase=Phase.WRITE, done=n, total=1000))
+    rec.progress(JobProgress(slot=2, job_id=99, phase=Phase.WRITE, done=5, total=10))
+    rec.state(event("state", 1, job, "identified", identity(eui(1))))
+    rec.flush()  # every slot's newest counter is out by then
+    rec.close()
+    runner.join()
+    mine = [(e.kind, getattr(e, "done", None)) for e in seen if e.slot == 1]
+    assert mine[0] == ("state", None)  # detected
+    assert mine[-2:] == [("progress", 1000), ("state", None)]
+    assert len(mine) < 1000 / 10  # sampled, not one a counter
+    assert [e.done for e in seen if e.slot == 2] == [5]
+
+
+def test_a_counter_alone_goes_out_within_the_refresh_time(store: Store) -> None:
+    seen: list[Event] = []
+    rec = Recorder(store, seen.append)
+    runner = threading.Thread(target=rec.run)
+    runner.start()
+    rec.progress(JobProgress(slot=3, job_id=7, phase=Phase.WRITE, done=1, total=2))
+    deadline = time.monotonic() + 5
+    while not seen:
+        assert time.monotonic() < deadline, "the counter was never published"
+        threading.Event().wait(0.01)
+    rec.close()
+    runner.join()
+    assert [e.done for e in seen if isinstance(e, JobProgress)] == [1]
