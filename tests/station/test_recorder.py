@@ -74,9 +74,7 @@ def test_many_slots_every_event_is_durable_when_published_and_in_order(store: St
             )
             rec.state(event("state", n, job, str(state), detail))
             rec.progress(
-                JobProgress(
-                    slot=n, job_id=job, phase=Phase.WRITE, done=CHAIN.index(state), total=9
-                )
+                JobProgress(slot=n, job_id=job, phase=Phase.WRITE, done=CHAIN.index(state), total=9)
             )
         outcome = passed(eui(n)) if n % 2 else ended(eui(n), Result.FAILED, "write", "NACK")
         finals[n] = rec.finish_job(n, job, outcome)
