@@ -110,7 +110,9 @@ def _split(first: int, count: int) -> list[tuple[int, int]]:
     return [(sub, min(step, first + count - sub)) for sub in range(first, first + count, step)]
 
 
-def crc_plan(crc_of: CrcFn, base: int, data: bytes, page_size: int) -> PagePlan:
+def crc_plan(
+    crc_of: CrcFn, base: int, data: bytes, page_size: int, previous: bytes | None = None
+) -> PagePlan:
     """Plan a write of ``data`` at ``base`` (a page boundary) from device CRCs.
 
     The whole range is asked first (one answer when nothing changed); a range that differs
@@ -118,6 +120,12 @@ def crc_plan(crc_of: CrcFn, base: int, data: bytes, page_size: int) -> PagePlan:
     parts differ (:data:`DENSE`): there every page is asked. A release that changed a few
     clusters of pages costs a few dozen answers, one that changed everything about one per
     page. A range whose CRC is that of erased flash is written without an erase.
+
+    ``previous``: what the flash is thought to hold from ``base`` (the release the hub
+    says it runs), as esptool's ``--diff-with``. When the whole range's CRC is that of
+    ``previous`` (erased beyond its end), the pages that differ are known on the host and
+    none is asked one by one. It is never trusted further than that answer: the pages it
+    says already hold the image are asked again, run by run, as every match is.
     """
     expected = expected_pages(data, page_size)
     pages = len(expected) // page_size
@@ -125,9 +133,11 @@ def crc_plan(crc_of: CrcFn, base: int, data: bytes, page_size: int) -> PagePlan:
     same: list[int] = []
 
     def ask(first: int, count: int) -> str:
+        return answer_of(first, count, crc_of(base + first * page_size, count * page_size))
+
+    def answer_of(first: int, count: int, device: int) -> str:
         start, end = first * page_size, (first + count) * page_size
         plan.asked += 1
-        device = crc_of(base + start, end - start)
         if device == stm32_crc(expected[start:end]):
             return "same"
         return "blank" if device == _erased_crc(end - start) else "differs"
@@ -157,9 +167,37 @@ def crc_plan(crc_of: CrcFn, base: int, data: bytes, page_size: int) -> PagePlan:
         return [*out, (parts[-1], last)]
 
     if pages:
-        settle(0, pages, ask(0, pages))
+        whole = crc_of(base, len(expected))
+        answer = answer_of(0, pages, whole)
+        held = _padded(previous, len(expected)) if previous is not None else None
+        if answer == "differs" and held is not None and whole == stm32_crc(held):
+            _compare(plan, same, held, expected)
+        else:
+            settle(0, pages, answer)
     _confirm(plan, sorted(same), lambda first, count: ask(first, count) == "same")
     return plan
+
+
+def _padded(previous: bytes, length: int) -> bytes:
+    """``previous`` cut or erased-padded to ``length`` bytes (flash past an image is erased
+    when the hub was written whole; the device's CRC of the range says whether it is)."""
+    return previous[:length].ljust(length, b"\xff")
+
+
+def _compare(plan: PagePlan, same: list[int], held: bytes, expected: bytes) -> None:
+    """Sort the pages on the host, from flash known (read back, or proved by its CRC) to
+    hold ``held``: matching ones into ``same`` (to be asked again), erased ones to write
+    without an erase, the rest to erase and write."""
+    size = plan.page_size
+    erased = b"\xff" * size
+    for page in range(plan.pages):
+        now = held[page * size : (page + 1) * size]
+        if now == expected[page * size : (page + 1) * size]:
+            same.append(page)
+        elif now == erased:
+            plan.blank.append(page)
+        else:
+            plan.erase.append(page)
 
 
 def readback_plan(read: ReadFn, base: int, data: bytes, page_size: int) -> PagePlan:
@@ -172,18 +210,8 @@ def readback_plan(read: ReadFn, base: int, data: bytes, page_size: int) -> PageP
     if not pages:
         return plan
     plan.asked += 1
-    back = read(base, len(expected))
-    erased = b"\xff" * page_size
     same: list[int] = []
-    for page in range(pages):
-        start = page * page_size
-        now = back[start : start + page_size]
-        if now == expected[start : start + page_size]:
-            same.append(page)
-        elif now == erased:
-            plan.blank.append(page)
-        else:
-            plan.erase.append(page)
+    _compare(plan, same, read(base, len(expected)), expected)
 
     def again(first: int, count: int) -> bool:
         plan.asked += 1

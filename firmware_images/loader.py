@@ -377,6 +377,10 @@ class LoadedImage:
         parsed: the whole parsed container (signature, header fields, problems).
         inner: the bootloader file a Zigbee/GBCS OTA image wraps (a GBL for a Silicon Labs
             radio, as vendors ship them), else None. ``kind`` is then that file's kind.
+        previous: the payload of the catalogued release the hub says it runs, placed at
+            ``address``, when the catalogue holds it: what its flash is thought to hold, so
+            a write of only the pages that changed needs no page-by-page questions. A hint
+            and never more: a page is left alone only on the hub's own answer.
     """
 
     path: str
@@ -388,6 +392,7 @@ class LoadedImage:
     crc32: int
     parsed: ParsedImage
     inner: ParsedImage | None = None
+    previous: bytes | None = None
 
     @property
     def bootloader_file(self) -> ParsedImage:

@@ -154,9 +154,26 @@ def catalog_chooser(catalog: Catalog, profile: Profile, policy: Policy) -> Image
         if override is not None:
             out.plan = f"{override}; write {release.version_text}"
             out.overrides.append(override)
-        return image
+        return replace(image, previous=previous_payload(catalog, profile, running, image))
 
     return choose
+
+
+def previous_payload(
+    catalog: Catalog, profile: Profile, running: int | None, image: LoadedImage
+) -> bytes | None:
+    """The payload of the catalogued release ``running`` (what the hub says it runs), placed
+    where ``image`` goes, or None: not catalogued, or its file no longer loads (the write is
+    then planned from the hub's answers alone, as for any hub). Only a hint for the plan
+    (:attr:`LoadedImage.previous`), so its signature is not checked."""
+    held = catalog.release(profile.name, running) if running is not None else None
+    if held is None:
+        return None
+    try:
+        placed = flashable(catalog.load_release(held), profile.app_address)
+    except (ImageError, ConfigError):
+        return None
+    return placed.data if placed.address == image.address else None
 
 
 def _pathway_override(

@@ -237,7 +237,9 @@ class An3155Session:
 
     def _plan_pages(self, image: LoadedImage, progress: ProgressFn) -> PagePlan:
         """Which of the image's pages differ, from device CRCs (Get Checksum per page or run
-        of pages, each run of matches asked twice: :func:`drivers.page_diff.crc_plan`).
+        of pages, each run of matches asked twice: :func:`drivers.page_diff.crc_plan`), or,
+        when the whole range's CRC shows the hub holds the release it reports running
+        (``image.previous``), from that release compared on the host.
 
         A bootloader without Get Checksum cannot say so trustworthily (a readback over a
         noisy line is no proof), nor one that fails to answer it: then every page is
@@ -251,7 +253,13 @@ class An3155Session:
             plan.notes.append("no Get Checksum (0xA1): every page written, none compared")
             return plan
         try:
-            plan = crc_plan(lambda at, n: self.drv.checksum(at, n, Phase.ERASE), base, data, size)
+            plan = crc_plan(
+                lambda at, n: self.drv.checksum(at, n, Phase.ERASE),
+                base,
+                data,
+                size,
+                previous=image.previous,
+            )
         except (ProtocolError, LinkTimeout) as exc:
             self.drv.notes.append(f"pages not compared ({exc.message}): every page written")
             return PagePlan.full(base, size, pages)

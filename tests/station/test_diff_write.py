@@ -18,11 +18,11 @@ from pathlib import Path
 
 import bincopy
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from drivers.crc import stm32_crc
-from drivers.page_diff import crc_plan, expected_pages, readback_plan
+from drivers.page_diff import crc_plan, expected_pages, readback_plan, runs_of
 from firmware_images.build import (
     DEMO_HW_MAX,
     DEMO_HW_MIN,
@@ -36,10 +36,11 @@ from firmware_images.descriptor import seal_payload
 from firmware_images.loader import LoadedImage, load_image
 from sim.an3155 import An3155Hub
 from sim.urlhandler import protocol_sim, register
-from station.flash import FlashOutcome, Policy, Result, flash_hub
+from station.demo import prepare_demo_catalog
+from station.flash import FlashOutcome, Policy, Result, catalog_chooser, flash_hub
 from station.profiles import load_profile
 
-from ..conftest import NEW
+from ..conftest import NEW, OLD
 
 #: An unpaced hub's application starts at once; a flash whose descriptor claims a version
 #: its pages do not hold never starts, and the job need not wait long to learn so.
@@ -291,9 +292,52 @@ def test_plans_skip_exactly_the_pages_that_hold_the_image(
     held = {
         n for n in range(pages) if mem[n * PAGE : (n + 1) * PAGE] == expected[n * PAGE :][:PAGE]
     }
-    for plan in (crc_plan(crc, BASE, data, PAGE), readback_plan(read, BASE, data, PAGE)):
+    wrong = rng.randbytes(len(mem))  # a release the hub does not hold after all
+    for plan in (
+        crc_plan(crc, BASE, data, PAGE),
+        readback_plan(read, BASE, data, PAGE),
+        crc_plan(crc, BASE, data, PAGE, previous=bytes(mem)),
+        crc_plan(crc, BASE, data, PAGE, previous=wrong),
+    ):
         assert set(range(pages)) - set(plan.written) == held
         assert not set(plan.erase) & set(plan.blank)
+
+
+@given(
+    pages=st.integers(1, 8),
+    changed=st.sets(st.integers(0, 7)),
+    erased=st.sets(st.integers(0, 7)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_hub_that_holds_the_release_it_reports_is_diffed_on_the_host(
+    pages: int, changed: set[int], erased: set[int], seed: int
+) -> None:
+    # The whole range's CRC proves the flash holds the previous release: its pages are
+    # compared on the host (no page asked one by one), and each run found to hold the
+    # image is asked twice, as every match is; a hub that holds something else is asked
+    # page by page, as before.
+    rng = random.Random(seed)
+    changed, erased = {n for n in changed if n < pages}, {n for n in erased if n < pages}
+    assume(len(erased) < pages)  # a blank hub is written whole, without a diff (above)
+    old = bytearray(rng.randbytes(pages * PAGE))
+    for n in erased:
+        old[n * PAGE : (n + 1) * PAGE] = b"\xff" * PAGE
+    new = bytearray(old)
+    for n in changed:
+        new[n * PAGE : (n + 1) * PAGE] = rng.randbytes(PAGE)
+    asked: list[tuple[int, int]] = []
+
+    def crc(address: int, length: int) -> int:
+        asked.append((address, length))
+        return stm32_crc(old[address - BASE : address - BASE + length])
+
+    plan = crc_plan(crc, BASE, bytes(new), PAGE, previous=bytes(old).rstrip(b"\xff"))
+    differ = {n for n in range(pages) if new[n * PAGE : (n + 1) * PAGE] != old[n * PAGE :][:PAGE]}
+    assert set(plan.written) == differ
+    blank = {n for n in differ if old[n * PAGE : (n + 1) * PAGE] == b"\xff" * PAGE}
+    assert set(plan.blank) == blank and set(plan.erase) == differ - blank
+    runs = len(runs_of(sorted(set(range(pages)) - differ)))
+    assert plan.asked == len(asked) == 1 + runs  # the whole range, then each run again
 
 
 def test_station_flash_shows_and_reports_the_pages(tmp_path: Path) -> None:
@@ -315,3 +359,32 @@ def test_station_flash_shows_and_reports_the_pages(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert (out["pages_written"], out["pages_skipped"], out["bytes_written"]) == (2, 6, 2 * PAGE)
+
+
+@pytest.mark.parametrize(
+    ("held", "diffed_on_the_host"),
+    [(8 * PAGE, True), (5 * PAGE, False)],  # the catalogued release; another build of it
+)
+def test_a_hub_running_a_catalogued_release_is_planned_from_it(
+    tmp_path: Path, held: int, diffed_on_the_host: bool
+) -> None:
+    # The chooser hands the session the release the hub reports; its CRC of the whole range
+    # proves the flash holds it, so no page is asked alone. A hub that reports the version
+    # but holds other bytes is planned from its own answers, page by page. Either way the
+    # job passes.
+    size = 8 * PAGE
+    cat, trust = prepare_demo_catalog(tmp_path / "demo", size=size)
+    policy = Policy(trust=trust)
+    profile = load_profile("demo-an3155")
+    hub = f"sim://an3155?slot=90&unpaced&firmware=0x{OLD:08X}&firmware-size={held}"
+    notes: list[str] = []
+    out = flash_hub(
+        hub,
+        profile,
+        catalog_chooser(cat, profile, policy),
+        policy=policy,
+        on_progress=lambda _p, _d, _t, note: notes.append(note) if note else None,
+    )
+    assert out.result is Result.PASSED, out.message
+    asked = int(next(n for n in notes if "device CRCs" in n).split("(")[1].split()[0])
+    assert (asked <= 2) is diffed_on_the_host, notes
