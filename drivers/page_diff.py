@@ -172,6 +172,10 @@ def crc_plan(
         held = _padded(previous, len(expected)) if previous is not None else None
         if answer == "differs" and held is not None and whole == stm32_crc(held):
             _compare(plan, same, held, expected)
+            plan.notes.append(
+                "the flash holds the release the hub reports (its CRC of the whole range): "
+                "pages compared on the station"
+            )
         else:
             settle(0, pages, answer)
     _confirm(plan, sorted(same), lambda first, count: ask(first, count) == "same")
