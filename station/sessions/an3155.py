@@ -268,7 +268,7 @@ class An3155Session:
             0,
             0,
             f"{plan.skipped} of {pages} pages already hold the image ({plan.asked} device "
-            f"CRCs); {len(plan.written)} to write",
+            f"CRC{'' if plan.asked == 1 else 's'}); {len(plan.written)} to write",
         )
         return plan
 

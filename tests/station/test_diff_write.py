@@ -386,6 +386,6 @@ def test_a_hub_running_a_catalogued_release_is_planned_from_it(
         on_progress=lambda _p, _d, _t, note: notes.append(note) if note else None,
     )
     assert out.result is Result.PASSED, out.message
-    asked = int(next(n for n in notes if "device CRCs" in n).split("(")[1].split()[0])
+    asked = int(next(n for n in notes if "device CRC" in n).split("(")[1].split()[0])
     assert (asked <= 2) is diffed_on_the_host, notes
     assert any("holds the release the hub reports" in n for n in out.notes) is diffed_on_the_host
