@@ -163,11 +163,12 @@ def previous_payload(
     catalog: Catalog, profile: Profile, running: int | None, image: LoadedImage
 ) -> bytes | None:
     """The payload of the catalogued release ``running`` (what the hub says it runs), placed
-    where ``image`` goes, or None: not catalogued, or its file no longer loads (the write is
-    then planned from the hub's answers alone, as for any hub). Only a hint for the plan
+    where ``image`` goes, or None: not catalogued, its file no longer loads (the write is
+    then planned from the hub's answers alone, as for any hub), or the protocol plans no
+    write from it (``ProtocolPlugin.diff_hint``). Only a hint for the plan
     (:attr:`LoadedImage.previous`), so its signature is not checked."""
     held = catalog.release(profile.name, running) if running is not None else None
-    if held is None:
+    if held is None or not plugin(profile.protocol).diff_hint:
         return None
     try:
         placed = flashable(catalog.load_release(held), profile.app_address)

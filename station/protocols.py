@@ -197,6 +197,9 @@ class ProtocolPlugin:
             (a profile's ``[lines]``); a profile with lines is refused otherwise.
         usb_ids: (vendor, product, label) pairs a profile's USB hubs show, so ``station
             ports`` can say which profile a USB device looks like.
+        diff_hint: whether its session plans a write from the release the hub reports
+            (:attr:`~firmware_images.loader.LoadedImage.previous`); the catalogue chooser
+            reads that release's file only for such a protocol.
     """
 
     name: str
@@ -213,6 +216,7 @@ class ProtocolPlugin:
     probe_order: int = 100
     modem_lines: bool = False
     usb_ids: Callable[[Profile], Iterable[tuple[int, int, str]]] = _no_usb_ids
+    diff_hint: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.verify_methods) - set(VERIFY_METHODS)

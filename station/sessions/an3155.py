@@ -439,4 +439,5 @@ PLUGIN = ProtocolPlugin(
     sim_model=sim_an3155.MODEL,
     probe_order=0,
     modem_lines=True,  # an STM32 bootloader takes the first byte it hears for its baud rate
+    diff_hint=True,
 )

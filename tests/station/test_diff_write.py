@@ -389,3 +389,19 @@ def test_a_hub_running_a_catalogued_release_is_planned_from_it(
     asked = int(next(n for n in notes if "device CRC" in n).split("(")[1].split()[0])
     assert (asked <= 2) is diffed_on_the_host, notes
     assert any("holds the release the hub reports" in n for n in out.notes) is diffed_on_the_host
+
+
+def test_the_chooser_reads_the_reported_release_only_for_a_protocol_that_plans_from_it(
+    tmp_path: Path,
+) -> None:
+    # A Gecko bootloader takes a whole GBL: its session plans nothing from the release the
+    # hub runs, so the chooser does not read (or decompress) that release's file for it.
+    cat, trust = prepare_demo_catalog(
+        tmp_path / "demo", size=8 * PAGE, models=("demo-an3155", "demo-gecko")
+    )
+    policy = Policy(trust=trust)
+    for name, hinted in (("demo-an3155", True), ("demo-gecko", False)):
+        out = FlashOutcome(port="-", profile=name, phase="plan")
+        out.version_before, out.hw_version = f"0x{OLD:08X}", DEMO_HW_MIN
+        image = catalog_chooser(cat, load_profile(name), policy)(out)
+        assert (image.previous is not None) is hinted, name
